@@ -1,0 +1,32 @@
+"""Image-classification studio: the entry point. ``streamlit run app.py [-- --workspace DIR]``.
+
+Lists every page explicitly (``st.navigation``), and shows the workspace and the chosen dataset in the
+sidebar of every page.
+"""
+
+import streamlit as st
+
+from ui.state import current_spec, workspace
+
+st.set_page_config(page_title="Image studio", page_icon=":material/photo_camera:", layout="wide")
+
+PAGES = {
+    "Start": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)],
+    "Data": [
+        st.Page("pages/datasets.py", title="Datasets", icon=":material/photo_library:"),
+        st.Page("pages/duplicates.py", title="Duplicates", icon=":material/content_copy:"),
+    ],
+    "Model": [
+        st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+        st.Page("pages/runs.py", title="Runs", icon=":material/monitoring:"),
+        st.Page("pages/classify.py", title="Classify", icon=":material/image_search:"),
+        st.Page("pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
+    ],
+    "Performance": [st.Page("pages/scaling.py", title="Scaling", icon=":material/speed:")],
+}
+
+page = st.navigation(PAGES)
+with st.sidebar:
+    st.caption(f"Dataset: **{current_spec()}**")
+    st.caption(f"Workspace: `{workspace().root}`")
+page.run()

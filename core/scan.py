@@ -1,0 +1,218 @@
+"""Scanning a dataset: every image opened once through ``core.images``, facts cached, problems listed.
+
+The result is the *manifest*: one row per usable image (``path`` relative to the dataset root, ``label``,
+``split``, ``width``, ``height``, ``mode``, ``format``, ``frames``, ``bytes``), and a second table of the files
+that cannot be used, each with a reason. One bad file never stops a scan.
+
+Facts are cached per dataset in ``<workspace>/cache/manifests/<key>.parquet`` keyed by each file's size and
+modification time, so a rescan only opens new or changed files: a 100k-image folder is decoded once.
+Large scans run in worker processes, one per usable core.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from core.cpu import usable_cores
+from core.errors import ImageError
+from core.images import inspect_image
+from core.naming import natural_sorted
+from core.sources import DatasetRef, Entry, Problem, list_entries
+
+Progress = Callable[[int, int], None]
+FACT_COLUMNS = ["width", "height", "mode", "format", "frames", "bytes"]
+MANIFEST_COLUMNS = ["path", "label", "split", *FACT_COLUMNS]
+CACHE_COLUMNS = ["path", "size", "mtime_ns", *FACT_COLUMNS, "error"]
+# Below this many files to open, starting worker processes costs more than it saves.
+PARALLEL_MIN_FILES = 800
+UNSPLIT = "unsplit"
+
+
+@dataclass
+class ScanResult:
+    """A scanned dataset: the manifest of usable images and the unreadable files with reasons."""
+
+    ref: DatasetRef
+    manifest: pd.DataFrame
+    unreadable: pd.DataFrame  # columns: path, reason
+    seconds: float
+    n_opened: int  # files decoded by this scan (0 when everything came from the cache)
+
+    @property
+    def root(self) -> Path:
+        return self.ref.root
+
+    @property
+    def classes(self) -> dict[str, int]:
+        counts = self.manifest["label"].value_counts()
+        return {label: int(counts[label]) for label in natural_sorted(counts.index)}
+
+    @property
+    def splits(self) -> dict[str, int]:
+        counts = self.manifest["split"].replace("", UNSPLIT).value_counts()
+        order = [s for s in ("train", "val", "test", UNSPLIT) if s in counts.index]
+        return {s: int(counts[s]) for s in order}
+
+    def summary(self) -> dict[str, object]:
+        """The ``scan --json`` object of the command-line contract."""
+        return {
+            "dataset": self.ref.spec,
+            "kind": self.ref.kind,
+            "root": str(self.root),
+            "n_images": len(self.manifest),
+            "n_classes": len(self.classes),
+            "classes": self.classes,
+            "splits": self.splits,
+            "unreadable": self.unreadable.to_dict("records"),
+            "seconds": round(self.seconds, 3),
+            "n_opened": self.n_opened,
+        }
+
+
+def scan_dataset(
+    ref: DatasetRef,
+    cache_dir: Path | None = None,
+    *,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> ScanResult:
+    """Scan ``ref``: list its entries, open every new or changed image, and build the manifest.
+
+    Args:
+        ref: the dataset.
+        cache_dir: where manifests are cached (``Workspace.cache``); None scans without a cache.
+        workers: processes for decoding; default one per usable core.
+        progress: called with (files done, files to open) while images are opened.
+    """
+    started = time.perf_counter()
+    entries, problems = list_entries(ref)
+    stats, link_problems = _stat_entries(ref.root, entries)
+    cache_file = cache_dir / "manifests" / f"{ref.key}.parquet" if cache_dir else None
+    cached = _load_cache(cache_file)
+    todo = [e.path for e in entries if e.path in stats and _stale(cached.get(e.path), stats[e.path])]
+    opened = dict(zip(todo, inspect_many([str(ref.root / p) for p in todo], workers=workers, progress=progress)))
+    facts = {p: opened.get(p) or cached[p] for p in stats}
+    if cache_file is not None and todo:
+        _save_cache(cache_file, stats, facts)
+    manifest, bad = _assemble(entries, stats, facts)
+    unreadable = _problem_frame([*problems, *link_problems, *bad])
+    return ScanResult(ref, manifest, unreadable, time.perf_counter() - started, len(todo))
+
+
+def _stat_entries(root: Path, entries: Sequence[Entry]) -> tuple[dict[str, tuple[int, int]], list[Problem]]:
+    """(size, mtime_ns) per usable path; links that leave the dataset and vanished files become problems."""
+    real_root = root.resolve()
+    stats: dict[str, tuple[int, int]] = {}
+    problems: list[Problem] = []
+    for entry in entries:
+        full = root / entry.path
+        try:
+            if full.is_symlink() and not full.resolve().is_relative_to(real_root):
+                problems.append(Problem(entry.path, f"symlink to a file outside the dataset ({os.readlink(full)})"))
+                continue
+            st = full.stat()
+        except OSError as exc:
+            problems.append(Problem(entry.path, "broken link" if full.is_symlink() else f"cannot read ({exc.strerror})"))
+            continue
+        stats[entry.path] = (st.st_size, st.st_mtime_ns)
+    return stats, problems
+
+
+def _stale(cached: dict | None, stat: tuple[int, int]) -> bool:
+    return cached is None or (cached["size"], cached["mtime_ns"]) != stat
+
+
+def inspect_many(paths: Sequence[str], *, workers: int | None = None, progress: Progress | None = None) -> list[dict]:
+    """Facts (or an ``error`` reason) for each path, in order; in worker processes when there are many."""
+    if not paths:
+        return []
+    n_workers = min(workers or usable_cores(), max(1, len(paths) // 200))
+    if n_workers <= 1 or len(paths) < PARALLEL_MIN_FILES:
+        return _inspect_serial(paths, progress)
+    size = max(64, min(512, len(paths) // (n_workers * 8)))
+    chunks = [list(paths[i : i + size]) for i in range(0, len(paths), size)]
+    # forkserver: never fork the (multi-threaded) Streamlit process itself.
+    ctx = multiprocessing.get_context("forkserver")
+    results: list[dict] = []
+    with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+        for chunk_result in pool.map(_inspect_chunk, chunks):
+            results.extend(chunk_result)
+            if progress:
+                progress(len(results), len(paths))
+    return results
+
+
+def _inspect_serial(paths: Sequence[str], progress: Progress | None) -> list[dict]:
+    results = []
+    for i, path in enumerate(paths, start=1):
+        results.append(_inspect_one(path))
+        if progress and (i % 100 == 0 or i == len(paths)):
+            progress(i, len(paths))
+    return results
+
+
+def _inspect_chunk(paths: list[str]) -> list[dict]:
+    return [_inspect_one(p) for p in paths]
+
+
+def _inspect_one(path: str) -> dict:
+    try:
+        info = inspect_image(path)
+    except ImageError as exc:
+        return {"error": exc.reason}
+    return {"width": info.width, "height": info.height, "mode": info.mode, "format": info.format,
+            "frames": info.frames, "bytes": info.bytes, "error": ""}  # fmt: skip
+
+
+def _load_cache(cache_file: Path | None) -> dict[str, dict]:
+    if cache_file is None or not cache_file.exists():
+        return {}
+    try:
+        frame = pd.read_parquet(cache_file)
+    except (OSError, ValueError):  # a damaged cache is only a slower scan, never an error
+        return {}
+    if list(frame.columns) != CACHE_COLUMNS:
+        return {}
+    return {row["path"]: row for row in frame.to_dict("records")}
+
+
+def _save_cache(cache_file: Path, stats: dict[str, tuple[int, int]], facts: dict[str, dict]) -> None:
+    rows = [{"path": p, "size": s, "mtime_ns": m, **{c: facts[p].get(c) for c in (*FACT_COLUMNS, "error")}}
+            for p, (s, m) in stats.items()]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=CACHE_COLUMNS)
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, cache_file)  # readers see the old cache or the new one, never half a file
+
+
+def _assemble(
+    entries: Sequence[Entry], stats: dict[str, tuple[int, int]], facts: dict[str, dict]
+) -> tuple[pd.DataFrame, list[Problem]]:
+    rows, bad = [], []
+    for entry in entries:
+        fact = facts.get(entry.path)
+        if fact is None:
+            continue  # already reported by _stat_entries
+        if fact.get("error"):
+            bad.append(Problem(entry.path, str(fact["error"])))
+            continue
+        rows.append({"path": entry.path, "label": entry.label, "split": entry.split,
+                     **{c: fact[c] for c in FACT_COLUMNS}})  # fmt: skip
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    for col in ("width", "height", "frames", "bytes"):
+        manifest[col] = manifest[col].astype("int64")
+    return manifest, bad
+
+
+def _problem_frame(problems: Sequence[Problem]) -> pd.DataFrame:
+    frame = pd.DataFrame([{"path": p.path, "reason": p.reason} for p in problems], columns=["path", "reason"])
+    return frame.sort_values("path", kind="stable").reset_index(drop=True)

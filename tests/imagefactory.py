@@ -1,0 +1,275 @@
+"""Write small, real test images (good and deliberately broken) and ZIP archives into a folder.
+
+Plain functions, no fixtures, so any test file can use them: each writes ``path`` and returns it.
+The format follows the extension unless ``fmt`` is given. Everything is a few KB and written in
+milliseconds.
+"""
+
+from __future__ import annotations
+
+import io
+import stat
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+RED = (255, 0, 0)
+GREEN = (0, 255, 0)
+BLUE = (0, 0, 255)
+EXIF_ORIENTATION = 0x0112
+
+
+# --- good images ---------------------------------------------------------------------------------
+
+
+def write_rgb(
+    path: str | Path,
+    size: tuple[int, int] = (32, 32),
+    color: tuple[int, int, int] = (200, 30, 30),
+    fmt: str | None = None,
+    seed: int = 0,
+) -> Path:
+    """An RGB picture around ``color``: a horizontal gradient plus a rectangle placed by ``seed``."""
+    return _save(Image.fromarray(_pattern(size, color, seed)), path, fmt)
+
+
+def write_gray(path: str | Path, size: tuple[int, int] = (32, 32), level: int = 128, seed: int = 0) -> Path:
+    """An 8-bit grayscale (mode L) picture around ``level``, different for each ``seed``."""
+    rgb = _pattern(size, (level, level, level), seed)
+    return _save(Image.fromarray(rgb[:, :, 0]), path)
+
+
+def write_16bit_png(path: str | Path, size: tuple[int, int] = (64, 64)) -> Path:
+    """A mode I;16 image holding a ramp over the full 0..65535 range (PNG or TIFF by extension)."""
+    width, height = size
+    ramp = np.linspace(0, 65535, width * height).reshape(height, width).astype(np.uint16)
+    return _save(Image.fromarray(ramp), path)
+
+
+def write_cmyk_jpeg(path: str | Path, size: tuple[int, int] = (32, 32), cmyk=(0, 255, 255, 0)) -> Path:
+    """A plain CMYK JPEG; the default ink is pure red."""
+    return _save(Image.new("CMYK", size, cmyk), path, "JPEG")
+
+
+def write_palette_transparent_png(path: str | Path, size: tuple[int, int] = (32, 32)) -> Path:
+    """A P-mode PNG: left half palette index 0 (red, marked transparent), right half index 1 (blue)."""
+    width, height = size
+    im = Image.new("P", size, 1)
+    im.putpalette([*RED, *BLUE])
+    im.paste(0, (0, 0, width // 2, height))
+    return _save(im, path, "PNG", transparency=0)
+
+
+def write_rgba_png(path: str | Path, size: tuple[int, int] = (32, 32)) -> Path:
+    """An RGBA PNG: left half fully transparent red, right half opaque blue."""
+    width, height = size
+    im = Image.new("RGBA", size, (*BLUE, 255))
+    im.paste((*RED, 0), (0, 0, width // 2, height))
+    return _save(im, path, "PNG")
+
+
+def write_la_png(path: str | Path, size: tuple[int, int] = (32, 32)) -> Path:
+    """An LA PNG: left half fully transparent black, right half opaque black."""
+    width, height = size
+    im = Image.new("LA", size, (0, 255))
+    im.paste((0, 0), (0, 0, width // 2, height))
+    return _save(im, path, "PNG")
+
+
+def write_animated_gif(path: str | Path, size: tuple[int, int] = (16, 16), colors=(RED, GREEN, BLUE)) -> Path:
+    """An animated GIF with one plain frame per colour (frame 0 is the first colour)."""
+    frames = [Image.new("RGB", size, color) for color in colors]
+    return _save(frames[0], path, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+
+
+def write_exif_rotated_jpeg(path: str | Path, size: tuple[int, int] = (60, 20), orientation: int = 6) -> Path:
+    """A JPEG stored ``size`` wide, red on its left third and blue elsewhere, with an EXIF orientation.
+
+    With orientation 6 a viewer rotates it 90 degrees clockwise: it shows tall, with red on top.
+    """
+    width, height = size
+    im = Image.new("RGB", size, BLUE)
+    im.paste(RED, (0, 0, width // 3, height))
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = orientation
+    return _save(im, path, "JPEG", exif=exif, quality=95)
+
+
+def write_mpo_jpeg(path: str | Path, size: tuple[int, int] = (32, 32)) -> Path:
+    """A multi-picture JPEG (as phones and 3-D cameras write): a red picture, then a blue one."""
+    frames = [Image.new("RGB", size, RED), Image.new("RGB", size, BLUE)]
+    return _save(frames[0], path, "MPO", save_all=True, append_images=frames[1:])
+
+
+# --- broken or hostile files ---------------------------------------------------------------------
+
+
+def write_truncated_jpeg(path: str | Path, size: tuple[int, int] = (128, 128)) -> Path:
+    """A real noisy JPEG cut in half: its header is fine and ``verify()`` passes, decoding fails."""
+    return _write_bytes(path, _half(_encoded(_noise(size), "JPEG", quality=90)))
+
+
+def write_truncated_png(path: str | Path, size: tuple[int, int] = (64, 64)) -> Path:
+    """A real noisy PNG cut in half."""
+    return _write_bytes(path, _half(_encoded(_noise(size), "PNG")))
+
+
+def write_empty(path: str | Path) -> Path:
+    """A zero-byte file."""
+    return _write_bytes(path, b"")
+
+
+def write_text_as_image(path: str | Path, text: str = "hello, I am not an image\n") -> Path:
+    """A text file, whatever image extension ``path`` has."""
+    return _write_bytes(path, text.encode())
+
+
+def write_bomb_png(path: str | Path, size: tuple[int, int] = (30000, 30000)) -> Path:
+    """A 70-byte PNG whose header claims ``size`` pixels (its pixel data is for a 1x1 image).
+
+    Anything that decodes it before checking the header size would try to allocate ``size`` pixels.
+    """
+    data = bytearray(_encoded(Image.new("L", (1, 1)), "PNG"))
+    # IHDR is the first chunk: length at 8, type at 12, width and height at 16 and 20, CRC at 29.
+    struct.pack_into(">II", data, 16, *size)
+    struct.pack_into(">I", data, 29, zlib.crc32(bytes(data[12:29])))
+    return _write_bytes(path, bytes(data))
+
+
+def write_ico(path: str | Path, size: tuple[int, int] = (32, 32)) -> Path:
+    """A real Windows icon (a format Pillow reads but the allowlist refuses), whatever ``path`` is named."""
+    return _save(Image.new("RGB", size, RED), path, "ICO")
+
+
+# --- ZIP archives --------------------------------------------------------------------------------
+
+
+def zip_bytes(
+    members: dict[str, bytes],
+    *,
+    symlinks: dict[str, str] | None = None,
+    compression: int = zipfile.ZIP_DEFLATED,
+) -> bytes:
+    """A ZIP holding ``members`` (name -> content) and Unix symlinks (name -> target)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as zf:
+        for name, content in members.items():
+            zf.writestr(name, content)
+        for name, target in (symlinks or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.create_system = 3  # Unix: external_attr holds st_mode in its high 16 bits
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, target)
+    return buffer.getvalue()
+
+
+def write_zip(zip_path: str | Path, members: dict[str, bytes], **kwargs) -> Path:
+    """Write ``zip_bytes(members, **kwargs)`` to ``zip_path``."""
+    return _write_bytes(zip_path, zip_bytes(members, **kwargs))
+
+
+def zip_bomb_bytes(name: str = "bomb.png", size: int = 16 * 2**20) -> bytes:
+    """A ZIP whose one member is ``size`` zero bytes, deflated about 1000 times smaller."""
+    return zip_bytes({name: bytes(size)})
+
+
+def understated_size_zip_bytes(name: str = "big.png", real_size: int = 4 * 2**20, declared: int = 1000) -> bytes:
+    """A ZIP whose headers say the member holds ``declared`` bytes while its data inflates to ``real_size``."""
+    data = bytearray(zip_bytes({name: bytes(real_size)}))
+    central = _central_entries(bytes(data))[0]
+    struct.pack_into("<L", data, central + 24, declared)  # central directory: uncompressed size
+    struct.pack_into("<L", data, 22, declared)  # local header of the first member, at offset 0
+    return bytes(data)
+
+
+def encrypted_flag_zip_bytes(name: str = "secret.png", content: bytes = b"x" * 100) -> bytes:
+    """A ZIP whose member is marked as encrypted (general purpose flag bit 0)."""
+    data = bytearray(zip_bytes({name: content}))
+    central = _central_entries(bytes(data))[0]
+    struct.pack_into("<H", data, central + 8, 0x1)
+    struct.pack_into("<H", data, 6, 0x1)
+    return bytes(data)
+
+
+def overlapping_zip_bytes(outer: str = "a.png", inner: str = "b.png", payload: bytes = bytes(2**16)) -> bytes:
+    """A ZIP with two entries, the second's local header lying *inside* the first one's data.
+
+    This is the building block of "quoted overlap" zip bombs (CVE-2024-0450): Python 3.11.7's zipfile
+    reads both members without complaint.
+    """
+    inner_zip = zip_bytes({inner: payload})
+    inner_start = _start_dir(inner_zip)
+    # The outer member is stored (not compressed) and its data is the inner member's header + data.
+    outer_zip = zip_bytes({outer: inner_zip[:inner_start]}, compression=zipfile.ZIP_STORED)
+    outer_start = _start_dir(outer_zip)
+    name_len, extra_len = struct.unpack_from("<HH", outer_zip, 26)
+    inner_entry = bytearray(inner_zip[inner_start : inner_zip.rfind(b"PK\x05\x06")])
+    struct.pack_into("<L", inner_entry, 42, 30 + name_len + extra_len)  # point into the outer data
+    central = outer_zip[outer_start : outer_zip.rfind(b"PK\x05\x06")] + bytes(inner_entry)
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 2, 2, len(central), outer_start, 0)
+    return outer_zip[:outer_start] + central + end
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _pattern(size: tuple[int, int], color: tuple[int, int, int], seed: int) -> np.ndarray:
+    """An HxWx3 uint8 array: ``color`` with a horizontal gradient and a seed-placed rectangle."""
+    width, height = size
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(-40, 40, width, dtype=np.float32)[None, :, None]
+    base = np.broadcast_to(np.asarray(color, np.float32)[None, None, :] + ramp, (height, width, 3))
+    pixels = np.clip(base, 0, 255).astype(np.uint8)
+    x0, y0 = int(rng.integers(0, width // 2 + 1)), int(rng.integers(0, height // 2 + 1))
+    pixels[y0 : y0 + height // 3 + 1, x0 : x0 + width // 3 + 1] = rng.integers(0, 256, 3, dtype=np.uint8)
+    return pixels
+
+
+def _noise(size: tuple[int, int], seed: int = 0) -> Image.Image:
+    """Random RGB pixels: they compress badly, so the file is large enough to cut meaningfully."""
+    width, height = size
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def _encoded(im: Image.Image, fmt: str, **params) -> bytes:
+    buffer = io.BytesIO()
+    im.save(buffer, fmt, **params)
+    return buffer.getvalue()
+
+
+def _half(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+def _save(im: Image.Image, path: str | Path, fmt: str | None = None, **params) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path, fmt, **params)
+    return path
+
+
+def _write_bytes(path: str | Path, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def _start_dir(data: bytes) -> int:
+    """Offset of the central directory (the archive is read by zipfile itself)."""
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        return zf.start_dir
+
+
+def _central_entries(data: bytes) -> list[int]:
+    """Offsets of the central directory entries, walked by their declared lengths."""
+    offsets, position, end = [], _start_dir(data), data.rfind(b"PK\x05\x06")
+    while position < end:
+        offsets.append(position)
+        name_len, extra_len, comment_len = struct.unpack_from("<3H", data, position + 28)
+        position += 46 + name_len + extra_len + comment_len
+    return offsets

@@ -1,0 +1,127 @@
+"""The dataset picker: the sample, a folder, a CSV of labels, a folder of JSON metadata, or a ZIP upload.
+
+Every path a user types goes through ``Workspace.confine`` (the allowed roots); the picker returns a
+``DatasetRef`` when the user opens a dataset, and None while they are still choosing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core.errors import CoreError
+from core.samples import SAMPLES
+from core.sources import (
+    DatasetRef,
+    csv_ref,
+    detect_dataset,
+    extract_upload,
+    find_metadata_folder,
+    metadata_keys,
+    metadata_ref,
+    resolve_dataset,
+)
+from ui.common import show_error
+from ui.state import workspace
+
+SOURCES = ("Built-in sample", "Folder", "CSV of labels", "JSON metadata", "Upload a ZIP")
+ZIP_LIMIT_MB = 2048
+
+
+def pick_dataset() -> DatasetRef | None:
+    """Draw the picker; the ref the user just opened, else None."""
+    source = st.radio("Source", SOURCES, horizontal=True, key="picker_source", label_visibility="collapsed")
+    try:
+        return {
+            "Built-in sample": _sample,
+            "Folder": _folder,
+            "CSV of labels": _csv,
+            "JSON metadata": _metadata,
+            "Upload a ZIP": _zip,
+        }[source]()
+    except CoreError as exc:
+        show_error(exc)
+        return None
+
+
+def _sample() -> DatasetRef | None:
+    name = st.selectbox("Sample", list(SAMPLES), format_func=lambda n: f"{n}: {SAMPLES[n].description}")
+    if st.button("Open sample", key="open_sample", type="primary"):
+        return resolve_dataset(f"sample:{name}", workspace())
+    return None
+
+
+def _folder() -> DatasetRef | None:
+    ws = workspace()
+    found = ws.list_folders()
+    st.caption(f"A folder per class (optionally under train/val/test). Allowed places: {_roots()}")
+    chosen = st.selectbox("Folders in the workspace", found, format_func=ws.relative_name, index=None,
+                          placeholder="No folders yet: upload a ZIP, or type a path below" if not found else "Choose")  # fmt: skip
+    typed = st.text_input("...or type a folder path", key="folder_path")
+    if st.button("Open folder", key="open_folder", type="primary"):
+        folder = ws.confine(typed) if typed.strip() else chosen
+        if folder is None or not Path(folder).is_dir():
+            raise CoreError("choose a folder from the list or type the path of an existing folder")
+        return detect_dataset(Path(folder))
+    return None
+
+
+def _csv() -> DatasetRef | None:
+    st.caption("A CSV with an image column and a label column (e.g. Kaggle's train.csv with Image,Id).")
+    labels = st.text_input("CSV file", key="csv_path", placeholder="datasets/whales/train.csv")
+    images = st.text_input("Image folder (leave empty to find it next to the CSV)", key="csv_images")
+    if st.button("Open CSV", key="open_csv", type="primary"):
+        ws = workspace()
+        csv_file = ws.confine(labels)
+        return csv_ref(csv_file, images=ws.confine(images) if images.strip() else None)
+    return None
+
+
+def _metadata() -> DatasetRef | None:
+    st.caption("One JSON file per image, the label under a key (e.g. Amazon bins: EXPECTED_QUANTITY).")
+    folder_text = st.text_input("Metadata folder", key="meta_path", placeholder="datasets/bins/metadata")
+    if not folder_text.strip():
+        return None
+    ws = workspace()
+    folder = ws.confine(folder_text)
+    if not folder.is_dir():
+        raise CoreError(f"no such folder: {folder_text}")
+    keys = metadata_keys(folder)
+    if not keys:
+        raise CoreError(f"no JSON files with single-value keys in {folder_text}")
+    st.dataframe(pd.DataFrame([{"key": k.key, "files": k.n_files, "distinct values": k.n_distinct,
+                                "examples": ", ".join(k.examples)} for k in keys]), hide_index=True)  # fmt: skip
+    key = st.selectbox("Label key", [k.key for k in keys], key="meta_key")
+    images = st.text_input("Image folder (leave empty to find it by matching file names)", key="meta_images")
+    if st.button("Open metadata", key="open_meta", type="primary"):
+        return metadata_ref(folder, key, images=ws.confine(images) if images.strip() else None)
+    return None
+
+
+def _zip() -> DatasetRef | None:
+    st.caption("A ZIP of any of the layouts above. It is extracted safely into the workspace once.")
+    upload = st.file_uploader("ZIP file", type=["zip"], key="zip_upload", max_upload_size=ZIP_LIMIT_MB)
+    if upload is None:
+        return None
+    folder = extract_upload(upload.getvalue(), upload.name, workspace())
+    try:
+        return detect_dataset(folder)
+    except CoreError:
+        keys = _meta_keys_in(folder)
+        if not keys:
+            raise
+    key = st.selectbox("This ZIP holds JSON metadata: which key is the label?", keys, key="zip_key")
+    if st.button("Open", key="open_zip", type="primary"):
+        return detect_dataset(folder, label_key=key)
+    return None
+
+
+def _meta_keys_in(folder: Path) -> list[str]:
+    meta = find_metadata_folder(folder)
+    return [k.key for k in metadata_keys(meta)] if meta else []
+
+
+def _roots() -> str:
+    return ", ".join(str(r) for r in workspace().allowed_roots)

@@ -1,0 +1,145 @@
+"""The views of the Datasets page, one function per tab. Each reads a ``ScanResult`` and draws."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core import embed, explore
+from core.errors import CoreError, ImageError
+from core.naming import natural_sorted
+from core.scan import ScanResult
+from core.thumbs import thumbnail_files
+from ui import figures
+from ui.common import show_error
+from ui.state import workspace
+
+ALL = "All classes"
+CLASSES_PER_PAGE = 10
+
+
+def summary(result: ScanResult) -> None:
+    cols = st.columns(4)
+    cols[0].metric("Images", f"{len(result.manifest):,}")
+    cols[1].metric("Classes", len(result.classes))
+    cols[2].metric("Splits", " / ".join(f"{s} {n:,}" for s, n in result.splits.items()) or "-")
+    cols[3].metric("Unreadable", len(result.unreadable))
+    st.caption(f"{result.ref.kind} dataset at `{result.root}` - scanned in {result.seconds:.1f} s "
+               f"({result.n_opened:,} images opened, the rest from the cache)")  # fmt: skip
+
+
+def balance(result: ScanResult) -> None:
+    facts = explore.balance(result.manifest)
+    for warning in facts.warnings:
+        st.warning(warning, icon=":material/warning:")
+    if result.manifest.empty:
+        return
+    st.plotly_chart(figures.class_balance(explore.class_counts(result.manifest)), key="balance_chart")
+    st.caption(f"Largest class '{facts.largest[0]}' ({facts.largest[1]:,}), smallest '{facts.smallest[0]}' "
+               f"({facts.smallest[1]:,}), ratio {facts.ratio:.1f}x.")  # fmt: skip
+
+
+def samples(result: ScanResult) -> None:
+    manifest = result.manifest
+    if manifest.empty:
+        st.info("No images to show.")
+        return
+    c1, c2, c3 = st.columns([2, 1, 1])
+    label = c1.selectbox("Class", [ALL, *natural_sorted(manifest["label"].unique())], key="grid_class")
+    split = c2.selectbox("Split", ["all", *sorted(manifest["split"].replace("", "unsplit").unique())], key="grid_split")
+    per_row = c3.selectbox("Images per row", [8, 12, 16], key="grid_per_row")
+    rows = manifest if split == "all" else manifest[manifest["split"].replace("", "unsplit") == split]
+    if label == ALL:
+        _grid_by_class(result, rows, per_row)
+    else:
+        _grid_one_class(result, rows[rows["label"] == label], per_row)
+
+
+def _grid_by_class(result: ScanResult, rows: pd.DataFrame, per_row: int) -> None:
+    labels = natural_sorted(rows["label"].unique())
+    n_pages = max(1, -(-len(labels) // CLASSES_PER_PAGE))
+    page = st.number_input(f"Page of classes (1-{n_pages})", 1, n_pages, 1, key="grid_class_page") - 1
+    for label in labels[page * CLASSES_PER_PAGE : (page + 1) * CLASSES_PER_PAGE]:
+        of_class = rows[rows["label"] == label]
+        st.markdown(f"**{label}** - {len(of_class):,} images")
+        _thumbs(result, of_class.head(per_row), per_row)
+
+
+def _grid_one_class(result: ScanResult, rows: pd.DataFrame, per_row: int) -> None:
+    per_page = per_row * 4
+    n_pages = max(1, -(-len(rows) // per_page))
+    page = st.number_input(f"Page (1-{n_pages}), {len(rows):,} images", 1, n_pages, 1, key="grid_page") - 1
+    shown = explore.page_of(rows, page, per_page)
+    for start in range(0, len(shown), per_row):
+        _thumbs(result, shown.iloc[start : start + per_row], per_row)
+
+
+def _thumbs(result: ScanResult, rows: pd.DataFrame, per_row: int) -> None:
+    files = thumbnail_files([result.root / p for p in rows["path"]], workspace().cache)
+    cols = st.columns(per_row)
+    for col, (path, thumb) in zip(cols, zip(rows["path"], files)):
+        name = path.rsplit("/", 1)[-1]
+        if isinstance(thumb, ImageError):
+            col.caption(f"{name}: {thumb.reason}")
+        else:
+            col.image(str(thumb), caption=name, width="stretch")
+
+
+def properties(result: ScanResult) -> None:
+    manifest = result.manifest
+    if manifest.empty:
+        st.info("No images to describe.")
+        return
+    facts = explore.size_summary(manifest)
+    st.markdown(f"**{facts['distinct_sizes']:,}** distinct sizes, from {facts['min']} to {facts['max']} "
+                f"(median {facts['median']}); {facts['total_mb']} MB in all.")  # fmt: skip
+    st.plotly_chart(figures.image_sizes(manifest), key="sizes_chart")
+    c1, c2, c3 = st.columns(3)
+    c1.markdown("**Colour modes**")
+    c1.plotly_chart(figures.counts_bar(explore.value_table(manifest, "mode"), "mode"), key="modes_chart")
+    c2.markdown("**File types**")
+    c2.plotly_chart(figures.counts_bar(explore.value_table(manifest, "format"), "format"), key="formats_chart")
+    c3.markdown("**File sizes**")
+    c3.plotly_chart(figures.file_sizes(manifest), key="bytes_chart")
+
+
+def unreadable(result: ScanResult) -> None:
+    if result.unreadable.empty:
+        st.success("Every file could be read.", icon=":material/check_circle:")
+        return
+    st.warning(f"{len(result.unreadable):,} file(s) cannot be used; they are left out of training and of every "
+               "count above. Fix or remove them, then rescan.", icon=":material/warning:")  # fmt: skip
+    st.dataframe(result.unreadable, hide_index=True, width="stretch")
+
+
+def projection(result: ScanResult) -> None:
+    if len(result.manifest) < 3:
+        st.info("A 2-D view needs at least 3 readable images.")
+        return
+    c1, c2 = st.columns([1, 2])
+    method = c1.radio("Method", embed.METHODS, format_func=str.upper, horizontal=True, key="proj_method")
+    limit = c2.slider("Images (sampled per class)", 100, 5000, embed.DEFAULT_MAX_POINTS, 100, key="proj_points")
+    st.caption("Each dot is one image, reduced to 16x16 pixels. Classes that form separate clouds are easy to "
+               "tell apart; overlapping clouds are where a model will struggle. Lasso dots to see their images.")  # fmt: skip
+    cache: dict = st.session_state.setdefault("projections", {})
+    key = (result.ref.spec, method, limit, len(result.manifest))
+    if key not in cache and not st.button(f"Draw the {method.upper()} view", type="primary", key="proj_go"):
+        return
+    if key not in cache:
+        with st.spinner(f"Computing {method.upper()} of up to {limit:,} images..."):
+            try:
+                cache[key] = embed.projection_frame(result.root, embed.sample_per_class(result.manifest, limit), method)
+            except CoreError as exc:
+                show_error(exc)
+                return
+    _projection_chart(result, cache[key], method)
+
+
+def _projection_chart(result: ScanResult, frame: pd.DataFrame, method: str) -> None:
+    event = st.plotly_chart(figures.projection(frame, method), key="proj_chart", on_select="rerun",
+                            selection_mode=("points", "lasso", "box"))  # fmt: skip
+    points = event.selection.points if event and event.selection else []
+    paths = [p["hovertext"] for p in points if p.get("hovertext")][:24]
+    if paths:
+        st.markdown(f"**{len(points)} selected** (first {len(paths)} shown)")
+        _thumbs(result, result.manifest[result.manifest["path"].isin(paths)], 12)

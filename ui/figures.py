@@ -1,0 +1,61 @@
+"""Plotly figures for the pages. Pure functions of data frames: they draw nothing themselves."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+SPLIT_COLOURS = {"train": "#4C78A8", "val": "#F58518", "test": "#54A24B", "unsplit": "#8C8C8C"}
+MAX_SCATTER_POINTS = 5000
+
+
+def class_balance(counts: pd.DataFrame) -> go.Figure:
+    """Stacked bars: images per class, one colour per split (columns label, split, images)."""
+    order = list(dict.fromkeys(counts["label"]))
+    fig = px.bar(counts, x="label", y="images", color="split", color_discrete_map=SPLIT_COLOURS,
+                 category_orders={"label": order, "split": list(SPLIT_COLOURS)})  # fmt: skip
+    fig.update_layout(xaxis_title="class", yaxis_title="images", legend_title="split", bargap=0.15,
+                      margin=dict(t=30, b=10, l=10, r=10), height=360)  # fmt: skip
+    fig.update_xaxes(type="category")
+    return fig
+
+
+def image_sizes(manifest: pd.DataFrame) -> go.Figure:
+    """Width against height, one dot per image (sampled above 5,000), with histograms at the margins."""
+    data = manifest.sample(MAX_SCATTER_POINTS, random_state=0) if len(manifest) > MAX_SCATTER_POINTS else manifest
+    fig = px.scatter(data, x="width", y="height", color="label", hover_data=["path"], opacity=0.6,
+                     marginal_x="histogram", marginal_y="histogram")  # fmt: skip
+    fig.update_layout(height=420, margin=dict(t=30, b=10, l=10, r=10), showlegend=False)
+    return fig
+
+
+def counts_bar(table: pd.DataFrame, column: str) -> go.Figure:
+    fig = px.bar(table, x=column, y="images", text="images")
+    fig.update_layout(height=260, margin=dict(t=20, b=10, l=10, r=10))
+    fig.update_xaxes(type="category")
+    return fig
+
+
+def file_sizes(manifest: pd.DataFrame) -> go.Figure:
+    kb = manifest.assign(kb=manifest["bytes"] / 1024)
+    fig = px.histogram(kb, x="kb", nbins=40, labels={"kb": "file size (KB)"})
+    fig.update_layout(height=260, margin=dict(t=20, b=10, l=10, r=10), yaxis_title="images")
+    return fig
+
+
+def projection(frame: pd.DataFrame, method: str) -> go.Figure:
+    """The 2-D view: one dot per image coloured by class; hover shows the file and its class."""
+    fig = px.scatter(frame, x="x", y="y", color="label", hover_name="path", hover_data={"x": False, "y": False},
+                     category_orders={"label": list(dict.fromkeys(sorted(frame["label"], key=_natural)))})  # fmt: skip
+    fig.update_traces(marker=dict(size=6, opacity=0.75))
+    axis = "component" if method == "pca" else "t-SNE"
+    fig.update_layout(height=520, margin=dict(t=30, b=10, l=10, r=10), legend_title="class",
+                      xaxis_title=f"{axis} 1", yaxis_title=f"{axis} 2", dragmode="lasso")  # fmt: skip
+    return fig
+
+
+def _natural(label: str) -> tuple:
+    from core.naming import natural_key
+
+    return natural_key(label)

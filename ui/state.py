@@ -1,0 +1,72 @@
+"""What every page shares: the workspace, the run store, the chosen dataset, and widget keys.
+
+The workspace comes from ``streamlit run app.py -- --workspace DIR``, else ``$STUDIO_WORKSPACE``, else
+``./workspace``. The chosen dataset lives in ``st.session_state`` (per browser tab); the default is the
+built-in sample so the first screen shows real data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import streamlit as st
+
+from core.errors import CoreError
+from core.runs import RunStore
+from core.scan import ScanResult, scan_dataset
+from core.sources import DatasetRef, resolve_dataset
+from core.workspace import Workspace
+
+DEFAULT_DATASET = "sample:digits"
+DATASET_SPEC = "dataset_spec"  # session key: spec string of the chosen dataset
+SCANS = "scans"  # session key: {spec: ScanResult}
+
+
+def _workspace_arg() -> str | None:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--workspace")
+    known, _ = parser.parse_known_args(sys.argv[1:])
+    return known.workspace
+
+
+@st.cache_resource(show_spinner=False)
+def workspace() -> Workspace:
+    return Workspace.open(_workspace_arg())
+
+
+@st.cache_resource(show_spinner=False)
+def run_store() -> RunStore:
+    # One store object for all sessions: it opens one SQLite connection per thread itself.
+    return RunStore(workspace().runs_db)
+
+
+def current_spec() -> str:
+    return st.session_state.get(DATASET_SPEC, DEFAULT_DATASET)
+
+
+def choose_dataset(ref: DatasetRef) -> None:
+    st.session_state[DATASET_SPEC] = ref.spec
+
+
+def current_ref() -> DatasetRef | None:
+    """The chosen dataset, or None (with an error shown) when it can no longer be read."""
+    try:
+        return resolve_dataset(current_spec(), workspace())
+    except CoreError as exc:
+        st.error(f"The chosen dataset cannot be opened: {exc}")
+        return None
+
+
+def scan(ref: DatasetRef, *, force: bool = False) -> ScanResult:
+    """Scan ``ref`` once per tab (the on-disk cache makes a new tab's scan cheap), with a progress bar."""
+    scans: dict[str, ScanResult] = st.session_state.setdefault(SCANS, {})
+    if force or ref.spec not in scans:
+        bar = st.progress(0.0, text=f"Scanning {ref.display}...")
+
+        def progress(done: int, total: int) -> None:
+            bar.progress(done / max(total, 1), text=f"Opening images: {done:,} / {total:,}")
+
+        scans[ref.spec] = scan_dataset(ref, workspace().cache, progress=progress)
+        bar.empty()
+    return scans[ref.spec]
