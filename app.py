@@ -11,18 +11,18 @@ from ui.state import current_spec, workspace
 st.set_page_config(page_title="Image studio", page_icon=":material/photo_camera:", layout="wide")
 
 PAGES = {
-    "Start": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)],
+    "Start": [st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True)],
     "Data": [
-        st.Page("pages/datasets.py", title="Datasets", icon=":material/photo_library:"),
-        st.Page("pages/duplicates.py", title="Duplicates", icon=":material/content_copy:"),
+        st.Page("app_pages/datasets.py", title="Datasets", icon=":material/photo_library:"),
+        st.Page("app_pages/duplicates.py", title="Duplicates", icon=":material/content_copy:"),
     ],
     "Model": [
-        st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-        st.Page("pages/runs.py", title="Runs", icon=":material/monitoring:"),
-        st.Page("pages/classify.py", title="Classify", icon=":material/image_search:"),
-        st.Page("pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
+        st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
+        st.Page("app_pages/runs.py", title="Runs", icon=":material/monitoring:"),
+        st.Page("app_pages/classify.py", title="Classify", icon=":material/image_search:"),
+        st.Page("app_pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
     ],
-    "Performance": [st.Page("pages/scaling.py", title="Scaling", icon=":material/speed:")],
+    "Performance": [st.Page("app_pages/scaling.py", title="Scaling", icon=":material/speed:")],
 }
 
 page = st.navigation(PAGES)

@@ -1,5 +1,5 @@
 """Image-classification studio: all logic, no Streamlit (a test enforces it).
 
-The dashboard (``app.py`` + ``pages/``) and the command line (``python -m core``) call the same
+The dashboard (``app.py`` + ``app_pages/``) and the command line (``python -m core``) call the same
 functions in these modules.
 """

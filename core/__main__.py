@@ -20,7 +20,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse prints usage plus an error over two lines; the contract wants one line and exit 2."""
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"error: {message} (see: python -m core {self.prog.split()[-1]} --help)\n")
+        # self.prog is "python -m core" for the top level and "python -m core scan" for a command.
+        sys.stderr.write(f"error: {message} (see: {self.prog} --help)\n")
         raise SystemExit(2)
 
 

@@ -11,6 +11,7 @@ extraction never leaves half a dataset behind.
 from __future__ import annotations
 
 import io
+import lzma
 import os
 import re
 import shutil
@@ -130,7 +131,7 @@ def _zip_stream(source: Source) -> Iterator[BinaryIO]:
             raise ArchiveError(f"cannot read ZIP {os.fspath(source)}: {exc.strerror or exc}") from exc
         with fp:
             yield fp
-    elif not source.seekable():
+    elif not getattr(source, "seekable", lambda: False)():
         yield io.BytesIO(source.read())  # zipfile needs to seek to the central directory
     else:
         yield source
@@ -142,6 +143,8 @@ def _open_zip(fp: BinaryIO) -> Iterator[zipfile.ZipFile]:
         zf = zipfile.ZipFile(fp)
     except zipfile.BadZipFile as exc:
         raise ArchiveError("not a ZIP archive" if "not a zip file" in str(exc) else f"corrupt ZIP: {exc}") from exc
+    except NotImplementedError as exc:  # e.g. a version number from the future
+        raise ArchiveError(f"unsupported ZIP: {exc}") from exc
     except (OSError, EOFError, ValueError, struct.error) as exc:
         raise ArchiveError(f"corrupt ZIP: {exc}") from exc
     with zf:
@@ -183,13 +186,15 @@ def _check_overlaps(fp: BinaryIO, members: list[zipfile.ZipInfo], start_dir: int
     """
     ordered = sorted(members, key=lambda info: info.header_offset)
     next_offsets = [info.header_offset for info in ordered[1:]] + [start_dir]
-    for info, next_offset in zip(ordered, next_offsets, strict=True):
+    for info, next_offset in zip(ordered, next_offsets, strict=False):  # empty archive: nothing to pair
         if _data_start(fp, info) + info.compress_size > next_offset:
             raise ArchiveError(f"possible zip bomb (overlapping entries): {info.filename!r}")
 
 
 def _data_start(fp: BinaryIO, info: zipfile.ZipInfo) -> int:
     """Offset of a member's data: its local header has its own name and extra-field lengths."""
+    if info.header_offset < 0:  # zipfile adds the size of any prefix; a lying directory goes below zero
+        raise ArchiveError(f"corrupt ZIP: no local header for {info.filename!r}")
     fp.seek(info.header_offset)
     header = fp.read(_LOCAL_HEADER.size)
     if len(header) < _LOCAL_HEADER.size or not header.startswith(_LOCAL_SIGNATURE):
@@ -276,8 +281,6 @@ def _extract_file(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, limi
         return _CLASH
     except NotImplementedError as exc:  # e.g. Deflate64, which Windows uses for large folders
         return f"unsupported compression ({exc})"
-    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        raise ArchiveError(f"corrupt ZIP member {info.filename!r}: {exc}") from exc
     tally.n_files += 1
     tally.n_bytes += written
     return ""
@@ -286,13 +289,30 @@ def _extract_file(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, limi
 def _copy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, member_limit: int, total_left: int) -> int:
     """Stream one member to a new file, counting real bytes: a hard bound whatever the headers say."""
     written = 0
-    with zf.open(info) as src, open(target, "xb") as out:  # "x": a duplicate name never overwrites
+    with _reading(info), zf.open(info) as src, open(target, "xb") as out:  # "x": a duplicate never overwrites
         while chunk := src.read(_CHUNK):
             written += len(chunk)
             if written > member_limit or written > total_left:
                 raise ArchiveError(f"possible zip bomb: {info.filename!r} inflates beyond the size limits")
             out.write(chunk)
     return written
+
+
+@contextmanager
+def _reading(info: zipfile.ZipInfo) -> Iterator[None]:
+    """Refuse the archive when a member's data cannot be decoded (bad CRC, broken stream...)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno is not None:  # the filesystem (a name clash, a full disk), not the archive's data
+            raise
+        raise _corrupt(info, exc) from exc  # bz2 reports a broken stream as a bare OSError
+    except (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, ValueError) as exc:
+        raise _corrupt(info, exc) from exc
+
+
+def _corrupt(info: zipfile.ZipInfo, exc: Exception) -> ArchiveError:
+    return ArchiveError(f"corrupt ZIP member {info.filename!r}: {exc}")
 
 
 def _move_into_place(tmp: Path, dest: Path) -> None:

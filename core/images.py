@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import stat
 import struct
 import zlib
 from collections.abc import Iterator
@@ -193,7 +194,7 @@ def _binary_stream(source: Source, label: str | None) -> Iterator[BinaryIO]:
     elif isinstance(source, str | os.PathLike):
         with _open_file(source, label) as fp:
             yield fp
-    elif not source.seekable():
+    elif not getattr(source, "seekable", lambda: False)():
         # Pillow (and the format sniffing below) seek back to the start.
         yield io.BytesIO(source.read())
     else:
@@ -201,15 +202,18 @@ def _binary_stream(source: Source, label: str | None) -> Iterator[BinaryIO]:
 
 
 def _open_file(path: str | os.PathLike[str], label: str | None) -> BinaryIO:
-    """Open a file for reading, turning the usual failures into short reasons."""
+    """Open a regular file for reading, turning the usual failures into short reasons."""
     try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            raise ImageError("is a directory", label)
+        if not stat.S_ISREG(mode):  # a FIFO would block open() forever, /dev/zero never ends
+            raise ImageError("not a regular file", label)
         return open(path, "rb")  # closed by the caller's with-block
     except FileNotFoundError as exc:
         raise ImageError("file not found", label) from exc
     except PermissionError as exc:
         raise ImageError("permission denied", label) from exc
-    except IsADirectoryError as exc:
-        raise ImageError("is a directory", label) from exc
     except OSError as exc:
         raise ImageError(f"cannot read ({_shorten(exc.strerror or str(exc))})", label) from exc
 
@@ -262,6 +266,10 @@ def _decode_errors(label: str | None) -> Iterator[None]:
     """Turn whatever Pillow raises on a bad file into an ImageError with a short reason."""
     try:
         yield
+    except ImageError as exc:
+        if exc.path is not None or label is None:
+            raise
+        raise ImageError(exc.reason, label) from exc  # to_rgb does not know the path
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # Raised by Pillow above twice its limit (or above it when warnings are errors), and for GIF frames.
         raise ImageError(_bomb_reason(exc), label) from exc

@@ -108,22 +108,45 @@ def scan_dataset(
 
 
 def _stat_entries(root: Path, entries: Sequence[Entry]) -> tuple[dict[str, tuple[int, int]], list[Problem]]:
-    """(size, mtime_ns) per usable path; links that leave the dataset and vanished files become problems."""
-    real_root = root.resolve()
+    """(size, mtime_ns) per usable path; paths that leave the dataset and vanished files become problems."""
+    real_root = _real(root)
+    folder_inside: dict[Path, bool] = {}  # one realpath per folder, not per file: cheap on 100k-image rescans
     stats: dict[str, tuple[int, int]] = {}
     problems: list[Problem] = []
     for entry in entries:
         full = root / entry.path
+        outside = _outside_reason(full, real_root, folder_inside)
+        if outside:
+            problems.append(Problem(entry.path, outside))
+            continue
         try:
-            if full.is_symlink() and not full.resolve().is_relative_to(real_root):
-                problems.append(Problem(entry.path, f"symlink to a file outside the dataset ({os.readlink(full)})"))
-                continue
             st = full.stat()
         except OSError as exc:
-            problems.append(Problem(entry.path, "broken link" if full.is_symlink() else f"cannot read ({exc.strerror})"))
+            reason = f"broken link ({exc.strerror})" if full.is_symlink() else f"cannot read ({exc.strerror})"
+            problems.append(Problem(entry.path, reason))
             continue
         stats[entry.path] = (st.st_size, st.st_mtime_ns)
     return stats, problems
+
+
+def _outside_reason(full: Path, real_root: Path, folder_inside: dict[Path, bool]) -> str:
+    """Why ``full`` leads out of the dataset ("" if it does not).
+
+    Folder and JSON listings never enter linked folders, but a CSV may name ``../x.jpg`` or ``linked/x.jpg``,
+    so the folder is checked as well as the file.
+    """
+    if full.parent not in folder_inside:
+        folder_inside[full.parent] = _real(full.parent).is_relative_to(real_root)
+    if not folder_inside[full.parent]:
+        return "outside the dataset folder (through .. or a linked folder)"
+    if full.is_symlink() and not _real(full).is_relative_to(real_root):
+        return f"symlink to a file outside the dataset ({os.readlink(full)})"
+    return ""
+
+
+def _real(path: Path) -> Path:
+    # os.path.realpath, not Path.resolve: on Python 3.11 resolve() raises RuntimeError on a symlink loop.
+    return Path(os.path.realpath(path))
 
 
 def _stale(cached: dict | None, stat: tuple[int, int]) -> bool:

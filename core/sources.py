@@ -123,12 +123,22 @@ def resolve_dataset(
         return detect_dataset(extract_upload(path.read_bytes(), path.name, ws), label_key=label_key)
     if not path.is_dir():
         raise DatasetError(f"{spec} is neither a folder, a .csv nor a .zip")
+    if label_key:  # a key only means something for JSON metadata: never scan the folder as classes instead
+        return _metadata_inside(path, label_key)
     return DatasetRef("folder", path, name=str(spec))
+
+
+def _metadata_inside(folder: Path, label_key: str) -> DatasetRef:
+    meta = find_metadata_folder(folder)
+    if meta is None:
+        raise DatasetError(f"--label-key {label_key} needs a folder of .json files; none in {folder} (use --metadata DIR)")
+    return metadata_ref(meta, label_key, images=folder)
 
 
 def _from_spec_string(spec: str, ws: Workspace) -> DatasetRef:
     kind, _, rest = spec.partition(":")
-    target, _, query = rest.partition("?")
+    target, has_query, query = rest.rpartition("?")  # the path may hold a "?"; the urlencoded query never does
+    target = target if has_query else rest
     params = {k: v[0] for k, v in parse_qs(query).items()}
     images = params.get("images")
     if kind == "csv":
@@ -245,8 +255,7 @@ def read_label_csv(path: Path) -> pd.DataFrame:
         DatasetError: unreadable CSV, or no column that can hold the image names or the labels.
     """
     try:
-        sample_text = path.read_text(errors="replace")[:8192]
-        sep = csv.Sniffer().sniff(sample_text, delimiters=",;\t|").delimiter if sample_text.strip() else ","
+        sep = _sniff_delimiter(path.read_text(errors="replace")[:8192])
         raw = pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep, skipinitialspace=True)
     except (OSError, ValueError, csv.Error, pd.errors.ParserError) as exc:
         raise DatasetError(f"cannot read {path.name}: {exc}") from exc
@@ -257,6 +266,14 @@ def read_label_csv(path: Path) -> pd.DataFrame:
     split_col = _find_column(raw.columns, SPLIT_COLUMNS, exclude=(image_col, label_col))
     out["split"] = raw[split_col].str.strip().str.lower().map(lambda s: SPLIT_NAMES.get(s, "")) if split_col else ""
     return out
+
+
+def _sniff_delimiter(sample_text: str) -> str:
+    # A one-column file has no delimiter to find; "," lets the column check below say what is missing.
+    try:
+        return csv.Sniffer().sniff(sample_text, delimiters=",;\t|").delimiter if sample_text.strip() else ","
+    except csv.Error:
+        return ","
 
 
 def _pick_columns(raw: pd.DataFrame, name: str) -> tuple[str, str]:
@@ -351,12 +368,13 @@ def _list_metadata(root: Path, metadata: Path, key: str) -> tuple[list[Entry], l
     for file in _json_files(metadata):
         label, reason = _label_from_json(file, key)
         rel = by_stem.get(file.stem)
+        if rel is not None:
+            used.add(rel)  # it has a metadata file, usable or not: one problem per image, not two
         if reason:
             problems.append(Problem(rel or file.name, reason))
         elif rel is None:
             problems.append(Problem(file.name, f"no image named {file.stem}.* in {root.name}"))
         else:
-            used.add(rel)
             entries.append(Entry(rel, label, ""))
     problems.extend(Problem(rel, "no metadata file for this image") for rel in by_stem.values() if rel not in used)
     return entries, problems
@@ -438,8 +456,12 @@ def extract_upload(data: bytes, filename: str, ws: Workspace) -> Path:
 
 
 def _single_top_folder(dest: Path) -> Path:
+    """The one folder wrapping the dataset, if any; a lone folder of images is a class folder and is kept."""
     visible = [p for p in dest.iterdir() if not _hidden(p.name)]
-    return visible[0] if len(visible) == 1 and visible[0].is_dir() else dest
+    if len(visible) != 1 or not visible[0].is_dir():
+        return dest
+    only_images = all(p.is_file() and is_image_name(p.name) for p in visible[0].iterdir() if not _hidden(p.name))
+    return dest if only_images else visible[0]
 
 
 def detect_dataset(folder: Path, *, label_key: str | None = None) -> DatasetRef:
@@ -449,6 +471,8 @@ def detect_dataset(folder: Path, *, label_key: str | None = None) -> DatasetRef:
     match images (needs ``label_key``); otherwise a folder per class.
     """
     for labels in sorted(folder.glob("*.csv")) + sorted(folder.glob("*.tsv")):
+        if "submission" in labels.stem.lower():  # Kaggle's prediction template: test images, dummy labels
+            continue
         try:
             return replace(csv_ref(labels), name=f"{folder.name}/{labels.name}")
         except DatasetError:

@@ -71,7 +71,10 @@ class Workspace:
             PathNotAllowedError: the path resolves outside every allowed root.
         """
         raw = Path(str(user_path).strip()).expanduser()
-        resolved = (raw if raw.is_absolute() else self.root / raw).resolve()
+        if "\0" in str(raw):  # no file can have such a name; the OS calls below would raise ValueError
+            raise PathNotAllowedError(f"{user_path!r} is not a valid path (it holds a NUL character)")
+        # os.path.realpath, not Path.resolve: on Python 3.11 resolve() raises RuntimeError on a symlink loop.
+        resolved = Path(os.path.realpath(raw if raw.is_absolute() else self.root / raw))
         if any(resolved.is_relative_to(root) for root in self.allowed_roots):
             return resolved
         roots = ", ".join(str(r) for r in self.allowed_roots)

@@ -172,6 +172,14 @@ def write_zip(zip_path: str | Path, members: dict[str, bytes], **kwargs) -> Path
     return _write_bytes(zip_path, zip_bytes(members, **kwargs))
 
 
+def folder_members(root: str | Path) -> dict[str, bytes]:
+    """Every regular file under ``root`` (symlinks left out), named as a ZIP made of the folder would name it:
+    relative to ``root``'s parent, so ``root``'s own name wraps everything (``whales/train.csv``)."""
+    root = Path(root)
+    files = (p for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink())
+    return {p.relative_to(root.parent).as_posix(): p.read_bytes() for p in files}
+
+
 def zip_bomb_bytes(name: str = "bomb.png", size: int = 16 * 2**20) -> bytes:
     """A ZIP whose one member is ``size`` zero bytes, deflated about 1000 times smaller."""
     return zip_bytes({name: bytes(size)})
@@ -180,7 +188,7 @@ def zip_bomb_bytes(name: str = "bomb.png", size: int = 16 * 2**20) -> bytes:
 def understated_size_zip_bytes(name: str = "big.png", real_size: int = 4 * 2**20, declared: int = 1000) -> bytes:
     """A ZIP whose headers say the member holds ``declared`` bytes while its data inflates to ``real_size``."""
     data = bytearray(zip_bytes({name: bytes(real_size)}))
-    central = _central_entries(bytes(data))[0]
+    central = central_entries(bytes(data))[0]
     struct.pack_into("<L", data, central + 24, declared)  # central directory: uncompressed size
     struct.pack_into("<L", data, 22, declared)  # local header of the first member, at offset 0
     return bytes(data)
@@ -189,7 +197,7 @@ def understated_size_zip_bytes(name: str = "big.png", real_size: int = 4 * 2**20
 def encrypted_flag_zip_bytes(name: str = "secret.png", content: bytes = b"x" * 100) -> bytes:
     """A ZIP whose member is marked as encrypted (general purpose flag bit 0)."""
     data = bytearray(zip_bytes({name: content}))
-    central = _central_entries(bytes(data))[0]
+    central = central_entries(bytes(data))[0]
     struct.pack_into("<H", data, central + 8, 0x1)
     struct.pack_into("<H", data, 6, 0x1)
     return bytes(data)
@@ -265,8 +273,8 @@ def _start_dir(data: bytes) -> int:
         return zf.start_dir
 
 
-def _central_entries(data: bytes) -> list[int]:
-    """Offsets of the central directory entries, walked by their declared lengths."""
+def central_entries(data: bytes) -> list[int]:
+    """Offsets of the central directory entries, walked by their declared lengths (to patch headers)."""
     offsets, position, end = [], _start_dir(data), data.rfind(b"PK\x05\x06")
     while position < end:
         offsets.append(position)

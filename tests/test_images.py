@@ -6,6 +6,7 @@ import io
 import os
 import pickle
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,9 @@ def reason_of(call, *args, **kwargs) -> str:
 # --- names ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["a.jpg", "A.JPG", "dir/b.Jpeg", "c.PNG", "d.webp", "e.bmp", "f.gif", "g.TIF", "h.tiff"])
+@pytest.mark.parametrize(
+    "name", ["a.jpg", "A.JPG", "dir/b.Jpeg", "c.PNG", "d.webp", "e.bmp", "f.gif", "g.TIF", "h.tiff"]
+)
 def test_is_image_name_accepts_image_extensions_in_any_case(name: str) -> None:
     assert is_image_name(name)
 
@@ -95,6 +98,24 @@ def test_open_image_reads_a_file_object_from_its_start_and_leaves_it_open(tmp_pa
     stream.seek(100)  # e.g. an upload that was already read once
     assert open_image(stream).size == (32, 32)
     assert not stream.closed
+
+
+def test_open_image_reads_a_stream_that_cannot_seek(tmp_path: Path) -> None:
+    class ReadOnly:  # like a socket or a pipe: read() and nothing else
+        def __init__(self, data: bytes) -> None:
+            self.read = io.BytesIO(data).read
+
+    data = factory.write_rgb(tmp_path / "a.png").read_bytes()
+    assert open_image(ReadOnly(data)).size == (32, 32)
+    assert reason_of(open_image, ReadOnly(b"")) == "empty file"
+
+
+def test_open_image_gives_the_same_pixels_from_many_threads_at_once(tmp_path: Path) -> None:
+    paths = [factory.write_rgb(tmp_path / f"{i}.jpg", size=(64, 48), seed=i) for i in range(12)]
+    serial = [np.asarray(open_image(path)) for path in paths]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        threaded = list(pool.map(lambda path: np.asarray(open_image(path)), paths * 3))
+    assert all(np.array_equal(a, b) for a, b in zip(serial * 3, threaded, strict=True))
 
 
 def test_open_image_names_an_uploads_file_in_its_error(tmp_path: Path) -> None:
@@ -350,6 +371,13 @@ def test_missing_file_and_directory_are_refused_with_their_path(tmp_path: Path) 
         inspect_image(tmp_path / "missing.jpg")
     assert (caught.value.reason, caught.value.path) == ("file not found", str(tmp_path / "missing.jpg"))
     assert reason_of(open_image, tmp_path) == "is a directory"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_named_pipe_is_refused_instead_of_blocking_the_scan(tmp_path: Path) -> None:
+    pipe = tmp_path / "pipe.jpg"
+    os.mkfifo(pipe)
+    assert reason_of(inspect_image, pipe) == "not a regular file"
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads any file")

@@ -12,8 +12,8 @@ from streamlit.testing.v1 import AppTest
 from tests import imagefactory as fx
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["pages/home.py", "pages/datasets.py", "pages/duplicates.py", "pages/train.py", "pages/runs.py",
-         "pages/classify.py", "pages/evaluate.py", "pages/scaling.py"]  # fmt: skip
+PAGES = ["app_pages/home.py", "app_pages/datasets.py", "app_pages/duplicates.py", "app_pages/train.py", "app_pages/runs.py",
+         "app_pages/classify.py", "app_pages/evaluate.py", "app_pages/scaling.py"]  # fmt: skip
 TIMEOUT = 60
 
 
@@ -55,13 +55,13 @@ def test_home_is_the_default_page_and_names_the_three_steps() -> None:
 
 def test_datasets_page_opens_on_the_sample_with_counts() -> None:
     at = app().run()
-    at.switch_page("pages/datasets.py").run()
+    at.switch_page("app_pages/datasets.py").run()
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Images"] == "1,797"
     assert metrics["Classes"] == "10"
     assert metrics["Unreadable"] == "0"
-    assert "train 1,257" in metrics["Splits"]
+    assert metrics["train / val / test"] == "1,257 / 270 / 270"
 
 
 def test_datasets_page_opens_a_typed_folder_and_lists_broken_files(tmp_path: Path) -> None:
@@ -71,7 +71,7 @@ def test_datasets_page_opens_a_typed_folder_and_lists_broken_files(tmp_path: Pat
             fx.write_rgb(data / label / f"{i}.png", seed=i)
     fx.write_truncated_jpeg(data / "dog" / "broken.jpg")
     at = app().run()
-    at.switch_page("pages/datasets.py").run()
+    at.switch_page("app_pages/datasets.py").run()
     at.radio(key="picker_source").set_value("Folder").run()
     at.text_input(key="folder_path").set_value(str(data)).run()
     at.button(key="open_folder").click().run()
@@ -82,7 +82,7 @@ def test_datasets_page_opens_a_typed_folder_and_lists_broken_files(tmp_path: Pat
 
 def test_datasets_page_refuses_a_folder_outside_the_allowed_roots() -> None:
     at = app().run()
-    at.switch_page("pages/datasets.py").run()
+    at.switch_page("app_pages/datasets.py").run()
     at.radio(key="picker_source").set_value("Folder").run()
     at.text_input(key="folder_path").set_value("/etc").run()
     at.button(key="open_folder").click().run()
@@ -99,7 +99,7 @@ def test_datasets_page_opens_a_csv_of_labels(tmp_path: Path) -> None:
         rows.append(f"w{i}.jpg,{'new_whale' if i % 2 else 'w_1'}")
     (data / "train.csv").write_text("\n".join(rows) + "\n")
     at = app().run()
-    at.switch_page("pages/datasets.py").run()
+    at.switch_page("app_pages/datasets.py").run()
     at.radio(key="picker_source").set_value("CSV of labels").run()
     at.text_input(key="csv_path").set_value(str(data / "train.csv")).run()
     at.button(key="open_csv").click().run()
@@ -115,7 +115,7 @@ def test_datasets_page_offers_json_keys_and_opens_metadata(tmp_path: Path) -> No
         (data / "metadata").mkdir(parents=True, exist_ok=True)
         (data / "metadata" / f"{i}.json").write_text(f'{{"EXPECTED_QUANTITY": {i % 2 + 1}, "image_fname": "{i}.jpg"}}')
     at = app().run()
-    at.switch_page("pages/datasets.py").run()
+    at.switch_page("app_pages/datasets.py").run()
     at.radio(key="picker_source").set_value("JSON metadata").run()
     at.text_input(key="meta_path").set_value(str(data / "metadata")).run()
     assert "EXPECTED_QUANTITY" in at.selectbox(key="meta_key").options
@@ -133,7 +133,7 @@ def test_datasets_page_accepts_a_zip_upload(tmp_path: Path) -> None:
             members[f"shapes/{label}/{i}.png"] = fx.write_rgb(tmp_path / f"{label}{i}.png", seed=i).read_bytes()
     data = fx.zip_bytes(members)
     at = app().run()
-    at.switch_page("pages/datasets.py").run()
+    at.switch_page("app_pages/datasets.py").run()
     at.radio(key="picker_source").set_value("Upload a ZIP").run()
     at.file_uploader(key="zip_upload").set_value(("shapes.zip", data, "application/zip")).run()
     assert not at.exception, at.exception
@@ -143,17 +143,24 @@ def test_datasets_page_accepts_a_zip_upload(tmp_path: Path) -> None:
 
 def test_datasets_page_reports_a_bad_zip_in_words() -> None:
     at = app().run()
-    at.switch_page("pages/datasets.py").run()
+    at.switch_page("app_pages/datasets.py").run()
     at.radio(key="picker_source").set_value("Upload a ZIP").run()
     at.file_uploader(key="zip_upload").set_value(("bad.zip", b"this is not a zip", "application/zip")).run()
     assert not at.exception
     assert any("not a ZIP" in e for e in errors_of(at))
 
 
-def test_datasets_tabs_draw_samples_and_projection() -> None:
+@pytest.mark.parametrize("tab", ["Class balance", "Samples", "Sizes and types", "Unreadable files", "2-D map"])
+def test_every_datasets_tab_draws_on_the_sample(tab: str) -> None:
     at = app().run()
-    at.switch_page("pages/datasets.py").run()
-    at.selectbox(key="grid_class").set_value("3").run()
-    assert not at.exception
-    at.button(key="proj_go").click().run()
+    at.switch_page("app_pages/datasets.py")
+    at.session_state["dataset_tab"] = tab
+    at.run()
     assert not at.exception, at.exception
+    if tab == "Samples":
+        at.selectbox(key="grid_class").set_value("3").run()
+        assert not at.exception
+    if tab == "2-D map":
+        at.button(key="proj_go").click().run()
+        assert not at.exception, at.exception
+        assert not errors_of(at)

@@ -19,10 +19,11 @@ CLASSES_PER_PAGE = 10
 
 
 def summary(result: ScanResult) -> None:
-    cols = st.columns(4)
+    cols = st.columns([1, 1, 2, 1])
     cols[0].metric("Images", f"{len(result.manifest):,}")
     cols[1].metric("Classes", len(result.classes))
-    cols[2].metric("Splits", " / ".join(f"{s} {n:,}" for s, n in result.splits.items()) or "-")
+    splits = result.splits
+    cols[2].metric(" / ".join(splits) or "Splits", " / ".join(f"{n:,}" for n in splits.values()) or "-")
     cols[3].metric("Unreadable", len(result.unreadable))
     st.caption(f"{result.ref.kind} dataset at `{result.root}` - scanned in {result.seconds:.1f} s "
                f"({result.n_opened:,} images opened, the rest from the cache)")  # fmt: skip
@@ -58,7 +59,9 @@ def samples(result: ScanResult) -> None:
 def _grid_by_class(result: ScanResult, rows: pd.DataFrame, per_row: int) -> None:
     labels = natural_sorted(rows["label"].unique())
     n_pages = max(1, -(-len(labels) // CLASSES_PER_PAGE))
-    page = st.number_input(f"Page of classes (1-{n_pages})", 1, n_pages, 1, key="grid_class_page") - 1
+    page = 0
+    if n_pages > 1:
+        page = st.number_input(f"Page of classes (1-{n_pages})", 1, n_pages, 1, key="grid_class_page") - 1
     for label in labels[page * CLASSES_PER_PAGE : (page + 1) * CLASSES_PER_PAGE]:
         of_class = rows[rows["label"] == label]
         st.markdown(f"**{label}** - {len(of_class):,} images")
@@ -68,7 +71,9 @@ def _grid_by_class(result: ScanResult, rows: pd.DataFrame, per_row: int) -> None
 def _grid_one_class(result: ScanResult, rows: pd.DataFrame, per_row: int) -> None:
     per_page = per_row * 4
     n_pages = max(1, -(-len(rows) // per_page))
-    page = st.number_input(f"Page (1-{n_pages}), {len(rows):,} images", 1, n_pages, 1, key="grid_page") - 1
+    page = 0
+    if n_pages > 1:
+        page = st.number_input(f"Page (1-{n_pages}), {len(rows):,} images", 1, n_pages, 1, key="grid_page") - 1
     shown = explore.page_of(rows, page, per_page)
     for start in range(0, len(shown), per_row):
         _thumbs(result, shown.iloc[start : start + per_row], per_row)
@@ -93,7 +98,8 @@ def properties(result: ScanResult) -> None:
     facts = explore.size_summary(manifest)
     st.markdown(f"**{facts['distinct_sizes']:,}** distinct sizes, from {facts['min']} to {facts['max']} "
                 f"(median {facts['median']}); {facts['total_mb']} MB in all.")  # fmt: skip
-    st.plotly_chart(figures.image_sizes(manifest), key="sizes_chart")
+    if facts["distinct_sizes"] > 1:
+        st.plotly_chart(figures.image_sizes(manifest), key="sizes_chart")
     c1, c2, c3 = st.columns(3)
     c1.markdown("**Colour modes**")
     c1.plotly_chart(figures.counts_bar(explore.value_table(manifest, "mode"), "mode"), key="modes_chart")

@@ -24,9 +24,9 @@ def class_balance(counts: pd.DataFrame) -> go.Figure:
 def image_sizes(manifest: pd.DataFrame) -> go.Figure:
     """Width against height, one dot per image (sampled above 5,000), with histograms at the margins."""
     data = manifest.sample(MAX_SCATTER_POINTS, random_state=0) if len(manifest) > MAX_SCATTER_POINTS else manifest
-    fig = px.scatter(data, x="width", y="height", color="label", hover_data=["path"], opacity=0.6,
+    fig = px.scatter(data, x="width", y="height", hover_data=["path", "label"], opacity=0.5,
                      marginal_x="histogram", marginal_y="histogram")  # fmt: skip
-    fig.update_layout(height=420, margin=dict(t=30, b=10, l=10, r=10), showlegend=False)
+    fig.update_layout(height=420, margin=dict(t=30, b=10, l=10, r=10))
     return fig
 
 

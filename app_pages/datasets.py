@@ -28,14 +28,10 @@ if result.manifest.empty and result.unreadable.empty:
     st.stop()
 
 views.summary(result)
-tabs = st.tabs(["Class balance", "Samples", "Sizes and types", f"Unreadable ({len(result.unreadable)})", "2-D map"])
-with tabs[0]:
-    views.balance(result)
-with tabs[1]:
-    views.samples(result)
-with tabs[2]:
-    views.properties(result)
-with tabs[3]:
-    views.unreadable(result)
-with tabs[4]:
-    views.projection(result)
+# Stateful tabs: only the open one runs, so thumbnails and charts of hidden tabs cost nothing.
+VIEWS = {"Class balance": views.balance, "Samples": views.samples, "Sizes and types": views.properties,
+         "Unreadable files": views.unreadable, "2-D map": views.projection}  # fmt: skip
+for tab, draw in zip(st.tabs(list(VIEWS), key="dataset_tab", on_change="rerun"), VIEWS.values()):
+    if tab.open:
+        with tab:
+            draw(result)

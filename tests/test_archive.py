@@ -1,0 +1,318 @@
+"""Tests for core.archive: real ZIPs, honest and hostile, built by tests/imagefactory.py."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from core import archive
+from core.archive import ExtractResult, ZipLimits, extract_zip
+from core.errors import ArchiveError
+from tests import imagefactory as factory
+
+
+@pytest.fixture(scope="module")
+def jpg() -> bytes:
+    """The bytes of one small real JPEG, reused as the content of many members."""
+    buffer = io.BytesIO()
+    factory.Image.new("RGB", (8, 8), factory.RED).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def files_under(folder: Path) -> set[str]:
+    """Every file and folder below ``folder``, as relative POSIX paths."""
+    return {path.relative_to(folder).as_posix() for path in folder.rglob("*")}
+
+
+def refusal(source, dest: Path, **kwargs) -> str:
+    """Extract, expect a refusal, check nothing was left beside ``dest``, and return the message."""
+    before = set(dest.parent.iterdir()) if dest.parent.exists() else set()
+    with pytest.raises(ArchiveError) as caught:
+        extract_zip(source, dest, **kwargs)
+    assert not dest.exists()
+    left = set(dest.parent.iterdir()) if dest.parent.exists() else set()
+    assert left == before, f"left behind: {left - before}"
+    return str(caught.value)
+
+
+# --- honest archives -----------------------------------------------------------------------------
+
+
+def test_folder_per_class_zip_wrapped_in_one_folder_gives_that_folder_as_root(tmp_path: Path, jpg: bytes) -> None:
+    members = {"mydata/cat/1.jpg": jpg, "mydata/cat/2.JPG": jpg, "mydata/dog/1.jpg": jpg}
+    result = extract_zip(factory.zip_bytes(members), tmp_path / "ds")
+    assert result == ExtractResult(tmp_path / "ds" / "mydata", 3, 3 * len(jpg), [])
+    assert (result.root / "dog" / "1.jpg").read_bytes() == jpg
+    assert files_under(result.root) == {"cat", "cat/1.jpg", "cat/2.JPG", "dog", "dog/1.jpg"}
+
+
+def test_zip_with_several_top_level_folders_has_dest_as_root(tmp_path: Path, jpg: bytes) -> None:
+    result = extract_zip(factory.zip_bytes({"cat/1.jpg": jpg, "dog/1.jpg": jpg}), tmp_path / "ds")
+    assert result.root == tmp_path / "ds"
+    assert files_under(result.root) == {"cat", "cat/1.jpg", "dog", "dog/1.jpg"}
+
+
+def test_single_top_folder_holding_only_images_is_a_class_not_a_wrapper(tmp_path: Path, jpg: bytes) -> None:
+    result = extract_zip(factory.zip_bytes({"cat/1.jpg": jpg, "cat/2.jpg": jpg}), tmp_path / "ds")
+    assert result.root == tmp_path / "ds"
+
+
+def test_csv_and_json_label_files_are_extracted_beside_the_images(tmp_path: Path, jpg: bytes) -> None:
+    members = {
+        "whales/train.csv": b"Image,Id\n1.jpg,w_1\n",
+        "whales/train/1.jpg": jpg,
+        "whales/meta/1.json": b'{"EXPECTED_QUANTITY": 3}',
+        "whales/README.txt": b"hello",
+        "whales/table.TSV": b"a\tb\n",
+    }
+    result = extract_zip(factory.zip_bytes(members), tmp_path / "ds")
+    assert result.root == tmp_path / "ds" / "whales"
+    assert (result.n_files, result.skipped) == (5, [])
+    assert (result.root / "train.csv").read_text() == "Image,Id\n1.jpg,w_1\n"
+
+
+def test_extract_zip_reads_a_path_bytes_and_a_file_object_alike(tmp_path: Path, jpg: bytes) -> None:
+    zip_path = factory.write_zip(tmp_path / "up.zip", {"a/1.jpg": jpg, "b/1.jpg": jpg})
+    sources = [zip_path, str(zip_path), zip_path.read_bytes(), io.BytesIO(zip_path.read_bytes())]
+    for number, source in enumerate(sources):
+        assert extract_zip(source, tmp_path / f"ds{number}").n_files == 2
+
+
+class _ReadOnlyStream:
+    """A stream that can only be read forwards, like a socket or a pipe."""
+
+    def __init__(self, data: bytes) -> None:
+        self._stream = io.BytesIO(data)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._stream.read(size)
+
+
+def test_extract_zip_reads_a_stream_that_cannot_seek(tmp_path: Path, jpg: bytes) -> None:
+    data = factory.zip_bytes({"a/1.jpg": jpg, "b/1.jpg": jpg})
+    assert extract_zip(_ReadOnlyStream(data), tmp_path / "ds").n_files == 2
+
+
+def test_dest_parent_is_created_and_the_dataset_folder_is_not_private(tmp_path: Path, jpg: bytes) -> None:
+    result = extract_zip(factory.zip_bytes({"a/1.jpg": jpg, "b/1.jpg": jpg}), tmp_path / "new" / "deeper" / "ds")
+    assert result.root.is_dir()
+    assert result.root.stat().st_mode & 0o755 == 0o755
+
+
+def test_empty_zip_gives_an_empty_dataset_folder(tmp_path: Path) -> None:
+    result = extract_zip(factory.zip_bytes({}), tmp_path / "ds")
+    assert result == ExtractResult(tmp_path / "ds", 0, 0, [])
+
+
+def test_directory_entries_are_created(tmp_path: Path, jpg: bytes) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.mkdir("cat")
+        zf.mkdir("dog")
+        zf.writestr("dog/1.jpg", jpg)
+    result = extract_zip(buffer.getvalue(), tmp_path / "ds")
+    assert files_under(result.root) == {"cat", "dog", "dog/1.jpg"}
+
+
+# --- members that are skipped --------------------------------------------------------------------
+
+
+def test_unsafe_names_are_skipped_and_nothing_is_written_outside_dest(tmp_path: Path, jpg: bytes) -> None:
+    unsafe = ["../evil.jpg", "/abs/evil.jpg", "a/../../evil2.jpg", "C:/evil.jpg", "c:evil.jpg", "back\\slash.jpg",
+              "a" * 1100 + ".jpg", "./", "."]  # fmt: skip
+    data = factory.zip_bytes({name: jpg for name in unsafe} | {"ok/1.jpg": jpg, "fine/2.jpg": jpg})
+    home = tmp_path / "home"
+    result = extract_zip(data, home / "ds")
+    assert sorted(result.skipped) == sorted((name, "unsafe name") for name in unsafe)
+    assert files_under(tmp_path) == {
+        "home",
+        "home/ds",
+        "home/ds/ok",
+        "home/ds/ok/1.jpg",
+        "home/ds/fine",
+        "home/ds/fine/2.jpg",
+    }
+
+
+def test_name_with_a_nul_byte_is_skipped_as_unsafe(tmp_path: Path, jpg: bytes) -> None:
+    # zipfile cuts names at NUL, so "x.csv\0.jpg" would land as "x.csv": a type trick.
+    data = factory.zip_bytes({"a/x.csvZ.jpg": jpg, "a/1.jpg": jpg, "b/1.jpg": jpg}).replace(b"x.csvZ", b"x.csv\0")
+    result = extract_zip(data, tmp_path / "ds")
+    assert result.skipped == [("a/x.csv\\0.jpg", "unsafe name")]
+    assert result.n_files == 2
+
+
+def test_symlink_member_is_skipped_and_no_link_is_created(tmp_path: Path, jpg: bytes) -> None:
+    data = factory.zip_bytes({"cat/1.jpg": jpg, "dog/1.jpg": jpg}, symlinks={"cat/2.jpg": "/etc/passwd"})
+    result = extract_zip(data, tmp_path / "ds")
+    assert result.skipped == [("cat/2.jpg", "symlink")]
+    assert not (result.root / "cat" / "2.jpg").exists() and not (result.root / "cat" / "2.jpg").is_symlink()
+
+
+def test_members_that_are_neither_images_nor_label_files_are_skipped(tmp_path: Path, jpg: bytes) -> None:
+    members = {"cat/1.jpg": jpg, "cat/run.exe": b"MZ", "dog/1.jpg": jpg, "dog/doc.pdf": b"%PDF", "Makefile": b"x"}
+    result = extract_zip(factory.zip_bytes(members), tmp_path / "ds")
+    reason = "not an image or label file"
+    assert result.skipped == [("cat/run.exe", reason), ("dog/doc.pdf", reason), ("Makefile", reason)]
+    assert files_under(result.root) == {"cat", "cat/1.jpg", "dog", "dog/1.jpg"}
+
+
+def test_macos_junk_is_dropped_without_being_listed(tmp_path: Path, jpg: bytes) -> None:
+    members = {"__MACOSX/cat/._1.jpg": b"junk", "cat/1.jpg": jpg, "cat/._1.jpg": b"junk", "cat/.DS_Store": b"junk",
+               "dog/1.jpg": jpg, ".DS_Store": b"junk"}  # fmt: skip
+    result = extract_zip(factory.zip_bytes(members), tmp_path / "ds")
+    assert (result.n_files, result.skipped) == (2, [])
+    assert files_under(result.root) == {"cat", "cat/1.jpg", "dog", "dog/1.jpg"}
+
+
+@pytest.mark.filterwarnings("ignore:Duplicate name:UserWarning")
+def test_duplicate_name_keeps_the_first_member_and_lists_the_second(tmp_path: Path, jpg: bytes) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("cat/1.jpg", jpg)
+        zf.writestr("cat/1.jpg", b"second")
+        zf.writestr("dog/1.jpg", jpg)
+    result = extract_zip(buffer.getvalue(), tmp_path / "ds")
+    assert result.skipped == [("cat/1.jpg", "name clashes with another member")]
+    assert (result.root / "cat" / "1.jpg").read_bytes() == jpg
+
+
+def test_file_and_folder_with_the_same_name_do_not_stop_extraction(tmp_path: Path, jpg: bytes) -> None:
+    data = factory.zip_bytes({"cat.jpg": jpg, "cat.jpg/1.jpg": jpg, "dog/1.jpg": jpg})
+    result = extract_zip(data, tmp_path / "ds")
+    assert result.skipped == [("cat.jpg/1.jpg", "name clashes with another member")]
+    assert result.n_files == 2
+
+
+def test_member_with_unsupported_compression_is_skipped(tmp_path: Path, jpg: bytes) -> None:
+    data = bytearray(factory.zip_bytes({"cat/1.jpg": jpg, "dog/1.jpg": jpg}))
+    central = factory.central_entries(bytes(data))[0]
+    struct.pack_into("<H", data, central + 10, 9)  # method 9 = Deflate64, written by Windows Explorer
+    struct.pack_into("<H", data, 8, 9)
+    result = extract_zip(bytes(data), tmp_path / "ds")
+    assert [(name, reason.split(" (")[0]) for name, reason in result.skipped] == [
+        ("cat/1.jpg", "unsupported compression")
+    ]
+    assert result.n_files == 1
+
+
+# --- archives that are refused -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_member_whose_compressed_data_is_damaged_is_refused(tmp_path: Path, jpg: bytes, method: int) -> None:
+    data = bytearray(factory.zip_bytes({"a/1.jpg": jpg * 4, "b/1.jpg": jpg}, compression=method))
+    data_start = 30 + len("a/1.jpg")  # first member: local header at 0, no extra field
+    for offset in range(data_start + 20, data_start + 60, 7):
+        data[offset] ^= 0xFF
+    assert refusal(bytes(data), tmp_path / "d" / "ds").startswith("corrupt ZIP member 'a/1.jpg'")
+
+
+def test_zip_needing_a_future_zip_version_is_refused(tmp_path: Path, jpg: bytes) -> None:
+    data = bytearray(factory.zip_bytes({"a/1.jpg": jpg}))
+    struct.pack_into("<H", data, factory.central_entries(bytes(data))[0] + 6, 153)  # "version needed": 15.3
+    assert refusal(bytes(data), tmp_path / "d" / "ds").startswith("unsupported ZIP")
+
+
+def test_ratio_bomb_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    data = factory.zip_bomb_bytes("bomb.png", size=16 * 2**20)
+    assert len(data) < 40_000
+    message = refusal(data, tmp_path / "datasets" / "ds")
+    assert message.startswith("possible zip bomb: 'bomb.png' expands") and "(limit 250x)" in message
+
+
+def test_small_files_that_compress_well_do_not_trip_the_ratio_check(tmp_path: Path) -> None:
+    csv = b"image,label\n" + b"0000000.jpg,cat\n" * 60_000  # ~1 MB, compresses > 250x
+    info = zipfile.ZipFile(io.BytesIO(factory.zip_bytes({"labels.csv": csv}))).infolist()[0]
+    assert info.file_size / info.compress_size > 250
+    assert extract_zip(factory.zip_bytes({"labels.csv": csv}), tmp_path / "ds").n_bytes == len(csv)
+
+
+def test_headers_that_understate_a_members_size_are_refused(tmp_path: Path) -> None:
+    data = factory.understated_size_zip_bytes("big.png", real_size=4 * 2**20, declared=1000)
+    assert zipfile.ZipFile(io.BytesIO(data)).infolist()[0].file_size == 1000  # passes every header check
+    message = refusal(data, tmp_path / "datasets" / "ds")
+    assert message.startswith("corrupt ZIP member 'big.png'")
+
+
+def test_streaming_counter_stops_a_member_at_the_limit_whatever_its_header_says(tmp_path: Path) -> None:
+    # The header checks already refuse an honest oversize member, so the streaming bound is tested directly.
+    zf = zipfile.ZipFile(io.BytesIO(factory.zip_bytes({"big.png": bytes(3 * 2**20)})))
+    with pytest.raises(ArchiveError, match="inflates beyond the size limits"):
+        archive._copy_member(zf, zf.infolist()[0], tmp_path / "out.png", 2**20, 2**30)
+    assert (tmp_path / "out.png").stat().st_size <= 2**20
+
+
+def test_overlapping_entries_are_refused_though_python_311_7_reads_them(tmp_path: Path) -> None:
+    payload = bytes(2**16)
+    data = factory.overlapping_zip_bytes("a.png", "b.png", payload)
+    assert zipfile.ZipFile(io.BytesIO(data)).read("b.png") == payload  # a valid archive for zipfile
+    assert refusal(data, tmp_path / "datasets" / "ds") == "possible zip bomb (overlapping entries): 'a.png'"
+
+
+def test_member_count_over_the_limit_is_refused(tmp_path: Path, jpg: bytes) -> None:
+    data = factory.zip_bytes({f"cat/{i}.jpg": jpg for i in range(4)})
+    assert refusal(data, tmp_path / "d" / "ds", limits=ZipLimits(max_members=3)) == "too many members: 4 (limit 3)"
+    assert extract_zip(data, tmp_path / "ok", limits=ZipLimits(max_members=4)).n_files == 4
+
+
+def test_member_declared_over_the_size_limit_is_refused(tmp_path: Path) -> None:
+    data = factory.zip_bytes({"a/big.png": bytes(3 * 2**20)})
+    message = refusal(data, tmp_path / "d" / "ds", limits=ZipLimits(max_member_bytes=2**20, max_ratio=1e9))
+    assert message == "member 'a/big.png' too large: 3.0 MiB (limit 1.0 MiB)"
+
+
+def test_archive_declared_over_the_total_limit_is_refused(tmp_path: Path) -> None:
+    data = factory.zip_bytes({"a/1.png": bytes(2**20), "b/1.png": bytes(2**20)})
+    message = refusal(data, tmp_path / "d" / "ds", limits=ZipLimits(max_total_bytes=2**20 + 1, max_ratio=1e9))
+    assert message == "archive too large: 2.0 MiB uncompressed (limit 1.0 MiB)"
+
+
+def test_encrypted_member_is_refused(tmp_path: Path) -> None:
+    message = refusal(factory.encrypted_flag_zip_bytes("secret.png"), tmp_path / "d" / "ds")
+    assert message.startswith("encrypted member 'secret.png'")
+
+
+@pytest.mark.parametrize("data", [b"", b"hello, I am not a zip", b"PK\x03\x04 truncated"])
+def test_bytes_that_are_not_a_zip_are_refused(tmp_path: Path, data: bytes) -> None:
+    assert refusal(data, tmp_path / "d" / "ds") == "not a ZIP archive"
+
+
+def test_an_image_uploaded_as_a_zip_is_refused(tmp_path: Path) -> None:
+    png = factory.write_rgb(tmp_path / "up.zip", fmt="PNG")
+    assert refusal(png, tmp_path / "d" / "ds") == "not a ZIP archive"
+
+
+def test_missing_zip_file_is_refused(tmp_path: Path) -> None:
+    assert "cannot read ZIP" in refusal(tmp_path / "missing.zip", tmp_path / "d" / "ds")
+
+
+def test_existing_dest_is_refused_and_left_untouched(tmp_path: Path, jpg: bytes) -> None:
+    dest = tmp_path / "ds"
+    dest.mkdir()
+    (dest / "keep.txt").write_text("mine")
+    with pytest.raises(ArchiveError, match="destination already exists"):
+        extract_zip(factory.zip_bytes({"cat/1.jpg": jpg}), dest)
+    assert files_under(dest) == {"keep.txt"}
+
+
+def test_failure_midway_leaves_neither_dest_nor_a_temp_folder(tmp_path: Path, jpg: bytes) -> None:
+    # Good members first, so files are already written when the lying one is reached.
+    members = {f"cat/{i}.jpg": jpg for i in range(3)} | {"zz.png": bytes(4 * 2**20)}
+    data = _understate_last_member(factory.zip_bytes(members), declared=1000)
+    assert "corrupt ZIP member 'zz.png'" in refusal(data, tmp_path / "datasets" / "ds")
+    assert list((tmp_path / "datasets").iterdir()) == []
+
+
+def _understate_last_member(data: bytes, declared: int) -> bytes:
+    """Make the last member's headers claim ``declared`` bytes, keeping its CRC of the real content."""
+    patched = bytearray(data)
+    central = factory.central_entries(data)[-1]
+    local = struct.unpack_from("<L", data, central + 42)[0]
+    struct.pack_into("<L", patched, central + 24, declared)
+    struct.pack_into("<L", patched, local + 22, declared)
+    return bytes(patched)

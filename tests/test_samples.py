@@ -1,0 +1,73 @@
+"""Tests for core.samples: the built-in digits, written as real PNG files with a fixed split."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core import samples
+from core.errors import DatasetError
+from core.sources import list_entries, resolve_dataset
+from core.workspace import Workspace
+
+
+def files_digest(root: Path) -> dict[str, str]:
+    """Relative path -> sha1 of every PNG under ``root``."""
+    return {p.relative_to(root).as_posix(): hashlib.sha1(p.read_bytes()).hexdigest() for p in root.rglob("*.png")}
+
+
+def test_digits_are_1797_images_in_10_classes_split_70_15_15(digits_ws: Workspace) -> None:
+    entries, problems = list_entries(resolve_dataset("sample:digits", digits_ws))
+
+    assert problems == [] and len(entries) == 1797
+    assert {e.label for e in entries} == {str(d) for d in range(10)}
+    counts = {split: sum(e.split == split for e in entries) for split in ("train", "val", "test")}
+    assert counts == {"train": 1257, "val": 270, "test": 270}
+
+
+def test_every_class_is_in_every_split(digits_ws: Workspace) -> None:
+    entries, _ = list_entries(resolve_dataset("sample:digits", digits_ws))
+    per_split = {split: {e.label for e in entries if e.split == split} for split in ("train", "val", "test")}
+    assert all(len(labels) == 10 for labels in per_split.values())
+
+
+def test_digits_are_8x8_grayscale_pngs_with_ink(digits_ws: Workspace) -> None:
+    root = samples.sample_path("sample:digits", digits_ws.datasets)
+    with Image.open(root / "train" / "0" / "digit_0000.png") as im:
+        assert (im.format, im.mode, im.size) == ("PNG", "L", (8, 8))
+        pixels = np.asarray(im)
+    assert pixels.max() > 200 and pixels.min() == 0
+
+
+def test_a_second_workspace_gets_the_same_files_replacing_a_half_written_copy(digits_ws: Workspace, ws: Workspace) -> None:
+    half_written = ws.datasets / "sample-digits"
+    (half_written / "train" / "0").mkdir(parents=True)
+    (half_written / "train" / "0" / "stray.png").write_bytes(b"left by a crash")
+
+    root = samples.sample_path("sample:digits", ws.datasets)
+
+    assert root == half_written and (root / ".complete").exists()
+    assert files_digest(root) == files_digest(samples.sample_path("sample:digits", digits_ws.datasets))
+    assert not [p for p in ws.datasets.iterdir() if p.name.startswith(".")]  # no temp folder left behind
+
+
+def test_a_complete_sample_is_not_written_again(digits_ws: Workspace) -> None:
+    root = samples.sample_path("sample:digits", digits_ws.datasets)
+    stamp = (root / ".complete").stat().st_mtime_ns
+    assert samples.sample_path("sample:digits", digits_ws.datasets) == root
+    assert (root / ".complete").stat().st_mtime_ns == stamp
+
+
+def test_the_sample_ref_keeps_its_name_as_spec(digits_ws: Workspace) -> None:
+    ref = resolve_dataset("sample:digits", digits_ws)
+    assert (ref.spec, ref.kind, ref.display) == ("sample:digits", "folder", "sample:digits")
+
+
+def test_an_unknown_sample_is_refused_naming_the_available_ones(ws: Workspace) -> None:
+    with pytest.raises(DatasetError, match="unknown sample 'cifar'.*digits"):
+        samples.sample_path("sample:cifar", ws.datasets)
+    assert not list(ws.datasets.iterdir())
