@@ -68,7 +68,9 @@ def cmd_scan(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
     lines = [f"{summary['n_images']} images, {summary['n_classes']} classes in {ref.display} ({ref.kind})"]
     lines += [f"  {label:<24} {n:>7}" for label, n in result.classes.items()]
     lines.append("splits: " + ", ".join(f"{s} {n}" for s, n in result.splits.items()))
-    lines += [f"unreadable: {len(result.unreadable)}"] + [f"  {r.path}: {r.reason}" for r in result.unreadable.itertuples()]
+    lines += [f"unreadable: {len(result.unreadable)}"] + [
+        f"  {r.path}: {r.reason}" for r in result.unreadable.itertuples()
+    ]
     return summary, "\n".join(lines)
 
 

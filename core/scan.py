@@ -98,7 +98,9 @@ def scan_dataset(
     cache_file = cache_dir / "manifests" / f"{ref.key}.parquet" if cache_dir else None
     cached = _load_cache(cache_file)
     todo = [e.path for e in entries if e.path in stats and _stale(cached.get(e.path), stats[e.path])]
-    opened = dict(zip(todo, inspect_many([str(ref.root / p) for p in todo], workers=workers, progress=progress)))
+    opened = dict(
+        zip(todo, inspect_many([str(ref.root / p) for p in todo], workers=workers, progress=progress), strict=True)
+    )
     facts = {p: opened.get(p) or cached[p] for p in stats}
     if cache_file is not None and todo:
         _save_cache(cache_file, stats, facts)

@@ -131,7 +131,9 @@ def resolve_dataset(
 def _metadata_inside(folder: Path, label_key: str) -> DatasetRef:
     meta = find_metadata_folder(folder)
     if meta is None:
-        raise DatasetError(f"--label-key {label_key} needs a folder of .json files; none in {folder} (use --metadata DIR)")
+        raise DatasetError(
+            f"--label-key {label_key} needs a folder of .json files; none in {folder} (use --metadata DIR)"
+        )
     return metadata_ref(meta, label_key, images=folder)
 
 
@@ -143,7 +145,9 @@ def _from_spec_string(spec: str, ws: Workspace) -> DatasetRef:
     images = params.get("images")
     if kind == "csv":
         return csv_ref(_existing(target, "labels CSV"), images=Path(images) if images else None)
-    return metadata_ref(_existing(target, "metadata folder"), params.get("key"), images=Path(images) if images else None)
+    return metadata_ref(
+        _existing(target, "metadata folder"), params.get("key"), images=Path(images) if images else None
+    )
 
 
 def _existing(path: str | os.PathLike[str], what: str) -> Path:

@@ -78,7 +78,9 @@ class Workspace:
         if any(resolved.is_relative_to(root) for root in self.allowed_roots):
             return resolved
         roots = ", ".join(str(r) for r in self.allowed_roots)
-        raise PathNotAllowedError(f"{user_path} is outside the allowed folders ({roots}); set {DATA_ROOTS_ENV} to add one")
+        raise PathNotAllowedError(
+            f"{user_path} is outside the allowed folders ({roots}); set {DATA_ROOTS_ENV} to add one"
+        )
 
     def list_folders(self) -> list[Path]:
         """Candidate dataset folders: every folder directly inside the allowed roots' dataset areas."""

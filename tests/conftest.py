@@ -200,4 +200,3 @@ def bins(tmp_path: Path) -> Bins:
 def _write_json(path: Path, doc: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc))
-

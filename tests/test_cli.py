@@ -49,19 +49,29 @@ def paths(tmp_path: Path, class_folder: Path, bins) -> dict[str, str]:
         pytest.param(["scan", "{tmp}/nope", "--json"], "dataset not found", id="missing-dataset"),
         pytest.param(["scan", "{tmp}/bad.csv", "--json"], "cannot tell which columns", id="csv-without-columns"),
         pytest.param(["scan", "{classes}", "--labels", "{tmp}/one.csv"], "two columns", id="one-column-labels"),
-        pytest.param(["scan", "{bins}", "--metadata", "{bins}/metadata"], "keys found in metadata: .*EXPECTED_QUANTITY",
-                     id="metadata-without-label-key"),
-        pytest.param(["scan", "{classes}", "--metadata", "{tmp}/nope", "--label-key", "k"], "metadata folder not found",
-                     id="missing-metadata"),
+        pytest.param(
+            ["scan", "{bins}", "--metadata", "{bins}/metadata"],
+            "keys found in metadata: .*EXPECTED_QUANTITY",
+            id="metadata-without-label-key",
+        ),
+        pytest.param(
+            ["scan", "{classes}", "--metadata", "{tmp}/nope", "--label-key", "k"],
+            "metadata folder not found",
+            id="missing-metadata",
+        ),
         pytest.param(["scan", "{classes}", "--label-key", "k"], "--metadata", id="label-key-without-json"),
-        pytest.param(["scan", "sample:nope", "--json"], "unknown sample 'nope'; available: digits", id="unknown-sample"),
+        pytest.param(
+            ["scan", "sample:nope", "--json"], "unknown sample 'nope'; available: digits", id="unknown-sample"
+        ),
         pytest.param(["scan", "{tmp}/fake.zip"], "not a ZIP", id="not-a-zip"),
         pytest.param(["scan", "{classes}", "--workers", "many"], "invalid int value", id="bad-option-value"),
         pytest.param(["scan", "{classes}", "--frobnicate"], "unrecognized arguments", id="unknown-option"),
         pytest.param(["scan"], "DATASET", id="no-dataset"),
         pytest.param(["frobnicate"], "invalid choice", id="unknown-command"),
         pytest.param([], "command \\(see: python -m core --help\\)", id="no-command"),
-        pytest.param(["runs", "--status", "done"], "invalid choice: 'done' \\(choose from 'queued'", id="unknown-status"),
+        pytest.param(
+            ["runs", "--status", "done"], "invalid choice: 'done' \\(choose from 'queued'", id="unknown-status"
+        ),
         pytest.param(["scan", "{classes}", "--workspace", "{tmp}/bad.csv"], "bad.csv", id="workspace-is-a-file"),
     ],
 )
@@ -90,7 +100,12 @@ def test_scan_json_prints_the_contract_object(class_folder: Path, ws: Workspace,
     result = json.loads(out)
     assert SCAN_KEYS <= set(result)
     assert result["classes"] == {"bird": 4, "cat": 4, "dog": 4}
-    assert (result["n_images"], result["n_classes"], result["splits"], result["unreadable"]) == (12, 3, {"unsplit": 12}, [])
+    assert (result["n_images"], result["n_classes"], result["splits"], result["unreadable"]) == (
+        12,
+        3,
+        {"unsplit": 12},
+        [],
+    )
 
 
 def test_scan_with_labels_and_images_reads_the_whale_csv(whale_csv, ws: Workspace, capsys) -> None:
@@ -99,8 +114,11 @@ def test_scan_with_labels_and_images_reads_the_whale_csv(whale_csv, ws: Workspac
     assert code == 0 and json.loads(out)["classes"] == whale_csv.classes
 
 
-def test_scan_with_metadata_and_label_key_reads_the_bins(bins, ws: Workspace, capsys) -> None:
-    argv = ["scan", str(bins.images), "--metadata", str(bins.metadata), "--label-key", "EXPECTED_QUANTITY"]
+@pytest.mark.parametrize("images_option", [False, True], ids=["dataset-is-the-image-folder", "images-option"])
+def test_scan_with_metadata_and_label_key_reads_the_bins(bins, ws: Workspace, capsys, images_option: bool) -> None:
+    dataset = bins.root if images_option else bins.images
+    argv = ["scan", str(dataset), "--metadata", str(bins.metadata), "--label-key", "EXPECTED_QUANTITY"]
+    argv += ["--images", str(bins.images)] if images_option else []
     code, out, _ = run_cli([*argv, "--json", "--workspace", str(ws.root)], capsys)
 
     result = json.loads(out)
@@ -121,7 +139,11 @@ def test_scan_of_the_built_in_sample(digits_ws: Workspace, capsys) -> None:
     code, out, _ = run_cli(["scan", "sample:digits", "--json", "--workspace", str(digits_ws.root)], capsys)
     result = json.loads(out)
     assert code == 0
-    assert (result["n_images"], result["n_classes"], result["splits"]) == (1797, 10, {"train": 1257, "val": 270, "test": 270})
+    assert (result["n_images"], result["n_classes"], result["splits"]) == (
+        1797,
+        10,
+        {"train": 1257, "val": 270, "test": 270},
+    )
 
 
 def test_scan_without_json_prints_a_readable_report(odd_folder, ws: Workspace, capsys) -> None:

@@ -43,7 +43,9 @@ def test_digits_are_8x8_grayscale_pngs_with_ink(digits_ws: Workspace) -> None:
     assert pixels.max() > 200 and pixels.min() == 0
 
 
-def test_a_second_workspace_gets_the_same_files_replacing_a_half_written_copy(digits_ws: Workspace, ws: Workspace) -> None:
+def test_a_second_workspace_gets_the_same_files_replacing_a_half_written_copy(
+    digits_ws: Workspace, ws: Workspace
+) -> None:
     half_written = ws.datasets / "sample-digits"
     (half_written / "train" / "0").mkdir(parents=True)
     (half_written / "train" / "0" / "stray.png").write_bytes(b"left by a crash")

@@ -241,7 +241,9 @@ def large_folder(tmp_path: Path) -> Path:
     return root
 
 
-def test_large_folders_are_decoded_in_worker_processes_with_the_serial_result(large_folder: Path, ws: Workspace) -> None:
+def test_large_folders_are_decoded_in_worker_processes_with_the_serial_result(
+    large_folder: Path, ws: Workspace
+) -> None:
     ref = resolve_dataset(str(large_folder), ws)
     children_seen: list[int] = []
     progress: list[tuple[int, int]] = []
@@ -252,7 +254,9 @@ def test_large_folders_are_decoded_in_worker_processes_with_the_serial_result(la
 
     parallel = scan_dataset(ref, workers=2, progress=watch)
     serial_children: list[int] = []
-    serial = scan_dataset(ref, workers=1, progress=lambda *_: serial_children.append(len(multiprocessing.active_children())))
+    serial = scan_dataset(
+        ref, workers=1, progress=lambda *_: serial_children.append(len(multiprocessing.active_children()))
+    )
 
     assert max(children_seen) >= 2 and max(serial_children) == 0
     assert progress[-1] == (len(parallel.manifest) + len(parallel.unreadable),) * 2

@@ -123,7 +123,10 @@ def test_csv_split_column_and_paths_in_subfolders(tmp_path: Path, ws: Workspace)
 
     entries, problems = list_entries(resolve_dataset(str(csv), ws))
     assert problems == []
-    assert sorted((e.path, e.label, e.split) for e in entries) == [("imgs/a.png", "x", "train"), ("imgs/b.png", "y", "val")]
+    assert sorted((e.path, e.label, e.split) for e in entries) == [
+        ("imgs/a.png", "x", "train"),
+        ("imgs/b.png", "y", "val"),
+    ]
 
 
 def test_whale_csv_finds_its_image_folder_and_keeps_new_whale_as_a_label(whale_csv, ws: Workspace) -> None:
@@ -162,7 +165,9 @@ def test_csv_rows_without_a_file_label_or_a_second_time_are_problems(whale_csv, 
         pytest.param("", "cannot read", id="empty-file"),
     ],
 )
-def test_csv_without_usable_columns_is_refused_with_the_columns_named(tmp_path: Path, content: str, message: str) -> None:
+def test_csv_without_usable_columns_is_refused_with_the_columns_named(
+    tmp_path: Path, content: str, message: str
+) -> None:
     csv = tmp_path / "bad.csv"
     csv.write_text(content)
     with pytest.raises(DatasetError, match=message):
@@ -264,7 +269,9 @@ def test_refs_of_different_datasets_have_different_keys(class_folder: Path, whal
         pytest.param("sample:nope", "unknown sample", id="unknown-sample"),
     ],
 )
-def test_unusable_dataset_arguments_are_refused_with_a_reason(tmp_path: Path, ws: Workspace, spec: str, message: str) -> None:
+def test_unusable_dataset_arguments_are_refused_with_a_reason(
+    tmp_path: Path, ws: Workspace, spec: str, message: str
+) -> None:
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(DatasetError, match=message):
         resolve_dataset(spec.format(tmp=tmp_path), ws)

@@ -87,7 +87,9 @@ def test_data_roots_from_the_environment_are_allowed_too(tmp_path: Path, monkeyp
         ws.confine(photos / ".." / "ws-other")
 
 
-def test_list_folders_shows_datasets_and_data_roots_without_hidden_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_list_folders_shows_datasets_and_data_roots_without_hidden_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "photos" / "holiday").mkdir(parents=True)
     monkeypatch.setenv(DATA_ROOTS_ENV, str(tmp_path / "photos"))
     ws = Workspace.open(tmp_path / "ws")
