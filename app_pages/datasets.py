@@ -31,7 +31,7 @@ views.summary(result)
 # Stateful tabs: only the open one runs, so thumbnails and charts of hidden tabs cost nothing.
 VIEWS = {"Class balance": views.balance, "Samples": views.samples, "Sizes and types": views.properties,
          "Unreadable files": views.unreadable, "2-D map": views.projection}  # fmt: skip
-for tab, draw in zip(st.tabs(list(VIEWS), key="dataset_tab", on_change="rerun"), VIEWS.values()):
+for tab, draw in zip(st.tabs(list(VIEWS), key="dataset_tab", on_change="rerun"), VIEWS.values(), strict=True):
     if tab.open:
         with tab:
             draw(result)

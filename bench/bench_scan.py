@@ -10,10 +10,10 @@ Makes N real images (a folder per class, 10 classes; ~90% photo-like JPEGs of 16
 * ours cold: ``scan_dataset`` with an empty cache folder (lists, stats and decodes every file, default workers);
 * ours rescan: ``scan_dataset`` again with the cache that run filled (nothing changed, nothing decoded);
 * ours cold, workers=1: the same decode work in this process, so the gain of draft decoding and the gain of
-  the worker processes can be told apart.
+  the decoding threads can be told apart.
 
-The methods are interleaved (baseline, ours, ..., baseline, ours, ...) and each reported as median and min of
-``--repeats`` runs. Nothing about time is asserted, but a run that did not open all N images stops with an
+After one untimed warm-up round of every method, the methods are interleaved (baseline, ours, ..., baseline,
+ours, ...) and each reported as median and min of ``--repeats`` runs. Nothing about time is asserted, but a run that did not open all N images stops with an
 error instead of printing a fast number. The machine is shared: the load average is printed before and after,
 and a run that started on a busy machine is flagged.
 """
@@ -89,7 +89,9 @@ def make_image(i: int) -> Image.Image:
     sizes = PNG_SIZES if _is_png(i) else JPEG_SIZES
     w, h = sizes[rng.integers(len(sizes))]
     angle = rng.uniform(0, 2 * np.pi)
-    ramp = np.linspace(0, np.sin(angle), h, dtype=np.float32)[:, None] + np.linspace(0, np.cos(angle), w, dtype=np.float32)
+    ramp = np.linspace(0, np.sin(angle), h, dtype=np.float32)[:, None] + np.linspace(
+        0, np.cos(angle), w, dtype=np.float32
+    )
     ramp = (ramp - ramp.min()) / (ramp.max() - ramp.min() + 1e-6)
     c0, c1 = rng.uniform(0, 255, (2, 3)).astype(np.float32)
     coarse = rng.normal(128, 40, (h // 24 + 2, w // 24 + 2, 3)).clip(0, 255).astype(np.uint8)
@@ -137,11 +139,10 @@ def ensure_dataset(out: Path, n: int) -> float | None:
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(usable_cores()) as pool:
         for done, _ in enumerate(pool.imap_unordered(_write_image, [(str(out), i) for i in range(n)], chunksize=64), 1):
-            if done % 1000 == 0 or done == n:
-                print(f"  generated {done}/{n}", end="\r", flush=True)
+            if done % 2500 == 0 or done == n:
+                print(f"  generated {done}/{n} in {time.perf_counter() - started:.0f} s", flush=True)
     seconds = time.perf_counter() - started
     marker.write_text(json.dumps(wanted))
-    print()
     return seconds
 
 
@@ -192,11 +193,12 @@ class Method:
     label: str
     run: Callable[[], None]
     times: list[float] = field(default_factory=list)
+    warmup: list[float] = field(default_factory=list)
 
-    def timed(self) -> None:
+    def timed(self, *, warmup: bool = False) -> None:
         started = time.perf_counter()
         self.run()
-        self.times.append(time.perf_counter() - started)
+        (self.warmup if warmup else self.times).append(time.perf_counter() - started)
 
 
 class OursScans:
@@ -249,7 +251,8 @@ def print_table(methods: list[Method], n: int) -> None:
         print(f"{m.label:<40} {med:>9.3f} {min(m.times):>8.3f} {n / med:>9.0f} {base / med:>11.2f}x")
     print("all runs (s, in order):")
     for m in methods:
-        print(f"  {m.label:<38} " + "  ".join(f"{t:.3f}" for t in m.times))
+        warmup = "  ".join(f"{t:.3f}" for t in m.warmup)
+        print(f"  {m.label:<38} " + "  ".join(f"{t:.3f}" for t in m.times) + f"   (warm-up, untimed: {warmup})")
 
 
 def print_ratios(methods: list[Method]) -> None:
@@ -262,7 +265,7 @@ def print_ratios(methods: list[Method]) -> None:
     cold, serial = methods[1].label, methods[-1].label
     if serial.endswith("workers=1"):
         print(f"  of which draft decoding (workers=1 vs baseline) = {med[base_label] / med[serial]:.1f}x, "
-              f"worker processes (default vs workers=1) = {med[serial] / med[cold]:.1f}x")  # fmt: skip
+              f"decoding threads (default vs workers=1) = {med[serial] / med[cold]:.1f}x")  # fmt: skip
 
 
 def describe_dataset(files: list[str], total_bytes: int) -> str:
@@ -310,6 +313,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_serial:
         methods.append(Method("ours cold, workers=1", lambda: ours.cold(workers=1)))
     try:
+        # One untimed round first: it starts the forkserver, imports what the workers need, and leaves glibc's
+        # malloc in its steady state (in a fresh process each full-size decode buffer costs page faults again:
+        # the baseline loop alone ran ~20% slower there; see bench/README.md).
+        for method in methods:
+            method.timed(warmup=True)
         for _ in range(args.repeats):
             for method in methods:
                 method.timed()
@@ -327,8 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average 1/5/15 min: before {' '.join(map(str, load_before))}, after {' '.join(map(str, load_after))}"
           + (f"  ** BUSY MACHINE: 1-min load {load_before[0]} > {cores} cores at the start; timings unreliable **"
              if busy else ""))  # fmt: skip
-    print(f"{args.repeats} repeats, interleaved; baseline excludes listing the files, ours includes listing, stat "
-          "and building the manifest")
+    print(
+        f"1 untimed warm-up round, then {args.repeats} repeats, interleaved; baseline excludes listing the files, ours includes listing, stat "
+        "and building the manifest"
+    )
     print()
     print_table(methods, args.n)
     print("ratios:")

@@ -30,12 +30,10 @@ gap-free incremental poll.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import operator
 import os
-import platform
 import shutil
 import socket
 import sqlite3
@@ -49,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import RunStoreError
+from core.hosts import host_facts, pid_start, process_alive
 
 if TYPE_CHECKING:  # pandas is imported inside metrics() so that importing this module stays fast
     import pandas as pd
@@ -140,7 +139,6 @@ _RUN_COLUMNS = (
     "device, error, parent_id"
 )
 _OWNER_COLUMNS = ("host", "pid", "pid_start", "instance", "thread", "cpu_model", "cpu_count")
-_HAS_PROC = os.path.isdir("/proc/self")
 _FLOAT_MAX = 1.7976931348623157e308  # finite bounds: best_metric skips +-inf
 
 # (store file, run id) -> the Thread that called start_run in this process. The Thread object, not
@@ -199,85 +197,6 @@ class RunRecord:
             return None
         end = self.ended_at if self.ended_at is not None else time.time()
         return max(0.0, end - self.started_at)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Host and process facts
-
-
-@functools.lru_cache(maxsize=1)
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith(("model name", "hardware")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def _cpu_count() -> int:
-    # The cores this process may run on (taskset, cgroups cpusets), not the machine's total.
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def host_facts() -> dict:
-    """The machine a run executes on.
-
-    Returns:
-        ``{"hostname": str, "cpu_model": str, "cpu_count": int}``; ``cpu_count`` is the number of
-        cores this process may use (``os.sched_getaffinity``), which is what scaling tables need.
-    """
-    return {"hostname": socket.gethostname(), "cpu_model": _cpu_model(), "cpu_count": _cpu_count()}
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """Fields 3.. of ``/proc/<pid>/stat`` (index 0 = state, 19 = starttime), None if unreadable."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            text = f.read().decode("utf-8", errors="replace")
-    except OSError:
-        return None
-    # Field 2 is the command name in parentheses and may itself contain spaces or ')'.
-    return text[text.rindex(")") + 2 :].split()
-
-
-def _pid_start(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot (field 22), None where /proc is missing."""
-    fields = _proc_stat(pid)
-    return int(fields[19]) if fields and len(fields) > 19 else None
-
-
-def process_alive(pid: int | None, pid_start: int | None) -> bool:
-    """Whether the process that owned a run still exists on this host.
-
-    Args:
-        pid: the owner's process id.
-        pid_start: its start time from ``/proc/<pid>/stat``; when given, a live process with another
-            start time is a new process that reused the pid, so the owner is gone.
-
-    Returns:
-        False for a missing pid, a zombie (exited, not yet reaped) or a reused pid.
-    """
-    if pid is None or pid <= 0:
-        return False
-    if os.name == "nt":  # os.kill(pid, 0) would terminate the process there; assume alive
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by another user
-    fields = _proc_stat(pid)
-    if fields is None:
-        return not _HAS_PROC  # with /proc, a vanished entry means it exited just now
-    if fields[0] in ("Z", "X"):
-        return False
-    return pid_start is None or len(fields) <= 19 or int(fields[19]) == pid_start
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -355,7 +274,7 @@ def _owner(pid: int | None = None, thread: str | None = None) -> dict[str, Any]:
     return {
         "host": facts["hostname"],
         "pid": pid,
-        "pid_start": _pid_start(pid),
+        "pid_start": pid_start(pid),
         # Only this process can vouch for its threads; for another pid the process is the owner.
         "instance": INSTANCE_ID if pid == os.getpid() else None,
         "thread": thread if pid == os.getpid() else None,

@@ -37,6 +37,7 @@ IMAGE_COLUMNS = ("image", "images", "img", "image_id", "imageid", "image_name", 
 LABEL_COLUMNS = ("label", "labels", "class", "class_name", "classname", "category", "target", "y", "id",
                  "species", "breed", "diagnosis", "level")  # fmt: skip
 SPLIT_COLUMNS = ("split", "subset", "set", "fold")
+ZIP_SKIPPED = ".zip-skipped.json"  # hidden: never taken for data
 JUNK_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini"}
 
 
@@ -193,14 +194,28 @@ def metadata_ref(metadata: Path, label_key: str | None, *, images: Path | None =
 def list_entries(ref: DatasetRef) -> tuple[list[Entry], list[Problem]]:
     """All images the ref names, with label and split, and the files it cannot use (with a reason)."""
     if ref.kind == "folder":
-        return _list_folder(ref.root)
-    if ref.kind == "csv":
+        entries, problems = _list_folder(ref.root)
+    elif ref.kind == "csv":
         assert ref.labels is not None
-        return _list_csv(ref.root, ref.labels)
-    if ref.kind == "metadata":
+        entries, problems = _list_csv(ref.root, ref.labels)
+    elif ref.kind == "metadata":
         assert ref.metadata is not None and ref.label_key
-        return _list_metadata(ref.root, ref.metadata, ref.label_key)
-    raise DatasetError(f"unknown dataset kind {ref.kind!r}; expected folder, csv or metadata")
+        entries, problems = _list_metadata(ref.root, ref.metadata, ref.label_key)
+    else:
+        raise DatasetError(f"unknown dataset kind {ref.kind!r}; expected folder, csv or metadata")
+    return entries, problems + _zip_problems(ref.root)
+
+
+def _zip_problems(root: Path) -> list[Problem]:
+    """Members of the ZIP this dataset came from that extraction left out (unsafe names, symlinks...)."""
+    for folder in (root, *list(root.parents)[:2]):
+        record = folder / ZIP_SKIPPED
+        if record.is_file():
+            try:
+                return [Problem(r["path"], r["reason"]) for r in json.loads(record.read_text())]
+            except (OSError, ValueError, KeyError, TypeError):
+                return []
+    return []
 
 
 def walk_files(root: Path, linked_folders: list[str] | None = None) -> Iterator[tuple[str, Path]]:
@@ -455,14 +470,17 @@ def extract_upload(data: bytes, filename: str, ws: Workspace) -> Path:
     stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in Path(filename).stem)[:60] or "upload"
     dest = ws.datasets / f"{stem}-{digest}"
     if not dest.exists():
-        extract_zip(data, dest)
+        result = extract_zip(data, dest)
+        # Kept beside the data so every later scan lists what the ZIP held but the studio left out.
+        skipped = [{"path": name, "reason": f"left out of the ZIP: {why}"} for name, why in result.skipped]
+        (dest / ZIP_SKIPPED).write_text(json.dumps(skipped))
     return _single_top_folder(dest)
 
 
 def _single_top_folder(dest: Path) -> Path:
     """The one folder wrapping the dataset, if any; a lone folder of images is a class folder and is kept."""
     visible = [p for p in dest.iterdir() if not _hidden(p.name)]
-    if len(visible) != 1 or not visible[0].is_dir():
+    if len(visible) != 1 or not visible[0].is_dir() or visible[0].name.lower() in SPLIT_NAMES:
         return dest
     only_images = all(p.is_file() and is_image_name(p.name) for p in visible[0].iterdir() if not _hidden(p.name))
     return dest if only_images else visible[0]

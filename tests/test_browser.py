@@ -82,7 +82,9 @@ def browser() -> Iterator[object]:
         b.close()
 
 
-def test_datasets_page_opened_directly_shows_the_sample_class_balance_chart(server: str, browser, tmp_path: Path) -> None:
+def test_datasets_page_opened_directly_shows_the_sample_class_balance_chart(
+    server: str, browser, tmp_path: Path
+) -> None:
     from playwright.sync_api import expect
 
     page = browser.new_page(viewport={"width": 1366, "height": 900})

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
-from core import scan
 from core.scan import ScanResult, scan_dataset
 from core.sources import resolve_dataset
 from core.workspace import Workspace
@@ -216,12 +215,15 @@ def test_without_a_cache_dir_every_scan_opens_every_file(class_folder: Path, ws:
     assert not ws.cache.joinpath("manifests").exists()
 
 
-# --- worker processes ----------------------------------------------------------------------------------
+# --- decoding threads ----------------------------------------------------------------------------------
+
+
+N_LARGE = 700  # a multiple of 7: every kind of file the same number of times
 
 
 @pytest.fixture
 def large_folder(tmp_path: Path) -> Path:
-    """Just over PARALLEL_MIN_FILES files: hard links to a few real images (good and bad), made in milliseconds."""
+    """A few hundred files: hard links to a few real images (good and bad), made in milliseconds."""
     sources = tmp_path / "sources"
     originals = [
         f.write_rgb(sources / "rgb.png", size=(8, 8)),
@@ -233,7 +235,7 @@ def large_folder(tmp_path: Path) -> Path:
         f.write_empty(sources / "empty.png"),
     ]
     root = tmp_path / "large"
-    for i in range(scan.PARALLEL_MIN_FILES + 40):
+    for i in range(N_LARGE):
         original = originals[i % len(originals)]
         target = root / f"class_{i % 3}" / f"{i:04d}{original.suffix}"
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -241,28 +243,28 @@ def large_folder(tmp_path: Path) -> Path:
     return root
 
 
-def test_large_folders_are_decoded_in_worker_processes_with_the_serial_result(
-    large_folder: Path, ws: Workspace
-) -> None:
+def _scan_threads() -> int:
+    return sum(t.name.startswith("scan") for t in threading.enumerate())
+
+
+def test_large_folders_are_decoded_on_several_threads_with_the_serial_result(large_folder: Path, ws: Workspace) -> None:
     ref = resolve_dataset(str(large_folder), ws)
     children_seen: list[int] = []
     progress: list[tuple[int, int]] = []
 
     def watch(done: int, total: int) -> None:
         progress.append((done, total))
-        children_seen.append(len(multiprocessing.active_children()))
+        children_seen.append(_scan_threads())
 
     parallel = scan_dataset(ref, workers=2, progress=watch)
     serial_children: list[int] = []
-    serial = scan_dataset(
-        ref, workers=1, progress=lambda *_: serial_children.append(len(multiprocessing.active_children()))
-    )
+    serial = scan_dataset(ref, workers=1, progress=lambda *_: serial_children.append(_scan_threads()))
 
     assert max(children_seen) >= 2 and max(serial_children) == 0
     assert progress[-1] == (len(parallel.manifest) + len(parallel.unreadable),) * 2
     assert parallel.manifest.equals(serial.manifest)
     assert parallel.unreadable.equals(serial.unreadable)
-    assert len(parallel.unreadable) == 2 * (scan.PARALLEL_MIN_FILES + 40) // 7
+    assert len(parallel.unreadable) == 2 * N_LARGE // 7
 
 
 def test_the_built_in_sample_scans_in_parallel_to_its_known_counts(digits_ws: Workspace, tmp_path: Path) -> None:

@@ -320,6 +320,27 @@ def test_a_flat_zip_without_a_wrapping_folder_is_a_folder_per_class(class_folder
     assert ref.kind == "folder" and len(labels_of(ref)) == 12
 
 
+def test_a_zip_wrapped_in_one_train_folder_keeps_its_split(class_folder: Path, ws: Workspace) -> None:
+    members = {name.replace("classes/", "train/", 1): data for name, data in f.folder_members(class_folder).items()}
+    ref = detect_dataset(extract_upload(f.zip_bytes(members), "train-only.zip", ws))
+    entries, _ = list_entries(ref)
+    assert len(entries) == 12 and {e.split for e in entries} == {"train"}
+
+
+def test_zip_members_left_out_by_extraction_are_listed_as_problems(class_folder: Path, ws: Workspace) -> None:
+    members = f.folder_members(class_folder)
+    members["classes/cat/../../evil.png"] = b"x"
+    members["classes/dog/tool.exe"] = b"MZ"
+    data = f.zip_bytes(members, symlinks={"classes/cat/passwd.png": "/etc/passwd"})
+    entries, problems = list_entries(detect_dataset(extract_upload(data, "mixed.zip", ws)))
+    reasons = {p.path: p.reason for p in problems}
+
+    assert len(entries) == 12
+    assert reasons["classes/cat/passwd.png"] == "left out of the ZIP: symlink"
+    assert reasons["classes/cat/../../evil.png"] == "left out of the ZIP: unsafe name"
+    assert "not an image" in reasons["classes/dog/tool.exe"]
+
+
 def test_a_kaggle_zip_uses_train_csv_not_the_sample_submission(whale_csv, ws: Workspace) -> None:
     members = f.folder_members(whale_csv.csv.parent)
     members["whales/test/t1.jpg"] = members["whales/train/a1.jpg"]

@@ -16,4 +16,8 @@ def placeholder(title: str, issue: str, bullets: list[str]) -> None:
     st.title(title)
     st.info(f"This page is coming next ({issue}). Here is what it will do:", icon=":material/construction:")
     st.markdown("\n".join(f"- {b}" for b in bullets))
-    st.page_link("app_pages/datasets.py", label="Meanwhile: look at your data on the Datasets page", icon=":material/photo_library:")
+    st.page_link(
+        "app_pages/datasets.py",
+        label="Meanwhile: look at your data on the Datasets page",
+        icon=":material/photo_library:",
+    )

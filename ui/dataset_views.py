@@ -82,7 +82,7 @@ def _grid_one_class(result: ScanResult, rows: pd.DataFrame, per_row: int) -> Non
 def _thumbs(result: ScanResult, rows: pd.DataFrame, per_row: int) -> None:
     files = thumbnail_files([result.root / p for p in rows["path"]], workspace().cache)
     cols = st.columns(per_row)
-    for col, (path, thumb) in zip(cols, zip(rows["path"], files)):
+    for col, path, thumb in zip(cols, rows["path"], files, strict=False):  # the last row may be short
         name = path.rsplit("/", 1)[-1]
         if isinstance(thumb, ImageError):
             col.caption(f"{name}: {thumb.reason}")
