@@ -23,8 +23,9 @@ import pandas as pd
 from core.cpu import usable_cores
 from core.errors import ImageError
 from core.images import inspect_image
+from core.layouts import Entry, Problem
 from core.naming import natural_sorted
-from core.sources import DatasetRef, Entry, Problem, list_entries
+from core.sources import DatasetRef, list_entries
 
 Progress = Callable[[int, int], None]
 FACT_COLUMNS = ["width", "height", "mode", "format", "frames", "bytes"]
