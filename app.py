@@ -6,7 +6,7 @@ sidebar of every page.
 
 import streamlit as st
 
-from ui.state import current_spec, workspace
+from ui.state import current_name, workspace
 
 st.set_page_config(page_title="Image studio", page_icon=":material/photo_camera:", layout="wide")
 
@@ -27,6 +27,6 @@ PAGES = {
 
 page = st.navigation(PAGES)
 with st.sidebar:
-    st.caption(f"Dataset: **{current_spec()}**")
+    st.caption(f"Dataset: **{current_name()}**")
     st.caption(f"Workspace: `{workspace().root}`")
 page.run()

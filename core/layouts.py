@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,6 +235,7 @@ class KeyInfo:
     n_files: int
     n_distinct: int
     examples: tuple[str, ...]
+    counts: tuple[tuple[str, int], ...] = ()  # the most common values and how many sampled files hold them
 
 
 def metadata_keys(metadata: Path, *, sample: int = 200) -> list[KeyInfo]:
@@ -252,7 +254,8 @@ def metadata_keys(metadata: Path, *, sample: int = 200) -> list[KeyInfo]:
         for key, value in _scalar_items(doc):
             values.setdefault(key, []).append(_label_text(value))
     keep = [(k, v) for k, v in values.items() if len(v) * 2 >= max(len(files), 1)]
-    infos = [KeyInfo(k, len(v), len(set(v)), tuple(dict.fromkeys(v))[:5]) for k, v in keep]
+    infos = [KeyInfo(k, len(v), len(set(v)), tuple(dict.fromkeys(v))[:5], tuple(Counter(v).most_common(12)))
+             for k, v in keep]  # fmt: skip
     return sorted(infos, key=lambda i: (-i.n_files, i.key))
 
 

@@ -112,7 +112,7 @@ def resolve_dataset(
         raise DatasetError(f"{spec} is neither a folder, a .csv nor a .zip")
     if label_key:  # a key only means something for JSON metadata: never scan the folder as classes instead
         return _metadata_inside(path, label_key)
-    return DatasetRef("folder", path, name=str(spec))
+    return DatasetRef("folder", path, name=path.name)
 
 
 def _metadata_inside(folder: Path, label_key: str) -> DatasetRef:

@@ -213,6 +213,7 @@ def test_metadata_keys_offers_shared_scalar_keys_most_common_first(bins) -> None
 
     assert "EXPECTED_QUANTITY" in keys
     assert keys["EXPECTED_QUANTITY"].n_distinct == 3
+    assert dict(keys["EXPECTED_QUANTITY"].counts) == bins.classes  # the preview of the classes it gives
     assert not any(key.startswith("BIN_FCSKU_DATA.") for key in keys)  # per-ASIN keys differ file to file
 
 

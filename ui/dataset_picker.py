@@ -94,6 +94,10 @@ def _metadata() -> DatasetRef | None:
     st.dataframe(pd.DataFrame([{"key": k.key, "files": k.n_files, "distinct values": k.n_distinct,
                                 "examples": ", ".join(k.examples)} for k in keys]), hide_index=True)  # fmt: skip
     key = st.selectbox("Label key", [k.key for k in keys], key="meta_key")
+    chosen = next(k for k in keys if k.key == key)
+    preview = ", ".join(f"{value} ({n})" for value, n in chosen.counts)
+    st.caption(f"Classes this key gives in the first {chosen.n_files} files: {preview}"
+               + (f" and {chosen.n_distinct - len(chosen.counts)} more" if chosen.n_distinct > len(chosen.counts) else ""))  # fmt: skip
     images = st.text_input("Image folder (leave empty to find it by matching file names)", key="meta_images")
     if st.button("Open metadata", key="open_meta", type="primary"):
         return metadata_ref(folder, key, images=ws.confine(images) if images.strip() else None)

@@ -8,7 +8,7 @@ import streamlit as st
 from core import embed, explore
 from core.errors import CoreError, ImageError
 from core.naming import natural_sorted
-from core.scan import ScanResult
+from core.scan import UNSPLIT, ScanResult
 from core.thumbs import thumbnail_files
 from ui import figures
 from ui.common import show_error
@@ -23,7 +23,10 @@ def summary(result: ScanResult) -> None:
     cols[0].metric("Images", f"{len(result.manifest):,}")
     cols[1].metric("Classes", len(result.classes))
     splits = result.splits
-    cols[2].metric(" / ".join(splits) or "Splits", " / ".join(f"{n:,}" for n in splits.values()) or "-")
+    if list(splits) == [UNSPLIT]:
+        cols[2].metric("Splits", "none", help="No train/val/test folders: training will split the data itself")
+    else:
+        cols[2].metric(" / ".join(splits), " / ".join(f"{n:,}" for n in splits.values()))
     cols[3].metric("Unreadable", len(result.unreadable))
     st.caption(f"{result.ref.kind} dataset at `{result.root}` - scanned in {result.seconds:.1f} s "
                f"({result.n_opened:,} images opened, the rest from the cache)")  # fmt: skip

@@ -20,6 +20,7 @@ from core.workspace import Workspace
 
 DEFAULT_DATASET = "sample:digits"
 DATASET_SPEC = "dataset_spec"  # session key: spec string of the chosen dataset
+DATASET_NAME = "dataset_name"  # session key: how to show it
 SCANS = "scans"  # session key: {spec: ScanResult}
 
 
@@ -45,8 +46,13 @@ def current_spec() -> str:
     return st.session_state.get(DATASET_SPEC, DEFAULT_DATASET)
 
 
+def current_name() -> str:
+    return st.session_state.get(DATASET_NAME, current_spec())
+
+
 def choose_dataset(ref: DatasetRef) -> None:
     st.session_state[DATASET_SPEC] = ref.spec
+    st.session_state[DATASET_NAME] = ref.display
 
 
 def current_ref() -> DatasetRef | None:
