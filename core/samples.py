@@ -81,22 +81,16 @@ def sample_path(ref: str, datasets_dir: Path) -> Path:
 
 
 def _materialise(sample: Sample, dest: Path) -> None:
-    # Built in a temp folder and renamed into place, so two processes starting at once, or a crash
-    # half-way, never leave a half-written sample behind.
+    # Built in a temp folder and renamed into place, so a crash half-way never leaves a half-written sample.
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
     try:
         sample.build(tmp)
         (tmp / ".complete").write_text("ok\n")
-        if dest.exists():
-            shutil.rmtree(dest)  # an incomplete earlier attempt
-        os.replace(tmp, dest)
-    except OSError:
-        if (dest / ".complete").exists():  # another process won the race: its copy is as good as ours
-            shutil.rmtree(tmp, ignore_errors=True)
-            return
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        if dest.exists() and not (dest / ".complete").exists():
+            shutil.rmtree(dest)  # an incomplete copy from an older version
+        if not dest.exists():
+            os.replace(tmp, dest)
+        # else another process finished first; its copy is identical (fixed seed), ours is dropped below
     finally:
-        if tmp.exists() and tmp != dest:
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -107,7 +107,7 @@ def resolve_dataset(
     if path.suffix.lower() == ".csv":
         return csv_ref(path, images=Path(images) if images else None)
     if path.suffix.lower() == ".zip":
-        return detect_dataset(extract_upload(path.read_bytes(), path.name, ws), label_key=label_key)
+        return detect_dataset(extract_upload(path, path.name, ws), label_key=label_key)
     if not path.is_dir():
         raise DatasetError(f"{spec} is neither a folder, a .csv nor a .zip")
     if label_key:  # a key only means something for JSON metadata: never scan the folder as classes instead
@@ -236,9 +236,13 @@ def _best_images_folder(candidates: list[Path], stems: list[str]) -> Path | None
 # Uploads and format detection
 
 
-def extract_upload(data: bytes, filename: str, ws: Workspace) -> Path:
-    """Extract an uploaded ZIP into the workspace once; the same bytes uploaded again reuse the folder."""
-    digest = hashlib.sha256(data).hexdigest()[:10]
+def extract_upload(data: bytes | Path, filename: str, ws: Workspace) -> Path:
+    """Extract a ZIP (uploaded bytes, or a file) into the workspace once; the same bytes again reuse the folder."""
+    if isinstance(data, Path):
+        with data.open("rb") as f:  # hashed in chunks: a dataset ZIP can be larger than memory
+            digest = hashlib.file_digest(f, "sha256").hexdigest()[:10]
+    else:
+        digest = hashlib.sha256(data).hexdigest()[:10]
     stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in Path(filename).stem)[:60] or "upload"
     dest = ws.datasets / f"{stem}-{digest}"
     if not dest.exists():
