@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -50,12 +51,12 @@ class ScanResult:
     def root(self) -> Path:
         return self.ref.root
 
-    @property
+    @cached_property
     def classes(self) -> dict[str, int]:
         counts = self.manifest["label"].value_counts()
         return {label: int(counts[label]) for label in natural_sorted(counts.index)}
 
-    @property
+    @cached_property
     def splits(self) -> dict[str, int]:
         counts = self.manifest["split"].replace("", UNSPLIT).value_counts()
         order = [s for s in ("train", "val", "test", UNSPLIT) if s in counts.index]
@@ -89,7 +90,7 @@ def scan_dataset(
     Args:
         ref: the dataset.
         cache_dir: where manifests are cached (``Workspace.cache``); None scans without a cache.
-        workers: processes for decoding; default one per usable core.
+        workers: decoding threads; default one per usable core.
         progress: called with (files done, files to open) while images are opened.
     """
     started = time.perf_counter()

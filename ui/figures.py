@@ -6,6 +6,8 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from core.naming import natural_key
+
 SPLIT_COLOURS = {"train": "#4C78A8", "val": "#F58518", "test": "#54A24B", "unsplit": "#8C8C8C"}
 MAX_SCATTER_POINTS = 5000
 
@@ -47,15 +49,9 @@ def file_sizes(manifest: pd.DataFrame) -> go.Figure:
 def projection(frame: pd.DataFrame, method: str) -> go.Figure:
     """The 2-D view: one dot per image coloured by class; hover shows the file and its class."""
     fig = px.scatter(frame, x="x", y="y", color="label", hover_name="path", hover_data={"x": False, "y": False},
-                     category_orders={"label": list(dict.fromkeys(sorted(frame["label"], key=_natural)))})  # fmt: skip
+                     category_orders={"label": list(dict.fromkeys(sorted(frame["label"], key=natural_key)))})  # fmt: skip
     fig.update_traces(marker=dict(size=6, opacity=0.75))
     axis = "component" if method == "pca" else "t-SNE"
     fig.update_layout(height=520, margin=dict(t=30, b=10, l=10, r=10), legend_title="class",
                       xaxis_title=f"{axis} 1", yaxis_title=f"{axis} 2", dragmode="lasso")  # fmt: skip
     return fig
-
-
-def _natural(label: str) -> tuple:
-    from core.naming import natural_key
-
-    return natural_key(label)

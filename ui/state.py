@@ -19,8 +19,7 @@ from core.sources import DatasetRef, resolve_dataset
 from core.workspace import Workspace
 
 DEFAULT_DATASET = "sample:digits"
-DATASET_SPEC = "dataset_spec"  # session key: spec string of the chosen dataset
-DATASET_NAME = "dataset_name"  # session key: how to show it
+DATASET = "dataset"  # session key: the chosen DatasetRef (resolved once, not on every rerun)
 SCANS = "scans"  # session key: {spec: ScanResult}
 
 
@@ -42,26 +41,28 @@ def run_store() -> RunStore:
     return RunStore(workspace().runs_db)
 
 
-def current_spec() -> str:
-    return st.session_state.get(DATASET_SPEC, DEFAULT_DATASET)
-
-
 def current_name() -> str:
-    return st.session_state.get(DATASET_NAME, current_spec())
+    ref = st.session_state.get(DATASET)
+    return ref.display if ref is not None else DEFAULT_DATASET
 
 
 def choose_dataset(ref: DatasetRef) -> None:
-    st.session_state[DATASET_SPEC] = ref.spec
-    st.session_state[DATASET_NAME] = ref.display
+    st.session_state[DATASET] = ref
 
 
 def current_ref() -> DatasetRef | None:
-    """The chosen dataset, or None (with an error shown) when it can no longer be read."""
-    try:
-        return resolve_dataset(current_spec(), workspace())
-    except CoreError as exc:
-        st.error(f"The chosen dataset cannot be opened: {exc}")
-        return None
+    """The chosen dataset (the sample until the user picks one), or None with an error shown.
+
+    Kept resolved in the session: resolving a JSON-metadata dataset walks its image folder to match file
+    names, which must not happen on every click.
+    """
+    if DATASET not in st.session_state:
+        try:
+            st.session_state[DATASET] = resolve_dataset(DEFAULT_DATASET, workspace())
+        except CoreError as exc:
+            st.error(f"The built-in sample cannot be opened: {exc}")
+            return None
+    return st.session_state[DATASET]
 
 
 def scan(ref: DatasetRef, *, force: bool = False) -> ScanResult:
