@@ -281,3 +281,87 @@ def central_entries(data: bytes) -> list[int]:
         name_len, extra_len, comment_len = struct.unpack_from("<3H", data, position + 28)
         position += 46 + name_len + extra_len + comment_len
     return offsets
+
+
+# --- photo-like pictures and their copies (duplicate search, quality checks) -------------------------------
+
+
+def photo(seed: int, size: tuple[int, int] = (96, 72)) -> Image.Image:
+    """A photo-like RGB picture, different for every ``seed``.
+
+    A two-colour gradient at a random angle, a smooth noise texture at a random scale, a few random ellipses,
+    polygons and lines, a light blur and fine sensor noise: enough structure that perceptual hashes spread out,
+    as they do for real photos.
+    """
+    from PIL import ImageDraw, ImageFilter
+
+    rng = np.random.default_rng([7919, seed])
+    width, height = size
+    pixels = _gradient(rng, width, height) + _smooth_texture(rng, width, height)
+    im = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(im)
+    for _ in range(int(rng.integers(2, 6))):
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        points = [(float(rng.uniform(-0.1, 1.1) * width), float(rng.uniform(-0.1, 1.1) * height)) for _ in range(4)]
+        shape = int(rng.integers(3))
+        if shape == 0:
+            xs, ys = sorted(p[0] for p in points[:2]), sorted(p[1] for p in points[:2])
+            draw.ellipse([xs[0], ys[0], xs[1] + 4, ys[1] + 4], fill=colour)
+        elif shape == 1:
+            draw.polygon(points[:3], fill=colour)
+        else:
+            draw.line(points, fill=colour, width=int(rng.integers(1, max(2, width // 12))))
+    im = im.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.0))))
+    noise = rng.normal(0, float(rng.uniform(1, 6)), (height, width, 3))
+    return Image.fromarray(np.clip(np.asarray(im, np.float32) + noise, 0, 255).astype(np.uint8))
+
+
+def _gradient(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    angle = rng.uniform(0, 2 * np.pi)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    ramp = xs / width * np.cos(angle) + ys / height * np.sin(angle)
+    ramp = (ramp - ramp.min()) / (np.ptp(ramp) + 1e-6)
+    c0, c1 = rng.uniform(0, 255, (2, 3))
+    return c0 + (c1 - c0) * ramp[..., None]
+
+
+def _smooth_texture(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    cells = int(rng.integers(3, 9))
+    coarse = rng.normal(0, rng.uniform(15, 45), (cells, cells, 3)).astype(np.float32)
+    channels = [Image.fromarray(coarse[..., c]).resize((width, height), Image.Resampling.BICUBIC) for c in range(3)]
+    return np.stack([np.asarray(ch) for ch in channels], axis=-1)
+
+
+def write_photo(path: str | Path, seed: int, size: tuple[int, int] = (96, 72), quality: int = 92) -> Path:
+    """``photo(seed, size)`` saved by extension (JPEG at ``quality``)."""
+    params = {"quality": quality} if Path(path).suffix.lower() in (".jpg", ".jpeg") else {}
+    return _save(photo(seed, size), path, **params)
+
+
+def write_copy(
+    source: str | Path,
+    path: str | Path,
+    *,
+    scale: float = 1.0,
+    brightness: float = 1.0,
+    blur: float = 0.0,
+    quality: int = 85,
+) -> Path:
+    """A copy of ``source`` resized by ``scale``, brightened by ``brightness`` (1.15 = +15%), blurred, and saved
+    by ``path``'s extension (a JPEG at ``quality``): the kinds of near duplicate a dataset collects."""
+    from PIL import ImageEnhance, ImageFilter
+
+    im = Image.open(source).convert("RGB")
+    if scale != 1.0:
+        im = im.resize((max(8, round(im.width * scale)), max(8, round(im.height * scale))), Image.Resampling.LANCZOS)
+    if brightness != 1.0:
+        im = ImageEnhance.Brightness(im).enhance(brightness)
+    if blur:
+        im = im.filter(ImageFilter.GaussianBlur(blur))
+    params = {"quality": quality} if Path(path).suffix.lower() in (".jpg", ".jpeg") else {}
+    return _save(im, path, **params)
+
+
+def write_flat(path: str | Path, color: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -> Path:
+    """A picture of one colour (every flat picture gets the same perceptual hash)."""
+    return _save(Image.new("RGB", size, color), path)
