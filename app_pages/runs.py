@@ -1,18 +1,55 @@
-"""Runs: every stored run. Live curves, comparison and actions come with the training issue."""
+"""Runs: every stored run, live curves while runs train, comparison, and per-run actions."""
 
-import pandas as pd
 import streamlit as st
 
-from ui.state import run_store
+from core.errors import CoreError
+from ui import run_views
+from ui.common import show_error
+from ui.state import jobs, run_store, workspace
 
 st.title("Runs")
-store = run_store()
-rows = [store.summary(run) for run in store.list_runs()]
-if not rows:
-    st.info("No runs yet. Runs you start on the Train page, or with `python -m core train`, appear here.",
+store, registry = run_store(), jobs()
+runs = store.list_runs(kind="train")
+if not runs:
+    st.info("No runs yet. Start one on the Train page, or with `python -m core train sample:digits`.",
             icon=":material/info:")  # fmt: skip
-else:
-    table = pd.DataFrame(rows)[["run_id", "name", "status", "arch", "dataset", "best_val_acc", "wall_s"]]
-    st.dataframe(table, hide_index=True, width="stretch")
-st.caption("Coming next (issue 5): live loss and accuracy curves while a run trains, overlays to compare "
-           "runs, and resume, rerun, delete and download actions.")  # fmt: skip
+    st.page_link("app_pages/train.py", label="Train a model", icon=":material/model_training:")
+    st.stop()
+
+table = run_views.runs_table(store, runs)
+st.caption("Select runs to see and compare their curves (newest first).")
+event = st.dataframe(table, hide_index=True, width="stretch", key="runs_table", on_select="rerun",
+                     selection_mode="multi-row",
+                     column_config={"best_val_acc": st.column_config.NumberColumn("best val acc", format="percent"),
+                                    "wall_s": st.column_config.NumberColumn("time (s)", format="%.0f")})  # fmt: skip
+rows = event.selection.rows if event and event.selection.rows else [0]
+chosen_ids = [int(table.iloc[i]["run_id"]) for i in rows]
+
+
+# Polls every 2 s only while something trains; the timer is set on each full run of this script.
+@st.fragment(run_every=2.0 if run_views.any_active(runs) else None)
+def live() -> None:
+    fresh = {r.run_id: r for r in store.list_runs(kind="train")}
+    run_views.active_jobs(registry, store)
+    chosen = [fresh[i] for i in chosen_ids if i in fresh]
+    run_views.curves(store, chosen)
+    was_active = run_views.any_active([r for r in runs if r.run_id in fresh])
+    if was_active and not run_views.any_active(list(fresh.values())):
+        st.rerun()  # everything finished: one full rerun updates the table and stops the polling
+
+
+live()
+
+if len(chosen_ids) == 1:
+    run = store.get_run(chosen_ids[0])
+    st.subheader(f"{run.name} · {run.status}")
+    if run.error:
+        st.warning(run.error, icon=":material/warning:")
+    try:
+        run_views.run_actions(run, store, registry, workspace())
+    except CoreError as exc:
+        show_error(exc)
+    with st.expander("Configuration"):
+        run_views.config_view(run)
+elif len(chosen_ids) > 1:
+    st.caption(f"Comparing {len(chosen_ids)} runs. Select a single run for its configuration and actions.")

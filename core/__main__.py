@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from core import cli_dedup, cli_predict, cli_train
 from core.errors import CoreError
 from core.workspace import Workspace
 
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", help="list stored runs")
     runs.add_argument("--status", choices=_statuses(), help="only runs with this status")
     _common(runs)
+    cli_dedup.add_parser(sub, _common, _dataset_args)
+    cli_train.add_parser(sub, _common)
+    cli_predict.add_parsers(sub, _common)
     return parser
 
 
@@ -97,6 +101,10 @@ def _fmt(value: float | None, spec: str) -> str:
 COMMANDS: dict[str, Callable[[argparse.Namespace, Workspace], tuple[Any, str]]] = {
     "scan": cmd_scan,
     "runs": cmd_runs,
+    "dedup": cli_dedup.cmd_dedup,
+    "train": cli_train.cmd_train,
+    "predict": cli_predict.cmd_predict,
+    "serve": cli_predict.cmd_serve,
 }
 
 

@@ -631,6 +631,22 @@ class RunStore:
             )
         self._register(run_id, None)
 
+    def describe(self, run_id: int, *, arch: str | None = None, config: dict | None = None,
+                 threads: int | None = None, device: str | None = None) -> None:  # fmt: skip
+        """Fill in what is known only once the run has started (e.g. ``auto`` resolved to an architecture).
+
+        Raises:
+            RunStoreError: unknown run.
+        """
+        values = {"arch": arch, "threads": threads, "device": device,
+                  "config": None if config is None else json.dumps(config, sort_keys=True, default=str)}  # fmt: skip
+        given = {k: v for k, v in values.items() if v is not None}
+        if not given:
+            return
+        with self._write() as conn:
+            self._require_row(conn, run_id)
+            conn.execute(f"UPDATE runs SET {', '.join(f'{k}=?' for k in given)} WHERE id=?", (*given.values(), run_id))
+
     def delete_run(self, run_id: int) -> list[str]:
         """Delete a run with its params, metrics and artifact rows (children keep their data).
 

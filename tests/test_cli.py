@@ -203,3 +203,59 @@ def test_runs_json_lists_stored_runs_newest_first_and_filters_by_status(ws: Work
     assert [r["run_id"] for r in json.loads(out)] == [done]
     code, out, _ = run_cli(["runs", "--workspace", str(ws.root)], capsys)
     assert "resnet18" in out and "0.7500" in out
+
+
+# --- dedup ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def whales_with_copies(tmp_path: Path) -> Path:
+    """A whale-style train.csv: a byte copy filed as new_whale next to its real id, and a plain duplicate."""
+    images = tmp_path / "wh" / "train"
+    rows = []
+    for i in range(6):
+        f.write_photo(images / f"w{i}.jpg", seed=300 + i)
+        rows.append((f"w{i}.jpg", f"w_{i}"))
+    (images / "copy_of_w0.jpg").write_bytes((images / "w0.jpg").read_bytes())
+    rows.append(("copy_of_w0.jpg", "new_whale"))
+    (images / "again_w1.jpg").write_bytes((images / "w1.jpg").read_bytes())
+    rows.append(("again_w1.jpg", "w_1"))
+    csv = tmp_path / "wh" / "train.csv"
+    csv.write_text("Image,Id\n" + "".join(f"{a},{b}\n" for a, b in rows))
+    return csv
+
+
+def test_dedup_json_follows_the_contract(whales_with_copies: Path, tmp_path: Path, capsys) -> None:
+    code, out, err = run_cli(["dedup", str(whales_with_copies), "--workspace", str(tmp_path / "ws"), "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["n_groups"] == 2 and result["n_redundant"] == 2
+    by_files = {tuple(sorted(g["files"])): g for g in result["groups"]}
+    conflict = by_files[("copy_of_w0.jpg", "w0.jpg")]
+    assert conflict["kind"] == "exact" and conflict["conflict"] and sorted(conflict["labels"]) == ["new_whale", "w_0"]
+    assert not by_files[("again_w1.jpg", "w1.jpg")]["conflict"]
+
+
+def test_dedup_apply_writes_a_dataset_every_command_accepts(whales_with_copies: Path, tmp_path: Path, capsys) -> None:
+    ws = str(tmp_path / "ws")
+    argv = ["dedup", str(whales_with_copies), "--apply", "keep-one,prefer-known,drop-conflicts",
+            "--unknown-label", "new_whale", "--workspace", ws, "--json"]  # fmt: skip
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    cleaned = json.loads(out)["cleaned"]
+    assert cleaned["n_images"] == 6 and len(cleaned["removed"]) == 2
+    code, out, err = run_cli(["scan", cleaned["dataset"], "--workspace", ws, "--json"], capsys)
+    assert code == 0, err
+    scanned = json.loads(out)
+    assert scanned["n_images"] == 6
+    assert scanned["classes"]["w_0"] == 1 and "new_whale" not in scanned["classes"]  # the whale rule kept the id
+    assert (whales_with_copies.parent / "train" / "copy_of_w0.jpg").is_file()  # sources untouched
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--apply", "keep-two"], "unknown cleaning policy keep-two"), (["--threshold", "99"], "threshold")],
+)
+def test_dedup_bad_options_are_one_line(extra, message, whales_with_copies: Path, tmp_path: Path, capsys) -> None:
+    code, _, err = run_cli(["dedup", str(whales_with_copies), *extra, "--workspace", str(tmp_path / "ws")], capsys)
+    assert code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1, err

@@ -547,3 +547,15 @@ def test_crash_verdict_does_not_overwrite_a_resume_that_raced_it(store: RunStore
     [record] = store._effective(seen)
     assert record.status == "running" and record.host == socket.gethostname()
     assert raw_row(db, run_id)["status"] == "running"
+
+
+def test_describe_fills_in_what_is_known_once_the_run_started(tmp_path) -> None:
+    store = RunStore(tmp_path / "runs.sqlite")
+    run_id = store.create_run(dataset="d", arch="auto", config={"arch": "auto"})
+    store.describe(run_id, arch="lenet", threads=2, device="cpu", config={"arch": "lenet"})
+    run = store.get_run(run_id)
+    assert (run.arch, run.threads, run.device, run.config) == ("lenet", 2, "cpu", {"arch": "lenet"})
+    store.describe(run_id)  # nothing given: nothing changes
+    assert store.get_run(run_id).arch == "lenet"
+    with pytest.raises(RunStoreError, match="unknown run"):
+        store.describe(999, arch="x")

@@ -55,3 +55,19 @@ def projection(frame: pd.DataFrame, method: str) -> go.Figure:
     fig.update_layout(height=520, margin=dict(t=30, b=10, l=10, r=10), legend_title="class",
                       xaxis_title=f"{axis} 1", yaxis_title=f"{axis} 2", dragmode="lasso")  # fmt: skip
     return fig
+
+
+def run_curves(frame: pd.DataFrame, what: str, x: str) -> go.Figure:
+    """Lines of one quantity (loss or accuracy) against step or epoch: colour = run, dash = train/val."""
+    data = frame.assign(curve=frame["key"].map(_curve_name))
+    fig = px.line(data, x="step", y="value", color="run", line_dash="curve", markers=x == "epoch",
+                  labels={"step": x, "value": what, "curve": "", "run": "run"})  # fmt: skip
+    fig.update_layout(height=320, margin=dict(t=30, b=10, l=10, r=10), title=dict(text=what, x=0.02),
+                      legend=dict(orientation="h", y=-0.25))  # fmt: skip
+    if what == "accuracy":
+        fig.update_yaxes(tickformat=".0%")
+    return fig
+
+
+def _curve_name(key: str) -> str:
+    return "validation" if key.startswith("val_") else "train"

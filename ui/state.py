@@ -13,6 +13,7 @@ import sys
 import streamlit as st
 
 from core.errors import CoreError
+from core.jobs import JobRegistry
 from core.runs import RunStore
 from core.scan import ScanResult, scan_dataset
 from core.sources import DatasetRef, resolve_dataset
@@ -39,6 +40,12 @@ def workspace() -> Workspace:
 def run_store() -> RunStore:
     # One store object for all sessions: it opens one SQLite connection per thread itself.
     return RunStore(workspace().runs_db)
+
+
+@st.cache_resource(show_spinner=False)
+def jobs() -> JobRegistry:
+    # One registry per server process: training threads outlive reruns, page changes and browser tabs.
+    return JobRegistry(run_store())
 
 
 def current_name() -> str:

@@ -1,0 +1,163 @@
+"""AppTest for the Train and Runs pages: the form starts a real run in the background, the Runs page shows it
+with its curves and acts on it (resume, rerun with changes, delete)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from core import train_run
+from core.jobs import JobRegistry
+from core.runs import RunStore
+from core.training import TrainConfig
+from core.workspace import Workspace
+from tests import imagefactory as fx
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 120
+
+
+@pytest.fixture(autouse=True)
+def fresh_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    ws = tmp_path / "ws"
+    monkeypatch.setenv("STUDIO_WORKSPACE", str(ws))
+    monkeypatch.setenv("STUDIO_DATA_ROOTS", str(tmp_path))
+    st.cache_resource.clear()
+    yield ws
+    from ui.state import jobs
+
+    for job in jobs().active():  # never leave a training thread running into the next test
+        jobs().cancel(job.run_id)
+        jobs().wait(job.run_id, timeout=60)
+    st.cache_resource.clear()
+
+
+@pytest.fixture
+def colours(tmp_path: Path) -> Path:
+    root = tmp_path / "colours"
+    for label, colour in {"red": (220, 30, 30), "green": (30, 200, 40)}.items():
+        for i in range(16):
+            fx.write_rgb(root / label / f"{i}.png", size=(12, 12), color=colour, seed=i)
+    return root
+
+
+def _app(page: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run()
+    return at.switch_page(page).run()
+
+
+def _choose_folder(at: AppTest, folder: Path) -> None:
+    from core.sources import resolve_dataset
+
+    at.session_state["dataset"] = resolve_dataset(str(folder), Workspace.open())
+
+
+def _finished_run(ws: Path, folder: Path, epochs: int = 1) -> int:
+    workspace = Workspace.open(ws)
+    store = RunStore(workspace.runs_db)
+    registry = JobRegistry(store)
+    config = TrainConfig(dataset=str(folder), arch="lenet", epochs=epochs, batch_size=8, log_every=1)
+    run_id = train_run.submit_training(registry, workspace, config)
+    assert registry.wait(run_id, timeout=300).status == "completed"
+    return run_id
+
+
+def test_train_form_has_defaults_and_help_on_every_field() -> None:
+    at = _app("app_pages/train.py")
+    assert not at.exception
+    assert at.selectbox(key="train_arch").value == "auto"
+    assert at.number_input(key="train_epochs").value == TrainConfig().epochs
+    helps = [w.help for w in [*at.selectbox, *at.number_input, *at.toggle] if w.key and w.key.startswith("train_")]
+    assert helps and all(helps)
+    assert "Nothing is training now" in " ".join(c.value for c in at.caption)
+
+
+def test_estimate_then_start_a_run_from_the_form(colours: Path, fresh_workspace: Path) -> None:
+    at = _app("app_pages/train.py")
+    _choose_folder(at, colours)
+    at.run()
+    # Form widgets send their values with the submit button that is clicked, as in the browser.
+    at.selectbox(key="train_arch").select("lenet")
+    at.number_input(key="train_epochs").set_value(1)
+    at.button[0].click().run()  # Estimate time per epoch
+    assert not at.exception
+    assert any("per epoch" in i.value for i in at.info), [i.value for i in at.info]
+    at.selectbox(key="train_arch").select("lenet")
+    at.number_input(key="train_epochs").set_value(1)
+    start = next(b for b in at.button if "Start" in b.label)
+    start.click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("started" in s.value for s in at.success)
+    from ui.state import jobs
+
+    job = jobs().active()[0]
+    assert jobs().wait(job.run_id, timeout=300).status == "completed"
+    run = RunStore(Workspace.open(fresh_workspace).runs_db).get_run(job.run_id)
+    assert run.config["epochs"] == 1 and run.arch == "lenet" and run.dataset == str(colours)
+
+
+def test_a_bad_value_in_the_form_is_a_message_not_a_run() -> None:
+    at = _app("app_pages/train.py")
+    at.number_input(key="train_val_fraction").set_value(0.9)
+    start = next(b for b in at.button if "Start" in b.label)
+    start.click().run()
+    assert not at.exception
+    assert at.error and "val_fraction" in at.error[0].value + " ".join(e.value for e in at.error)
+
+
+def test_runs_page_empty_state_links_to_train() -> None:
+    at = _app("app_pages/runs.py")
+    assert not at.exception
+    assert "No runs yet" in at.info[0].value
+
+
+def test_runs_page_shows_a_finished_run_with_curves_and_actions(colours: Path, fresh_workspace: Path) -> None:
+    run_id = _finished_run(fresh_workspace, colours)
+    at = _app("app_pages/runs.py")
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert list(table["run_id"]) == [run_id] and table["status"][0] == "completed"
+    assert f"run {run_id}" in at.subheader[0].value or "completed" in at.subheader[0].value
+    assert len(at.get("plotly_chart")) >= 2  # loss and accuracy per epoch
+    assert at.button(key="run_resume").disabled  # completed: nothing to resume
+    at.button(key="run_rerun").click().run()
+    assert not at.exception
+    assert at.selectbox(key="train_arch").value == "lenet"  # the Train form opened with this run's settings
+    assert at.number_input(key="train_batch_size").value == 8
+
+
+def test_runs_page_resumes_a_cancelled_run_and_deletes_it(colours: Path, fresh_workspace: Path) -> None:
+    workspace = Workspace.open(fresh_workspace)
+    run_id = _finished_run(fresh_workspace, colours, epochs=1)
+    store = RunStore(workspace.runs_db)
+    # A second run, cancelled after its first epoch, is resumable from the page.
+    from ui.state import jobs
+
+    at = _app("app_pages/runs.py")
+    registry = jobs()
+    config = TrainConfig(dataset=str(colours), arch="lenet", epochs=3, batch_size=8, log_every=1)
+    second = train_run.submit_training(registry, workspace, config)
+    last = train_run.checkpoint_path(workspace, second, "last")
+    import time
+
+    deadline = time.monotonic() + 300
+    while not last.is_file():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    registry.cancel(second)
+    registry.wait(second, timeout=120)
+    at.run()
+    at.dataframe[0]  # newest first: the cancelled run is selected by default
+    assert not at.button(key="run_resume").disabled
+    at.button(key="run_resume").click().run()
+    assert not at.exception
+    assert registry.wait(second, timeout=300).status == "completed"
+    assert store.get_run(second).status == "completed"
+    at.run()
+    at.button(key="run_delete").click().run()
+    assert not at.exception
+    assert [r.run_id for r in store.list_runs()] == [run_id]
+    assert not train_run.run_dir(workspace, second).exists()
