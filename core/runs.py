@@ -632,13 +632,13 @@ class RunStore:
         self._register(run_id, None)
 
     def describe(self, run_id: int, *, arch: str | None = None, config: dict | None = None,
-                 threads: int | None = None, device: str | None = None) -> None:  # fmt: skip
+                 threads: int | None = None, device: str | None = None, name: str | None = None) -> None:  # fmt: skip
         """Fill in what is known only once the run has started (e.g. ``auto`` resolved to an architecture).
 
         Raises:
             RunStoreError: unknown run.
         """
-        values = {"arch": arch, "threads": threads, "device": device,
+        values = {"arch": arch, "threads": threads, "device": device, "name": name,
                   "config": None if config is None else json.dumps(config, sort_keys=True, default=str)}  # fmt: skip
         given = {k: v for k, v in values.items() if v is not None}
         if not given:

@@ -54,7 +54,8 @@ def checkpoint_path(ws: Workspace, run_id: int, kind: str = "best") -> Path:
 
 def create_training_run(store: RunStore, config: Any) -> int:
     """Record a queued training run for ``config`` (a validated ``TrainConfig``)."""
-    return store.create_run(dataset=config.dataset, kind="train", arch=config.arch, config=config.to_dict())
+    arch = None if config.arch == "auto" else config.arch  # "auto" is resolved (and recorded) once the data is seen
+    return store.create_run(dataset=config.dataset, kind="train", arch=arch, config=config.to_dict())
 
 
 def submit_training(registry: JobRegistry, ws: Workspace, config: Any) -> int:
@@ -154,8 +155,10 @@ class _MetricLogger:
         self.last_write = 0.0
 
     def on_start(self, info: dict) -> None:
+        run = self.ctx.store.get_run(self.ctx.run_id)
+        name = f"{info['arch']}-{run.run_id}" if info.get("arch") and run.name == f"train-{run.run_id}" else None
         self.ctx.store.describe(self.ctx.run_id, arch=info.get("arch"), device=str(info.get("device")),
-                                threads=self.ctx.budget())  # fmt: skip
+                                threads=self.config.threads or self.ctx.budget(), name=name)  # fmt: skip
         self.ctx.report(phase="training", epochs=info.get("epochs"), total_steps=info.get("total_steps"),
                         step=info.get("start_step", 0), epoch=info.get("start_epoch", 0),
                         first_step=info.get("start_step", 0), first_step_at=time.time())  # fmt: skip

@@ -169,3 +169,13 @@ def test_a_killed_training_process_shows_crashed_and_resumes_to_the_end(shapes: 
     result = json.loads(done.stdout)
     assert result["run_id"] == 1 and result["status"] == "completed"
     assert [e["epoch"] for e in result["epochs"]] == [1, 2, 3, 4]
+
+
+def test_an_auto_run_is_named_after_the_network_it_chose(shapes: Path, ws: Workspace) -> None:
+    store = RunStore(ws.runs_db)
+    registry = JobRegistry(store)
+    run_id = train_run.submit_training(registry, ws, TrainConfig(dataset=str(shapes), epochs=1, batch_size=16))
+    assert store.get_run(run_id).arch is None  # unknown until the images are seen
+    assert registry.wait(run_id, timeout=300).status == "completed"
+    run = store.get_run(run_id)
+    assert (run.arch, run.name, run.config["arch"]) == ("lenet", f"lenet-{run_id}", "auto")

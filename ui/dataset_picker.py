@@ -1,4 +1,5 @@
-"""The dataset picker: the sample, a folder, a CSV of labels, a folder of JSON metadata, or a ZIP upload.
+"""The dataset picker: the sample, a folder, a CSV of labels, a folder of JSON metadata, a ZIP upload, or a
+cleaned copy written by the Duplicates page (``<workspace>/datasets/<name>-cleaned-<hash>/``).
 
 Every path a user types goes through ``Workspace.confine`` (the allowed roots); the picker returns a
 ``DatasetRef`` when the user opens a dataset, and None while they are still choosing.
@@ -6,12 +7,14 @@ Every path a user types goes through ``Workspace.confine`` (the allowed roots); 
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from core.errors import CoreError
+from core.errors import CoreError, DatasetError
 from core.samples import SAMPLES
 from core.sources import (
     DatasetRef,
@@ -26,8 +29,9 @@ from core.sources import (
 from ui.common import show_error
 from ui.state import workspace
 
-SOURCES = ("Built-in sample", "Folder", "CSV of labels", "JSON metadata", "Upload a ZIP")
+SOURCES = ("Built-in sample", "Folder", "CSV of labels", "JSON metadata", "Upload a ZIP", "Cleaned datasets")
 ZIP_LIMIT_MB = 2048
+CLEANING_RECORD = "cleaning.json"  # what core.cleaning.write_cleaned writes beside the cleaned labels.csv
 
 
 def pick_dataset() -> DatasetRef | None:
@@ -40,6 +44,7 @@ def pick_dataset() -> DatasetRef | None:
             "CSV of labels": _csv,
             "JSON metadata": _metadata,
             "Upload a ZIP": _zip,
+            "Cleaned datasets": _cleaned,
         }[source]()
     except CoreError as exc:
         show_error(exc)
@@ -64,6 +69,8 @@ def _folder() -> DatasetRef | None:
         folder = ws.confine(typed) if typed.strip() else chosen
         if folder is None or not Path(folder).is_dir():
             raise CoreError("choose a folder from the list or type the path of an existing folder")
+        if (Path(folder) / CLEANING_RECORD).is_file():  # a cleaned copy: its images live in the source's folder
+            return open_cleaned(Path(folder))
         return detect_dataset(Path(folder))
     return None
 
@@ -119,6 +126,48 @@ def _zip() -> DatasetRef | None:
     key = st.selectbox("This ZIP holds JSON metadata: which key is the label?", keys, key="zip_key")
     if st.button("Open", key="open_zip", type="primary"):
         return detect_dataset(folder, label_key=key)
+    return None
+
+
+def cleaned_folders() -> list[Path]:
+    """Cleaned datasets in the workspace, newest first (``labels.csv`` is written last: present = complete)."""
+    found = [
+        p.parent for p in workspace().datasets.glob("*-cleaned-*/labels.csv") if (p.parent / CLEANING_RECORD).is_file()
+    ]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def _record(folder: Path) -> dict:
+    try:
+        return json.loads((folder / CLEANING_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{folder.name}: its {CLEANING_RECORD} cannot be read ({exc})") from exc
+
+
+def open_cleaned(folder: Path) -> DatasetRef:
+    """The CSV dataset of a cleaned copy; image paths are relative to the source dataset's root."""
+    record = _record(folder)
+    if not isinstance(record.get("source"), str):
+        raise DatasetError(f"{folder.name}: {CLEANING_RECORD} does not name its source dataset")
+    source = resolve_dataset(record["source"], workspace())
+    return replace(csv_ref(folder / "labels.csv", images=source.root), name=folder.name)
+
+
+def _cleaned() -> DatasetRef | None:
+    found = cleaned_folders()
+    if not found:
+        st.info("No cleaned datasets yet. The Duplicates page writes them (Clean up tab).", icon=":material/info:")
+        return None
+    rows = []
+    for folder in found:
+        record = _record(folder)
+        counts = record.get("counts", {})
+        rows.append({"name": folder.name, "from": record.get("source", "?"), "policies": ", ".join(record.get(
+            "policies", [])), **{k: counts.get(k, 0) for k in ("kept", "removed", "relabelled", "moved")}})  # fmt: skip
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    chosen = st.selectbox("Cleaned dataset", found, format_func=lambda p: p.name, key="cleaned_choice")
+    if st.button("Open cleaned dataset", key="open_cleaned", type="primary"):
+        return open_cleaned(chosen)
     return None
 
 

@@ -63,7 +63,9 @@ def run_curves(frame: pd.DataFrame, what: str, x: str) -> go.Figure:
     fig = px.line(data, x="step", y="value", color="run", line_dash="curve", markers=x == "epoch",
                   labels={"step": x, "value": what, "curve": "", "run": "run"})  # fmt: skip
     fig.update_layout(height=320, margin=dict(t=30, b=10, l=10, r=10), title=dict(text=what, x=0.02),
-                      legend=dict(orientation="h", y=-0.25))  # fmt: skip
+                      legend=dict(orientation="h", y=-0.25, title_text=""))  # fmt: skip
+    if x == "epoch":
+        fig.update_xaxes(dtick=1)
     if what == "accuracy":
         fig.update_yaxes(tickformat=".0%")
     return fig

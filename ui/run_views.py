@@ -103,7 +103,7 @@ def runs_table(store: RunStore, runs: list[RunRecord]) -> pd.DataFrame:
     rows = [store.summary(r) for r in runs]
     table = pd.DataFrame(rows)[["run_id", "name", "status", "arch", "dataset", "best_val_acc", "wall_s", "error"]]
     table["dataset"] = table["dataset"].map(_short_dataset)
-    return table
+    return table if table["error"].notna().any() else table.drop(columns="error")
 
 
 def _short_dataset(spec: str) -> str:
