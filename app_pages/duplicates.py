@@ -28,7 +28,8 @@ if ref is None:
     st.stop()
 views.cleaned_banner(ref)
 
-st.session_state.setdefault("dup_threshold", DEFAULT_THRESHOLDS[st.session_state.get("dup_method", "phash")])
+views.remember("dup_method", "phash")
+views.remember("dup_threshold", DEFAULT_THRESHOLDS[st.session_state["dup_method"]])
 head = st.columns([3, 1.2, 2.4, 1.1], vertical_alignment="bottom")
 head[0].subheader(ref.display)
 head[0].caption("Change the dataset on the Datasets page.")
@@ -49,8 +50,8 @@ try:
     if base is None:
         n = len(scanned.manifest)
         if n > views.AUTO_LIMIT and not again and not st.button("Find duplicates", type="primary", key="dup_run"):
-            st.info(f"{n:,} images: the first search opens every image once (about a minute per 10,000 images); "
-                    "later searches and threshold changes use the cache.", icon=":material/schedule:")  # fmt: skip
+            st.info(f"{n:,} images: the first search opens every image once (with a progress bar); later "
+                    "searches, other pages and threshold changes use the cache.", icon=":material/schedule:")  # fmt: skip
             st.stop()
         base = views.search(ref, scanned, method)
     result = views.at_threshold(base, threshold)

@@ -5,6 +5,7 @@ import streamlit as st
 from core.errors import CoreError
 from ui import run_views
 from ui.common import show_error
+from ui.dedup_views import leakage_notice
 from ui.state import jobs, run_store, workspace
 
 st.title("Runs")
@@ -45,6 +46,7 @@ if len(chosen_ids) == 1:
     st.subheader(f"{run.name} · {run.status}")
     if run.error:
         st.warning(run.error, icon=":material/warning:")
+    leakage_notice(run_views.dataset_ref(run))  # its scores are optimistic when val/test images leak from train
     try:
         run_views.run_actions(run, store, registry, workspace())
     except CoreError as exc:

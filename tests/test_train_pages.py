@@ -161,3 +161,22 @@ def test_runs_page_resumes_a_cancelled_run_and_deletes_it(colours: Path, fresh_w
     assert not at.exception
     assert [r.run_id for r in store.list_runs()] == [run_id]
     assert not train_run.run_dir(workspace, second).exists()
+
+
+def test_runs_page_warns_when_the_runs_data_leaks(tmp_path: Path, fresh_workspace: Path) -> None:
+    """A val image that is a copy of a train image makes the run's scores optimistic: the page says so."""
+    from core.dedup import find_duplicates
+    from core.sources import resolve_dataset
+
+    root = tmp_path / "leaky"
+    for label, seed in (("a", 10), ("b", 40)):
+        for i in range(6):
+            fx.write_photo(root / "train" / label / f"{i}.png", seed=seed + i)
+            fx.write_photo(root / "val" / label / f"{i}.png", seed=seed + 20 + i)
+    (root / "val" / "a" / "copy.png").write_bytes((root / "train" / "a" / "0.png").read_bytes())
+    workspace = Workspace.open(fresh_workspace)
+    find_duplicates(resolve_dataset(str(root), workspace), workspace.cache)  # the Duplicates page was visited
+    _finished_run(fresh_workspace, root)
+    at = _app("app_pages/runs.py")
+    assert not at.exception
+    assert any("val" in w.value and "train" in w.value for w in at.warning), [w.value for w in at.warning]

@@ -144,3 +144,15 @@ def run_actions(run: RunRecord, store: RunStore, registry: JobRegistry, ws: Work
         if st.button("Delete for good", type="primary", key="run_delete"):
             train_run.delete_run(store, ws, run.run_id)
             st.rerun()
+
+
+def dataset_ref(run: RunRecord):
+    """The run's dataset as a ref, or None when it cannot be opened any more (moved, deleted)."""
+    from core.errors import CoreError
+    from core.sources import resolve_dataset
+    from ui.state import workspace
+
+    try:
+        return resolve_dataset(run.dataset, workspace())
+    except (CoreError, OSError):
+        return None
