@@ -99,6 +99,7 @@ class Predictor:
                           cam_note=result.note, picture=picture)  # fmt: skip
 
     def run(self, source: Source, name: str, *, cam: str | None = None, target: str | None = None) -> Prediction:
+        self._class_index(target)  # an unknown class is refused even without a CAM, not silently ignored
         picture = self.open(source)
         return self.explain(picture, name, cam, target=target) if cam else self.classify(picture, name)
 
@@ -159,6 +160,7 @@ def predict_many(predictor: Predictor, images: list[str], *, cam: str | None = N
         from core.explain import method_info
 
         method_info(cam)  # an unknown method fails once, before any image
+    predictor._class_index(target)  # so does an unknown --class, even when every image is unreadable
     if cam_out is not None:
         cam_out.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -65,7 +65,8 @@ async def _source(request: Request, ws: Any, max_bytes: int) -> tuple[Any, str]:
             raise _HTTPError(400, "the body is empty: send the image's bytes")
         return body, "upload"
     if kind == "application/json":
-        return _json_path(body, ws), _json_path(body, ws).name
+        path = _json_path(body, ws)
+        return path, path.name
     raise _HTTPError(415, f"Content-Type {kind or '(none)'} is not accepted; send image/jpeg, image/png or "
                           "application/json with {\"path\": ...}")  # fmt: skip
 
