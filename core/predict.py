@@ -99,9 +99,17 @@ class Predictor:
                           cam_note=result.note, picture=picture)  # fmt: skip
 
     def run(self, source: Source, name: str, *, cam: str | None = None, target: str | None = None) -> Prediction:
+        """Open ``source`` as training did (JPEG draft at the model's size) and classify it; the size and the heat
+        map are those of the image itself (upright), not of the reduced decode."""
         self._class_index(target)  # an unknown class is refused even without a CAM, not silently ignored
         picture = self.open(source)
-        return self.explain(picture, name, cam, target=target) if cam else self.classify(picture, name)
+        pred = self.explain(picture, name, cam, target=target) if cam else self.classify(picture, name)
+        size = upright_size(source)
+        if size != picture.size:  # a JPEG decoded at reduced scale: report, and map, at the file's own size
+            pred.size = size
+            if pred.heatmap is not None:
+                pred.heatmap = _resized_map(pred.heatmap, size)
+        return pred
 
     def _top(self, probs: torch.Tensor, k: int) -> list[dict[str, float | str]]:
         values, indices = probs.topk(min(k, len(self.classes)))
@@ -113,6 +121,24 @@ class Predictor:
         if target not in self.classes:
             raise PredictError(f"class {target!r} is not one of this model's {len(self.classes)} classes")
         return self.classes.index(target)
+
+
+def upright_size(source: Source) -> tuple[int, int]:
+    """(width, height) of an image as shown upright (EXIF orientation applied), read from its header only."""
+    import io
+
+    stream = io.BytesIO(source) if isinstance(source, bytes) else source
+    if hasattr(stream, "seek"):
+        stream.seek(0)
+    with Image.open(stream) as im:
+        width, height = im.size
+        orientation = im.getexif().get(0x0112, 1)
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def _resized_map(heat: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    out = Image.fromarray(heat.astype(np.float32), mode="F").resize(size, Image.BILINEAR)
+    return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
 
 
 def square_map_to_image(heat: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -331,3 +331,11 @@ def test_default_run_is_the_latest_completed_one(trained: Trained, tmp_path_fact
     assert labels() == set(two)
     assert labels("--run", str(second)) == set(two)
     assert labels("--run", str(first)) == set(COLOURS)
+
+
+def test_a_large_jpeg_gets_its_map_at_its_own_size_not_the_reduced_decode(trained: Trained, tmp_path: Path,
+                                                                          capsys) -> None:  # fmt: skip
+    """Model inputs come from a JPEG draft (as in training); the map must still be the file's own size."""
+    big = f.write_rgb(tmp_path / "big.jpg", size=(640, 480), color=(200, 40, 40), fmt="JPEG")
+    rows = _predict(capsys, trained, str(big), "--cam", "gradcam", "--cam-out", str(tmp_path / "maps"))
+    assert np.load(rows[0]["cam"]).shape == (480, 640)

@@ -1,0 +1,114 @@
+"""Browser test of the Classify page: a real ``streamlit run`` server on a workspace holding a trained LeNet run,
+driven by headless Debian Chromium through Playwright. Files go in through the uploader's own ``<input
+type=file>`` (what a drag-and-drop feeds); the page must show the top-5 chart, the overlay and the predicted
+label; a file that is not an image, added to it, gets a message in words in its gallery cell.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core import train_run
+from core.jobs import JobRegistry
+from core.predict import load_run_predictor
+from core.runs import RunStore
+from core.training import TrainConfig
+from core.workspace import Workspace
+from tests import imagefactory as fx
+from tests.test_browser import CHROMIUM, _free_port, _wait_healthy
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.browser
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} missing: ./studio test should have installed Debian's chromium")
+        pytest.skip(f"{CHROMIUM} not installed (./studio test installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        args = ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-component-update", "--no-first-run"]  # fmt: skip
+        b = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def trained_ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """A workspace with one completed LeNet run on 3 colour classes (12x12 px, 2 epochs: a few seconds)."""
+    base = tmp_path_factory.mktemp("browser-classify")
+    for label, colour in COLOURS.items():
+        for i in range(16):
+            fx.write_rgb(base / "colours" / label / f"{i}.png", size=(12, 12), color=colour, seed=i)
+    ws = Workspace.open(base / "ws")
+    registry = JobRegistry(RunStore(ws.runs_db))
+    config = TrainConfig(dataset=str(base / "colours"), arch="lenet", epochs=2, batch_size=16)
+    run_id = train_run.submit_training(registry, ws, config)
+    assert registry.wait(run_id, timeout=300).status == "completed"
+    return ws
+
+
+@pytest.fixture(scope="module")
+def server(trained_ws: Workspace) -> Iterator[str]:
+    port = _free_port()
+    log = open(trained_ws.root / "streamlit.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
+         "--", "--workspace", str(trained_ws.root)],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def test_a_dropped_image_gets_its_top5_chart_overlay_and_label_and_a_bad_file_a_message(
+    server: str, browser, trained_ws: Workspace, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    photo = fx.write_rgb(tmp_path / "red square.png", size=(12, 12), color=COLOURS["red"], seed=99)
+    predictor = load_run_predictor(trained_ws, RunStore(trained_ws.runs_db))
+    label = str(predictor.run(photo, photo.name).top[0]["label"])
+
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    page.goto(f"{server}/classify")
+    expect(page.get_by_text("run 1 knows 3 classes: blue, green, red.")).to_be_visible(timeout=60_000)
+    files = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
+    files.set_input_files(str(photo))
+    chart = page.locator('[data-testid="stPlotlyChart"]')
+    expect(chart).to_be_visible(timeout=60_000)
+    expect(chart.locator(".bars path").first).to_be_attached()
+    expect(page.get_by_role("combobox", name="Explain class")).to_have_value(f"top class ({label})")
+    expect(page.get_by_text(f"Grad-CAM for “{label}”")).to_be_visible(timeout=30_000)
+    expect(page.locator('[data-testid="stImage"] img')).to_have_count(2)  # original and overlay
+    expect(page.get_by_text("Classification", exact=True)).to_be_visible()
+
+    # Add a text file named like an image: now a batch, and the file's own cell says why in words.
+    files.set_input_files(str(fx.write_text_as_image(tmp_path / "notes.png")))
+    expect(page.get_by_text("2 images")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("not an image (unrecognised format)")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text(f"{label} · ", exact=False).first).to_be_visible()  # the good one's gallery cell
+    assert page.locator('[data-testid="stException"]').count() == 0
+    page.screenshot(path=str(tmp_path / "classify.png"))
+    page.close()
