@@ -20,9 +20,12 @@ SEED = 20261123  # a seed used nowhere else: the recipe and the CAM code never s
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 6 is open: the default recipe reaches only 25-37% test accuracy on "
-                   "these shapes (ResNet-18 at 96 px or LeNet at 64 px from scratch), so its CAM cannot point at them "
-                   "yet; strict: this test fails loudly once it passes, and the marker must go")
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 6 is open: the default recipe reaches only 25-37% test accuracy on "
+    "these shapes (ResNet-18 at 96 px or LeNet at 64 px from scratch), so its CAM cannot point at them "
+    "yet; strict: this test fails loudly once it passes, and the marker must go",
+)
 def test_gradcam_peak_falls_inside_the_object_box(tmp_path: Path) -> None:
     root = tmp_path / "shapes"
     boxes = make_shapes_dataset(root, n_per_class=100, size=64, seed=SEED)
