@@ -894,7 +894,13 @@ def estimate_epoch_seconds(config: TrainConfig, data: PreparedData | pd.DataFram
         x = torch.randn(batch, 3, config.image_size, config.image_size, device=device)
         y = torch.randint(0, _n_classes(data), (batch,), device=device)
         per_step = _time_steps(model, optimizer, precision, x, y, steps)
-    return per_step * math.ceil(n_train / batch) + per_step / 3 * n_val / batch  # a forward ~ 1/3 of a step
+    return epoch_seconds(per_step, n_train, n_val, batch)
+
+
+def epoch_seconds(per_step: float, n_train: int, n_val: int, batch: int) -> float:
+    """One epoch from the time of one training step: every training batch, plus validation at twice the batch
+    (no backward, no optimizer: a forward is about a third of a step)."""
+    return per_step * math.ceil(n_train / batch) + per_step / 3 * n_val / batch
 
 
 def _estimate_inputs(config: TrainConfig, data: PreparedData | pd.DataFrame) -> tuple[TrainConfig, int, int]:

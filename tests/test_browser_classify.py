@@ -22,27 +22,11 @@ from core.runs import RunStore
 from core.training import TrainConfig
 from core.workspace import Workspace
 from tests import imagefactory as fx
-from tests.test_browser import CHROMIUM, _free_port, _wait_healthy
+from tests.test_browser import _free_port, _wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.browser
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} missing: ./studio test should have installed Debian's chromium")
-        pytest.skip(f"{CHROMIUM} not installed (./studio test installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        args = ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-component-update", "--no-first-run"]  # fmt: skip
-        b = p.chromium.launch(executable_path=CHROMIUM, args=args)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
