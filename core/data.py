@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from core import filecache
 from core.checkpoints import resize_to_tensor
 from core.cpu import usable_cores
 from core.errors import DatasetError, ImageError
@@ -176,7 +177,7 @@ def load_tensors(
     stats = {p: _stat(root / p) for p in paths}
     base = cache_dir / "tensors" / f"{_root_key(root)}-{image_size}" if cache_dir else None
     cached_rows, cached_images = _read_cache(base, image_size)
-    todo = [p for p in paths if _stale(cached_rows.get(p), stats[p])]
+    todo = [p for p in paths if filecache.stale(cached_rows.get(p), stats[p])]
     fresh = dict(zip(todo, _decode_many([str(root / p) for p in todo], image_size, workers, progress), strict=True))
     rows = [_row(p, stats[p], fresh, cached_rows) for p in paths]
     images = _gather(rows, fresh, cached_images, image_size)
@@ -198,10 +199,6 @@ def _stat(path: Path) -> tuple[int, int]:
 
 def _root_key(root: Path) -> str:
     return hashlib.sha1(f"{CACHE_VERSION}\0{os.path.realpath(root)}".encode()).hexdigest()[:16]
-
-
-def _stale(row: dict | None, stat: tuple[int, int]) -> bool:
-    return row is None or (row["size"], row["mtime_ns"]) != tuple(stat) or stat[0] < 0
 
 
 def _decode_many(paths: list[str], size: int, workers: int | None, progress: Progress | None) -> list:

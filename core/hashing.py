@@ -32,6 +32,7 @@ import pandas as pd
 import scipy.fftpack
 from PIL import Image
 
+from core import filecache
 from core.cpu import usable_cores
 from core.errors import CoreError, ImageError
 from core.images import open_image
@@ -226,7 +227,7 @@ def hash_dataset(
     stats = _stat_all(root, paths)
     cache_file = cache_dir / "hashes" / f"{scan.ref.key}-{method}.parquet" if cache_dir else None
     cached = _load_cache(cache_file)
-    todo = [p for p in paths if _stale(cached.get(p), stats[p])]
+    todo = [p for p in paths if filecache.stale(cached.get(p), stats[p])]
     fresh = fingerprint_many([str(root / p) for p in todo], method, workers=workers, progress=progress)
     rows = {p: cached[p] for p in paths if p in cached}
     rows.update(zip(todo, fresh, strict=True))
@@ -245,10 +246,6 @@ def _stat_all(root: Path, paths: Sequence[str]) -> dict[str, tuple[int, int]]:
         except OSError:
             stats[p] = (-1, -1)  # vanished since the scan: opened again, and listed as failed with its reason
     return stats
-
-
-def _stale(cached: dict | None, stat: tuple[int, int]) -> bool:
-    return cached is None or stat[0] < 0 or (cached["size"], cached["mtime_ns"]) != stat
 
 
 def fingerprint_many(
@@ -285,15 +282,8 @@ def _fingerprint_chunk(paths: Sequence[str], method: str, progress: Progress | N
 
 
 def _load_cache(cache_file: Path | None) -> dict[str, dict]:
-    if cache_file is None or not cache_file.exists():
-        return {}
-    try:
-        frame = pd.read_parquet(cache_file)
-    except (OSError, ValueError):  # a damaged cache only means a slower run, never an error
-        return {}
-    if list(frame.columns) != CACHE_COLUMNS or (frame["version"] != CACHE_VERSION).any():
-        return {}
-    return {row["path"]: row for row in frame.to_dict("records")}
+    rows = filecache.read_rows(cache_file, CACHE_COLUMNS)
+    return {} if any(row["version"] != CACHE_VERSION for row in rows.values()) else rows
 
 
 def _save_cache(cache_file: Path, stats: dict[str, tuple[int, int]], rows: dict[str, dict]) -> None:
@@ -302,10 +292,7 @@ def _save_cache(cache_file: Path, stats: dict[str, tuple[int, int]], rows: dict[
                for p, (s, m) in stats.items() if s >= 0]  # fmt: skip
     frame = pd.DataFrame(records, columns=CACHE_COLUMNS)
     frame["hash"] = frame["hash"].astype("Int64")  # failed files have none
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, cache_file)  # readers see the old cache or the new one, never half a file
+    filecache.write_table(cache_file, frame)
 
 
 def _assemble(manifest: pd.DataFrame, rows: dict[str, dict]) -> tuple[pd.DataFrame, pd.DataFrame]:

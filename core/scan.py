@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from core import filecache
 from core.cpu import usable_cores
 from core.errors import ImageError
 from core.images import inspect_image
@@ -97,8 +98,8 @@ def scan_dataset(
     entries, problems = list_entries(ref)
     stats, link_problems = _stat_entries(ref.root, entries)
     cache_file = cache_dir / "manifests" / f"{ref.key}.parquet" if cache_dir else None
-    cached = _load_cache(cache_file)
-    todo = [e.path for e in entries if e.path in stats and _stale(cached.get(e.path), stats[e.path])]
+    cached = filecache.read_rows(cache_file, CACHE_COLUMNS)
+    todo = [e.path for e in entries if e.path in stats and filecache.stale(cached.get(e.path), stats[e.path])]
     opened = dict(
         zip(todo, inspect_many([str(ref.root / p) for p in todo], workers=workers, progress=progress), strict=True)
     )
@@ -152,10 +153,6 @@ def _real(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
-def _stale(cached: dict | None, stat: tuple[int, int]) -> bool:
-    return cached is None or (cached["size"], cached["mtime_ns"]) != stat
-
-
 def inspect_many(paths: Sequence[str], *, workers: int | None = None, progress: Progress | None = None) -> list[dict]:
     """Facts (or an ``error`` reason) for each path, in order; on several threads when there are many.
 
@@ -195,26 +192,10 @@ def _inspect_one(path: str) -> dict:
             "frames": info.frames, "bytes": info.bytes, "error": ""}  # fmt: skip
 
 
-def _load_cache(cache_file: Path | None) -> dict[str, dict]:
-    if cache_file is None or not cache_file.exists():
-        return {}
-    try:
-        frame = pd.read_parquet(cache_file)
-    except (OSError, ValueError):  # a damaged cache is only a slower scan, never an error
-        return {}
-    if list(frame.columns) != CACHE_COLUMNS:
-        return {}
-    return {row["path"]: row for row in frame.to_dict("records")}
-
-
 def _save_cache(cache_file: Path, stats: dict[str, tuple[int, int]], facts: dict[str, dict]) -> None:
     rows = [{"path": p, "size": s, "mtime_ns": m, **{c: facts[p].get(c) for c in (*FACT_COLUMNS, "error")}}
             for p, (s, m) in stats.items()]  # fmt: skip
-    frame = pd.DataFrame(rows, columns=CACHE_COLUMNS)
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, cache_file)  # readers see the old cache or the new one, never half a file
+    filecache.write_table(cache_file, pd.DataFrame(rows, columns=CACHE_COLUMNS))
 
 
 def _assemble(
