@@ -32,11 +32,13 @@ from pathlib import Path
 import pandas as pd
 
 from core.dedup import SPLIT_ORDER, DedupResult
+from core.errors import DatasetError
 from core.hashing import DedupError
 from core.naming import natural_key
-from core.sources import DatasetRef, csv_ref
+from core.sources import DatasetRef, csv_ref, resolve_dataset
 from core.workspace import Workspace
 
+CLEANING_RECORD = "cleaning.json"  # written beside a cleaned copy's labels.csv: its source, policies and counts
 POLICIES = ("prefer-known", "drop-conflicts", "move-leaks", "keep-one")  # the order they are applied in
 # Labels that mean "not identified" in public datasets; prefer-known uses the first one present when the user
 # names none (new_whale: Kaggle humpback whales).
@@ -226,7 +228,7 @@ def write_cleaned(plan: CleaningPlan, ws: Workspace, name: str | None = None) ->
     digest = hashlib.sha1(f"{plan.source.spec}\n{csv_text}".encode()).hexdigest()[:8]
     folder = ws.datasets / f"{_safe_name(name or plan.source.display)}-cleaned-{digest}"
     folder.mkdir(parents=True, exist_ok=True)
-    _write_atomic(folder / "cleaning.json", json.dumps(_record(plan), indent=1))
+    _write_atomic(folder / CLEANING_RECORD, json.dumps(_record(plan), indent=1))
     _write_atomic(folder / "labels.csv", csv_text)  # written last: its presence means the folder is complete
     ref = csv_ref(folder / "labels.csv", images=plan.source.root)
     return replace(ref, name=folder.name)
@@ -261,3 +263,30 @@ def clean_dataset(
     """``plan_cleaning`` then ``write_cleaned``: what ``dedup --apply`` does. Returns the plan and the new ref."""
     plan = plan_cleaning(result, policies, unknown_label=unknown_label)
     return plan, write_cleaned(plan, ws, name)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Finding and reopening cleaned copies
+
+
+def cleaned_folders(ws: Workspace) -> list[Path]:
+    """Cleaned datasets in the workspace, newest first (``labels.csv`` is written last: present = complete)."""
+    found = [p.parent for p in ws.datasets.glob("*-cleaned-*/labels.csv") if (p.parent / CLEANING_RECORD).is_file()]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def cleaning_record(folder: Path) -> dict:
+    """The ``cleaning.json`` of a cleaned copy (source spec, policies, counts)."""
+    try:
+        return json.loads((folder / CLEANING_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{folder.name}: its {CLEANING_RECORD} cannot be read ({exc})") from exc
+
+
+def open_cleaned(folder: Path, ws: Workspace) -> DatasetRef:
+    """The CSV dataset of a cleaned copy; its image paths are relative to the source dataset's root."""
+    record = cleaning_record(folder)
+    if not isinstance(record.get("source"), str):
+        raise DatasetError(f"{folder.name}: {CLEANING_RECORD} does not name its source dataset")
+    source = resolve_dataset(record["source"], ws)
+    return replace(csv_ref(folder / "labels.csv", images=source.root), name=folder.name)

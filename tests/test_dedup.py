@@ -14,7 +14,16 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from core.cleaning import POLICIES, clean_dataset, parse_policies, plan_cleaning, write_cleaned
+from core.cleaning import (
+    POLICIES,
+    clean_dataset,
+    cleaned_folders,
+    cleaning_record,
+    open_cleaned,
+    parse_policies,
+    plan_cleaning,  # fmt: skip
+    write_cleaned,
+)
 from core.dedup import DEFAULT_THRESHOLDS, DedupConfig, find_duplicates, group_duplicates, leakage_report, verify_pairs
 from core.errors import CoreError
 from core.hamming import brute_force_pairs, choose_plan, near_pairs
@@ -445,6 +454,11 @@ def test_whales_end_to_end(whales: Path, ws: Workspace) -> None:
     summary = result.summary(cleaned=plan.summary(cleaned))
     assert summary["cleaned"]["dataset"] == cleaned.spec and summary["cleaned"]["n_images"] == len(plan.kept)
     assert {r["path"] for r in summary["cleaned"]["removed"]} == set(plan.removed["path"])
+    folder = cleaned.labels.parent
+    assert cleaned_folders(ws) == [folder]  # the browser lists it among the datasets
+    reopened = open_cleaned(folder, ws)
+    assert (reopened.kind, reopened.root, reopened.labels) == ("csv", ref.root, cleaned.labels)
+    assert cleaning_record(folder)["source"] == ref.spec
 
 
 def test_prefer_known_alone_relabels_and_keeps_every_image(whales: Path, ws: Workspace) -> None:

@@ -7,14 +7,13 @@ Every path a user types goes through ``Workspace.confine`` (the allowed roots); 
 
 from __future__ import annotations
 
-import json
-from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from core.errors import CoreError, DatasetError
+from core.cleaning import CLEANING_RECORD, cleaned_folders, cleaning_record, open_cleaned
+from core.errors import CoreError
 from core.samples import SAMPLES
 from core.sources import (
     DatasetRef,
@@ -31,7 +30,6 @@ from ui.state import workspace
 
 SOURCES = ("Built-in sample", "Folder", "CSV of labels", "JSON metadata", "Upload a ZIP", "Cleaned datasets")
 ZIP_LIMIT_MB = 2048
-CLEANING_RECORD = "cleaning.json"  # what core.cleaning.write_cleaned writes beside the cleaned labels.csv
 
 
 def pick_dataset() -> DatasetRef | None:
@@ -70,7 +68,7 @@ def _folder() -> DatasetRef | None:
         if folder is None or not Path(folder).is_dir():
             raise CoreError("choose a folder from the list or type the path of an existing folder")
         if (Path(folder) / CLEANING_RECORD).is_file():  # a cleaned copy: its images live in the source's folder
-            return open_cleaned(Path(folder))
+            return open_cleaned(Path(folder), workspace())
         return detect_dataset(Path(folder))
     return None
 
@@ -129,45 +127,21 @@ def _zip() -> DatasetRef | None:
     return None
 
 
-def cleaned_folders() -> list[Path]:
-    """Cleaned datasets in the workspace, newest first (``labels.csv`` is written last: present = complete)."""
-    found = [
-        p.parent for p in workspace().datasets.glob("*-cleaned-*/labels.csv") if (p.parent / CLEANING_RECORD).is_file()
-    ]
-    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
-
-
-def _record(folder: Path) -> dict:
-    try:
-        return json.loads((folder / CLEANING_RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"{folder.name}: its {CLEANING_RECORD} cannot be read ({exc})") from exc
-
-
-def open_cleaned(folder: Path) -> DatasetRef:
-    """The CSV dataset of a cleaned copy; image paths are relative to the source dataset's root."""
-    record = _record(folder)
-    if not isinstance(record.get("source"), str):
-        raise DatasetError(f"{folder.name}: {CLEANING_RECORD} does not name its source dataset")
-    source = resolve_dataset(record["source"], workspace())
-    return replace(csv_ref(folder / "labels.csv", images=source.root), name=folder.name)
-
-
 def _cleaned() -> DatasetRef | None:
-    found = cleaned_folders()
+    found = cleaned_folders(workspace())
     if not found:
         st.info("No cleaned datasets yet. The Duplicates page writes them (Clean up tab).", icon=":material/info:")
         return None
     rows = []
     for folder in found:
-        record = _record(folder)
+        record = cleaning_record(folder)
         counts = record.get("counts", {})
         rows.append({"name": folder.name, "from": record.get("source", "?"), "policies": ", ".join(record.get(
             "policies", [])), **{k: counts.get(k, 0) for k in ("kept", "removed", "relabelled", "moved")}})  # fmt: skip
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     chosen = st.selectbox("Cleaned dataset", found, format_func=lambda p: p.name, key="cleaned_choice")
     if st.button("Open cleaned dataset", key="open_cleaned", type="primary"):
-        return open_cleaned(chosen)
+        return open_cleaned(chosen, workspace())
     return None
 
 
