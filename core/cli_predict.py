@@ -17,6 +17,9 @@ def add_parsers(sub: Any, common: Any) -> None:
                    "eigencam, scorecam (slow), ablationcam (slow)")  # fmt: skip
     p.add_argument("--class", dest="target", metavar="LABEL", help="explain this class instead of the top one")
     p.add_argument("--cam-out", metavar="DIR", help="save each heat map as DIR/<stem>.npy (image's own size)")
+    p.add_argument(
+        "--csv", metavar="FILE", help="also write the predictions as a table: image, top1, p1 .. p5, ms, error"
+    )
     common(p)
     s = sub.add_parser("serve", help='an HTTP endpoint: POST /predict with image bytes or {"path": ...}')
     _model_args(s)
@@ -41,11 +44,13 @@ def _predictor(args: argparse.Namespace, ws: Workspace):
 
 
 def cmd_predict(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
-    from core.predict import predict_many
+    from core.predict import predict_many, predictions_table
 
     predictor = _predictor(args, ws)
     rows = predict_many(predictor, args.images, cam=args.cam, cam_out=Path(args.cam_out) if args.cam_out else None,
                         target=args.target)  # fmt: skip
+    if args.csv:
+        predictions_table(rows).to_csv(args.csv, index=False)
     return rows, "\n".join(_line(r) for r in rows)
 
 

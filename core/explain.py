@@ -380,7 +380,7 @@ def _explain_fast(
     class_index = _choose_class(logits, target_class)
     grads = _head_gradient(logits, class_index, activation) if info.uses_gradients else None
     positive, heatmap = _library_cam(info, x, layer, class_index, activation, grads, size)
-    has_evidence, note = _evidence(positive, heatmap, class_index)
+    has_evidence, note = _evidence(positive, heatmap)
     return CamResult(
         heatmap=heatmap if has_evidence else np.zeros(size, np.float32), class_index=class_index,
         probabilities=_probabilities(logits), has_evidence=has_evidence, forward_ms=forward_ms,
@@ -430,14 +430,15 @@ def _library_cam(
     return positive, cam.aggregate_multi_layers(per_layer)[0]
 
 
-def _evidence(positive: np.ndarray, heatmap: np.ndarray, class_index: int) -> tuple[bool, str]:
-    """Whether the map shows anything, and if not, why (an all-blue overlay reads as "nothing important")."""
+def _evidence(positive: np.ndarray, heatmap: np.ndarray) -> tuple[bool, str]:
+    """Whether the map shows anything, and if not, why (an all-blue overlay reads as "nothing important").
+    The note says "this class": callers show it next to the class's own name (the core knows only indices)."""
     if not (np.isfinite(positive).all() and np.isfinite(heatmap).all()):
         return False, "The feature map holds NaN or infinite values (did training diverge?): no explanation."
     if float(positive.max()) <= 0.0:
-        return False, f"No positive evidence for class {class_index}: every region of the image counts against it."
+        return False, "No positive evidence for this class: every region of the image counts against it."
     if float(heatmap.max()) <= 0.0:
-        return False, f"The map for class {class_index} is uniform: no region stands out."
+        return False, "The map for this class is uniform: no region stands out."
     return True, ""
 
 
@@ -462,7 +463,7 @@ def _explain_slow(
     started = time.perf_counter()
     maps = _library_maps(model, x, layer, info, class_index)
     heatmap = _resized(maps[0], size)
-    has_evidence, note = _evidence(maps[0], heatmap, class_index)
+    has_evidence, note = _evidence(maps[0], heatmap)
     return CamResult(
         heatmap=heatmap if has_evidence else np.zeros(size, np.float32), class_index=class_index,
         probabilities=_probabilities(logits), has_evidence=has_evidence, forward_ms=forward_ms,

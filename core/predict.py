@@ -200,6 +200,25 @@ def predict_many(predictor: Predictor, images: list[str], *, cam: str | None = N
     return rows
 
 
+def predictions_table(rows: list[dict[str, Any]], top_k: int = TOP_K) -> Any:
+    """The rows of ``predict --json`` (or the page's) as one flat table for a spreadsheet: image, top1, p1,
+    ... top5, p5, ms, error (empty where the file was fine). The CLI's ``--csv`` and the page's download."""
+    import pandas as pd
+
+    flat = []
+    for row in rows:
+        out: dict[str, Any] = {"image": row["image"]}
+        top = row.get("top", [])
+        for k in range(top_k):
+            out[f"top{k + 1}"] = top[k]["label"] if k < len(top) else ""
+            out[f"p{k + 1}"] = round(float(top[k]["p"]), 6) if k < len(top) else None
+        out["ms"] = row.get("ms")
+        out["error"] = row.get("error", "")
+        flat.append(out)
+    columns = ["image", *(f"{c}{k + 1}" for k in range(top_k) for c in ("top", "p")), "ms", "error"]
+    return pd.DataFrame(flat, columns=columns)
+
+
 def _save_map(pred: Prediction, folder: Path, index: int, images: list[str]) -> str | None:
     if pred.heatmap is None:
         return None

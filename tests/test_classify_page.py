@@ -194,7 +194,7 @@ def test_a_map_without_positive_evidence_says_so_instead_of_an_empty_overlay(pag
     at = upload(page, ("red.png", png_bytes(), "image/png"))
     key = next(k for k in results_of(at) if k[2] == "gradcam")
     cam: Prediction = results_of(at)[key]
-    note = "No positive evidence for class 1: every region of the image counts against it."
+    note = "No positive evidence for this class: every region of the image counts against it."
     results_of(at)[key] = replace(cam, heatmap=np.zeros_like(cam.heatmap), cam_note=note)
     at.run()
     assert not at.exception

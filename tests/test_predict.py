@@ -167,6 +167,21 @@ def test_bad_files_get_an_error_and_the_others_still_run(trained: Trained, capsy
         _assert_top(by_image[path]["top"], trained.classes)
 
 
+def test_csv_option_writes_the_same_predictions_as_a_table(trained: Trained, tmp_path: Path, capsys) -> None:
+    import pandas as pd
+
+    paths = [str(trained.images / "wide.png"), str(trained.images / "text.png")]
+    table_file = tmp_path / "out.csv"
+    rows = _predict(capsys, trained, *paths, "--csv", str(table_file))
+    table = pd.read_csv(table_file, keep_default_na=False)
+    assert list(table.columns) == ["image", *(f"{c}{k}" for k in range(1, 6) for c in ("top", "p")), "ms", "error"]
+    assert table["image"].tolist() == paths
+    good, bad = table.iloc[0], table.iloc[1]
+    assert [good[f"top{k + 1}"] for k in range(3)] == [t["label"] for t in rows[0]["top"]]
+    assert float(good["p1"]) == pytest.approx(rows[0]["top"][0]["p"], abs=1e-6) and good["error"] == ""
+    assert bad["error"] == rows[1]["error"] and bad["top1"] == "" and bad["p1"] == ""
+
+
 def test_the_same_file_gets_the_same_answer(trained: Trained, capsys) -> None:
     image = str(trained.images / "photo.jpg")
     first, second = _predict(capsys, trained, image, image)

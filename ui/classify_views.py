@@ -13,7 +13,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image, ImageOps
@@ -24,7 +23,7 @@ from core.explain import ALL_METHODS, DEFAULT_METHOD
 from core.images import open_image
 from core.models import ARCHS, imagenet_weights_file
 from core.overlay import COLORMAPS, DEFAULT_COLORMAP, overlay
-from core.predict import TOP_K, Prediction, Predictor
+from core.predict import Prediction, Predictor
 from core.runs import RunStore
 from core.train_run import checkpoint_path
 from core.workspace import Workspace
@@ -266,23 +265,11 @@ def batch(predictor: Predictor, model: ModelChoice, files: list) -> list[Result]
     return preds
 
 
-def predictions_table(files: list, preds: list[Result]) -> pd.DataFrame:
-    """One row per file: image, top1, p1, ... top5, p5, ms, error (empty where the file was fine)."""
-    rows = []
-    for file, pred in zip(files, preds, strict=True):
-        row: dict = {"image": file.name}
-        top = [] if isinstance(pred, str) else pred.top
-        for k in range(TOP_K):
-            row[f"top{k + 1}"] = top[k]["label"] if k < len(top) else ""
-            row[f"p{k + 1}"] = round(float(top[k]["p"]), 6) if k < len(top) else None
-        row["ms"] = None if isinstance(pred, str) else round(pred.ms, 2)
-        row["error"] = pred if isinstance(pred, str) else ""
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
 def predictions_csv(files: list, preds: list[Result]) -> bytes:
-    return predictions_table(files, preds).to_csv(index=False).encode()
+    """The batch as the same table ``python -m core predict --csv`` writes."""
+    rows = [{"image": f.name, "error": p} if isinstance(p, str) else p.to_json() | {"image": f.name}
+            for f, p in zip(files, preds, strict=True)]  # fmt: skip
+    return predict.predictions_table(rows).to_csv(index=False).encode()
 
 
 def gallery(files: list, preds: list[Result]) -> None:
