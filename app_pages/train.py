@@ -16,7 +16,8 @@ GROUPS = {
     "Data": ["val_fraction", "test_fraction", "oversample", "rare_threshold", "seed"],
     "Model": ["arch", "weights", "freeze", "backbone_lr_factor", "image_size"],
     "Optimisation": ["epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "schedule",
-                     "milestones", "gamma", "warmup_epochs", "label_smoothing", "early_stop_patience", "best_metric"],
+                     "plateau_patience", "milestones", "gamma", "warmup_epochs", "label_smoothing",
+                     "early_stop_patience", "best_metric"],
     "Augmentation and device": ["augment", "normalize", "device", "amp"],
 }  # fmt: skip
 CHOICES = {**train_run.choices(), "weights": ("none", "imagenet")}
@@ -55,8 +56,7 @@ try:
     if estimate:
         with st.spinner("Timing a few real training steps..."):
             seconds = estimate_epoch_seconds(config, scan(ref).manifest)
-        st.info(f"About **{seconds:,.1f} s per epoch**, so about {seconds * config.epochs / 60:,.1f} min for "
-                f"{config.epochs} epochs (while nothing else trains).", icon=":material/timer:")  # fmt: skip
+        st.info(run_views.estimate_text(seconds, config), icon=":material/timer:")
     if go:
         run_id = train_run.submit_training(jobs(), workspace(), config)
         st.success(f"Run {run_id} started. It trains in the background: switch pages freely.", icon=":material/check:")

@@ -162,7 +162,7 @@ ARCHS: dict[str, ArchInfo] = {
     "lenet": ArchInfo(
         name="lenet", label="LeNet (small CNN)", builder=None, weights=None, image_size=16, cam_layer="features.-1",
         gflops=1.01, help="Three conv blocks (32/64/128 channels), trained from scratch: for tiny images like digits.",
-        head="classifier", last_stage=("features.-1",), first_conv="features.0.0", stride=4, max_side=64, min_side=16,
+        head="classifier", last_stage=("features.-1",), first_conv="features.0.0", stride=4, max_side=32, min_side=16,
     ),
 }  # fmt: skip
 
@@ -251,8 +251,10 @@ def choose_image_size(arch: str, typical_side: int) -> int:
       digit then gives a 4x4 map, one cell per 2x2 source pixels (finer cells would add no information).
       Measured on sklearn digits (15 epochs, Adam + one-cycle): 99.6% at 16 px, 98.5% at 32 px at 4x the
       cost (LeNet's receptive field is 18 px: at 32 px no unit sees the whole digit);
-    * cap large ones at ``max_side``: 224, the ImageNet training size, for torchvision networks; 64 for
-      LeNet, where larger inputs add cost but no context;
+    * cap large ones at ``max_side``: 224, the ImageNet training size, for torchvision networks; 32 for
+      LeNet, whose last units see 18 px: at 32 px each sees over half the image, at 64 px a quarter, too
+      little to take in an object that fills half of it (coloured shapes, 1,600 images, from scratch:
+      96.7% test accuracy at 32 px against 82% at 64 px, which also cost 6x the time);
     * round up to a multiple of the stride, so every pooling divides evenly and the CAM map covers the
       whole image instead of dropping a border.
     """

@@ -160,6 +160,7 @@ class _MetricLogger:
         self.ctx.store.describe(self.ctx.run_id, arch=info.get("arch"), device=str(info.get("device")),
                                 threads=self.config.threads or self.ctx.budget(), name=name)  # fmt: skip
         self.ctx.report(phase="training", epochs=info.get("epochs"), total_steps=info.get("total_steps"),
+                        until_converged=bool(info.get("until_converged")),
                         step=info.get("start_step", 0), epoch=info.get("start_epoch", 0),
                         first_step=info.get("start_step", 0), first_step_at=time.time())  # fmt: skip
 

@@ -70,10 +70,11 @@ def prepared(tiny: tuple[Workspace, Path]) -> T.PreparedData:
     [
         ("arch", "resnet9", "arch 'resnet9' is not allowed; choose one of: auto, resnet18"),
         ("optimizer", "lbfgs", "optimizer 'lbfgs' is not allowed; choose one of: sgd, adam, adamw, adadelta, rmsprop"),
-        ("schedule", "linear", "choose one of: onecycle, cosine, step, none"),
+        ("schedule", "linear", "choose one of: auto, cycles, plateau, onecycle, cosine, step, none"),
         ("augment", "mirror", "choose one of: auto, none, flip, crop, crop-flip, strong"),
         ("best_metric", "f1", "choose one of: val_acc, val_loss"),
-        ("epochs", 0, "epochs 0: expected a number >= 1"),
+        ("epochs", -1, "epochs -1: expected a number >= 0"),
+        ("plateau_patience", 0, "plateau_patience 0: expected a number >= 1"),
         ("lr", -1.0, "lr -1.0: expected a number >= 0"),
         ("momentum", 1.5, "momentum 1.5: expected a number in [0, 1)"),
         ("val_fraction", 0.9, "val_fraction 0.9 and test_fraction 0.15"),
@@ -112,6 +113,25 @@ def test_auto_choices_follow_the_images() -> None:
     tuned = T.resolve_config(replace(default, weights="imagenet", optimizer="adam"), typical_side=8, grayscale=False)
     assert (tuned.arch, tuned.normalize, tuned.lr) == ("resnet18", "imagenet", pytest.approx(1e-4))
     assert T.resolve_config(replace(default, arch="mobilenet_v2", image_size=40, lr=0.5), 8, True).image_size == 40
+    small = T.resolve_config(default, typical_side=64, grayscale=False)  # up to 64 px: LeNet at its 32 px cap
+    assert (small.arch, small.image_size) == ("lenet", 32)
+    assert T.resolve_config(default, typical_side=65, grayscale=False).arch == "resnet18"
+
+
+@pytest.mark.parametrize(
+    ("changes", "resolved", "planned"),
+    [
+        ({}, ("cycles", 0), (T.AUTO_MAX_EPOCHS, True)),  # the default: as many epochs as the data needs
+        ({"epochs": 8}, ("onecycle", 8), (8, False)),
+        ({"schedule": "cosine"}, ("cosine", T.FIXED_EPOCHS), (T.FIXED_EPOCHS, False)),
+        ({"schedule": "plateau", "epochs": 30}, ("plateau", 30), (30, True)),
+    ],
+)
+def test_auto_epochs_and_schedule(changes: dict, resolved: tuple, planned: tuple) -> None:
+    config = T.TrainConfig(dataset="x", **changes)
+    out = T.resolve_config(config, typical_side=8, grayscale=True)
+    assert (out.schedule, out.epochs) == resolved
+    assert T.planned_epochs(config) == T.planned_epochs(out) == planned
 
 
 # --- learning-rate schedules -----------------------------------------------------------------------------------
@@ -129,6 +149,48 @@ def test_step_schedule_with_warmup() -> None:
     factor = T.lr_factor(config, steps_per_epoch=10)
     assert factor(0) < factor(5) < factor(10) == 1.0
     assert (factor(19), factor(20), factor(40)) == (1.0, 0.5, 0.25)
+
+
+def test_plateau_drops_the_rate_after_patience_epochs_and_stops_on_the_third_plateau() -> None:
+    plateau = T.Plateau(warmup_steps=4, gamma=0.1, patience=2)
+    assert [plateau(s) for s in range(6)] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.0])
+    losses = [1.0, 0.8, 0.8, 0.7999, 0.79, 0.9, 0.9, 0.5, 0.6, 0.6]  # 0.7999 is within the noise margin
+    stops = [plateau.observe(x) for x in losses]
+    assert stops == [False] * 9 + [True]
+    assert plateau(100) == pytest.approx(0.01) and plateau.dropped == 2 and plateau.best == 0.5
+    assert plateau.observe(float("nan")) is True  # a NaN loss never counts as progress
+
+
+def test_cycles_double_while_the_network_underfits_and_validation_gains() -> None:
+    cycles = T.Cycles(steps_per_epoch=2, cap_epochs=100, first=2)
+    assert [cycles(s) for s in range(4)] == pytest.approx([T.one_cycle(s, 4) for s in range(4)])
+    assert cycles.end_epoch(1, {"train_acc": 0.5, "val_acc": 0.4}) is False  # mid-cycle: nothing decided
+    assert cycles.end_epoch(2, {"train_acc": 0.5, "val_acc": 0.4}) is False  # underfits: a 4-epoch cycle follows
+    assert (cycles.starts, cycles.lengths) == ([0, 2], [2, 4])
+    assert [cycles(s) for s in range(4, 12)] == pytest.approx([T.one_cycle(s, 8) for s in range(8)])  # restarted
+    assert cycles.end_epoch(6, {"train_acc": 0.6, "val_acc": 0.405}) is True  # gained under a point: converged
+
+
+def test_cycles_stop_when_the_training_set_is_fitted_or_the_cap_is_near() -> None:
+    assert T.Cycles(1, 100, first=4).end_epoch(4, {"train_acc": 0.99, "val_acc": 0.5}) is True
+    capped = T.Cycles(1, 10, first=4)
+    assert capped.end_epoch(4, {"train_acc": 0.5, "val_acc": 0.3}) is False and capped.lengths == [4, 6]
+    assert capped.end_epoch(10, {"train_acc": 0.6, "val_acc": 0.5}) is True  # no room for another cycle
+    no_val = T.Cycles(1, 100, first=2)  # without validation images only the training accuracy decides
+    assert no_val.end_epoch(2, {"train_acc": 0.5, "val_acc": math.nan}) is False
+    assert no_val.end_epoch(6, {"train_acc": 0.5, "val_acc": math.nan}) is False
+
+
+def test_cycles_state_survives_a_checkpoint(tmp_path: Path) -> None:
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, T.Cycles(3, 100, first=2))
+    scheduler.lr_lambdas[0].end_epoch(2, {"train_acc": 0.5, "val_acc": 0.4})
+    torch.save({"scheduler": scheduler.state_dict()}, tmp_path / "s.pt")
+    again = torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD(model.parameters(), lr=0.1), T.Cycles(3, 100, first=2))
+    again.load_state_dict(torch.load(tmp_path / "s.pt", weights_only=True)["scheduler"])  # as checkpoints load
+    restored = again.lr_lambdas[0]
+    assert (restored.starts, restored.lengths, restored.last_val_acc) == ([0, 2], [2, 4], 0.4)
 
 
 def test_cosine_and_none() -> None:
@@ -309,8 +371,11 @@ def test_cancel_from_another_thread(prepared, tmp_path: Path, tiny) -> None:
     assert load_checkpoint(tmp_path / "last.pt")["step"] == result.steps
 
 
-def test_resume_mid_epoch_continues_exactly_like_an_uninterrupted_run(prepared, tmp_path: Path, tiny) -> None:
-    config = config_for(tiny[1], epochs=3, batch_size=4)  # 5 steps per epoch
+@pytest.mark.parametrize("schedule", ["onecycle", "plateau"])
+def test_resume_mid_epoch_continues_exactly_like_an_uninterrupted_run(schedule: str, prepared, tmp_path: Path,
+                                                                      tiny) -> None:  # fmt: skip
+    # plateau with patience 1: its drops (state inside the scheduler) must survive the checkpoint too.
+    config = config_for(tiny[1], epochs=3, batch_size=4, schedule=schedule, plateau_patience=1)  # 5 steps per epoch
     whole = T.fit(config, prepared, checkpoint_dir=tmp_path / "whole")
     cancel, callbacks = cancel_at(9)  # in the middle of epoch 2
     first = T.fit(config, prepared, callbacks=callbacks, cancel=cancel, checkpoint_dir=tmp_path / "parts")
@@ -322,7 +387,7 @@ def test_resume_mid_epoch_continues_exactly_like_an_uninterrupted_run(prepared, 
     assert resumed.status == "completed" and [e["epoch"] for e in resumed.epochs] == [1, 2, 3]
     assert resumed.steps == whole.steps == 15
     for a, b in zip(whole.epochs, resumed.epochs, strict=True):
-        for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
     assert resumed.test["accuracy"] == whole.test["accuracy"]
 
@@ -354,6 +419,28 @@ def test_early_stopping_after_patience_epochs_without_progress(prepared, tmp_pat
     assert len(result.epochs) == 3 and result.best_epoch == 1
 
 
+def test_default_schedule_ends_after_the_first_cycle_on_data_it_fits(prepared, tmp_path: Path, tiny) -> None:
+    starts: list[dict] = []
+    config = config_for(tiny[1], epochs=0)  # the default: auto epochs, cycles
+    result = T.fit(config, prepared, checkpoint_dir=tmp_path, callbacks=T.TrainCallbacks(on_start=starts.append))
+    assert (starts[0]["epochs"], starts[0]["until_converged"]) == (T.AUTO_MAX_EPOCHS, True)
+    assert result.epochs[-1]["train_acc"] >= T.FITTED_TRAIN_ACC  # three flat colours: fitted in one cycle
+    assert result.stopped_early and len(result.epochs) == T.FIRST_CYCLE and result.config["schedule"] == "cycles"
+
+
+def test_plateau_schedule_drops_twice_then_ends_the_run(prepared, tmp_path: Path, tiny) -> None:
+    # Validation never changes (frozen backbone, vanishing rate): epoch 1 is the best; every 2 epochs the
+    # rate drops (from the next step), and the plateau after the second drop ends the run: 1 + 3 x 2 epochs.
+    config = config_for(tiny[1], epochs=0, schedule="plateau", plateau_patience=2, freeze="backbone", lr=1e-30,
+                        weight_decay=0.0)  # fmt: skip
+    starts: list[dict] = []
+    result = T.fit(config, prepared, checkpoint_dir=tmp_path, callbacks=T.TrainCallbacks(on_start=starts.append))
+    assert (starts[0]["epochs"], starts[0]["until_converged"]) == (T.AUTO_MAX_EPOCHS, True)
+    assert result.status == "completed" and result.stopped_early and len(result.epochs) == 7
+    rates = [e["lr"] / 1e-30 for e in result.epochs]
+    assert rates == pytest.approx([1, 1, 1, 0.1, 0.1, 0.01, 0.01])  # an epoch reports the rate it ended with
+
+
 def test_frozen_backbone_keeps_weights_and_batchnorm_statistics(prepared, tmp_path: Path, tiny) -> None:
     config = config_for(tiny[1], arch="resnet18", freeze="backbone", epochs=2, lr=0.05)
     torch.manual_seed(config.seed)  # fit builds its model right after seeding the same way
@@ -382,5 +469,5 @@ def test_default_recipe_reaches_97_percent_on_the_digits(digits_ws: Workspace, t
     data = T.prepare(config, digits_ws)
     assert (data.config.arch, data.config.augment) == ("lenet", "crop")
     result = T.fit(config, data, checkpoint_dir=tmp_path)
-    assert result.status == "completed" and len(result.epochs) == config.epochs
+    assert result.status == "completed" and result.stopped_early and len(result.epochs) < T.AUTO_MAX_EPOCHS
     assert result.test["accuracy"] >= 0.97, result.test
