@@ -153,14 +153,16 @@ class _MetricLogger:
         self.rows: list[tuple[str, int, float]] = []
         self.artifacts: set[str] = set()
         self.last_write = 0.0
+        self.steps_per_epoch = 0
 
     def on_start(self, info: dict) -> None:
         run = self.ctx.store.get_run(self.ctx.run_id)
         name = f"{info['arch']}-{run.run_id}" if info.get("arch") and run.name == f"train-{run.run_id}" else None
         self.ctx.store.describe(self.ctx.run_id, arch=info.get("arch"), device=str(info.get("device")),
                                 threads=self.config.threads or self.ctx.budget(), name=name)  # fmt: skip
+        self.steps_per_epoch = int(info.get("steps_per_epoch") or 0)
         self.ctx.report(phase="training", epochs=info.get("epochs"), total_steps=info.get("total_steps"),
-                        until_converged=bool(info.get("until_converged")),
+                        until_converged=bool(info.get("until_converged")), max_epochs=info.get("max_epochs"),
                         step=info.get("start_step", 0), epoch=info.get("start_epoch", 0),
                         first_step=info.get("start_step", 0), first_step_at=time.time())  # fmt: skip
 
@@ -176,6 +178,9 @@ class _MetricLogger:
         names = {"train_loss": "epoch_train_loss", "train_acc": "epoch_train_acc", "seconds": "epoch_s"}
         self.rows += [(names.get(k, k), epoch, float(v)) for k, v in metrics.items() if _number(v)
                       and names.get(k, k) in EPOCH_KEYS]  # fmt: skip
+        planned = metrics.get("planned_epochs")
+        if planned:  # the cycles schedule may have just lengthened the run
+            self.ctx.report(epochs=planned, total_steps=planned * self.steps_per_epoch)
         self.flush()
 
     def on_checkpoint(self, path: Path, kind: str) -> None:

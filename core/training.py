@@ -453,13 +453,18 @@ class Cycles:
         self.starts, self.lengths = [0], [min(first, cap_epochs)]  # in epochs
         self.last_val_acc: float | None = None
 
+    @property
+    def planned_epochs(self) -> int:
+        """The epoch the current cycle ends at: the run's length as far as it is decided now."""
+        return self.starts[-1] + self.lengths[-1]
+
     def __call__(self, step: int) -> float:
         start, length = self.starts[-1] * self.steps_per_epoch, self.lengths[-1] * self.steps_per_epoch
         return one_cycle(step - start, max(1, length))
 
     def end_epoch(self, epoch: int, metrics: dict[str, float]) -> bool:
         """After each epoch (numbered from 1): True when the run should stop; else maybe start the next cycle."""
-        if epoch < self.starts[-1] + self.lengths[-1]:
+        if epoch < self.planned_epochs:
             return False
         val_acc = metrics["val_acc"]
         known = math.isfinite(val_acc) and self.last_val_acc is not None
@@ -862,13 +867,17 @@ class _Run:
                      for s in ("val", "test"))  # fmt: skip
         return train, val, test
 
+    def _planned_epochs(self) -> int:
+        return self.adaptive.planned_epochs if isinstance(self.adaptive, Cycles) else self.max_epochs
+
     def info(self) -> dict[str, Any]:
         from core.models import count_parameters
 
         per_epoch = len(self.train_batches)
         # With the plateau schedule "epochs" is a cap ("until_converged"): the run usually ends sooner.
-        return {"epochs": self.max_epochs, "until_converged": self.adaptive is not None, "steps_per_epoch": per_epoch,
-                "total_steps": per_epoch * self.max_epochs,
+        return {"epochs": self._planned_epochs(), "max_epochs": self.max_epochs,
+                "until_converged": self.adaptive is not None, "steps_per_epoch": per_epoch,
+                "total_steps": per_epoch * self._planned_epochs(),
                 "start_epoch": self.epoch, "start_step": self.step, "n_train": self.train_batches.n_samples,
                 "n_val": len(self.val_batches.indices), "n_test": len(self.test_batches.indices),
                 "classes": self.data.classes, "image_size": self.data.image_size, "arch": self.config.arch,
@@ -923,7 +932,8 @@ class _Run:
         self._save("last", callbacks)
         if improved:
             self._save("best", callbacks)
-        _call(callbacks.on_epoch, self.epoch, metrics)
+        # planned_epochs: how long the run is now known to be (it grows when the cycles schedule adds a cycle).
+        _call(callbacks.on_epoch, self.epoch, {**metrics, "planned_epochs": self._planned_epochs()})
 
     def _update_best(self, metrics: dict[str, float]) -> bool:
         """Record the epoch just ended; True when it is the best so far (always, without validation images).

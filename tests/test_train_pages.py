@@ -15,6 +15,7 @@ from core.runs import RunStore
 from core.training import TrainConfig
 from core.workspace import Workspace
 from tests import imagefactory as fx
+from ui import run_views
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 120
@@ -97,6 +98,20 @@ def test_estimate_then_start_a_run_from_the_form(colours: Path, fresh_workspace:
     assert jobs().wait(job.run_id, timeout=300).status == "completed"
     run = RunStore(Workspace.open(fresh_workspace).runs_db).get_run(job.run_id)
     assert run.config["epochs"] == 1 and run.arch == "lenet" and run.dataset == str(colours)
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({}, ["2.0 s per epoch", "trains 12 epochs (about 0.4 min)", "at most 100 epochs (3.3 min)"]),
+        ({"epochs": 30}, ["about 1.0 min for 30 epochs"]),
+        ({"epochs": 1}, ["for 1 epoch."]),
+        ({"schedule": "plateau"}, ["stops when validation stops improving, at most after 100 epochs (3.3 min)"]),
+    ],
+)
+def test_the_estimate_says_how_long_the_run_can_take(changes: dict, words: list[str]) -> None:
+    text = run_views.estimate_text(2.0, TrainConfig(dataset="x", **changes))
+    assert all(w in text for w in words), text
 
 
 def test_a_bad_value_in_the_form_is_a_message_not_a_run() -> None:

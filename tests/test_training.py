@@ -421,9 +421,12 @@ def test_early_stopping_after_patience_epochs_without_progress(prepared, tmp_pat
 
 def test_default_schedule_ends_after_the_first_cycle_on_data_it_fits(prepared, tmp_path: Path, tiny) -> None:
     starts: list[dict] = []
+    planned: list[int] = []
+    callbacks = T.TrainCallbacks(on_start=starts.append, on_epoch=lambda e, m: planned.append(m["planned_epochs"]))
     config = config_for(tiny[1], epochs=0)  # the default: auto epochs, cycles
-    result = T.fit(config, prepared, checkpoint_dir=tmp_path, callbacks=T.TrainCallbacks(on_start=starts.append))
-    assert (starts[0]["epochs"], starts[0]["until_converged"]) == (T.AUTO_MAX_EPOCHS, True)
+    result = T.fit(config, prepared, checkpoint_dir=tmp_path, callbacks=callbacks)
+    assert (starts[0]["epochs"], starts[0]["max_epochs"], starts[0]["until_converged"]) == (12, 100, True)
+    assert planned == [T.FIRST_CYCLE] * T.FIRST_CYCLE  # the run as far as it is decided: the first cycle
     assert result.epochs[-1]["train_acc"] >= T.FITTED_TRAIN_ACC  # three flat colours: fitted in one cycle
     assert result.stopped_early and len(result.epochs) == T.FIRST_CYCLE and result.config["schedule"] == "cycles"
 

@@ -12,7 +12,7 @@ from core import train_run
 from core.jobs import Job, JobRegistry
 from core.runs import ACTIVE_STATUSES, RunRecord, RunStore
 from core.train_run import EPOCH_KEYS, RESUMABLE, STEP_KEYS
-from core.training import TrainConfig, planned_epochs
+from core.training import FIRST_CYCLE, TrainConfig, planned_epochs
 from core.workspace import Workspace
 from ui import figures
 
@@ -46,29 +46,36 @@ def _phase_text(job: Job, p: dict) -> str:
     if phase != "training":
         return str(p.get("message") or phase)
     eta = job.eta_s()
-    # Auto epochs: the run ends when validation stops improving, so the count and the time are upper bounds.
-    open_ended = bool(p.get("until_converged"))
-    parts = [
-        f"epoch {p.get('epoch', 0)} of at most {p.get('epochs', '?')} (stops when validation stops improving)"
-        if open_ended
-        else f"epoch {p.get('epoch', 0)}/{p.get('epochs', '?')}",
-        f"step {p.get('step', 0):,}/{p.get('total_steps', 0):,}",
-    ]
+    # Auto epochs: the planned length is the current cycle's end (cycles) or the cap (plateau); either may end
+    # sooner or (cycles) grow while the network still learns.
+    planned, cap, open_ended = p.get("epochs", "?"), p.get("max_epochs"), bool(p.get("until_converged"))
+    capped = open_ended and planned == cap
+    epoch_text = f"epoch {p.get('epoch', 0)}/{planned}"
+    if open_ended:
+        epoch_text += (
+            " (ends once it stops learning)" if capped else f" (more only while it still learns, at most {cap})"
+        )
+    parts = [epoch_text, f"step {p.get('step', 0):,}/{p.get('total_steps', 0):,}"]
     if p.get("images_per_s"):
         parts.append(f"{p['images_per_s']:,.0f} img/s")
     if eta is not None:
-        parts.append(f"at most {_duration(eta)} left" if open_ended else f"about {_duration(eta)} left")
+        parts.append(f"at most {_duration(eta)} left" if capped else f"about {_duration(eta)} left")
     return " · ".join(parts)
 
 
 def estimate_text(seconds: float, config: TrainConfig) -> str:
     """The Train page's answer to "Estimate time per epoch"."""
     epochs, open_ended = planned_epochs(config)
-    total = f"{seconds * epochs / 60:,.1f} min"
-    if open_ended:
-        return (f"About **{seconds:,.1f} s per epoch** (while nothing else trains). The run stops when validation "
-                f"stops improving, usually well before its cap of {epochs} epochs ({total}).")  # fmt: skip
-    return f"About **{seconds:,.1f} s per epoch**, so about {total} for {epochs} epochs (while nothing else trains)."
+    per_epoch = f"About **{seconds:,.1f} s per epoch** (while nothing else trains)"
+    if not open_ended:
+        return f"{per_epoch}, so about {seconds * epochs / 60:,.1f} min for {epochs} epoch{'s' * (epochs != 1)}."
+    if config.schedule in ("auto", "cycles"):
+        first = min(FIRST_CYCLE, epochs)
+        return (f"{per_epoch}. The run trains {first} epochs (about {seconds * first / 60:,.1f} min), then cycles "
+                f"twice as long only while the network is still learning: at most {epochs} epochs "
+                f"({seconds * epochs / 60:,.1f} min).")  # fmt: skip
+    return (f"{per_epoch}. The run stops when validation stops improving, at most after {epochs} epochs "
+            f"({seconds * epochs / 60:,.1f} min).")  # fmt: skip
 
 
 def _duration(seconds: float) -> str:
