@@ -77,7 +77,9 @@ FITTED_TRAIN_ACC = 0.98  # cycles: a network at this training accuracy fits its 
 CYCLE_MIN_GAIN = 0.01  # cycles: a cycle that raised validation accuracy less than this was the last useful one
 OPEN_ENDED = ("cycles", "plateau")  # schedules that end a run when it has converged (epochs is only a cap)
 PLATEAU_DROPS = 2  # plateau: the rate drops twice (x gamma each), and the third plateau ends the run
-PLATEAU_MIN_CHANGE = 1e-3  # plateau: a loss must be this much lower (relative) to count as better (torch's default is 1e-4; validation losses of a few hundred images move more than that by chance)
+# plateau: a loss must be this much lower (relative) to count as better; torch's default is 1e-4, but the
+# validation loss of a few hundred images moves more than that by chance.
+PLATEAU_MIN_CHANGE = 1e-3
 ONECYCLE_RISE = 0.25  # share of the steps over which "onecycle" rises when warmup_epochs is 0
 
 
@@ -518,8 +520,8 @@ def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], floa
 def build_scheduler(
     optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """A per-batch ``LambdaLR`` over :func:`lr_factor` (its state is the step count, plus the :class:`Plateau`
-    state for that schedule: resumes exactly)."""
+    """A per-batch ``LambdaLR`` over :func:`lr_factor` (its state is the step count, plus the :class:`Cycles`
+    or :class:`Plateau` state for those schedules: resumes exactly)."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, steps_per_epoch))
 
 
@@ -841,7 +843,7 @@ class _Run:
         self.scheduler = build_scheduler(self.optimizer, config, len(self.train_batches))
         factor = self.scheduler.lr_lambdas[0]
         self.adaptive = factor if isinstance(factor, Cycles | Plateau) else None  # decides when the run ends
-        self.max_epochs = config.epochs or AUTO_MAX_EPOCHS  # 0 only with the plateau schedule
+        self.max_epochs = config.epochs or AUTO_MAX_EPOCHS  # 0 only with an open-ended schedule
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.history: list[dict[str, float]] = []
         self.epoch = self.step = self.batch = self.bad_epochs = 0  # epochs completed, steps, batches into epoch
@@ -874,7 +876,7 @@ class _Run:
         from core.models import count_parameters
 
         per_epoch = len(self.train_batches)
-        # With the plateau schedule "epochs" is a cap ("until_converged"): the run usually ends sooner.
+        # Open-ended schedules ("until_converged"): "epochs" is the current cycle's end (cycles) or the cap.
         return {"epochs": self._planned_epochs(), "max_epochs": self.max_epochs,
                 "until_converged": self.adaptive is not None, "steps_per_epoch": per_epoch,
                 "total_steps": per_epoch * self._planned_epochs(),
