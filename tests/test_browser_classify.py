@@ -6,10 +6,6 @@ label; a file that is not an image, added to it, gets a message in words in its 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,9 +18,8 @@ from core.runs import RunStore
 from core.training import TrainConfig
 from core.workspace import Workspace
 from tests import imagefactory as fx
-from tests.test_browser import _free_port, _wait_healthy
+from tests.app_server import running_app
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.browser
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 
@@ -46,24 +41,8 @@ def trained_ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
 
 @pytest.fixture(scope="module")
 def server(trained_ws: Workspace) -> Iterator[str]:
-    port = _free_port()
-    log = open(trained_ws.root / "streamlit.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
-         "--", "--workspace", str(trained_ws.root)],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, proc)
+    with running_app(trained_ws.root) as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
 
 def test_a_dropped_image_gets_its_top5_chart_overlay_and_label_and_a_bad_file_a_message(

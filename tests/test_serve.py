@@ -11,7 +11,6 @@ import http.client
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ from core.serve import build_app
 from core.training import TrainConfig
 from core.workspace import Workspace
 from tests import imagefactory as f
+from tests.app_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
@@ -45,12 +45,6 @@ class Served:
     images: Path  # test images inside the workspace
     port: int
     log: Path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +101,7 @@ def served(trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served
     f.write_truncated_jpeg(images / "truncated.jpg", size=(64, 64))
     f.write_text_as_image(images / "text.png")
     (images / "escape.jpg").symlink_to("/etc/passwd")
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("serve-log") / "server.log"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     argv = [sys.executable, "-m", "core", "serve", "--run", str(run_id), "--port", str(port),
@@ -296,7 +290,7 @@ SMALL_LIMIT = 1000
 def small_server(trained) -> Iterator[int]:
     ws, run_id = trained
     predictor = load_run_predictor(ws, RunStore(ws.runs_db), run_id, "cpu")
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(build_app(predictor, ws, max_bytes=SMALL_LIMIT), host="127.0.0.1", port=port,
                             log_level="warning", lifespan="off")  # fmt: skip
     server = uvicorn.Server(config)
