@@ -380,11 +380,17 @@ def _explain_fast(
     class_index = _choose_class(logits, target_class)
     grads = _head_gradient(logits, class_index, activation) if info.uses_gradients else None
     positive, heatmap = _library_cam(info, x, layer, class_index, activation, grads, size)
+    return _result(info, logits, class_index, positive, heatmap, forward_ms, started)
+
+
+def _result(info: CamMethod, logits: torch.Tensor, class_index: int, positive: np.ndarray, heatmap: np.ndarray,
+            forward_ms: float, cam_started: float) -> CamResult:  # fmt: skip
+    """The result both paths return; a map without positive evidence becomes zeros plus a note saying why."""
     has_evidence, note = _evidence(positive, heatmap)
     return CamResult(
-        heatmap=heatmap if has_evidence else np.zeros(size, np.float32), class_index=class_index,
+        heatmap=heatmap if has_evidence else np.zeros(heatmap.shape, np.float32), class_index=class_index,
         probabilities=_probabilities(logits), has_evidence=has_evidence, forward_ms=forward_ms,
-        cam_ms=_ms(started), top_class=int(logits[0].argmax()), method=info.name, note=note,
+        cam_ms=_ms(cam_started), top_class=int(logits[0].argmax()), method=info.name, note=note,
     )  # fmt: skip
 
 
@@ -462,13 +468,7 @@ def _explain_slow(
     class_index = _choose_class(logits, target_class)
     started = time.perf_counter()
     maps = _library_maps(model, x, layer, info, class_index)
-    heatmap = _resized(maps[0], size)
-    has_evidence, note = _evidence(maps[0], heatmap)
-    return CamResult(
-        heatmap=heatmap if has_evidence else np.zeros(size, np.float32), class_index=class_index,
-        probabilities=_probabilities(logits), has_evidence=has_evidence, forward_ms=forward_ms,
-        cam_ms=_ms(started), top_class=int(logits[0].argmax()), method=info.name, note=note,
-    )  # fmt: skip
+    return _result(info, logits, class_index, maps[0], _resized(maps[0], size), forward_ms, started)
 
 
 def _library_maps(model: nn.Module, x: torch.Tensor, layer: nn.Module, info: CamMethod, class_index: int) -> np.ndarray:
