@@ -35,16 +35,12 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from bench.bench_scan import cpu_model, load_average
+from bench.checks import check
 from core.cpu import usable_cores
 from core.explain import explain, find_target_layer, inference_copy
 
 SIDE = 224
 DEFAULT_MODELS = ("resnet18", "resnet50", "mobilenet_v2")
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:  # not assert: python -O must not turn a broken run into a fast number
-        raise SystemExit(f"BROKEN RUN: {message}")
 
 
 @dataclass
@@ -109,7 +105,7 @@ def agreement(c: Contestants) -> tuple[float, bool, int]:
     """(max |ours - library| for the same class, whether ours found evidence, the class)."""
     ours = explain(c.frozen, c.x)
     reference = c.library(ours.class_index)
-    _check(ours.heatmap.shape == reference.shape == (SIDE, SIDE), f"{c.name}: maps of different shapes")
+    check(ours.heatmap.shape == reference.shape == (SIDE, SIDE), f"{c.name}: maps of different shapes")
     return float(np.abs(ours.heatmap - reference).max()), ours.has_evidence, ours.class_index
 
 

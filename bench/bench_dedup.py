@@ -42,6 +42,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from bench.bench_scan import cpu_model, load_average, make_image, warm_page_cache
+from bench.checks import check
 from core.cpu import usable_cores
 from core.dedup import DEFAULT_THRESHOLDS, DedupConfig, find_duplicates
 from core.hamming import choose_plan, near_pairs
@@ -145,11 +146,6 @@ def _fingerprint_serial(chunk: list[str]) -> list[dict]:
     return fingerprint_many(chunk, workers=1)
 
 
-def _check(ok: bool, message: str) -> None:
-    if not ok:  # not assert: python -O must not turn a broken run into a fast number
-        raise SystemExit(f"BROKEN RUN: {message}")
-
-
 def time_near_pairs(n: int) -> tuple[float, int, float, str]:
     """Seconds, pairs found, peak MiB traced, and the method chosen for n random hashes at THRESHOLD."""
     hashes = np.random.default_rng(n).integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True)
@@ -181,7 +177,7 @@ def run_images(args: argparse.Namespace, cores: int) -> None:
     print(f"dataset folder: {out}")
     gen = ensure_dataset(out, args.n)
     files = list_images(out)
-    _check(len(files) == args.n, f"{len(files)} files in {out}, expected {args.n}")
+    check(len(files) == args.n, f"{len(files)} files in {out}, expected {args.n}")
     total = warm_page_cache(files)
     n_copies = sum(_is_copy(i) for i in range(args.n))
     made = "reused" if gen is None else f"generated in {gen:.0f} s"
@@ -201,9 +197,9 @@ def run_images(args: argparse.Namespace, cores: int) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-dedup-cache-") as cache:
         cold_s, cold = timed(lambda: find_duplicates(ref, Path(cache), DedupConfig()))
         warm_s, warm = timed(lambda: find_duplicates(ref, Path(cache), DedupConfig()))
-    _check(cold.hashes.n_opened == args.n and warm.hashes.n_opened == 0, "cache did not work")
-    _check(cold.n_redundant >= 0.9 * n_copies, f"found {cold.n_redundant} redundant images of {n_copies} copies")
-    _check(warm.n_redundant == cold.n_redundant, "warm run found other groups")
+    check(cold.hashes.n_opened == args.n and warm.hashes.n_opened == 0, "cache did not work")
+    check(cold.n_redundant >= 0.9 * n_copies, f"found {cold.n_redundant} redundant images of {n_copies} copies")
+    check(warm.n_redundant == cold.n_redundant, "warm run found other groups")
 
     print(f"{'method':<58} {'seconds':>9} {'vs baseline':>12}")
     rows = [(f"baseline: phash loop ({base_hash_s:.1f} s) + Python pairs ({pairs_s:.1f} s, {how.split(' ')[0]})",

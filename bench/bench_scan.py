@@ -38,6 +38,7 @@ import numpy as np
 import PIL
 from PIL import Image, ImageDraw, ImageFilter
 
+from bench.checks import check
 from core.cpu import usable_cores
 from core.scan import ScanResult, scan_dataset
 from core.sources import DatasetRef
@@ -174,18 +175,13 @@ def baseline(files: list[str]) -> None:
         im = Image.open(p)
         im = im.convert("RGB")
         opened += im.width > 0 and im.height > 0
-    _check(opened == len(files), f"baseline opened {opened} of {len(files)} images")
+    check(opened == len(files), f"baseline opened {opened} of {len(files)} images")
 
 
 def _check_scan(result: ScanResult, n: int, opened: int) -> None:
-    _check(len(result.manifest) == n, f"scan counted {len(result.manifest)} of {n} images")
-    _check(result.unreadable.empty, f"scan found unreadable files: {result.unreadable.head().to_dict('records')}")
-    _check(result.n_opened == opened, f"scan opened {result.n_opened} files, expected {opened}")
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:  # not assert: python -O must not turn a broken run into a fast number
-        raise SystemExit(f"BROKEN RUN: {message}")
+    check(len(result.manifest) == n, f"scan counted {len(result.manifest)} of {n} images")
+    check(result.unreadable.empty, f"scan found unreadable files: {result.unreadable.head().to_dict('records')}")
+    check(result.n_opened == opened, f"scan opened {result.n_opened} files, expected {opened}")
 
 
 @dataclass
@@ -214,7 +210,7 @@ class OursScans:
         _check_scan(scan_dataset(self.ref, cache_dir=Path(self._cache.name), workers=workers), self.n, self.n)
 
     def rescan(self) -> None:
-        _check(self._cache is not None, "rescan before any cold scan")
+        check(self._cache is not None, "rescan before any cold scan")
         assert self._cache is not None
         _check_scan(scan_dataset(self.ref, cache_dir=Path(self._cache.name)), self.n, 0)
 
@@ -299,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"dataset folder: {out}")
     gen_seconds = ensure_dataset(out, args.n)
     files = list_images(out)
-    _check(len(files) == args.n, f"{len(files)} files in {out}, expected {args.n}")
+    check(len(files) == args.n, f"{len(files)} files in {out}, expected {args.n}")
     started = time.perf_counter()
     total_bytes = warm_page_cache(files)
     warm_seconds = time.perf_counter() - started
