@@ -28,5 +28,5 @@ PAGES = {
 page = st.navigation(PAGES)
 with st.sidebar:
     st.caption(f"Dataset: **{current_name()}**")
-    st.caption(f"Workspace: `{workspace().root}`")
+    st.caption(f"Workspace: `{workspace().root.name}`")  # its name only: the server's folders are not for the audience
 page.run()

@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status (0 ok, 2 bad input)."""
     args = build_parser().parse_args(argv)
     try:
-        ws = Workspace.open(args.workspace)
+        ws = _operator_view(args, Workspace.open(args.workspace))
         result, text = COMMANDS[args.command](args, ws)
     except CoreError as exc:
         sys.stderr.write(f"error: {_one_line(str(exc))}\n")
@@ -122,6 +122,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     sys.stdout.write((json.dumps(result, default=str) if args.json else text) + "\n")
     return 0
+
+
+def _operator_view(args: argparse.Namespace, ws: Workspace) -> Workspace:
+    """The workspace as the command line sees it: the dataset paths its operator typed may be read.
+
+    The dashboard reads only the workspace and ``STUDIO_DATA_ROOTS``; the command line is run by whoever owns
+    the shell, so ``scan ~/photos`` works as any command would. What files name (a CSV's images, a cleaned
+    copy's source) is still confined to those roots.
+    """
+    from core.sources import spec_paths
+
+    if not getattr(args, "dataset", None):  # no DATASET on this command (predict's images are read directly)
+        return ws
+    typed = spec_paths(args.dataset)
+    typed += [value for name in ("labels", "images", "metadata") if (value := getattr(args, name, None))]
+    return ws.for_operator(typed) if typed else ws
 
 
 def _one_line(text: str) -> str:

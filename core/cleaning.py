@@ -32,10 +32,10 @@ from pathlib import Path
 import pandas as pd
 
 from core.dedup import SPLIT_ORDER, DedupResult
-from core.errors import DatasetError
+from core.errors import DatasetError, PathNotAllowedError
 from core.hashing import DedupError
 from core.naming import natural_key
-from core.sources import DatasetRef, csv_ref, resolve_dataset
+from core.sources import DatasetRef, came_from_zip, csv_ref, resolve_dataset
 from core.workspace import Workspace
 
 CLEANING_RECORD = "cleaning.json"  # written beside a cleaned copy's labels.csv: its source, policies and counts
@@ -230,7 +230,7 @@ def write_cleaned(plan: CleaningPlan, ws: Workspace, name: str | None = None) ->
     folder.mkdir(parents=True, exist_ok=True)
     _write_atomic(folder / CLEANING_RECORD, json.dumps(_record(plan), indent=1))
     _write_atomic(folder / "labels.csv", csv_text)  # written last: its presence means the folder is complete
-    ref = csv_ref(folder / "labels.csv", images=plan.source.root)
+    ref = csv_ref(folder / "labels.csv", ws, images=plan.source.root)
     return replace(ref, name=folder.name)
 
 
@@ -284,9 +284,26 @@ def cleaning_record(folder: Path) -> dict:
 
 
 def open_cleaned(folder: Path, ws: Workspace) -> DatasetRef:
-    """The CSV dataset of a cleaned copy; its image paths are relative to the source dataset's root."""
+    """The CSV dataset of a cleaned copy; its image paths are relative to the source dataset's root.
+
+    The source named in ``cleaning.json`` goes through the workspace's confinement like a typed path. A copy
+    that arrived in a ZIP is data, never a pointer: its record is ignored and its images must be inside the
+    extracted folder, where ``labels.csv`` is read like any uploaded CSV.
+
+    Raises:
+        PathNotAllowedError: the record names a source outside the allowed folders (never repeated).
+        DatasetError: no readable record, or its source is gone.
+    """
+    folder = ws.confine(folder, "cleaned dataset")
+    if came_from_zip(folder, ws):
+        return replace(csv_ref(folder / "labels.csv", ws), name=folder.name)  # images found beside the CSV
     record = cleaning_record(folder)
     if not isinstance(record.get("source"), str):
         raise DatasetError(f"{folder.name}: {CLEANING_RECORD} does not name its source dataset")
-    source = resolve_dataset(record["source"], ws)
-    return replace(csv_ref(folder / "labels.csv", images=source.root), name=folder.name)
+    try:
+        source = resolve_dataset(record["source"], ws)
+    except PathNotAllowedError:
+        raise PathNotAllowedError(
+            f"{folder.name}: the dataset it was cleaned from is outside the folders this studio may read"
+        ) from None
+    return replace(csv_ref(folder / "labels.csv", ws, images=source.root), name=folder.name)

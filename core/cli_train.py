@@ -61,12 +61,15 @@ def config_from_args(args: argparse.Namespace, ws: Workspace) -> Any:
 
 def cmd_train(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
     from core.runs import RunStore
+    from core.sources import spec_paths
     from core.train_run import result_json, train_and_wait
 
     store = RunStore(ws.runs_db)
     if args.resume is not None:
         if args.dataset:
             raise CoreError("--resume RUN continues a run with its own dataset and settings; drop DATASET")
+        # The run's dataset was typed on this command line or picked in the dashboard when it started.
+        ws = ws.for_operator(spec_paths(store.get_run(args.resume).dataset))
         run_id = train_and_wait(ws, store, None, resume_run=args.resume, on_wait=_printer(store, args.json))
     else:
         run_id = train_and_wait(ws, store, config_from_args(args, ws), on_wait=_printer(store, args.json))

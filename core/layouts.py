@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import posixpath
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -159,6 +160,8 @@ def list_csv(root: Path, labels: Path) -> tuple[list[Entry], list[Problem]]:
         rel = csv_image_path(root, image)
         if not image:
             problems.append(Problem(f"{labels.name}:{row_no}", "row without an image name"))
+        elif climbs_out(image):
+            problems.append(Problem(image, f"names a file outside the dataset folder ({labels.name}, row {row_no})"))
         elif rel is None:
             problems.append(Problem(image, f"listed in {labels.name} (row {row_no}) but no such file"))
         elif not label:
@@ -171,9 +174,18 @@ def list_csv(root: Path, labels: Path) -> tuple[list[Entry], list[Problem]]:
     return entries, problems
 
 
+def climbs_out(image: str) -> bool:
+    """True for a CSV image name that leads out of the dataset folder (``../../etc/x.png``)."""
+    return posixpath.normpath(image.replace("\\", "/").lstrip("/")).split("/")[0] == ".."
+
+
 def csv_image_path(root: Path, image: str) -> str | None:
-    """The image's path relative to ``root``, trying common extensions for names given without one."""
-    if not image:
+    """The image's path relative to ``root``, trying common extensions for names given without one.
+
+    A name that climbs out of ``root`` (``../../etc/x.png``) gives None without being looked up, so a CSV
+    cannot be used to learn which files exist elsewhere. (``core.scan`` also refuses links that lead out.)
+    """
+    if not image or climbs_out(image):
         return None
     name = image.replace("\\", "/").lstrip("/")
     candidates = [name] if Path(name).suffix else [name + ext for ext in (".jpg", ".png", ".jpeg", ".webp", ".bmp")]

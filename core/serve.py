@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -20,12 +21,13 @@ from starlette.routing import Route
 
 from core.errors import CoreError, ImageError, PathNotAllowedError
 from core.predict import Predictor
+from core.workspace import Workspace
 
 MAX_BODY_BYTES = 32 * 1024 * 1024  # a 32 MB photo is already a 50+ megapixel JPEG
 IMAGE_TYPES = ("image/jpeg", "image/png")
 
 
-def build_app(predictor: Predictor, ws: Any, *, max_bytes: int = MAX_BODY_BYTES) -> Starlette:
+def build_app(predictor: Predictor, ws: Workspace, *, max_bytes: int = MAX_BODY_BYTES) -> Starlette:
     """The endpoint's Starlette app (uvicorn serves it; tests may too)."""
 
     async def predict(request: Request) -> JSONResponse:
@@ -37,9 +39,9 @@ def build_app(predictor: Predictor, ws: Any, *, max_bytes: int = MAX_BODY_BYTES)
         except _HTTPError as exc:
             return JSONResponse({"error": exc.message}, status_code=exc.status)
         except ImageError as exc:
-            return JSONResponse({"error": f"{exc.reason}"}, status_code=400)
-        except CoreError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+            return JSONResponse({"error": ws.redact(exc.reason)}, status_code=400)
+        except CoreError as exc:  # paths in messages are named relative to the workspace, as the client names them
+            return JSONResponse({"error": ws.redact(str(exc))}, status_code=400)
         return JSONResponse(pred.to_json())
 
     async def health(request: Request) -> JSONResponse:
@@ -54,7 +56,7 @@ class _HTTPError(Exception):
         self.status, self.message = status, message
 
 
-async def _source(request: Request, ws: Any, max_bytes: int) -> tuple[Any, str]:
+async def _source(request: Request, ws: Workspace, max_bytes: int) -> tuple[Any, str]:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
@@ -81,7 +83,7 @@ async def _read_limited(request: Request, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def _json_path(body: bytes, ws: Any):
+def _json_path(body: bytes, ws: Workspace) -> Path:
     try:
         doc = json.loads(body or b"null")
     except (ValueError, UnicodeDecodeError):
@@ -89,15 +91,15 @@ def _json_path(body: bytes, ws: Any):
     if not isinstance(doc, dict) or not isinstance(doc.get("path"), str) or not doc["path"]:
         raise _HTTPError(400, 'send JSON like {"path": "datasets/x/cat/1.jpg"}')
     try:
-        path = ws.confine(doc["path"])
+        path = ws.confine(doc["path"], "path")
     except PathNotAllowedError as exc:
         raise _HTTPError(403, str(exc)) from None
     if not path.is_file():
-        raise _HTTPError(404, f"no such file: {doc['path']}")
+        raise _HTTPError(404, f"no such file: {ws.redact(doc['path'])}")
     return path
 
 
-def serve(predictor: Predictor, ws: Any, *, host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(predictor: Predictor, ws: Workspace, *, host: str = "127.0.0.1", port: int = 8000) -> None:
     import uvicorn
 
     uvicorn.run(build_app(predictor, ws), host=host, port=port, log_level="info")

@@ -89,88 +89,113 @@ def resolve_dataset(
     """Turn ``DATASET`` and the source options into a ref.
 
     ``spec`` is ``sample:NAME``, a folder, a ``.csv`` of labels, a ``.zip`` (extracted into the workspace
-    once), or a ``spec`` string of an earlier ref (``csv:...``, ``json:...``).
+    once), or a ``spec`` string of an earlier ref (``csv:...``, ``json:...``). Every path, typed or found
+    in a spec, goes through ``ws.confine`` before anything reads it.
 
     Raises:
         DatasetError: the path does not exist or the options do not fit together.
+        PathNotAllowedError: a path lies outside the workspace and the allowed roots.
     """
     if samples.is_sample_ref(spec):
         return DatasetRef("folder", samples.sample_path(spec, ws.datasets), name=spec)
     if spec.startswith(("csv:", "json:")):
         return _from_spec_string(spec, ws)
-    path = _existing(spec, "dataset")
+    path = _existing(spec, "dataset", ws)
+    image_dir = _existing(images, "image folder", ws) if images else None
     if metadata is not None:
-        base = Path(images) if images else (path if path.is_dir() else path.parent)
-        return metadata_ref(_existing(metadata, "metadata folder"), label_key, images=base)
+        base = image_dir or (path if path.is_dir() else path.parent)
+        return metadata_ref(_existing(metadata, "metadata folder", ws), label_key, ws, images=base)
     if labels is not None:
-        return csv_ref(_existing(labels, "labels CSV"), images=Path(images) if images else path)
+        return csv_ref(_existing(labels, "labels CSV", ws), ws, images=image_dir or path)
     if path.suffix.lower() == ".csv":
-        return csv_ref(path, images=Path(images) if images else None)
+        return csv_ref(path, ws, images=image_dir)
     if path.suffix.lower() == ".zip":
-        return detect_dataset(extract_upload(path, path.name, ws), label_key=label_key)
+        return detect_dataset(extract_upload(path, path.name, ws), ws, label_key=label_key)
     if not path.is_dir():
         raise DatasetError(f"{spec} is neither a folder, a .csv nor a .zip")
     if label_key:  # a key only means something for JSON metadata: never scan the folder as classes instead
-        return _metadata_inside(path, label_key)
+        return _metadata_inside(path, label_key, ws)
     return DatasetRef("folder", path, name=path.name)
 
 
-def _metadata_inside(folder: Path, label_key: str) -> DatasetRef:
-    meta = find_metadata_folder(folder)
+def _metadata_inside(folder: Path, label_key: str, ws: Workspace) -> DatasetRef:
+    meta = find_metadata_folder(folder, ws)
     if meta is None:
         raise DatasetError(
-            f"--label-key {label_key} needs a folder of .json files; none in {folder} (use --metadata DIR)"
+            f"--label-key {label_key} needs a folder of .json files; none in {folder.name} (use --metadata DIR)"
         )
-    return metadata_ref(meta, label_key, images=folder)
+    return metadata_ref(meta, label_key, ws, images=folder)
+
+
+def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
+    """``csv:PATH?images=DIR`` or ``json:PATH?key=K&images=DIR`` as (kind, path, query parameters)."""
+    kind, _, rest = spec.partition(":")
+    target, has_query, query = rest.rpartition("?")  # the path may hold a "?"; the urlencoded query never does
+    return kind, target if has_query else rest, {k: v[0] for k, v in parse_qs(query).items()}
+
+
+def spec_paths(spec: str) -> list[str]:
+    """Every path a ``DATASET`` value names (none for a sample): what the command line trusts as typed."""
+    if samples.is_sample_ref(spec):
+        return []
+    if spec.startswith(("csv:", "json:")):
+        _, target, params = parse_spec(spec)
+        return [target] + ([params["images"]] if params.get("images") else [])
+    return [spec]
 
 
 def _from_spec_string(spec: str, ws: Workspace) -> DatasetRef:
-    kind, _, rest = spec.partition(":")
-    target, has_query, query = rest.rpartition("?")  # the path may hold a "?"; the urlencoded query never does
-    target = target if has_query else rest
-    params = {k: v[0] for k, v in parse_qs(query).items()}
-    images = params.get("images")
+    kind, target, params = parse_spec(spec)
+    path = _existing(target, "labels CSV" if kind == "csv" else "metadata folder", ws)
+    images = _existing(params["images"], "image folder", ws) if params.get("images") else None
     if kind == "csv":
-        return csv_ref(_existing(target, "labels CSV"), images=Path(images) if images else None)
-    return metadata_ref(
-        _existing(target, "metadata folder"), params.get("key"), images=Path(images) if images else None
-    )
+        return csv_ref(path, ws, images=images)
+    return metadata_ref(path, params.get("key"), ws, images=images)
 
 
-def _existing(path: str | os.PathLike[str], what: str) -> Path:
-    p = Path(path).expanduser()
+def _existing(path: str | os.PathLike[str], what: str, ws: Workspace) -> Path:
+    """The confined, resolved path; refused before it is ever opened or even tested for existence."""
+    p = ws.confine(path, what)
     if not p.exists():
         raise DatasetError(f"{what} not found: {path}")
-    return p.resolve()
+    return p
 
 
-def csv_ref(labels: Path, *, images: Path | None = None) -> DatasetRef:
-    """A CSV-of-labels dataset. Without ``images``, the image folder is guessed next to the CSV."""
+def csv_ref(labels: Path, ws: Workspace, *, images: Path | None = None) -> DatasetRef:
+    """A CSV-of-labels dataset. Without ``images``, the image folder is guessed next to the CSV.
+
+    Both the CSV and the image folder must lie inside ``ws``'s allowed roots (``PathNotAllowedError``).
+    """
+    labels = ws.confine(labels, "labels CSV")
     table = read_label_csv(labels)
-    root = images.resolve() if images else _guess_csv_images(labels, table)
+    root = ws.confine(images, "image folder") if images else _guess_csv_images(labels, table, ws)
     if not root.is_dir():
-        raise DatasetError(f"image folder not found: {root}")
-    return DatasetRef("csv", root, labels=labels.resolve(), name=labels.name)
+        raise DatasetError(f"image folder not found: {ws.relative_name(root)}")
+    return DatasetRef("csv", root, labels=labels, name=labels.name)
 
 
-def metadata_ref(metadata: Path, label_key: str | None, *, images: Path | None = None) -> DatasetRef:
-    """A JSON-per-image dataset. Without ``images``, the folder whose file stems match is chosen.
+def metadata_ref(metadata: Path, label_key: str | None, ws: Workspace, *, images: Path | None = None) -> DatasetRef:
+    """A JSON-per-image dataset. Without ``images``, the folder whose file stems match is chosen among the
+    folders near the metadata that lie inside ``ws``'s allowed roots.
 
     Raises:
         DatasetError: no label key given (the message lists the keys found), or no JSON files.
+        PathNotAllowedError: the metadata or the image folder lies outside the allowed roots.
     """
+    metadata = ws.confine(metadata, "metadata folder")
     if not metadata.is_dir():
-        raise DatasetError(f"metadata folder not found: {metadata}")
+        raise DatasetError(f"metadata folder not found: {ws.relative_name(metadata)}")
     if not label_key:
         found = ", ".join(k.key for k in metadata_keys(metadata)[:12]) or "none"
         raise DatasetError(f"choose the label key (--label-key); keys found in {metadata.name}: {found}")
     stems = [p.stem for p in json_files(metadata)][:200]
     if not stems:
-        raise DatasetError(f"no .json files in {metadata}")
-    root = images.resolve() if images else None
+        raise DatasetError(f"no .json files in {metadata.name}")
+    root = ws.confine(images, "image folder") if images else None
     if root is None or not _count_stem_matches(root, stems):
-        root = _best_images_folder(_candidate_folders(metadata, images), stems) or root or metadata.parent
-    return DatasetRef("metadata", root, metadata=metadata.resolve(), label_key=label_key, name=metadata.parent.name)
+        parent = metadata.parent if ws.allows(metadata.parent) else metadata
+        root = _best_images_folder(_candidate_folders(metadata, root, ws), stems) or root or parent
+    return DatasetRef("metadata", root, metadata=metadata, label_key=label_key, name=metadata.parent.name)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -204,19 +229,33 @@ def _zip_problems(root: Path) -> list[Problem]:
     return []
 
 
-def _guess_csv_images(labels: Path, table: pd.DataFrame) -> Path:
+def came_from_zip(folder: Path, ws: Workspace) -> bool:
+    """True when ``folder`` lies in a folder a ZIP was extracted into (``extract_upload`` marks each one)."""
+    folder = Path(os.path.realpath(folder))
+    if not folder.is_relative_to(ws.datasets):
+        return False
+    return any((p / ZIP_SKIPPED).is_file() for p in [folder, *folder.parents] if p.is_relative_to(ws.datasets))
+
+
+def _guess_csv_images(labels: Path, table: pd.DataFrame, ws: Workspace) -> Path:
     names = [n for n in table["image"].head(50) if n]
-    candidates = [labels.parent, labels.parent / labels.stem, *sorted(p for p in labels.parent.iterdir() if p.is_dir())]
+    near = [labels.parent / labels.stem, *sorted(p for p in labels.parent.iterdir() if p.is_dir())]
+    candidates = [labels.parent, *(p for p in near if ws.allows(p))]  # a linked folder may lead out
     best = max(candidates, key=lambda folder: sum(csv_image_path(folder, n) is not None for n in names))
     return best.resolve()
 
 
-def _candidate_folders(metadata: Path, images: Path | None) -> list[Path]:
+def _candidate_folders(metadata: Path, images: Path | None, ws: Workspace) -> list[Path]:
+    """Folders that may hold the images: the given one, its children, the metadata's siblings and parent.
+
+    Only folders inside the allowed roots: with ``STUDIO_DATA_ROOTS`` set to the metadata folder itself, its
+    siblings are outside and must not even be listed.
+    """
     near = [images] if images else []
     for base in (images, metadata.parent):
-        if base and base.is_dir():
+        if base and base.is_dir() and ws.allows(base):
             near.extend(sorted(p for p in base.iterdir() if p.is_dir() and not hidden(p.name)))
-    return [*near, metadata.parent, metadata]
+    return [c for c in [*near, metadata.parent, metadata] if ws.allows(c)]
 
 
 def _count_stem_matches(folder: Path, stems: list[str]) -> int:
@@ -262,28 +301,30 @@ def _single_top_folder(dest: Path) -> Path:
     return dest if only_images else visible[0]
 
 
-def detect_dataset(folder: Path, *, label_key: str | None = None) -> DatasetRef:
-    """Guess the layout of a folder (an extracted ZIP, a folder picked on the page).
+def detect_dataset(folder: Path, ws: Workspace, *, label_key: str | None = None) -> DatasetRef:
+    """Guess the layout of a folder (an extracted ZIP, a folder picked on the page), inside ``ws``'s roots.
 
     A CSV at the top whose columns look like image,label wins; then a folder of JSON files whose stems
     match images (needs ``label_key``); otherwise a folder per class.
     """
+    folder = ws.confine(folder, "folder")
     for labels in sorted(folder.glob("*.csv")) + sorted(folder.glob("*.tsv")):
         if "submission" in labels.stem.lower():  # Kaggle's prediction template: test images, dummy labels
             continue
         try:
-            return replace(csv_ref(labels), name=f"{folder.name}/{labels.name}")
+            return replace(csv_ref(labels, ws), name=f"{folder.name}/{labels.name}")
         except DatasetError:
             continue
-    meta = find_metadata_folder(folder)
+    meta = find_metadata_folder(folder, ws)
     if meta is not None:
-        return metadata_ref(meta, label_key, images=folder)
-    return DatasetRef("folder", folder.resolve(), name=folder.name)
+        return metadata_ref(meta, label_key, ws, images=folder)
+    return DatasetRef("folder", folder, name=folder.name)
 
 
-def find_metadata_folder(folder: Path) -> Path | None:
-    """A folder (the given one or a child) where most files are JSON, if any."""
-    for candidate in [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]:
+def find_metadata_folder(folder: Path, ws: Workspace) -> Path | None:
+    """A folder (the given one or a child inside the allowed roots) where most files are JSON, if any."""
+    children = sorted(p for p in folder.iterdir() if p.is_dir() and ws.allows(p))
+    for candidate in [folder, *children]:
         files = [p for p in candidate.iterdir() if p.is_file() and not hidden(p.name)]
         n_json = sum(p.suffix.lower() == ".json" for p in files)
         if n_json >= 2 and n_json * 2 >= len(files):

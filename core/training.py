@@ -302,7 +302,7 @@ GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;
 
 def prepare(
     config: TrainConfig,
-    workspace: Workspace | Path,
+    ws: Workspace,
     *,
     progress: D.Progress | None = None,
     splits: pd.DataFrame | None = None,
@@ -312,7 +312,7 @@ def prepare(
 
     Args:
         config: the run's config (validated here).
-        workspace: a ``Workspace``, or its cache folder (``ws.cache``; the workspace is the folder above).
+        ws: the workspace (its cache, and the folders the dataset may be read from).
         progress: called with (decoded, to decode) while images are decoded.
         splits: the ``path, label, split`` frame of an earlier run to reuse exactly (resume).
         workers: decoding threads (default: usable cores).
@@ -325,7 +325,6 @@ def prepare(
 
     started = time.perf_counter()
     config.validate()
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace).parent)
     ref = resolve_dataset(config.dataset, ws)
     scan = scan_dataset(ref, ws.cache, workers=workers)
     if splits is None:

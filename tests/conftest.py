@@ -29,9 +29,14 @@ def default_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _never_the_repo_workspace(default_workspace: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _never_the_repo_workspace(
+    default_workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """The default workspace is a throwaway one, and the test's own ``tmp_path`` is the operator's data root:
+    datasets a test writes beside its workspace may be read, as an operator would list them in
+    ``STUDIO_DATA_ROOTS``. Tests of the confinement set (or unset) the variable themselves."""
     monkeypatch.setenv(WORKSPACE_ENV, str(default_workspace))
-    monkeypatch.delenv(DATA_ROOTS_ENV, raising=False)
+    monkeypatch.setenv(DATA_ROOTS_ENV, str(tmp_path))
     yield
 
 

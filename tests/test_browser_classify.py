@@ -31,7 +31,7 @@ def trained_ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     for label, colour in COLOURS.items():
         for i in range(16):
             fx.write_rgb(base / "colours" / label / f"{i}.png", size=(12, 12), color=colour, seed=i)
-    ws = Workspace.open(base / "ws")
+    ws = Workspace.open(base / "ws").with_roots(base)
     registry = JobRegistry(RunStore(ws.runs_db))
     config = TrainConfig(dataset=str(base / "colours"), arch="lenet", epochs=2, batch_size=16)
     run_id = train_run.submit_training(registry, ws, config)

@@ -37,7 +37,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for label, colour in COLOURS.items():
         for i in range(16):
             fx.write_rgb(data / label / f"{i}.png", size=(12, 12), color=colour, seed=i)
-    ws = Workspace.open(base / "ws")
+    ws = Workspace.open(base / "ws").with_roots(base)
     registry = JobRegistry(RunStore(ws.runs_db))
     config = TrainConfig(dataset=str(data), arch="lenet", epochs=1, batch_size=16, log_every=1)
     run_id = train_run.submit_training(registry, ws, config)

@@ -238,7 +238,10 @@ def test_leakage_tab_counts_per_split_pair_with_the_pairs(planted: DatasetRef) -
     assert "s_half.png" in captions(at)
 
 
-def test_clean_up_previews_then_writes_a_new_current_dataset(planted: DatasetRef, fresh_workspace: Path) -> None:
+def test_clean_up_previews_then_writes_a_new_current_dataset(
+    planted: DatasetRef, fresh_workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STUDIO_DATA_ROOTS", str(planted.root))  # the planted set lives outside this test's folder
     before = snapshot(planted.root)
     at = tab(page_on(planted), "Clean up")
     assert metrics(at)["Removed"] == "7" and metrics(at)["Kept"] == "22"  # keep-one by default

@@ -87,7 +87,7 @@ def test_datasets_page_refuses_a_folder_outside_the_allowed_roots() -> None:
     at.text_input(key="folder_path").set_value("/etc").run()
     at.button(key="open_folder").click().run()
     assert not at.exception
-    assert any("outside the allowed folders" in e for e in errors_of(at))
+    assert any("outside the folders this studio may read" in e for e in errors_of(at))
     assert {m.label: m.value for m in at.metric}["Images"] == "1,797"  # the sample stays chosen
 
 

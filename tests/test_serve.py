@@ -206,9 +206,15 @@ def test_cam_query_with_a_class(served: Served) -> None:
 
 
 def test_a_path_outside_the_workspace_is_forbidden(served: Served) -> None:
-    _assert_error(*_post_path(served, "/etc/passwd"), 403)
-    _assert_error(*_post_path(served, "../../../../../../etc/passwd"), 403)
-    _assert_error(*_post_path(served, str(served.images / "escape.jpg")), 403)  # a symlink out
+    for path in ("/etc/passwd", "../../../../../../etc/passwd", str(served.images / "escape.jpg")):  # last: a link out
+        message = _assert_error(*_post_path(served, path), 403)
+        # Neither the path asked for nor where the workspace is on the server's disk.
+        assert "passwd" not in message and str(served.ws.root) not in message and "/" not in message, message
+
+
+def test_a_missing_file_inside_is_named_relative_to_the_workspace(served: Served) -> None:
+    message = _assert_error(*_post_path(served, str(served.ws.root / "datasets" / "gone.png")), 404)
+    assert str(served.ws.root) not in message and "datasets/gone.png" in message
 
 
 def test_a_missing_file_is_404(served: Served) -> None:

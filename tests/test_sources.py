@@ -177,16 +177,16 @@ def test_csv_without_usable_columns_is_refused_with_the_columns_named(
 # --- one JSON per image ----------------------------------------------------------------------------------
 
 
-def test_bins_metadata_finds_the_image_folder_and_reads_expected_quantity(bins) -> None:
-    ref = metadata_ref(bins.metadata, "EXPECTED_QUANTITY")
+def test_bins_metadata_finds_the_image_folder_and_reads_expected_quantity(bins, ws: Workspace) -> None:
+    ref = metadata_ref(bins.metadata, "EXPECTED_QUANTITY", ws)
 
     assert ref.kind == "metadata"
     assert ref.root == bins.images.resolve()
     assert labels_of(ref) == {"101.jpg": "1", "102.jpg": "1", "103.jpg": "2", "104.jpg": "3", "105.jpg": "3"}
 
 
-def test_each_unusable_bin_image_is_one_problem_with_the_reason(bins) -> None:
-    _, problems = list_entries(metadata_ref(bins.metadata, "EXPECTED_QUANTITY"))
+def test_each_unusable_bin_image_is_one_problem_with_the_reason(bins, ws: Workspace) -> None:
+    _, problems = list_entries(metadata_ref(bins.metadata, "EXPECTED_QUANTITY", ws))
     by_path = {p.path: p.reason for p in problems}
 
     assert sorted(p.path for p in problems) == ["106.jpg", "107.jpg", "108.jpg"]  # once each
@@ -195,15 +195,15 @@ def test_each_unusable_bin_image_is_one_problem_with_the_reason(bins) -> None:
     assert by_path["108.jpg"] == "no metadata file for this image"
 
 
-def test_metadata_without_an_image_is_a_problem_named_after_the_json(bins) -> None:
+def test_metadata_without_an_image_is_a_problem_named_after_the_json(bins, ws: Workspace) -> None:
     (bins.metadata / "999.json").write_text(json.dumps({"EXPECTED_QUANTITY": 4}))
-    _, problems = list_entries(metadata_ref(bins.metadata, "EXPECTED_QUANTITY"))
+    _, problems = list_entries(metadata_ref(bins.metadata, "EXPECTED_QUANTITY", ws))
     assert any(p.path == "999.json" and "no image named 999" in p.reason for p in problems)
 
 
-def test_metadata_without_a_label_key_lists_the_keys_found_but_not_per_item_ones(bins) -> None:
+def test_metadata_without_a_label_key_lists_the_keys_found_but_not_per_item_ones(bins, ws: Workspace) -> None:
     with pytest.raises(DatasetError, match="EXPECTED_QUANTITY") as caught:
-        metadata_ref(bins.metadata, None)
+        metadata_ref(bins.metadata, None, ws)
     assert "--label-key" in str(caught.value)
     assert "BIN_FCSKU_DATA.B0" not in str(caught.value)
 
@@ -217,12 +217,12 @@ def test_metadata_keys_offers_shared_scalar_keys_most_common_first(bins) -> None
     assert not any(key.startswith("BIN_FCSKU_DATA.") for key in keys)  # per-ASIN keys differ file to file
 
 
-def test_a_nested_label_key_and_float_counts_are_read(tmp_path: Path) -> None:
+def test_a_nested_label_key_and_float_counts_are_read(tmp_path: Path, ws: Workspace) -> None:
     for stem, count in (("a", 2.0), ("b", 5)):
         f.write_rgb(tmp_path / "images" / f"{stem}.png", size=(8, 8))
         (tmp_path / "meta").mkdir(exist_ok=True)
         (tmp_path / "meta" / f"{stem}.json").write_text(json.dumps({"bin": {"count": count}}))
-    ref = metadata_ref(tmp_path / "meta", "bin.count")
+    ref = metadata_ref(tmp_path / "meta", "bin.count", ws)
     assert labels_of(ref) == {"a.png": "2", "b.png": "5"}
 
 
@@ -311,19 +311,19 @@ def test_the_same_zip_uploaded_twice_is_extracted_once(class_folder: Path, ws: W
 def test_a_zip_holding_one_class_folder_keeps_that_class(class_folder: Path, ws: Workspace) -> None:
     only_cats = {name.removeprefix("classes/"): data for name, data in f.folder_members(class_folder).items()
                  if name.startswith("classes/cat/")}  # fmt: skip
-    ref = detect_dataset(extract_upload(f.zip_bytes(only_cats), "cats.zip", ws))
+    ref = detect_dataset(extract_upload(f.zip_bytes(only_cats), "cats.zip", ws), ws)
     assert labels_of(ref) == {f"cat/{i}.png": "cat" for i in range(4)}
 
 
 def test_a_flat_zip_without_a_wrapping_folder_is_a_folder_per_class(class_folder: Path, ws: Workspace) -> None:
     members = {name.removeprefix("classes/"): data for name, data in f.folder_members(class_folder).items()}
-    ref = detect_dataset(extract_upload(f.zip_bytes(members), "flat.zip", ws))
+    ref = detect_dataset(extract_upload(f.zip_bytes(members), "flat.zip", ws), ws)
     assert ref.kind == "folder" and len(labels_of(ref)) == 12
 
 
 def test_a_zip_wrapped_in_one_train_folder_keeps_its_split(class_folder: Path, ws: Workspace) -> None:
     members = {name.replace("classes/", "train/", 1): data for name, data in f.folder_members(class_folder).items()}
-    ref = detect_dataset(extract_upload(f.zip_bytes(members), "train-only.zip", ws))
+    ref = detect_dataset(extract_upload(f.zip_bytes(members), "train-only.zip", ws), ws)
     entries, _ = list_entries(ref)
     assert len(entries) == 12 and {e.split for e in entries} == {"train"}
 
@@ -333,7 +333,7 @@ def test_zip_members_left_out_by_extraction_are_listed_as_problems(class_folder:
     members["classes/cat/../../evil.png"] = b"x"
     members["classes/dog/tool.exe"] = b"MZ"
     data = f.zip_bytes(members, symlinks={"classes/cat/passwd.png": "/etc/passwd"})
-    entries, problems = list_entries(detect_dataset(extract_upload(data, "mixed.zip", ws)))
+    entries, problems = list_entries(detect_dataset(extract_upload(data, "mixed.zip", ws), ws))
     reasons = {p.path: p.reason for p in problems}
 
     assert len(entries) == 12
@@ -346,13 +346,13 @@ def test_a_kaggle_zip_uses_train_csv_not_the_sample_submission(whale_csv, ws: Wo
     members = f.folder_members(whale_csv.csv.parent)
     members["whales/test/t1.jpg"] = members["whales/train/a1.jpg"]
     members["whales/sample_submission.csv"] = b"Image,Id\nt1.jpg,new_whale w_1 w_2 w_3 w_4\n"
-    ref = detect_dataset(extract_upload(f.zip_bytes(members), "whales.zip", ws))
+    ref = detect_dataset(extract_upload(f.zip_bytes(members), "whales.zip", ws), ws)
 
     assert ref.labels is not None and ref.labels.name == "train.csv"
     assert len(labels_of(ref)) == 8
 
 
-def test_detect_dataset_needs_a_label_key_for_json_metadata(bins) -> None:
+def test_detect_dataset_needs_a_label_key_for_json_metadata(bins, ws: Workspace) -> None:
     with pytest.raises(DatasetError, match="EXPECTED_QUANTITY"):
-        detect_dataset(bins.root)
-    assert detect_dataset(bins.root, label_key="EXPECTED_QUANTITY").kind == "metadata"
+        detect_dataset(bins.root, ws)
+    assert detect_dataset(bins.root, ws, label_key="EXPECTED_QUANTITY").kind == "metadata"

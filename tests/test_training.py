@@ -48,7 +48,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, Path]:
     for label, color in COLORS.items():
         for i in range(10):
             f.write_rgb(root / label / f"{i}.png", size=(16, 16), color=color, seed=i)
-    return Workspace.open(base / "ws"), root
+    return Workspace.open(base / "ws").with_roots(base), root
 
 
 def config_for(root: Path, **changes: object) -> T.TrainConfig:
@@ -212,7 +212,7 @@ def test_prepare_splits_decodes_and_reports(prepared: T.PreparedData) -> None:
 
 def test_second_prepare_decodes_nothing(tiny: tuple[Workspace, Path], prepared: T.PreparedData) -> None:
     ws, root = tiny
-    again = T.prepare(config_for(root), ws.cache)  # the cache folder alone names the workspace too
+    again = T.prepare(config_for(root), ws)
     assert again.tensors.n_decoded == 0
     assert torch.equal(again.tensors.images, prepared.tensors.images)
 

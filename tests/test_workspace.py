@@ -10,6 +10,13 @@ from core.errors import PathNotAllowedError
 from core.workspace import DATA_ROOTS_ENV, WORKSPACE_ENV, Workspace
 
 
+@pytest.fixture
+def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
+    """A workspace with no data roots: only its own folder may be read (the suite's default allows tmp_path)."""
+    monkeypatch.delenv(DATA_ROOTS_ENV, raising=False)
+    return Workspace.open(tmp_path / "ws")
+
+
 def test_open_creates_the_workspace_folders(tmp_path: Path) -> None:
     ws = Workspace.open(tmp_path / "new" / "ws")
     for folder in (ws.datasets, ws.cache, ws.checkpoints, ws.uploads):
@@ -48,10 +55,12 @@ def test_paths_outside_the_allowed_roots_are_refused(ws: Workspace, tmp_path: Pa
         ws.confine(typed.format(ws=ws.root))
 
 
-def test_the_refusal_names_the_allowed_folders_and_how_to_add_one(ws: Workspace) -> None:
+def test_the_refusal_says_how_to_add_a_folder_but_names_neither_the_path_nor_the_workspace(ws: Workspace) -> None:
     with pytest.raises(PathNotAllowedError, match=DATA_ROOTS_ENV) as caught:
-        ws.confine("/etc")
-    assert str(ws.root) in str(caught.value)
+        ws.confine("/etc/os-release", "labels CSV")
+    message = str(caught.value)
+    assert message.startswith("the labels CSV is outside the folders this studio may read")
+    assert "/etc" not in message and "os-release" not in message and str(ws.root) not in message
 
 
 def test_a_link_inside_the_workspace_pointing_outside_is_refused(ws: Workspace, tmp_path: Path) -> None:

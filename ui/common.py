@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import streamlit as st
 
+from ui.state import workspace
+
 
 def show_error(exc: BaseException, what: str = "") -> None:
-    """A bad-input error in words, never a traceback."""
+    """A bad-input error in words, never a traceback, and never the workspace's place on the server's disk."""
     prefix = f"{what}: " if what else ""
-    st.error(f"{prefix}{exc}", icon=":material/error:")
+    st.error(workspace().redact(f"{prefix}{exc}"), icon=":material/error:")
 
 
 def placeholder(title: str, issue: str, bullets: list[str]) -> None:

@@ -1,8 +1,9 @@
 """The dataset picker: the sample, a folder, a CSV of labels, a folder of JSON metadata, a ZIP upload, or a
 cleaned copy written by the Duplicates page (``<workspace>/datasets/<name>-cleaned-<hash>/``).
 
-Every path a user types goes through ``Workspace.confine`` (the allowed roots); the picker returns a
-``DatasetRef`` when the user opens a dataset, and None while they are still choosing.
+Every path a user types or picks goes through ``Workspace.confine`` (the allowed roots), inside the core
+functions the picker calls; it returns a ``DatasetRef`` when the user opens a dataset, and None while they
+are still choosing.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from core.errors import CoreError
 from core.samples import SAMPLES
 from core.sources import (
     DatasetRef,
+    came_from_zip,
     csv_ref,
     detect_dataset,
     extract_upload,
@@ -24,6 +26,7 @@ from core.sources import (
     metadata_keys,
     metadata_ref,
     resolve_dataset,
+    spec_paths,
 )
 from ui.common import show_error
 from ui.state import workspace
@@ -59,17 +62,19 @@ def _sample() -> DatasetRef | None:
 def _folder() -> DatasetRef | None:
     ws = workspace()
     found = ws.list_folders()
-    st.caption(f"A folder per class (optionally under train/val/test). Allowed places: {_roots()}")
+    st.caption(f"A folder per class (optionally under train/val/test). {_roots()}")
     chosen = st.selectbox("Folders in the workspace", found, format_func=ws.relative_name, index=None,
                           placeholder="No folders yet: upload a ZIP, or type a path below" if not found else "Choose")  # fmt: skip
     typed = st.text_input("...or type a folder path", key="folder_path")
     if st.button("Open folder", key="open_folder", type="primary"):
-        folder = ws.confine(typed) if typed.strip() else chosen
-        if folder is None or not Path(folder).is_dir():
+        if not typed.strip() and chosen is None:
             raise CoreError("choose a folder from the list or type the path of an existing folder")
-        if (Path(folder) / CLEANING_RECORD).is_file():  # a cleaned copy: its images live in the source's folder
-            return open_cleaned(Path(folder), workspace())
-        return detect_dataset(Path(folder))
+        folder = ws.confine(typed if typed.strip() else chosen, "folder")
+        if not folder.is_dir():
+            raise CoreError(f"no such folder: {ws.relative_name(folder)}")
+        if (folder / CLEANING_RECORD).is_file():  # a cleaned copy: its images live in the source's folder
+            return open_cleaned(folder, ws)
+        return detect_dataset(folder, ws)
     return None
 
 
@@ -79,8 +84,7 @@ def _csv() -> DatasetRef | None:
     images = st.text_input("Image folder (leave empty to find it next to the CSV)", key="csv_images")
     if st.button("Open CSV", key="open_csv", type="primary"):
         ws = workspace()
-        csv_file = ws.confine(labels)
-        return csv_ref(csv_file, images=ws.confine(images) if images.strip() else None)
+        return csv_ref(ws.confine(labels, "CSV file"), ws, images=Path(images) if images.strip() else None)
     return None
 
 
@@ -90,7 +94,7 @@ def _metadata() -> DatasetRef | None:
     if not folder_text.strip():
         return None
     ws = workspace()
-    folder = ws.confine(folder_text)
+    folder = ws.confine(folder_text, "metadata folder")
     if not folder.is_dir():
         raise CoreError(f"no such folder: {folder_text}")
     keys = metadata_keys(folder)
@@ -105,7 +109,7 @@ def _metadata() -> DatasetRef | None:
                + (f" and {chosen.n_distinct - len(chosen.counts)} more" if chosen.n_distinct > len(chosen.counts) else ""))  # fmt: skip
     images = st.text_input("Image folder (leave empty to find it by matching file names)", key="meta_images")
     if st.button("Open metadata", key="open_meta", type="primary"):
-        return metadata_ref(folder, key, images=ws.confine(images) if images.strip() else None)
+        return metadata_ref(folder, key, ws, images=Path(images) if images.strip() else None)
     return None
 
 
@@ -114,21 +118,23 @@ def _zip() -> DatasetRef | None:
     upload = st.file_uploader("ZIP file", type=["zip"], key="zip_upload", max_upload_size=ZIP_LIMIT_MB)
     if upload is None:
         return None
-    folder = extract_upload(upload.getvalue(), upload.name, workspace())
+    ws = workspace()
+    folder = extract_upload(upload.getvalue(), upload.name, ws)
     try:
-        return detect_dataset(folder)
+        return detect_dataset(folder, ws)
     except CoreError:
         keys = _meta_keys_in(folder)
         if not keys:
             raise
     key = st.selectbox("This ZIP holds JSON metadata: which key is the label?", keys, key="zip_key")
     if st.button("Open", key="open_zip", type="primary"):
-        return detect_dataset(folder, label_key=key)
+        return detect_dataset(folder, ws, label_key=key)
     return None
 
 
 def _cleaned() -> DatasetRef | None:
-    found = cleaned_folders(workspace())
+    ws = workspace()
+    found = cleaned_folders(ws)
     if not found:
         st.info("No cleaned datasets yet. The Duplicates page writes them (Clean up tab).", icon=":material/info:")
         return None
@@ -136,19 +142,34 @@ def _cleaned() -> DatasetRef | None:
     for folder in found:
         record = cleaning_record(folder)
         counts = record.get("counts", {})
-        rows.append({"name": folder.name, "from": record.get("source", "?"), "policies": ", ".join(record.get(
+        rows.append({"name": folder.name, "from": _source_name(folder, record), "policies": ", ".join(record.get(
             "policies", [])), **{k: counts.get(k, 0) for k in ("kept", "removed", "relabelled", "moved")}})  # fmt: skip
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     chosen = st.selectbox("Cleaned dataset", found, format_func=lambda p: p.name, key="cleaned_choice")
     if st.button("Open cleaned dataset", key="open_cleaned", type="primary"):
-        return open_cleaned(chosen, workspace())
+        return open_cleaned(chosen, ws)
     return None
 
 
+def _source_name(folder: Path, record: dict) -> str:
+    """Where a cleaned copy came from, in words: never a server path, never what an uploaded record claims."""
+    ws = workspace()
+    if came_from_zip(folder, ws):
+        return "a ZIP upload (images inside it)"
+    source = str(record.get("source", ""))
+    paths = spec_paths(source)
+    if not paths:  # a built-in sample
+        return source or "unknown"
+    return ws.relative_name(ws.confine(paths[0])) if ws.allows(paths[0]) else "a folder outside the allowed ones"
+
+
 def _meta_keys_in(folder: Path) -> list[str]:
-    meta = find_metadata_folder(folder)
+    meta = find_metadata_folder(folder, workspace())
     return [k.key for k in metadata_keys(meta)] if meta else []
 
 
 def _roots() -> str:
-    return ", ".join(str(r) for r in workspace().allowed_roots)
+    """Where a typed path may point: paths relative to the workspace, or inside the operator's data folders."""
+    extra = workspace().extra_roots
+    where = f" or inside {', '.join(f'`{r}`' for r in extra)}" if extra else ""
+    return f"Type a path inside the workspace (e.g. `datasets/cats`){where}."

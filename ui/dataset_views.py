@@ -28,7 +28,7 @@ def summary(result: ScanResult) -> None:
     else:
         cols[2].metric(" / ".join(splits), " / ".join(f"{n:,}" for n in splits.values()))
     cols[3].metric("Unreadable", len(result.unreadable))
-    st.caption(f"{result.ref.kind} dataset at `{result.root}` - scanned in {result.seconds:.1f} s "
+    st.caption(f"{result.ref.kind} dataset at `{workspace().relative_name(result.root)}` - scanned in {result.seconds:.1f} s "
                f"({result.n_opened:,} images opened, the rest from the cache)")  # fmt: skip
 
 
