@@ -6,8 +6,8 @@ slider only regroups the fingerprints, so moving it is instant.
 
 import streamlit as st
 
-from core.dedup import DEFAULT_THRESHOLDS, known_methods
-from core.errors import CoreError
+from core.common.errors import CoreError
+from core.dedup.groups import DEFAULT_THRESHOLDS, known_methods
 from ui import dedup_views as views
 from ui.common import show_error
 from ui.state import current_ref, scan

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.errors import CoreError
+from core.common.errors import CoreError
 from ui import run_views
 from ui.common import show_error
 from ui.dedup_views import leakage_notice

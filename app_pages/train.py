@@ -4,10 +4,11 @@ from dataclasses import replace
 
 import streamlit as st
 
-from core import train_run
-from core.errors import CoreError
-from core.models import ARCHS
-from core.training import TrainConfig, estimate_epoch_seconds
+from core.common.errors import CoreError
+from core.train import runner as train_run
+from core.train.archs import ARCHS, WEIGHTS_CHOICES
+from core.train.config import TrainConfig, choices
+from core.train.estimate import estimate_epoch_seconds
 from ui import config_form, run_views
 from ui.common import show_error
 from ui.state import current_ref, jobs, run_store, scan, workspace
@@ -20,7 +21,7 @@ GROUPS = {
                      "early_stop_patience", "best_metric"],
     "Augmentation and device": ["augment", "normalize", "device", "amp"],
 }  # fmt: skip
-CHOICES = {**train_run.choices(), "weights": ("none", "imagenet")}
+CHOICES = {**choices(), "weights": WEIGHTS_CHOICES}
 LABELS = {"arch": {"auto": "auto (LeNet for small images, else ResNet-18)", **{k: a.label for k, a in ARCHS.items()}}}
 
 st.title("Train")

@@ -1,4 +1,4 @@
-"""Benchmark: classification + Grad-CAM with ``core.explain`` against a plain forward and the grad-cam library.
+"""Benchmark: classification + Grad-CAM with ``core.explain.cam`` against a plain forward and the grad-cam library.
 
     .venv/bin/python -m bench.bench_cam [--repeats 10] [--threads 2] [--models resnet18,resnet50,mobilenet_v2]
 
@@ -36,8 +36,8 @@ from torch import nn
 
 from bench.bench_scan import cpu_model, load_average
 from bench.checks import check
-from core.cpu import usable_cores
-from core.explain import explain, find_target_layer, inference_copy
+from core.common.cpu import usable_cores
+from core.explain.cam import explain, find_target_layer, inference_copy
 
 SIDE = 224
 DEFAULT_MODELS = ("resnet18", "resnet50", "mobilenet_v2")

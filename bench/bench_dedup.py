@@ -43,11 +43,11 @@ from PIL import Image, ImageEnhance
 
 from bench.bench_scan import cpu_model, load_average, make_image, warm_page_cache
 from bench.checks import check
-from core.cpu import usable_cores
-from core.dedup import DEFAULT_THRESHOLDS, DedupConfig, find_duplicates
-from core.hamming import choose_plan, near_pairs
-from core.hashing import fingerprint_many
-from core.sources import DatasetRef
+from core.common.cpu import usable_cores
+from core.datasets.sources import DatasetRef
+from core.dedup.fingerprints import fingerprint_many
+from core.dedup.groups import DEFAULT_THRESHOLDS, DedupConfig, find_duplicates
+from core.dedup.hamming import choose_plan, near_pairs
 
 N_CLASSES = 10
 COPY_SHARE = 0.1

@@ -39,9 +39,9 @@ import PIL
 from PIL import Image, ImageDraw, ImageFilter
 
 from bench.checks import check
-from core.cpu import usable_cores
-from core.scan import ScanResult, scan_dataset
-from core.sources import DatasetRef
+from core.common.cpu import usable_cores
+from core.datasets.scan import ScanResult, scan_dataset
+from core.datasets.sources import DatasetRef
 
 N_CLASSES = 10
 PNG_SHARE = 0.10

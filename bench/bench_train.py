@@ -92,7 +92,7 @@ def child_throughput(root: Path, workspace: Path, threads: int, steps: int, roun
     import torch
 
     torch.set_num_threads(threads)
-    from core.workspace import Workspace
+    from core.common.workspace import Workspace
 
     plain = _plain_stepper(root, itertools)
     ours = _ours_stepper(Workspace.open(workspace), itertools)
@@ -132,27 +132,31 @@ def _ours_stepper(ws, itertools):
     """n steps of ours (train_one_epoch on batches cut from the decoded tensor) -> images/s."""
     import torch
 
-    from core import data as D
-    from core import training as T
-    from core.models import build_model
+    from core.train.batches import Batches
+    from core.train.config import TrainConfig
+    from core.train.loop import Tally, train_one_epoch
+    from core.train.models import build_model
+    from core.train.optim import build_optimizer, choose_precision
+    from core.train.prepare import prepare
+    from core.train.schedules import build_scheduler
 
-    config = T.TrainConfig(dataset="sample:digits", arch="resnet18", image_size=32, optimizer="adam", lr=1e-3,
+    config = TrainConfig(dataset="sample:digits", arch="resnet18", image_size=32, optimizer="adam", lr=1e-3,
                            schedule="none", label_smoothing=0.0, weight_decay=0.0)  # fmt: skip
-    prepared = T.prepare(config, ws)
+    prepared = prepare(config, ws)
     c = prepared.config
     model = build_model("resnet18", len(prepared.classes)).train()
-    optimizer = T.build_optimizer(model, c)
-    scheduler = T.build_scheduler(optimizer, c, 1000)
-    precision = T.choose_precision("off", torch.device("cpu"))
+    optimizer = build_optimizer(model, c)
+    scheduler = build_scheduler(optimizer, c, 1000)
+    precision = choose_precision("off", torch.device("cpu"))
     criterion = torch.nn.CrossEntropyLoss()
-    batches = D.Batches(prepared.tensors.images, prepared.labels, prepared.indices["train"], batch_size=64,
+    batches = Batches(prepared.tensors.images, prepared.labels, prepared.indices["train"], batch_size=64,
                         mean=prepared.mean, std=prepared.std, augment=c.augment, shuffle=True)  # fmt: skip
     epochs = itertools.count()
 
     def ours(n: int) -> float:
-        tally = T.Tally.zero(torch.device("cpu"))
+        tally = Tally.zero(torch.device("cpu"))
         began = time.perf_counter()
-        T.train_one_epoch(model, itertools.islice(batches.epoch(next(epochs)), n), optimizer, scheduler, criterion,
+        train_one_epoch(model, itertools.islice(batches.epoch(next(epochs)), n), optimizer, scheduler, criterion,
                           precision, tally=tally, step=0)  # fmt: skip
         tally.read()  # the last step's work is done once its sums are read
         return tally.seen / (time.perf_counter() - began)
@@ -270,8 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         return child_main(args)
     from bench.bench_scan import cpu_model, load_average
-    from core import samples
-    from core.cpu import usable_cores
+    from core.common.cpu import usable_cores
+    from core.datasets import samples
 
     base = (args.workspace or Path(tempfile.mkdtemp(prefix="bench-train-"))).resolve()
     sample = samples.sample_path("sample:digits", base / "sample" / "datasets")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from core import samples
-from core.workspace import DATA_ROOTS_ENV, WORKSPACE_ENV, Workspace
+from core.common.workspace import DATA_ROOTS_ENV, WORKSPACE_ENV, Workspace
+from core.datasets import samples
 from tests import imagefactory as f
 
 SYSTEM_FILE = Path("/etc/passwd")  # any readable file outside every dataset

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from core import archive
-from core.archive import ExtractResult, ZipLimits, extract_zip
-from core.errors import ArchiveError
+from core.common.errors import ArchiveError
+from core.images import archive
+from core.images.archive import ExtractResult, ZipLimits, extract_zip
 from tests import imagefactory as factory
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from core import train_run
-from core.jobs import JobRegistry
-from core.predict import load_run_predictor
-from core.runs import RunStore
-from core.training import TrainConfig
-from core.workspace import Workspace
+from core.common.workspace import Workspace
+from core.explain.predict import load_run_predictor
+from core.store.runs import RunStore
+from core.train import runner as train_run
+from core.train.config import TrainConfig
+from core.train.jobs import JobRegistry
 from tests import imagefactory as fx
 from tests.app_server import running_app
 

@@ -1,4 +1,4 @@
-"""core.checkpoints: round trips through weights-only loading, atomic writes, damaged files, inference.
+"""core.train.checkpoints: round trips through weights-only loading, atomic writes, damaged files, inference.
 
 Every file is really written and read; the failing write is a real one (a file-size limit on this process),
 and the planted pickle would really create a folder if it were ever unpickled.
@@ -20,25 +20,24 @@ import torch
 from PIL import Image
 from torch import nn
 
-from core.checkpoints import (
+from core.common.errors import CoreError
+from core.images.opener import open_image
+from core.train.archs import ModelError, default_mean_std
+from core.train.checkpoints import (
     REQUIRED_KEYS,
     CheckpointError,
     InferenceModel,
     build_checkpoint,
     capture_rng,
     device_for,
-    eval_transform,
     load_checkpoint,
     load_for_inference,
-    preprocess,
-    resize_to_tensor,
     restore_rng,
     save_checkpoint,
     to_plain,
 )
-from core.errors import CoreError
-from core.images import open_image
-from core.models import ModelError, build_model, default_mean_std
+from core.train.models import build_model
+from core.train.tensors import eval_transform, preprocess, resize_to_tensor
 from tests import imagefactory as f
 
 CLASSES = ["cat", "dog", "bird"]
@@ -276,7 +275,7 @@ def test_preprocess_resizes_and_normalises_like_eval_transform(photos: list[Imag
     assert torch.allclose(preprocess([white], 8, mean, std)[0, :, 0, 0], (1 - torch.tensor(mean)) / torch.tensor(std))
     grey = preprocess([white], 8, [0.5], [0.5])  # one-channel models get a grey image
     assert grey.shape == (1, 1, 8, 8) and torch.allclose(grey, torch.ones_like(grey))
-    with pytest.raises(CheckpointError, match="no images"):
+    with pytest.raises(CoreError, match="no images"):
         preprocess([], 8, mean, std)
 
 

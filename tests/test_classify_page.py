@@ -15,12 +15,12 @@ from PIL import Image
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest, app_test
 
-from core import train_run
-from core.jobs import JobRegistry
-from core.predict import Prediction, load_run_predictor
-from core.runs import RunStore
-from core.training import TrainConfig
-from core.workspace import Workspace
+from core.common.workspace import Workspace
+from core.explain.predict import Prediction, load_run_predictor
+from core.store.runs import RunStore
+from core.train import runner as train_run
+from core.train.config import TrainConfig
+from core.train.jobs import JobRegistry
 from tests import imagefactory as fx
 from ui import classify_views as views
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from core.__main__ import main
-from core.runs import RunStore
-from core.workspace import Workspace
+from core.cli.main import main
+from core.common.workspace import Workspace
+from core.store.runs import RunStore
 from tests import imagefactory as f
 
 ROOT = Path(__file__).resolve().parents[1]

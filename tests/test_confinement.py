@@ -16,11 +16,11 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from core.cleaning import CLEANING_RECORD, cleaned_folders, open_cleaned
-from core.errors import CoreError, PathNotAllowedError
-from core.scan import scan_dataset
-from core.sources import csv_ref, extract_upload, metadata_ref, resolve_dataset
-from core.workspace import DATA_ROOTS_ENV, WORKSPACE_ENV, Workspace
+from core.common.errors import CoreError, PathNotAllowedError
+from core.common.workspace import DATA_ROOTS_ENV, WORKSPACE_ENV, Workspace
+from core.datasets.scan import scan_dataset
+from core.datasets.sources import csv_ref, extract_upload, metadata_ref, resolve_dataset
+from core.dedup.cleaning import CLEANING_RECORD, cleaned_folders, open_cleaned
 from tests import imagefactory as f
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,11 +1,11 @@
-"""core.cpu: the core budget follows the process's CPU affinity, not the machine's total."""
+"""core.common.cpu: the core budget follows the process's CPU affinity, not the machine's total."""
 
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from core.cpu import usable_cores
+from core.common.cpu import usable_cores
 
 
 def test_usable_cores_matches_this_process_affinity() -> None:
@@ -13,7 +13,7 @@ def test_usable_cores_matches_this_process_affinity() -> None:
 
 
 def test_usable_cores_shrinks_when_the_process_is_pinned_to_one_core() -> None:
-    code = "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); from core.cpu import usable_cores; print(usable_cores())"
+    code = "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); from core.common.cpu import usable_cores; print(usable_cores())"
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

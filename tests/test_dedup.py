@@ -14,7 +14,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from core.cleaning import (
+from core.common.errors import CoreError
+from core.common.workspace import Workspace
+from core.datasets.scan import scan_dataset
+from core.datasets.sources import DatasetRef, csv_ref, resolve_dataset
+from core.dedup.cleaning import (
     POLICIES,
     clean_dataset,
     cleaned_folders,
@@ -24,13 +28,16 @@ from core.cleaning import (
     plan_cleaning,  # fmt: skip
     write_cleaned,
 )
-from core.dedup import DEFAULT_THRESHOLDS, DedupConfig, find_duplicates, group_duplicates, leakage_report, verify_pairs
-from core.errors import CoreError
-from core.hamming import brute_force_pairs, choose_plan, near_pairs
-from core.hashing import HASH_METHODS, DedupError, hash_dataset, image_fingerprint, phash_batch
-from core.scan import scan_dataset
-from core.sources import DatasetRef, csv_ref, resolve_dataset
-from core.workspace import Workspace
+from core.dedup.fingerprints import HASH_METHODS, DedupError, hash_dataset, image_fingerprint, phash_batch
+from core.dedup.groups import (
+    DEFAULT_THRESHOLDS,
+    DedupConfig,
+    find_duplicates,
+    group_duplicates,
+    leakage_report,
+    verify_pairs,
+)
+from core.dedup.hamming import brute_force_pairs, choose_plan, near_pairs
 from tests import imagefactory as f
 
 # --------------------------------------------------------------------------------------------------------------

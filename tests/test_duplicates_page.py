@@ -18,11 +18,11 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from core.cleaning import plan_cleaning
-from core.dedup import DEFAULT_THRESHOLDS, DedupConfig, find_duplicates, group_duplicates
-from core.quality import QualityThresholds, quality_report
-from core.sources import DatasetRef, resolve_dataset
-from core.workspace import Workspace
+from core.common.workspace import Workspace
+from core.datasets.sources import DatasetRef, resolve_dataset
+from core.dedup.cleaning import plan_cleaning
+from core.dedup.groups import DEFAULT_THRESHOLDS, DedupConfig, find_duplicates, group_duplicates
+from core.dedup.quality import QualityThresholds, quality_report
 from tests import imagefactory as f
 from ui import dedup_views
 

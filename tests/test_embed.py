@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import embed
-from core.errors import CoreError
+from core.common.errors import CoreError
+from core.datasets import embed
 from tests import imagefactory as f
 
 N_PER_CLASS = 18

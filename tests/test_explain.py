@@ -1,4 +1,4 @@
-"""core.explain and core.overlay: maps that are right where the answer is known, equal to the library's default
+"""core.explain.cam and core.overlay: maps that are right where the answer is known, equal to the library's default
 path, cheap to get on frozen models, and calls that leave the model exactly as found.
 
 Real torchvision networks (random weights, small inputs) and hand-built ones; nothing is mocked. The slow
@@ -20,8 +20,8 @@ from PIL import Image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from core.errors import CoreError
-from core.explain import (
+from core.common.errors import CoreError
+from core.explain.cam import (
     ALL_METHODS,
     DEFAULT_METHOD,
     METHODS,
@@ -32,7 +32,7 @@ from core.explain import (
     inference_copy,
     method_info,
 )
-from core.overlay import COLORMAPS, OverlayError, colorize, overlay, peak, side_by_side
+from core.explain.overlay import COLORMAPS, OverlayError, colorize, overlay, peak, side_by_side
 from tests.shapes import CLASSES, box_contains, make_shapes_dataset, split_counts
 
 GRADIENT_METHODS = [name for name, info in METHODS.items() if info.uses_gradients]
@@ -73,7 +73,7 @@ class ColourNet(GapLinear):
 
 
 class TinyLeNet(nn.Module):
-    """A LeNet-style net built like core.models.LeNet: ``features`` (Sequential), ``pool``, ``classifier``."""
+    """A LeNet-style net built like core.train.archs.LeNet: ``features`` (Sequential), ``pool``, ``classifier``."""
 
     def __init__(self, classes: int = 4) -> None:
         super().__init__()
@@ -350,7 +350,7 @@ def test_target_layer_is_found_by_structure_and_by_registry() -> None:
     assert find_target_layer(resnet) is resnet.layer4[-1]
     assert find_target_layer(mobilenet) is mobilenet.features[-1]
     assert find_target_layer(lenet) is lenet.features[-1]
-    from core.models import build_model
+    from core.train.models import build_model
 
     registered = build_model("lenet", 3).eval()
     x = torch.randn(1, 3, 16, 16)

@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core import explore
-from core.scan import scan_dataset
-from core.sources import resolve_dataset
-from core.workspace import Workspace
+from core.common.workspace import Workspace
+from core.datasets import explore
+from core.datasets.scan import scan_dataset
+from core.datasets.sources import resolve_dataset
 from tests import imagefactory as f
 
 

@@ -1,4 +1,4 @@
-"""core.filecache: the size+mtime rule and the damaged-table fallback shared by every per-file cache."""
+"""core.common.filecache: the size+mtime rule and the damaged-table fallback shared by every per-file cache."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from core import filecache
+from core.common import filecache
 
 
 def test_a_row_is_stale_when_its_file_changed_or_cannot_be_read() -> None:

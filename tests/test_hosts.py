@@ -1,4 +1,4 @@
-"""core.hosts: who owns a run and whether that process still lives."""
+"""core.store.hosts: who owns a run and whether that process still lives."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from core.hosts import host_facts, pid_start, process_alive
+from core.store.hosts import host_facts, pid_start, process_alive
 
 
 def test_a_zombie_or_reused_pid_is_not_alive() -> None:

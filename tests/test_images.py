@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.errors import ImageError
-from core.images import (
+from core.common.errors import ImageError
+from core.images.opener import (
     ALLOWED_FORMATS,
     IMAGE_EXTENSIONS,
     MAX_PIXELS,

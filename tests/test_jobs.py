@@ -1,4 +1,4 @@
-"""core.jobs: background runs on threads, queued beyond the core count, cancelled, failed, recorded."""
+"""core.train.jobs: background runs on threads, queued beyond the core count, cancelled, failed, recorded."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import threading
 import pytest
 import torch
 
-from core.errors import RunStoreError
-from core.jobs import JobContext, JobRegistry
-from core.runs import RunStore
+from core.common.errors import RunStoreError
+from core.store.runs import RunStore
+from core.train.jobs import JobContext, JobRegistry
 
 
 @pytest.fixture

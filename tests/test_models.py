@@ -1,4 +1,4 @@
-"""core.models: every architecture builds, trains a step, freezes what it says, and loads weights safely.
+"""core.train.models: every architecture builds, trains a step, freezes what it says, and loads weights safely.
 
 Weights files are real files written by the test (random state dicts, a pickle that would run code); the
 torch cache is a temporary ``TORCH_HOME``. Nothing is mocked and nothing is downloaded.
@@ -18,26 +18,19 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from core.errors import CoreError
-from core.models import (
-    ARCHS,
-    FREEZE_MODES,
-    OFFLINE_ENV,
-    EvalModeBatchNorm2d,
-    ModelError,
-    WeightsUnavailable,
+from core.common.errors import CoreError
+from core.train.archs import ARCHS, FREEZE_MODES, EvalModeBatchNorm2d, ModelError, choose_image_size
+from core.train.models import (
     apply_freeze,
     build_model,
     cam_layer,
-    choose_image_size,
     count_parameters,
     describe,
     head_parameters,
-    imagenet_weights_file,
-    load_verified_state_dict,
     param_groups,
     set_train_mode,
 )
+from core.train.weights import OFFLINE_ENV, WeightsUnavailable, imagenet_weights_file, load_verified_state_dict
 
 ALL_ARCHS = list(ARCHS)
 HEAVY = {"resnet101", "resnet152"}  # forward + backward of these take seconds on 2 cores
@@ -419,7 +412,7 @@ def test_lenet_learns_the_digits_at_the_chosen_size() -> None:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    from core.checkpoints import preprocess
+    from core.train.tensors import preprocess
 
     digits = load_digits()
     pixels = np.clip(digits.images * 16, 0, 255).astype(np.uint8)

@@ -1,6 +1,6 @@
-"""core.naming: labels in the order people read them."""
+"""core.common.naming: labels in the order people read them."""
 
-from core.naming import natural_key, natural_sorted
+from core.common.naming import natural_key, natural_sorted
 
 
 def test_numbers_sort_by_value_not_by_text() -> None:

@@ -13,15 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import train_run
-from core.__main__ import main
-from core.explain import ALL_METHODS, METHODS, SLOW_METHODS
-from core.jobs import JobRegistry
-from core.models import OFFLINE_ENV, imagenet_weights_file
-from core.predict import TOP_K, imagenet_categories
-from core.runs import RunStore
-from core.training import TrainConfig
-from core.workspace import Workspace
+from core.cli.main import main
+from core.common.workspace import Workspace
+from core.explain.cam import ALL_METHODS, METHODS, SLOW_METHODS
+from core.explain.predict import TOP_K, imagenet_categories
+from core.store.runs import RunStore
+from core.train import runner as train_run
+from core.train.config import TrainConfig
+from core.train.jobs import JobRegistry
+from core.train.weights import OFFLINE_ENV, imagenet_weights_file
 from tests import imagefactory as f
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageFilter
 
-from core.errors import CoreError
-from core.hashing import hash_dataset
-from core.quality import ISSUES, QualityThresholds, check_quality, issue_counts, quality_features, quality_issues
-from core.scan import scan_dataset
-from core.sources import DatasetRef
+from core.common.errors import CoreError
+from core.datasets.scan import scan_dataset
+from core.datasets.sources import DatasetRef
+from core.dedup.fingerprints import hash_dataset
+from core.dedup.quality import ISSUES, QualityThresholds, check_quality, issue_counts, quality_features, quality_issues
 from tests import imagefactory as f
 
 NORMAL_SIZES = [(128, 96), (120, 90), (140, 105), (128, 128), (96, 128), (160, 90)]

@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core.errors import RunStoreError
-from core.runs import (
+from core.common.errors import RunStoreError
+from core.store.runs import (
     ACTIVE_STATUSES,
     SCHEMA_VERSION,
     STATUSES,
@@ -102,7 +102,7 @@ def test_newer_schema_and_foreign_files_are_refused(tmp_path: Path, db: Path) ->
 
 
 def test_module_import_stays_light() -> None:
-    code = "import sys, core.runs; print(sorted({'pandas', 'torch', 'streamlit'} & set(sys.modules)))"
+    code = "import sys, core.store.runs; print(sorted({'pandas', 'torch', 'streamlit'} & set(sys.modules)))"
     out = python_child(code, stdout=subprocess.PIPE).communicate(timeout=30)[0]
     assert out.strip() == "[]"
 
@@ -361,7 +361,7 @@ def test_writer_threads_and_a_polling_reader_lose_nothing(store: RunStore) -> No
 
 WRITER = """
 import sys
-from core.runs import RunStore
+from core.store.runs import RunStore
 store = RunStore(sys.argv[1])
 shared, name = int(sys.argv[2]), sys.argv[3]
 own = store.create_run(dataset="d", name=name)
@@ -385,7 +385,7 @@ def test_two_processes_writing_one_file_both_land(store: RunStore, db: Path) -> 
 
 CREATOR = """
 import sys
-from core.runs import RunStore
+from core.store.runs import RunStore
 RunStore(sys.argv[1]).create_run(dataset="d", name=sys.argv[2])
 """
 
@@ -402,7 +402,7 @@ def test_two_processes_creating_a_new_store_at_once(db: Path) -> None:
 
 OWNER = """
 import sys, time
-from core.runs import RunStore
+from core.store.runs import RunStore
 store = RunStore(sys.argv[1])
 queued = store.create_run(dataset="d")
 running = store.create_run(dataset="d")

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import samples
-from core.errors import DatasetError
-from core.sources import list_entries, resolve_dataset
-from core.workspace import Workspace
+from core.common.errors import DatasetError
+from core.common.workspace import Workspace
+from core.datasets import samples
+from core.datasets.sources import list_entries, resolve_dataset
 
 
 def files_digest(root: Path) -> dict[str, str]:

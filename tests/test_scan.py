@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from core.scan import ScanResult, scan_dataset
-from core.sources import resolve_dataset
-from core.workspace import Workspace
+from core.common.workspace import Workspace
+from core.datasets.scan import ScanResult, scan_dataset
+from core.datasets.sources import resolve_dataset
 from tests import imagefactory as f
 
 CONTRACT_KEYS = {"n_images", "n_classes", "classes", "splits", "unreadable"}

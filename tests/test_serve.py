@@ -22,13 +22,13 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from core import train_run
-from core.jobs import JobRegistry
-from core.predict import Predictor, load_run_predictor
-from core.runs import RunStore
-from core.serve import build_app
-from core.training import TrainConfig
-from core.workspace import Workspace
+from core.common.workspace import Workspace
+from core.explain.predict import Predictor, load_run_predictor
+from core.explain.serve import build_app
+from core.store.runs import RunStore
+from core.train import runner as train_run
+from core.train.config import TrainConfig
+from core.train.jobs import JobRegistry
 from tests import imagefactory as f
 from tests.app_server import free_port
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import DatasetError
-from core.sources import (
+from core.common.errors import DatasetError
+from core.common.workspace import Workspace
+from core.datasets.sources import (
     DatasetRef,
     detect_dataset,
     extract_upload,
@@ -18,7 +19,6 @@ from core.sources import (
     read_label_csv,
     resolve_dataset,
 )
-from core.workspace import Workspace
 from tests import imagefactory as f
 
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.errors import ImageError
-from core.samples import sample_path
-from core.thumbs import THUMB_SIZE, make_thumbnail, thumbnail_file, thumbnail_files
-from core.workspace import Workspace
+from core.common.errors import ImageError
+from core.common.workspace import Workspace
+from core.datasets.samples import sample_path
+from core.datasets.thumbs import THUMB_SIZE, make_thumbnail, thumbnail_file, thumbnail_files
 from tests import imagefactory as f
 
 

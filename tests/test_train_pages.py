@@ -9,11 +9,11 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from core import train_run
-from core.jobs import JobRegistry
-from core.runs import RunStore
-from core.training import TrainConfig
-from core.workspace import Workspace
+from core.common.workspace import Workspace
+from core.store.runs import RunStore
+from core.train import runner as train_run
+from core.train.config import TrainConfig
+from core.train.jobs import JobRegistry
 from tests import imagefactory as fx
 from ui import run_views
 
@@ -51,7 +51,7 @@ def _app(page: str) -> AppTest:
 
 
 def _choose_folder(at: AppTest, folder: Path) -> None:
-    from core.sources import resolve_dataset
+    from core.datasets.sources import resolve_dataset
 
     at.session_state["dataset"] = resolve_dataset(str(folder), Workspace.open())
 
@@ -180,8 +180,8 @@ def test_runs_page_resumes_a_cancelled_run_and_deletes_it(colours: Path, fresh_w
 
 def test_runs_page_warns_when_the_runs_data_leaks(tmp_path: Path, fresh_workspace: Path) -> None:
     """A val image that is a copy of a train image makes the run's scores optimistic: the page says so."""
-    from core.dedup import find_duplicates
-    from core.sources import resolve_dataset
+    from core.datasets.sources import resolve_dataset
+    from core.dedup.groups import find_duplicates
 
     root = tmp_path / "leaky"
     for label, seed in (("a", 10), ("b", 40)):

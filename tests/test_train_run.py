@@ -1,4 +1,4 @@
-"""core.train_run + the ``train`` command: real runs through the job registry, the run store and checkpoints.
+"""core.train.runner + the ``train`` command: real runs through the job registry, the run store and checkpoints.
 
 Small real trainings on a 3-class folder of generated images; the SIGKILL test kills a real
 ``python -m core train`` process in the middle and resumes the crashed run to its end.
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from core import train_run
-from core.__main__ import main
-from core.jobs import JobRegistry
-from core.runs import RunStore
-from core.training import TrainConfig
-from core.workspace import Workspace
+from core.cli.main import main
+from core.common.workspace import Workspace
+from core.store.runs import RunStore
+from core.train import runner as train_run
+from core.train.config import TrainConfig
+from core.train.jobs import JobRegistry
 from tests import imagefactory as f
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import PathNotAllowedError
-from core.workspace import DATA_ROOTS_ENV, WORKSPACE_ENV, Workspace
+from core.common.errors import PathNotAllowedError
+from core.common.workspace import DATA_ROOTS_ENV, WORKSPACE_ENV, Workspace
 
 
 @pytest.fixture

@@ -17,16 +17,17 @@ import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image, ImageOps
 
-from core import predict
-from core.errors import CoreError, ImageError
-from core.explain import ALL_METHODS, DEFAULT_METHOD
-from core.images import open_image
-from core.models import ARCHS, imagenet_weights_file
-from core.overlay import COLORMAPS, DEFAULT_COLORMAP, overlay
-from core.predict import Prediction, Predictor
-from core.runs import RunStore
-from core.train_run import checkpoint_path
-from core.workspace import Workspace
+from core.common.errors import CoreError, ImageError
+from core.common.workspace import Workspace
+from core.explain import predict
+from core.explain.cam import ALL_METHODS, DEFAULT_METHOD
+from core.explain.overlay import COLORMAPS, DEFAULT_COLORMAP, overlay
+from core.explain.predict import Prediction, Predictor
+from core.images.opener import open_image
+from core.store.runs import RunStore
+from core.train.archs import ARCHS
+from core.train.runner import checkpoint_path
+from core.train.weights import imagenet_weights_file
 from ui.common import show_error
 
 MAX_UPLOAD_MB = 50  # per file; the server-wide limit in .streamlit/config.toml is larger, for dataset ZIPs

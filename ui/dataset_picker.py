@@ -13,10 +13,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.cleaning import CLEANING_RECORD, cleaned_folders, cleaning_record, open_cleaned
-from core.errors import CoreError
-from core.samples import SAMPLES
-from core.sources import (
+from core.common.errors import CoreError
+from core.datasets.samples import SAMPLES
+from core.datasets.sources import (
     DatasetRef,
     came_from_zip,
     csv_ref,
@@ -28,6 +27,7 @@ from core.sources import (
     resolve_dataset,
     spec_paths,
 )
+from core.dedup.cleaning import CLEANING_RECORD, cleaned_folders, cleaning_record, open_cleaned
 from ui.common import show_error
 from ui.state import workspace
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import embed, explore
-from core.errors import CoreError, ImageError
-from core.naming import natural_sorted
-from core.scan import UNSPLIT, ScanResult
-from core.thumbs import thumbnail_files
+from core.common.errors import CoreError, ImageError
+from core.common.naming import natural_sorted
+from core.datasets import embed, explore
+from core.datasets.scan import UNSPLIT, ScanResult
+from core.datasets.thumbs import thumbnail_files
 from ui import figures
 from ui.common import show_error
 from ui.state import workspace

@@ -1,7 +1,7 @@
 """The views of the Duplicates page (one function per tab) and ``leakage_notice`` for every page showing a score.
 
 The search, the regrouping, the leak report, the cleaning plan and the quality checks are core's
-(``core.dedup``, ``core.cleaning``, ``core.quality``); this module keeps their results in the session and
+(``core.dedup.groups``, ``core.dedup.cleaning``, ``core.dedup.quality``); this module keeps their results in the session and
 draws them. The fingerprints of a dataset are computed once per hash method (``search``); the threshold
 slider only regroups them (``at_threshold``: no image is opened).
 """
@@ -15,14 +15,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.cleaning import POLICIES, CleaningPlan, plan_cleaning, write_cleaned
-from core.dedup import SPLIT_ORDER, DedupConfig, DedupResult, LeakageReport, find_duplicates, group_duplicates
-from core.dedup import leakage_report as core_leakage_report
-from core.errors import CoreError, ImageError
-from core.quality import ISSUES, QualityReport, QualityThresholds, quality_report
-from core.scan import ScanResult
-from core.sources import DatasetRef
-from core.thumbs import thumbnail_files
+from core.common.errors import CoreError, ImageError
+from core.datasets.scan import ScanResult
+from core.datasets.sources import DatasetRef
+from core.datasets.thumbs import thumbnail_files
+from core.dedup.cleaning import POLICIES, CleaningPlan, plan_cleaning, write_cleaned
+from core.dedup.groups import SPLIT_ORDER, DedupConfig, DedupResult, LeakageReport, find_duplicates, group_duplicates
+from core.dedup.groups import leakage_report as core_leakage_report
+from core.dedup.quality import ISSUES, QualityReport, QualityThresholds, quality_report
 from ui.common import show_error
 from ui.state import SCANS, choose_dataset, workspace
 
@@ -104,7 +104,7 @@ def search(ref: DatasetRef, scan: ScanResult, method: str) -> DedupResult:
 
 
 def at_threshold(base: DedupResult, threshold: int) -> DedupResult:
-    """``base`` regrouped at ``threshold`` (core.dedup.group_duplicates: no decoding), kept for the next rerun."""
+    """``base`` regrouped at ``threshold`` (core.dedup.groups.group_duplicates: no decoding), kept for the next rerun."""
     result = base
     if threshold != base.config.threshold:
         key = (base.ref.spec, base.config.method, threshold)

@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from core.naming import natural_key
+from core.common.naming import natural_key
 
 SPLIT_COLOURS = {"train": "#4C78A8", "val": "#F58518", "test": "#54A24B", "unsplit": "#8C8C8C"}
 MAX_SCATTER_POINTS = 5000

@@ -8,12 +8,12 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import train_run
-from core.jobs import Job, JobRegistry
-from core.runs import ACTIVE_STATUSES, RunRecord, RunStore
-from core.train_run import EPOCH_KEYS, RESUMABLE, STEP_KEYS
-from core.training import FIRST_CYCLE, TrainConfig, planned_epochs
-from core.workspace import Workspace
+from core.common.workspace import Workspace
+from core.store.runs import ACTIVE_STATUSES, RunRecord, RunStore
+from core.train import runner as train_run
+from core.train.config import FIRST_CYCLE, TrainConfig, effective_schedule, planned_epochs
+from core.train.jobs import Job, JobRegistry
+from core.train.runner import EPOCH_KEYS, RESUMABLE, STEP_KEYS
 from ui import figures
 
 
@@ -69,7 +69,7 @@ def estimate_text(seconds: float, config: TrainConfig) -> str:
     per_epoch = f"About **{seconds:,.1f} s per epoch** (while nothing else trains)"
     if not open_ended:
         return f"{per_epoch}, so about {seconds * epochs / 60:,.1f} min for {epochs} epoch{'s' * (epochs != 1)}."
-    if config.schedule in ("auto", "cycles"):
+    if effective_schedule(config) == "cycles":
         first = min(FIRST_CYCLE, epochs)
         return (f"{per_epoch}. The run trains {first} epochs (about {seconds * first / 60:,.1f} min), then cycles "
                 f"twice as long only while the network is still learning: at most {epochs} epochs "
@@ -170,8 +170,8 @@ def run_actions(run: RunRecord, store: RunStore, registry: JobRegistry, ws: Work
 
 def dataset_ref(run: RunRecord):
     """The run's dataset as a ref, or None when it cannot be opened any more (moved, deleted)."""
-    from core.errors import CoreError
-    from core.sources import resolve_dataset
+    from core.common.errors import CoreError
+    from core.datasets.sources import resolve_dataset
     from ui.state import workspace
 
     try:

@@ -12,12 +12,12 @@ import sys
 
 import streamlit as st
 
-from core.errors import CoreError
-from core.jobs import JobRegistry
-from core.runs import RunStore
-from core.scan import ScanResult, scan_dataset
-from core.sources import DatasetRef, resolve_dataset
-from core.workspace import Workspace
+from core.common.errors import CoreError
+from core.common.workspace import Workspace
+from core.datasets.scan import ScanResult, scan_dataset
+from core.datasets.sources import DatasetRef, resolve_dataset
+from core.store.runs import RunStore
+from core.train.jobs import JobRegistry
 
 DEFAULT_DATASET = "sample:digits"
 DATASET = "dataset"  # session key: the chosen DatasetRef (resolved once, not on every rerun)

@@ -1,0 +1,150 @@
+"""The command line: ``python -m core <command> ...``. It only parses and dispatches; the work is in core.
+
+Contract (see DESIGN.md): every command takes ``--workspace DIR`` and ``--json``; exit 0 on success; bad
+input gives one ``error: ...`` line on stderr and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from core.cli import dedup as cli_dedup
+from core.cli import predict as cli_predict
+from core.cli import train as cli_train
+from core.common.errors import CoreError
+from core.common.workspace import Workspace
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse prints usage plus an error over two lines; the contract wants one line and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        # self.prog is "python -m core" for the top level and "python -m core scan" for a command.
+        sys.stderr.write(f"error: {message} (see: {self.prog} --help)\n")
+        raise SystemExit(2)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workspace", default=None, help="where datasets, runs and checkpoints live (./workspace)")
+    parser.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
+
+
+def _dataset_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", metavar="DATASET", help="a folder, a .csv, a .zip, or sample:digits")
+    parser.add_argument("--labels", metavar="FILE.csv", help="CSV of image,label (images beside it or in --images)")
+    parser.add_argument("--images", metavar="DIR", help="folder holding the images named by --labels/--metadata")
+    parser.add_argument("--metadata", metavar="DIR", help="folder of one JSON file per image")
+    parser.add_argument("--label-key", metavar="KEY", help="the JSON key holding the label (a.b for nested keys)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m core", description="Image-classification studio, command line.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    scan = sub.add_parser("scan", help="count images, classes and splits; list unreadable files")
+    _dataset_args(scan)
+    scan.add_argument("--workers", type=int, default=None, help="decoding processes (default: usable cores)")
+    _common(scan)
+    runs = sub.add_parser("runs", help="list stored runs")
+    runs.add_argument("--status", choices=_statuses(), help="only runs with this status")
+    _common(runs)
+    cli_dedup.add_parser(sub, _common, _dataset_args)
+    cli_train.add_parser(sub, _common)
+    cli_predict.add_parsers(sub, _common)
+    return parser
+
+
+def _statuses() -> tuple[str, ...]:
+    from core.store.runs import STATUSES
+
+    return STATUSES
+
+
+def cmd_scan(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
+    from core.datasets.scan import scan_dataset
+    from core.datasets.sources import resolve_dataset
+
+    ref = resolve_dataset(args.dataset, ws, labels=args.labels, images=args.images,
+                          metadata=args.metadata, label_key=args.label_key)  # fmt: skip
+    result = scan_dataset(ref, ws.cache, workers=args.workers)
+    summary = result.summary()
+    lines = [f"{summary['n_images']} images, {summary['n_classes']} classes in {ref.display} ({ref.kind})"]
+    lines += [f"  {label:<24} {n:>7}" for label, n in result.classes.items()]
+    lines.append("splits: " + ", ".join(f"{s} {n}" for s, n in result.splits.items()))
+    lines += [f"unreadable: {len(result.unreadable)}"] + [
+        f"  {r.path}: {r.reason}" for r in result.unreadable.itertuples()
+    ]
+    return summary, "\n".join(lines)
+
+
+def cmd_runs(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
+    from core.store.runs import RunStore
+
+    store = RunStore(ws.runs_db)
+    rows = [store.summary(run) for run in store.list_runs(status=args.status)]
+    if not rows:
+        return rows, "no runs yet"
+    header = f"{'id':>4}  {'status':<10} {'arch':<14} {'best val acc':>12} {'wall s':>8}  dataset"
+    lines = [header] + [
+        f"{r['run_id']:>4}  {r['status']:<10} {str(r['arch'] or '-'):<14} {_fmt(r['best_val_acc'], '.4f'):>12} "
+        f"{_fmt(r['wall_s'], '.1f'):>8}  {r['dataset']}"
+        for r in rows
+    ]
+    return rows, "\n".join(lines)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Workspace], tuple[Any, str]]] = {
+    "scan": cmd_scan,
+    "runs": cmd_runs,
+    "dedup": cli_dedup.cmd_dedup,
+    "train": cli_train.cmd_train,
+    "predict": cli_predict.cmd_predict,
+    "serve": cli_predict.cmd_serve,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit status (0 ok, 2 bad input)."""
+    args = build_parser().parse_args(argv)
+    try:
+        ws = _operator_view(args, Workspace.open(args.workspace))
+        result, text = COMMANDS[args.command](args, ws)
+    except CoreError as exc:
+        sys.stderr.write(f"error: {_one_line(str(exc))}\n")
+        return 2
+    except OSError as exc:  # disk full, permissions on the workspace: the user's to fix, not a bug
+        sys.stderr.write(f"error: {_one_line(str(exc))}\n")
+        return 2
+    sys.stdout.write((json.dumps(result, default=str) if args.json else text) + "\n")
+    return 0
+
+
+def _operator_view(args: argparse.Namespace, ws: Workspace) -> Workspace:
+    """The workspace as the command line sees it: the dataset paths its operator typed may be read.
+
+    The dashboard reads only the workspace and ``STUDIO_DATA_ROOTS``; the command line is run by whoever owns
+    the shell, so ``scan ~/photos`` works as any command would. What files name (a CSV's images, a cleaned
+    copy's source) is still confined to those roots.
+    """
+    from core.datasets.sources import spec_paths
+
+    if not getattr(args, "dataset", None):  # no DATASET on this command (predict's images are read directly)
+        return ws
+    typed = spec_paths(args.dataset)
+    typed += [value for name in ("labels", "images", "metadata") if (value := getattr(args, name, None))]
+    return ws.for_operator(typed) if typed else ws
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

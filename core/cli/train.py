@@ -1,0 +1,112 @@
+"""``python -m core train``: the same engine as the Train page, waited for in this process.
+
+Every ``TrainConfig`` field is an option (``--batch-size``, ``--label-smoothing``, ``--nesterov/--no-nesterov``
+...), so the command line and the page cannot drift apart; ``--pretrained`` is short for
+``--weights imagenet``. ``--resume RUN`` continues a stopped run with its stored config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import MISSING, fields
+from typing import Any
+
+from core.common.errors import CoreError
+from core.common.workspace import Workspace
+
+
+def add_parser(sub: Any, common: Any) -> None:
+    from core.train.config import TrainConfig, choices
+
+    p = sub.add_parser("train", help="train a classifier (the Train page's engine)")
+    p.add_argument("dataset", metavar="DATASET", nargs="?", help="a folder, a .csv, a .zip, or sample:digits")
+    p.add_argument("--resume", type=int, metavar="RUN", help="continue a stopped run from its last checkpoint")
+    p.add_argument("--pretrained", dest="weights", action="store_const", const="imagenet",
+                   help="start from torchvision's ImageNet weights (same as --weights imagenet)")  # fmt: skip
+    p.add_argument("--no-pretrained", dest="weights", action="store_const", const="none", help="random start")
+    for f in fields(TrainConfig):
+        if f.name != "dataset":
+            _add_field(p, f, choices().get(f.name))
+    common(p)
+
+
+def _add_field(parser: argparse.ArgumentParser, f: Any, choices: tuple[str, ...] | None) -> None:
+    flag = "--" + f.name.replace("_", "-")
+    default = f.default if f.default is not MISSING else f.default_factory()
+    help_text = f.metadata.get("help", "")
+    if isinstance(default, bool):
+        parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+    elif isinstance(default, list):
+        parser.add_argument(flag, type=int, nargs="+", default=None, metavar="N", help=help_text)
+    elif f.name == "weights":  # a choice or a file path
+        parser.add_argument(flag, default=None, metavar="none|imagenet|FILE", help=help_text)
+    else:
+        kind = type(default) if isinstance(default, int | float) else str
+        parser.add_argument(flag, type=kind, choices=choices, default=None, help=help_text)
+
+
+def config_from_args(args: argparse.Namespace, ws: Workspace) -> Any:
+    """The ``TrainConfig`` the options describe (unset options keep the default recipe)."""
+    from core.datasets.sources import resolve_dataset
+    from core.train.config import TrainConfig
+
+    if not args.dataset:
+        raise CoreError("give a DATASET to train on, or --resume RUN")
+    ref = resolve_dataset(args.dataset, ws)  # fails early, with the dataset's own message
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    return TrainConfig(**{**given, "dataset": ref.spec}).validate()
+
+
+def cmd_train(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
+    from core.datasets.sources import spec_paths
+    from core.store.runs import RunStore
+    from core.train.runner import result_json, train_and_wait
+
+    store = RunStore(ws.runs_db)
+    if args.resume is not None:
+        if args.dataset:
+            raise CoreError("--resume RUN continues a run with its own dataset and settings; drop DATASET")
+        # The run's dataset was typed on this command line or picked in the dashboard when it started.
+        ws = ws.for_operator(spec_paths(store.get_run(args.resume).dataset))
+        run_id = train_and_wait(ws, store, None, resume_run=args.resume, on_wait=_printer(store, args.json))
+    else:
+        run_id = train_and_wait(ws, store, config_from_args(args, ws), on_wait=_printer(store, args.json))
+    result = result_json(store, run_id, ws)
+    if result["status"] == "failed":
+        raise CoreError(f"run {run_id} failed: {result['error']}")
+    return result, _text(result)
+
+
+def _printer(store: Any, quiet: bool):
+    """Prints each finished epoch to stderr while the run trains (nothing with --json: stdout stays JSON)."""
+    shown: set[int] = set()
+
+    def show(run_id: int) -> None:
+        from core.train.runner import result_json
+
+        if quiet:
+            return
+        for epoch in result_json(store, run_id)["epochs"]:
+            if epoch["epoch"] not in shown:
+                shown.add(epoch["epoch"])
+                sys.stderr.write(_epoch_line(epoch) + "\n")
+
+    return show
+
+
+def _epoch_line(e: dict) -> str:
+    acc = e.get("val_acc")
+    return (f"epoch {e['epoch']:>3}  train loss {_f(e.get('train_loss'))}  val loss {_f(e.get('val_loss'))}  "
+            f"val acc {'-' if acc is None else f'{acc:.2%}'}  {_f(e.get('seconds'), '.1f')} s")  # fmt: skip
+
+
+def _f(value: float | None, spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _text(result: dict) -> str:
+    test = result["test"]
+    acc = f"test accuracy {test['accuracy']:.2%}" if "accuracy" in test else "no test result"
+    return (f"run {result['run_id']} {result['status']}: {len(result['epochs'])} epochs, {acc}, "
+            f"{result['wall_s'] or 0:.1f} s; best checkpoint {result['checkpoint'] or '-'}")  # fmt: skip

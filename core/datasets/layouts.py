@@ -1,0 +1,282 @@
+"""The three dataset layouts, read without opening any image: (path, label, split) entries and problems.
+
+* folder per class (``cat/1.jpg``), optionally under split folders (``train/cat/1.jpg``);
+* a CSV of image,label (Kaggle style: ``Image,Id``, ``filename,label``, ``path,class`` ...);
+* one JSON file per image holding the label under a key (Amazon bins: ``metadata/523.json`` with
+  ``EXPECTED_QUANTITY``; the image ``523.jpg`` is found by the same stem).
+
+``core.datasets.sources`` chooses the layout and where the files are; ``core.datasets.scan`` opens the images.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import posixpath
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from core.common.errors import DatasetError
+from core.images.opener import is_image_name
+
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+               "dev": "val", "test": "test", "testing": "test"}  # fmt: skip
+
+
+IMAGE_COLUMNS = ("image", "images", "img", "image_id", "imageid", "image_name", "image_path", "filename",
+                 "file_name", "file", "filepath", "file_path", "path", "fname", "name", "id_code")  # fmt: skip
+
+
+LABEL_COLUMNS = ("label", "labels", "class", "class_name", "classname", "category", "target", "y", "id",
+                 "species", "breed", "diagnosis", "level")  # fmt: skip
+
+
+SPLIT_COLUMNS = ("split", "subset", "set", "fold")
+
+
+JUNK_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini"}
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str  # relative to DatasetRef.root, with forward slashes
+    label: str
+    split: str  # "train" | "val" | "test" | ""
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    reason: str
+
+
+def walk_files(root: Path, linked_folders: list[str] | None = None) -> Iterator[tuple[str, Path]]:
+    """(relative posix path, absolute path) of every visible file under ``root``; links are not followed.
+
+    Symlinked files are yielded (``core.datasets.scan`` decides whether their target is inside the dataset);
+    symlinked folders are never entered, so a link loop or a link to ``/`` cannot make a scan endless.
+    Their relative paths are appended to ``linked_folders`` when it is given.
+    """
+    for folder, dirs, files in os.walk(root):
+        base = Path(folder)
+        if linked_folders is not None:
+            linked_folders.extend((base / d).relative_to(root).as_posix() for d in dirs if (base / d).is_symlink())
+        dirs[:] = sorted(d for d in dirs if not hidden(d))
+        for name in sorted(files):
+            if not hidden(name):
+                full = base / name
+                yield full.relative_to(root).as_posix(), full
+
+
+def hidden(name: str) -> bool:
+    return name.startswith(".") or name in JUNK_NAMES
+
+
+def list_folder(root: Path) -> tuple[list[Entry], list[Problem]]:
+    entries: list[Entry] = []
+    problems: list[Problem] = []
+    split_layout = _has_split_folders(root)
+    linked: list[str] = []
+    for rel, _ in walk_files(root, linked):
+        if not is_image_name(rel):
+            continue
+        parts = rel.split("/")
+        split = SPLIT_NAMES.get(parts[0].lower(), "") if split_layout else ""
+        class_parts = parts[1:] if split else parts
+        if len(class_parts) < 2:
+            where = f"the {parts[0]} folder" if split else "the dataset folder"
+            problems.append(Problem(rel, f"not inside a class folder (directly in {where})"))
+        else:
+            entries.append(Entry(rel, class_parts[0], split))
+    problems.extend(Problem(rel, "symlinked folder (not followed)") for rel in linked)
+    return entries, problems
+
+
+def _has_split_folders(root: Path) -> bool:
+    """True when the top level holds train/val/test folders that themselves hold class folders."""
+    tops = [p for p in root.iterdir() if p.is_dir() and not hidden(p.name)] if root.is_dir() else []
+    splits = [p for p in tops if p.name.lower() in SPLIT_NAMES]
+    return bool(splits) and any(any(c.is_dir() for c in p.iterdir()) for p in splits)
+
+
+def read_label_csv(path: Path) -> pd.DataFrame:
+    """The CSV as a frame with columns ``image``, ``label`` and optional ``split``, as text.
+
+    Raises:
+        DatasetError: unreadable CSV, or no column that can hold the image names or the labels.
+    """
+    try:
+        sep = _sniff_delimiter(path.read_text(errors="replace")[:8192])
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep, skipinitialspace=True)
+    except (OSError, ValueError, csv.Error, pd.errors.ParserError) as exc:
+        raise DatasetError(f"cannot read {path.name}: {exc}") from exc
+    if raw.shape[1] < 2:
+        raise DatasetError(f"{path.name} needs two columns (image, label); found {list(raw.columns)}")
+    image_col, label_col = _pick_columns(raw, path.name)
+    out = pd.DataFrame({"image": raw[image_col].str.strip(), "label": raw[label_col].str.strip()})
+    split_col = _find_column(raw.columns, SPLIT_COLUMNS, exclude=(image_col, label_col))
+    out["split"] = raw[split_col].str.strip().str.lower().map(lambda s: SPLIT_NAMES.get(s, "")) if split_col else ""
+    return out
+
+
+def _sniff_delimiter(sample_text: str) -> str:
+    # A one-column file has no delimiter to find; "," lets the column check below say what is missing.
+    try:
+        return csv.Sniffer().sniff(sample_text, delimiters=",;\t|").delimiter if sample_text.strip() else ","
+    except csv.Error:
+        return ","
+
+
+def _pick_columns(raw: pd.DataFrame, name: str) -> tuple[str, str]:
+    image_col = _find_column(raw.columns, IMAGE_COLUMNS)
+    label_col = _find_column(raw.columns, LABEL_COLUMNS, exclude=(image_col,))
+    if image_col and label_col:
+        return image_col, label_col
+    if raw.shape[1] == 2:  # two columns with unknown names: image first, label second, the common order
+        return str(raw.columns[0]), str(raw.columns[1])
+    raise DatasetError(
+        f"{name}: cannot tell which columns hold the image and the label; columns are {list(raw.columns)}; "
+        f"expected an image column ({', '.join(IMAGE_COLUMNS[:6])}...) and a label column "
+        f"({', '.join(LABEL_COLUMNS[:6])}...)"
+    )
+
+
+def _find_column(columns: pd.Index, wanted: tuple[str, ...], exclude: tuple[str | None, ...] = ()) -> str | None:
+    by_lower = {str(c).strip().lower(): str(c) for c in columns if c not in exclude}
+    return next((by_lower[w] for w in wanted if w in by_lower), None)
+
+
+def list_csv(root: Path, labels: Path) -> tuple[list[Entry], list[Problem]]:
+    table = read_label_csv(labels)
+    entries: list[Entry] = []
+    problems: list[Problem] = []
+    seen: dict[str, int] = {}
+    for row_no, (image, label, split) in enumerate(table.itertuples(index=False), start=2):
+        rel = csv_image_path(root, image)
+        if not image:
+            problems.append(Problem(f"{labels.name}:{row_no}", "row without an image name"))
+        elif climbs_out(image):
+            problems.append(Problem(image, f"names a file outside the dataset folder ({labels.name}, row {row_no})"))
+        elif rel is None:
+            problems.append(Problem(image, f"listed in {labels.name} (row {row_no}) but no such file"))
+        elif not label:
+            problems.append(Problem(rel, f"no label in {labels.name} (row {row_no})"))
+        elif rel in seen:
+            problems.append(Problem(rel, f"listed again in row {row_no} (row {seen[rel]} kept)"))
+        else:
+            seen[rel] = row_no
+            entries.append(Entry(rel, label, split))
+    return entries, problems
+
+
+def climbs_out(image: str) -> bool:
+    """True for a CSV image name that leads out of the dataset folder (``../../etc/x.png``)."""
+    return posixpath.normpath(image.replace("\\", "/").lstrip("/")).split("/")[0] == ".."
+
+
+def csv_image_path(root: Path, image: str) -> str | None:
+    """The image's path relative to ``root``, trying common extensions for names given without one.
+
+    A name that climbs out of ``root`` (``../../etc/x.png``) gives None without being looked up, so a CSV
+    cannot be used to learn which files exist elsewhere. (``core.datasets.scan`` also refuses links that lead out.)
+    """
+    if not image or climbs_out(image):
+        return None
+    name = image.replace("\\", "/").lstrip("/")
+    candidates = [name] if Path(name).suffix else [name + ext for ext in (".jpg", ".png", ".jpeg", ".webp", ".bmp")]
+    return next((c for c in candidates if (root / c).is_file() or (root / c).is_symlink()), None)
+
+
+def json_files(metadata: Path) -> list[Path]:
+    return sorted(p for p in metadata.rglob("*.json") if not hidden(p.name))
+
+
+def list_metadata(root: Path, metadata: Path, key: str) -> tuple[list[Entry], list[Problem]]:
+    by_stem: dict[str, str] = {}
+    for rel, _ in walk_files(root):
+        if is_image_name(rel):
+            by_stem.setdefault(Path(rel).stem, rel)
+    entries: list[Entry] = []
+    problems: list[Problem] = []
+    used: set[str] = set()
+    for file in json_files(metadata):
+        label, reason = _label_from_json(file, key)
+        rel = by_stem.get(file.stem)
+        if rel is not None:
+            used.add(rel)  # it has a metadata file, usable or not: one problem per image, not two
+        if reason:
+            problems.append(Problem(rel or file.name, reason))
+        elif rel is None:
+            problems.append(Problem(file.name, f"no image named {file.stem}.* in {root.name}"))
+        else:
+            entries.append(Entry(rel, label, ""))
+    problems.extend(Problem(rel, "no metadata file for this image") for rel in by_stem.values() if rel not in used)
+    return entries, problems
+
+
+def _label_from_json(file: Path, key: str) -> tuple[str, str]:
+    """(label, "") or ("", reason) for one metadata file."""
+    try:
+        value: object = json.loads(file.read_text(encoding="utf-8", errors="replace"))
+    except (OSError, ValueError) as exc:
+        return "", f"{file.name}: invalid JSON ({str(exc)[:60]})"
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return "", f"{file.name}: no {key!r} key"
+        value = value[part]
+    if isinstance(value, dict | list) or value is None or str(value).strip() == "":
+        return "", f"{file.name}: {key!r} holds no single value"
+    return _label_text(value), ""
+
+
+def _label_text(value: object) -> str:
+    # 5 and 5.0 are the same bin count; JSON writers differ in which they emit.
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    key: str
+    n_files: int
+    n_distinct: int
+    examples: tuple[str, ...]
+    counts: tuple[tuple[str, int], ...] = ()  # the most common values and how many sampled files hold them
+
+
+def metadata_keys(metadata: Path, *, sample: int = 200) -> list[KeyInfo]:
+    """Keys with a single value in the metadata files (nested keys dotted), most common first.
+
+    Only keys present in at least half of the sampled files are offered: per-file keys (such as product
+    ids nested under a dict) would otherwise flood the list.
+    """
+    files = json_files(metadata)[:sample]
+    values: dict[str, list[str]] = {}
+    for file in files:
+        try:
+            doc = json.loads(file.read_text(encoding="utf-8", errors="replace"))
+        except (OSError, ValueError):
+            continue
+        for key, value in _scalar_items(doc):
+            values.setdefault(key, []).append(_label_text(value))
+    keep = [(k, v) for k, v in values.items() if len(v) * 2 >= max(len(files), 1)]
+    infos = [KeyInfo(k, len(v), len(set(v)), tuple(dict.fromkeys(v))[:5], tuple(Counter(v).most_common(12)))
+             for k, v in keep]  # fmt: skip
+    return sorted(infos, key=lambda i: (-i.n_files, i.key))
+
+
+def _scalar_items(doc: object, prefix: str = "", depth: int = 0) -> Iterator[tuple[str, object]]:
+    if not isinstance(doc, dict) or depth > 2:
+        return
+    for key, value in doc.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _scalar_items(value, name + ".", depth + 1)
+        elif not isinstance(value, list) and value is not None:
+            yield name, value

@@ -1,0 +1,222 @@
+"""Scanning a dataset: every image opened once through ``core.images.opener``, facts cached, problems listed.
+
+The result is the *manifest*: one row per usable image (``path`` relative to the dataset root, ``label``,
+``split``, ``width``, ``height``, ``mode``, ``format``, ``frames``, ``bytes``), and a second table of the files
+that cannot be used, each with a reason. One bad file never stops a scan.
+
+Facts are cached per dataset in ``<workspace>/cache/manifests/<key>.parquet`` keyed by each file's size and
+modification time, so a rescan only opens new or changed files: a 100k-image folder is decoded once.
+Images are decoded on one thread per usable core (Pillow releases the GIL while decoding).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+
+from core.common import filecache
+from core.common.cpu import usable_cores
+from core.common.errors import ImageError
+from core.common.naming import natural_sorted
+from core.datasets.layouts import Entry, Problem
+from core.datasets.sources import DatasetRef, list_entries
+from core.images.opener import inspect_image
+
+Progress = Callable[[int, int], None]
+FACT_COLUMNS = ["width", "height", "mode", "format", "frames", "bytes"]
+MANIFEST_COLUMNS = ["path", "label", "split", *FACT_COLUMNS]
+CACHE_COLUMNS = ["path", "size", "mtime_ns", *FACT_COLUMNS, "error"]
+# Each decoding thread gets at least this many files; fewer are opened on the calling thread alone.
+PER_WORKER_MIN = 64
+UNSPLIT = "unsplit"
+
+
+@dataclass
+class ScanResult:
+    """A scanned dataset: the manifest of usable images and the unreadable files with reasons."""
+
+    ref: DatasetRef
+    manifest: pd.DataFrame
+    unreadable: pd.DataFrame  # columns: path, reason
+    seconds: float
+    n_opened: int  # files decoded by this scan (0 when everything came from the cache)
+
+    @property
+    def root(self) -> Path:
+        return self.ref.root
+
+    @cached_property
+    def classes(self) -> dict[str, int]:
+        counts = self.manifest["label"].value_counts()
+        return {label: int(counts[label]) for label in natural_sorted(counts.index)}
+
+    @cached_property
+    def splits(self) -> dict[str, int]:
+        counts = self.manifest["split"].replace("", UNSPLIT).value_counts()
+        order = [s for s in ("train", "val", "test", UNSPLIT) if s in counts.index]
+        return {s: int(counts[s]) for s in order}
+
+    def summary(self) -> dict[str, object]:
+        """The ``scan --json`` object of the command-line contract."""
+        return {
+            "dataset": self.ref.spec,
+            "kind": self.ref.kind,
+            "root": str(self.root),
+            "n_images": len(self.manifest),
+            "n_classes": len(self.classes),
+            "classes": self.classes,
+            "splits": self.splits,
+            "unreadable": self.unreadable.to_dict("records"),
+            "seconds": round(self.seconds, 3),
+            "n_opened": self.n_opened,
+        }
+
+
+def scan_dataset(
+    ref: DatasetRef,
+    cache_dir: Path | None = None,
+    *,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> ScanResult:
+    """Scan ``ref``: list its entries, open every new or changed image, and build the manifest.
+
+    Args:
+        ref: the dataset.
+        cache_dir: where manifests are cached (``Workspace.cache``); None scans without a cache.
+        workers: decoding threads; default one per usable core.
+        progress: called with (files done, files to open) while images are opened.
+    """
+    started = time.perf_counter()
+    entries, problems = list_entries(ref)
+    stats, link_problems = _stat_entries(ref.root, entries)
+    cache_file = cache_dir / "manifests" / f"{ref.key}.parquet" if cache_dir else None
+    cached = filecache.read_rows(cache_file, CACHE_COLUMNS)
+    todo = [e.path for e in entries if e.path in stats and filecache.stale(cached.get(e.path), stats[e.path])]
+    opened = dict(
+        zip(todo, inspect_many([str(ref.root / p) for p in todo], workers=workers, progress=progress), strict=True)
+    )
+    facts = {p: opened.get(p) or cached[p] for p in stats}
+    if cache_file is not None and todo:
+        _save_cache(cache_file, stats, facts)
+    manifest, bad = _assemble(entries, stats, facts)
+    unreadable = _problem_frame([*problems, *link_problems, *bad])
+    return ScanResult(ref, manifest, unreadable, time.perf_counter() - started, len(todo))
+
+
+def _stat_entries(root: Path, entries: Sequence[Entry]) -> tuple[dict[str, tuple[int, int]], list[Problem]]:
+    """(size, mtime_ns) per usable path; paths that leave the dataset and vanished files become problems."""
+    real_root = _real(root)
+    folder_inside: dict[Path, bool] = {}  # one realpath per folder, not per file: cheap on 100k-image rescans
+    stats: dict[str, tuple[int, int]] = {}
+    problems: list[Problem] = []
+    for entry in entries:
+        full = root / entry.path
+        outside = _outside_reason(full, real_root, folder_inside)
+        if outside:
+            problems.append(Problem(entry.path, outside))
+            continue
+        try:
+            st = full.stat()
+        except OSError as exc:
+            reason = f"broken link ({exc.strerror})" if full.is_symlink() else f"cannot read ({exc.strerror})"
+            problems.append(Problem(entry.path, reason))
+            continue
+        stats[entry.path] = (st.st_size, st.st_mtime_ns)
+    return stats, problems
+
+
+def _outside_reason(full: Path, real_root: Path, folder_inside: dict[Path, bool]) -> str:
+    """Why ``full`` leads out of the dataset ("" if it does not).
+
+    Folder and JSON listings never enter linked folders, but a CSV may name ``../x.jpg`` or ``linked/x.jpg``,
+    so the folder is checked as well as the file.
+    """
+    if full.parent not in folder_inside:
+        folder_inside[full.parent] = _real(full.parent).is_relative_to(real_root)
+    if not folder_inside[full.parent]:
+        return "outside the dataset folder (through .. or a linked folder)"
+    if full.is_symlink() and not _real(full).is_relative_to(real_root):
+        return f"symlink to a file outside the dataset ({os.readlink(full)})"
+    return ""
+
+
+def _real(path: Path) -> Path:
+    # os.path.realpath, not Path.resolve: on Python 3.11 resolve() raises RuntimeError on a symlink loop.
+    return Path(os.path.realpath(path))
+
+
+def inspect_many(paths: Sequence[str], *, workers: int | None = None, progress: Progress | None = None) -> list[dict]:
+    """Facts (or an ``error`` reason) for each path, in order; on several threads when there are many.
+
+    Threads, not processes: Pillow releases the GIL while it decodes, which is most of the work, so two
+    threads gave 1.6-1.7x on 2 cores (6,000 JPEGs: 1.8 s vs 2.9 s serial), while a process pool spent
+    0.5-1 s starting workers that re-import the main script (streamlit, in the app) and reached only 1.4x.
+    """
+    n_workers = min(workers or usable_cores(), max(1, len(paths) // PER_WORKER_MIN))
+    if n_workers <= 1:
+        return _inspect_chunk(paths, progress)
+    size = max(32, min(256, len(paths) // (n_workers * 8)))
+    chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
+    results: list[dict] = []
+    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="scan") as pool:
+        for chunk_result in pool.map(_inspect_chunk, chunks):
+            results.extend(chunk_result)
+            if progress:
+                progress(len(results), len(paths))
+    return results
+
+
+def _inspect_chunk(paths: Sequence[str], progress: Progress | None = None) -> list[dict]:
+    results = []
+    for i, path in enumerate(paths, start=1):
+        results.append(_inspect_one(path))
+        if progress and (i % 100 == 0 or i == len(paths)):
+            progress(i, len(paths))
+    return results
+
+
+def _inspect_one(path: str) -> dict:
+    try:
+        info = inspect_image(path)
+    except ImageError as exc:
+        return {"error": exc.reason}
+    return {"width": info.width, "height": info.height, "mode": info.mode, "format": info.format,
+            "frames": info.frames, "bytes": info.bytes, "error": ""}  # fmt: skip
+
+
+def _save_cache(cache_file: Path, stats: dict[str, tuple[int, int]], facts: dict[str, dict]) -> None:
+    rows = [{"path": p, "size": s, "mtime_ns": m, **{c: facts[p].get(c) for c in (*FACT_COLUMNS, "error")}}
+            for p, (s, m) in stats.items()]  # fmt: skip
+    filecache.write_table(cache_file, pd.DataFrame(rows, columns=CACHE_COLUMNS))
+
+
+def _assemble(
+    entries: Sequence[Entry], stats: dict[str, tuple[int, int]], facts: dict[str, dict]
+) -> tuple[pd.DataFrame, list[Problem]]:
+    rows, bad = [], []
+    for entry in entries:
+        fact = facts.get(entry.path)
+        if fact is None:
+            continue  # already reported by _stat_entries
+        if fact.get("error"):
+            bad.append(Problem(entry.path, str(fact["error"])))
+            continue
+        rows.append({"path": entry.path, "label": entry.label, "split": entry.split,
+                     **{c: fact[c] for c in FACT_COLUMNS}})  # fmt: skip
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    for col in ("width", "height", "frames", "bytes"):
+        manifest[col] = manifest[col].astype("int64")
+    return manifest, bad
+
+
+def _problem_frame(problems: Sequence[Problem]) -> pd.DataFrame:
+    frame = pd.DataFrame([{"path": p.path, "reason": p.reason} for p in problems], columns=["path", "reason"])
+    return frame.sort_values("path", kind="stable").reset_index(drop=True)

@@ -1,0 +1,245 @@
+"""The architecture registry: which networks the studio trains (torchvision's ResNets and MobileNets and our
+LeNet), what each is made of (head, last stage, first convolution, Grad-CAM layer, downsampling), and the
+input size each gets.
+
+``core.train.models`` builds and freezes them; ``core.train.weights`` loads their starting weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from core.common.errors import CoreError
+
+FREEZE_MODES: tuple[str, ...] = ("none", "backbone", "all-but-last")
+WEIGHTS_CHOICES = ("none", "imagenet")  # or a path to a local state-dict file
+IMAGENET_MEAN: tuple[float, ...] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, ...] = (0.229, 0.224, 0.225)
+
+# Input sizes. Below MIN the last feature map (the Grad-CAM map) would be smaller than 3x3 and explain
+# nothing; above 224 (the ImageNet training size) the cost grows with the square of the side on a CPU that
+# does ~50-80 GFLOP/s (research/cpu-training.md) for little gain on the small datasets the studio sees.
+_MIN_CAM_CELLS = 3
+_MAX_TORCHVISION_SIDE = 224
+
+
+class ModelError(CoreError):
+    """An unknown architecture or option, or a weights file that does not fit the network."""
+
+
+@dataclass(frozen=True)
+class ArchInfo:
+    """One entry of the registry: how to build, freeze and explain a network, and how to show it.
+
+    Attributes:
+        name: The registry key, e.g. ``"resnet18"``.
+        label: What the UI shows, e.g. ``"ResNet-18"``.
+        builder: torchvision builder name (``torchvision.models.get_model``); None for our own networks.
+        weights: torchvision weights enum value for ``weights="imagenet"``, e.g. ``"ResNet18_Weights.IMAGENET1K_V1"``.
+        image_size: Default input side in pixels.
+        cam_layer: Dotted path of the Grad-CAM target layer (negative numbers index from the end).
+        gflops: Forward FLOPs (2 per multiply-add, as ``torch.utils.flop_counter`` counts) for one 224 px image.
+        help: One line for the UI.
+        head: Dotted path of the classification layer that is replaced for ``num_classes``.
+        last_stage: Dotted paths that train with ``freeze="all-but-last"`` (besides the head).
+        first_conv: Dotted path of the first convolution (replaced when ``in_channels != 3``).
+        stride: Total downsampling from the input to the ``cam_layer`` map.
+        max_side: Largest side :func:`choose_image_size` picks.
+        min_side: Smallest side :func:`choose_image_size` picks (at least ``3 * stride``).
+    """
+
+    name: str
+    label: str
+    builder: str | None
+    weights: str | None
+    image_size: int
+    cam_layer: str
+    gflops: float
+    help: str
+    head: str
+    last_stage: tuple[str, ...]
+    first_conv: str
+    stride: int = 32
+    max_side: int = _MAX_TORCHVISION_SIDE
+    min_side: int = _MIN_CAM_CELLS * 32
+
+
+def _resnet(depth: int, weights: str, gflops: float, help_text: str) -> ArchInfo:
+    return ArchInfo(
+        name=f"resnet{depth}", label=f"ResNet-{depth}", builder=f"resnet{depth}",
+        weights=f"ResNet{depth}_Weights.{weights}", image_size=224, cam_layer="layer4.-1", gflops=gflops,
+        help=help_text, head="fc", last_stage=("layer4",), first_conv="conv1",
+    )  # fmt: skip
+
+
+ARCHS: dict[str, ArchInfo] = {
+    "resnet18": _resnet(18, "IMAGENET1K_V1", 3.63, "Small ResNet: the usual first choice for fine-tuning on a CPU."),
+    "resnet34": _resnet(34, "IMAGENET1K_V1", 7.33, "Twice ResNet-18's depth and cost; a little more accurate."),
+    "resnet50": _resnet(50, "IMAGENET1K_V2", 8.18, "Bottleneck ResNet, 80.9% ImageNet top-1; slow to train on a CPU."),
+    "resnet101": _resnet(101, "IMAGENET1K_V2", 15.6, "Deep ResNet; mostly for comparisons, costly on a CPU."),
+    "resnet152": _resnet(152, "IMAGENET1K_V2", 23.0, "Deepest ResNet; for comparisons only on a CPU."),
+    "mobilenet_v2": ArchInfo(
+        name="mobilenet_v2", label="MobileNetV2", builder="mobilenet_v2", weights="MobileNet_V2_Weights.IMAGENET1K_V2",
+        image_size=224, cam_layer="features.-1", gflops=0.60,
+        help="Light network made for phones: about 6x cheaper than ResNet-18, close in accuracy.",
+        head="classifier.1", last_stage=tuple(f"features.{i}" for i in range(14, 19)), first_conv="features.0.0",
+    ),
+    "mobilenet_v3_small": ArchInfo(
+        name="mobilenet_v3_small", label="MobileNetV3-Small", builder="mobilenet_v3_small",
+        weights="MobileNet_V3_Small_Weights.IMAGENET1K_V1", image_size=224, cam_layer="features.-1", gflops=0.113,
+        help="The cheapest pretrained network here (0.1 GFLOPs): fast previews, lower accuracy.",
+        head="classifier.3", last_stage=tuple(f"features.{i}" for i in range(9, 13)), first_conv="features.0.0",
+    ),
+    "lenet": ArchInfo(
+        name="lenet", label="LeNet (small CNN)", builder=None, weights=None, image_size=16, cam_layer="features.-1",
+        gflops=1.01, help="Three conv blocks (32/64/128 channels), trained from scratch: for tiny images like digits.",
+        head="classifier", last_stage=("features.-1",), first_conv="features.0.0", stride=4, max_side=32, min_side=16,
+    ),
+}  # fmt: skip
+
+
+class LeNet(nn.Module):
+    """A LeNet-style CNN for tiny images: conv-BN-ReLU blocks with 2x2 max-pooling between them.
+
+    ``features[-1]`` is the last conv block, whose output (after its ReLU) is the Grad-CAM target; then a
+    global average ``pool`` and the ``classifier``. Global pooling instead of a flattening layer lets one
+    network take any input side, so :func:`choose_image_size` is free to pick it.
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, widths: tuple[int, ...] = (32, 64, 128)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        previous = in_channels
+        for i, width in enumerate(widths):
+            if i:
+                layers.append(nn.MaxPool2d(2))
+            # ReLU not in-place: Grad-CAM hooks the block's output, and it must not be overwritten later.
+            block = nn.Sequential(
+                nn.Conv2d(previous, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+            )
+            layers.append(block)
+            previous = width
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(previous, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(self.features(x)))
+
+
+class EvalModeBatchNorm2d(nn.BatchNorm2d):
+    """A BatchNorm2d that stays in eval mode: it normalises with, and never updates, its running statistics.
+
+    :func:`apply_freeze` turns the BatchNorm layers of frozen parts into this class (same parameters, same
+    state-dict keys), so that a plain ``model.train()`` anywhere (a training loop, DDP) cannot let a frozen
+    backbone's statistics drift with the new data.
+    """
+
+    def train(self, mode: bool = True) -> EvalModeBatchNorm2d:
+        return super().train(False)
+
+
+# --- the registry --------------------------------------------------------------------------------------
+
+
+def arch_info(arch: str) -> ArchInfo:
+    """The registry entry for ``arch``; a :class:`ModelError` naming the allowed values otherwise."""
+    if arch not in ARCHS:
+        raise ModelError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHS)}")
+    return ARCHS[arch]
+
+
+def estimate_gflops(arch: str, image_size: int) -> float:
+    """Forward GFLOPs for one image of ``image_size`` px: convolution cost grows with the pixel count."""
+    return arch_info(arch).gflops * (image_size / 224) ** 2
+
+
+def choose_image_size(arch: str, typical_side: int) -> int:
+    """The input side (square) for images whose typical (e.g. median shorter) side is ``typical_side`` px.
+
+    Rule: keep the images' own size when it fits, but
+    * upscale small images to the arch's ``min_side``: at least 3 x its stride, so the Grad-CAM map is at
+      least 3x3 (ResNets and MobileNets downsample 32x: 96 px). LeNet downsamples 4x and takes 16 px: an 8x8
+      digit then gives a 4x4 map, one cell per 2x2 source pixels (finer cells would add no information).
+      Measured on sklearn digits (15 epochs, Adam + one-cycle): 99.6% at 16 px, 98.5% at 32 px at 4x the
+      cost (LeNet's receptive field is 18 px: at 32 px no unit sees the whole digit);
+    * cap large ones at ``max_side``: 224, the ImageNet training size, for torchvision networks; 32 for
+      LeNet, whose last units see 18 px: at 32 px each sees over half the image, at 64 px a quarter, too
+      little to take in an object that fills half of it (coloured shapes, 1,600 images, from scratch:
+      96.7% test accuracy at 32 px against 82% at 64 px, which also cost 6x the time);
+    * round up to a multiple of the stride, so every pooling divides evenly and the CAM map covers the
+      whole image instead of dropping a border.
+    """
+    info = arch_info(arch)
+    if typical_side < 1:
+        raise ModelError(f"typical image side must be a positive number of pixels, got {typical_side}")
+    side = min(max(typical_side, info.min_side), info.max_side)
+    return -(-side // info.stride) * info.stride
+
+
+def default_mean_std(in_channels: int = 3) -> tuple[list[float], list[float]]:
+    """Normalisation constants: ImageNet's (the pretrained weights expect them; fine from scratch too, as
+    BatchNorm absorbs any fixed shift). One channel gets the channel average."""
+    if in_channels == 3:
+        return list(IMAGENET_MEAN), list(IMAGENET_STD)
+    mean, std = sum(IMAGENET_MEAN) / 3, sum(IMAGENET_STD) / 3
+    return [mean] * in_channels, [std] * in_channels
+
+
+def bare_model(arch: str, num_classes: int, in_channels: int) -> nn.Module:
+    """``arch`` with random weights for ``num_classes`` outputs and ``in_channels`` inputs (nothing frozen)."""
+    info = arch_info(arch)
+    if info.builder is None:
+        return LeNet(num_classes=num_classes, in_channels=in_channels)
+    from torchvision.models import get_model
+
+    model = get_model(info.builder, weights=None, num_classes=num_classes)
+    if in_channels != 3:
+        _replace_first_conv(model, info, in_channels)
+    return model
+
+
+def _replace_first_conv(model: nn.Module, info: ArchInfo, in_channels: int) -> None:
+    old = resolve_module(model, info.first_conv)
+    assert isinstance(old, nn.Conv2d), f"{info.name}: {info.first_conv} is {type(old).__name__}, not a Conv2d"
+    new = nn.Conv2d(
+        in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, old.dilation,
+        bias=old.bias is not None,
+    )  # fmt: skip
+    parent_path, _, leaf = info.first_conv.rpartition(".")
+    setattr(resolve_module(model, parent_path) if parent_path else model, leaf, new)
+
+
+def check_choice(what: str, value: str, allowed: tuple[str, ...]) -> None:
+    """A ModelError naming ``value`` and the allowed ones when ``value`` is not one of them."""
+    if value not in allowed:
+        raise ModelError(f"unknown {what} {value!r}; choose one of: {', '.join(allowed)}")
+
+
+# --- module paths ------------------------------------------------------------------------------------------
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside DDP / DataParallel wrappers (their ``module``)."""
+    while isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+        model = model.module
+    return model
+
+
+def resolve_module(model: nn.Module, path: str) -> nn.Module:
+    """The submodule at a dotted ``path`` such as ``"layer4.-1"``: numbers index Sequentials, negatives too."""
+    module = model
+    for part in path.split(".") if path else ():
+        if part.lstrip("-").isdigit() and isinstance(module, nn.Sequential | nn.ModuleList):
+            module = module[int(part)]
+        else:
+            module = getattr(module, part)
+    return module
+
+
+def module_name(model: nn.Module, target: nn.Module) -> str:
+    """The state-dict prefix of ``target`` inside ``model``."""
+    return next(name for name, module in model.named_modules() if module is target)

@@ -1,0 +1,242 @@
+"""The training configuration: every option with its help line, its validation, and the default recipe.
+
+Shape (torchvision ``references/classification`` + minGPT): :class:`TrainConfig` is a plain dataclass whose
+fields carry their own help text; :func:`prepare` turns a config into decoded tensors (scan, split, decode
+once); :func:`fit` trains and reports through :class:`TrainCallbacks`, never printing; ``train_one_epoch``
+and :func:`evaluate` are the two verbs inside it. The command line and background jobs call the same three.
+
+The default recipe (a config with only ``dataset`` set) and why it is the default:
+
+* ``arch="auto"``: LeNet (3 conv blocks, 32/64/128 channels) when the images' median shorter side is at most
+  64 px and no pretrained weights are asked for, else ResNet-18. On tiny images (digits, icons, CIFAR-size
+  crops) the ImageNet stem of a ResNet throws away 3/4 of the pixels in its first two layers, and a ResNet
+  needs a 96 px input for a usable Grad-CAM map, which costs 10-20x LeNet's compute on a 2-core CPU for no
+  accuracy gain (research/cpu-training.md section 6: a 3-layer CNN reaches 98-99% on the digits). Ordinary
+  photos get ResNet-18, the usual first choice for a CPU.
+  Measured on coloured shapes over textures (64 px, 1,600 images, from scratch, same epochs): ResNet-18 at
+  96 px 43% test accuracy in 6.5 min, LeNet at 32 px 96.7% in 72 s.
+* ``image_size=0``: :func:`core.train.archs.choose_image_size` from the median side (16 px for the 8 px digits,
+  LeNet's 32 px cap for 64 px images).
+* SGD with Nesterov momentum, one-cycle learning rates (linear rise over the first quarter of the steps,
+  cosine decay to zero, stepped per batch), label smoothing 0.1, weight decay 5e-4: the ingredients of the
+  fast CIFAR recipes (airbench, Page's ResNet series) that carry over to a CPU.
+* ``epochs=0`` with ``schedule="auto"``: as many epochs as the data needs (:class:`Cycles`): a 12-epoch
+  one-cycle run, then 24, then 48 epochs, each cycle only while the network still underfits its training
+  images and the last cycle raised validation accuracy. The digits stop after 12 epochs; data that takes
+  longer to learn gets it (the shapes above: 54% after 12 epochs, 99.6% after 84). A fixed ``epochs``
+  gives one one-cycle run of that length, as before.
+* ``augment="auto"``: random shifts of up to 1/8 of the side (pad + crop), plus left-right flips only for
+  colour images. Grey-scale data is mostly scans of digits, letters and documents (or X-rays), where a
+  mirror image is another class or no class at all; photos of things keep their meaning when mirrored.
+* ``normalize="auto"``: the training set's own mean/std from scratch, ImageNet's with pretrained weights.
+* ``weights="none"``: the studio works offline; ImageNet weights are one option away (``weights="imagenet"``).
+
+Checkpoints (``last.pt`` every epoch and on cancel, ``best.pt`` by ``best_metric``) hold everything to
+continue: model, optimizer, scheduler, AMP scaler, RNG states, the metric history and the partial sums of
+an unfinished epoch. Every batch's order and augmentation come from seeds of (seed, epoch, batch)
+(``core.train.batches.batch_seed``), so a run cancelled in the middle of an epoch resumes at the next batch and
+goes on exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from core.common.errors import CoreError
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta", "rmsprop")
+SCHEDULES = ("auto", "cycles", "plateau", "onecycle", "cosine", "step", "none")
+AUGMENTS = ("none", "flip", "crop", "crop-flip", "strong")  # presets core.train.batches applies on the tensors
+AUGMENT_CHOICES = ("auto", *AUGMENTS)
+NORMALIZE_CHOICES = ("auto", "dataset", "imagenet")
+BEST_METRICS = ("val_acc", "val_loss")
+DEVICES = ("auto", "cpu", "cuda")
+AMP_CHOICES = ("auto", "off", "fp16", "bf16")
+# The usual learning rate of each optimizer when ``lr`` is 0 (from scratch; a tenth with pretrained weights).
+DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3, "adadelta": 1.0, "rmsprop": 1e-3}
+LENET_UP_TO = 64  # median image side (px) up to which arch="auto" picks LeNet (from scratch)
+AUTO_MAX_EPOCHS = 100  # epochs=0 with an open-ended schedule (cycles, plateau): the cap
+FIXED_EPOCHS = 12  # epochs=0 with a fixed-length schedule (onecycle, cosine, step, none)
+FIRST_CYCLE = 12  # cycles: epochs of the first one-cycle run; each next one is twice as long
+OPEN_ENDED = ("cycles", "plateau")  # schedules that end a run when it has converged (epochs is only a cap)
+
+
+class ConfigError(CoreError):
+    """A training option with a value that is not allowed; the message names the value and the allowed ones."""
+
+
+class ResumeError(CoreError):
+    """A checkpoint that cannot continue on the data given (other classes, image size or split)."""
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field whose ``metadata["help"]`` is the one line the page shows next to the widget."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. JSON-safe; stored with the run and in every checkpoint."""
+
+    dataset: str = _f("", "The data: a folder, a .csv of labels, a .zip, or sample:digits.")
+    arch: str = _f("auto", "Network. auto: LeNet for images up to 64 px (from scratch), ResNet-18 otherwise.")
+    weights: str = _f("none", "Starting weights: none (random), imagenet (pretrained), or a .pth file path.")
+    freeze: str = _f("none", "Layers kept fixed: none, backbone (train only the head), all-but-last.")
+    backbone_lr_factor: float = _f(1.0, "Backbone learning rate = lr x this; 0.1 is usual when fine-tuning.")
+    image_size: int = _f(0, "Square input side in px; 0 picks it from the images' median size and the network.")
+    epochs: int = _f(
+        0,
+        "Passes over the training images; 0 = auto: as many as the data needs (cycles or plateau "
+        f"schedule, at most {AUTO_MAX_EPOCHS}), or {FIXED_EPOCHS} with a fixed-length schedule.",
+    )
+    batch_size: int = _f(64, "Images per step: larger is faster per image, needs more memory.")
+    optimizer: str = _f("sgd", "sgd (momentum), adam, adamw, adadelta or rmsprop.")
+    lr: float = _f(0.0, "Peak learning rate; 0 uses the optimizer's usual value (sgd 0.1, adam 0.001, ...).")
+    momentum: float = _f(0.9, "Momentum for sgd and rmsprop.")
+    nesterov: bool = _f(True, "Nesterov momentum for sgd (usually a little better).")
+    weight_decay: float = _f(5e-4, "L2 penalty on the weights; keeps them small against overfitting.")
+    schedule: str = _f(
+        "auto",
+        "Learning-rate schedule: auto (cycles when epochs is 0, else onecycle); cycles (one-cycle runs of "
+        f"{FIRST_CYCLE}, {2 * FIRST_CYCLE}, {4 * FIRST_CYCLE}... epochs while the network still underfits); "
+        "plateau (x gamma when validation stops improving); onecycle, cosine, step (at milestones), none.",
+    )
+    plateau_patience: int = _f(3, "plateau schedule: epochs without a lower validation loss before the rate drops.")
+    milestones: list[int] = _f([], "step schedule: epochs after which the rate is multiplied by gamma.")
+    gamma: float = _f(0.1, "step schedule: the factor applied at each milestone.")
+    warmup_epochs: float = _f(0.0, "Epochs of linear warm-up from zero (onecycle: its rise, default 1/4 of the run).")
+    label_smoothing: float = _f(0.1, "Share of each target spread over the other classes; curbs overconfidence.")
+    augment: str = _f("auto", "auto (shifts; flips only for colour), none, flip, crop, crop-flip, strong.")
+    normalize: str = _f("auto", "Input scaling: dataset (its mean/std), imagenet, auto (imagenet if pretrained).")
+    oversample: bool = _f(False, "Repeat images of rare classes so each has at least rare_threshold per epoch.")
+    rare_threshold: int = _f(10, "A class with fewer training images than this is rare (oversampled).")
+    early_stop_patience: int = _f(0, "Stop after this many epochs without a better best_metric; 0 = never.")
+    best_metric: str = _f("val_acc", "What best.pt is chosen by: val_acc (higher) or val_loss (lower).")
+    val_fraction: float = _f(0.15, "Share of each class for validation, when the data has no val folder.")
+    test_fraction: float = _f(0.15, "Share of each class for the test, when the data has no test folder.")
+    seed: int = _f(0, "Seed of the split, the initial weights, shuffling and augmentation.")
+    threads: int = _f(0, "CPU threads for this process; 0 leaves the setting to the app (one run: all cores).")
+    device: str = _f("auto", "auto (GPU when there is one), cpu or cuda.")
+    amp: str = _f("auto", "Mixed precision: auto (on for GPUs), off, fp16, bf16 (bf16 is ~40x slower on CPUs).")
+    log_every: int = _f(20, "Steps between progress reports (each report waits for the device once).")
+
+    def validate(self) -> TrainConfig:
+        """Check every value; returns self. Raises ConfigError naming the bad value and the allowed ones."""
+        for name, allowed in choices().items():
+            _one_of(name, getattr(self, name), allowed)
+        self._check_numbers()
+        return self
+
+    def _check_numbers(self) -> None:
+        _at_least("epochs", self.epochs, 0)
+        _at_least("plateau_patience", self.plateau_patience, 1)
+        _at_least("batch_size", self.batch_size, 1)
+        _at_least("image_size", self.image_size, 0)
+        _at_least("lr", self.lr, 0)
+        _at_least("backbone_lr_factor", self.backbone_lr_factor, 0)
+        _at_least("weight_decay", self.weight_decay, 0)
+        _at_least("warmup_epochs", self.warmup_epochs, 0)
+        _at_least("rare_threshold", self.rare_threshold, 1)
+        _at_least("early_stop_patience", self.early_stop_patience, 0)
+        _at_least("threads", self.threads, 0)
+        _at_least("log_every", self.log_every, 1)
+        _between("momentum", self.momentum, 0, 1)
+        _between("label_smoothing", self.label_smoothing, 0, 1)
+        _between("gamma", self.gamma, 0, 1)
+        if (
+            not 0 <= self.val_fraction < 1
+            or not 0 <= self.test_fraction < 1
+            or self.val_fraction + self.test_fraction >= 1
+        ):
+            raise ConfigError(f"val_fraction {self.val_fraction} and test_fraction {self.test_fraction}: each in [0, 1) "
+                              "and together under 1")  # fmt: skip
+        if not all(isinstance(m, int) and m >= 1 for m in self.milestones):
+            raise ConfigError(f"milestones {self.milestones}: expected whole epoch numbers >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict (stored with the run and in checkpoints)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """The config from :meth:`to_dict`'s output; unknown keys raise ConfigError (naming the known ones)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown training options {unknown}; known: {', '.join(sorted(known))}")
+        return cls(**values)
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        """Field name -> one line of help text (for the page)."""
+        return {f.name: f.metadata["help"] for f in fields(cls)}
+
+
+def choices() -> dict[str, tuple[str, ...]]:
+    """The allowed values of every option that is a choice: validation, the page's selectboxes and the CLI's
+    ``choices`` all read them here."""
+    from core.train.archs import ARCHS
+    from core.train.models import FREEZE_MODES  # here: the architectures need torch, the config does not
+
+    return {"arch": ("auto", *ARCHS), "freeze": FREEZE_MODES, "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
+            "augment": AUGMENT_CHOICES, "normalize": NORMALIZE_CHOICES, "best_metric": BEST_METRICS,
+            "device": DEVICES, "amp": AMP_CHOICES}  # fmt: skip
+
+
+def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} {value!r} is not allowed; choose one of: {', '.join(allowed)}")
+
+
+def _at_least(name: str, value: float, low: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= low:
+        raise ConfigError(f"{name} {value!r}: expected a number >= {low}")
+
+
+def _between(name: str, value: float, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value < high:
+        raise ConfigError(f"{name} {value!r}: expected a number in [{low}, {high})")
+
+
+def resolve_config(config: TrainConfig, typical_side: int, grayscale: bool) -> TrainConfig:
+    """Replace every ``auto``/0 choice that depends on the data by its value (see the module docstring)."""
+    from core.train.archs import choose_image_size
+
+    pretrained = config.weights != "none"
+    arch = config.arch
+    if arch == "auto":
+        arch = "lenet" if typical_side <= LENET_UP_TO and not pretrained else "resnet18"
+    epochs, until_converged = planned_epochs(config)
+    return replace(
+        config,
+        arch=arch,
+        schedule=effective_schedule(config),
+        epochs=config.epochs if until_converged else epochs,  # open-ended keeps 0 = auto (the cap, AUTO_MAX_EPOCHS)
+        image_size=config.image_size or choose_image_size(arch, max(1, typical_side)),
+        augment=config.augment if config.augment != "auto" else ("crop" if grayscale else "crop-flip"),
+        normalize=config.normalize if config.normalize != "auto" else ("imagenet" if pretrained else "dataset"),
+        lr=config.lr or DEFAULT_LR[config.optimizer] * (0.1 if pretrained else 1.0),
+    )
+
+
+def effective_schedule(config: TrainConfig) -> str:
+    """The schedule a run of ``config`` uses: ``auto`` means cycles when epochs is 0 (auto), else one-cycle.
+
+    The one place that rule lives: the config's resolution, the schedules, the page's estimate and the
+    progress line all ask here.
+    """
+    if config.schedule != "auto":
+        return config.schedule
+    return "cycles" if config.epochs == 0 else "onecycle"
+
+
+def planned_epochs(config: TrainConfig) -> tuple[int, bool]:
+    """(epochs, until_converged): the epochs a run of ``config`` will do, and whether that is only a cap
+    because an open-ended schedule (cycles, plateau) ends the run when it has converged."""
+    if effective_schedule(config) in OPEN_ENDED:
+        return config.epochs or AUTO_MAX_EPOCHS, True
+    return config.epochs or FIXED_EPOCHS, False
+

@@ -1,0 +1,81 @@
+"""How long an epoch will take, measured before starting: a few real training steps on random pixels."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from core.train.checkpoints import device_for
+from core.train.config import TrainConfig, resolve_config
+from core.train.fit import _memory_format
+from core.train.optim import Precision, build_optimizer, choose_precision
+from core.train.prepare import PreparedData, _image_facts
+from core.train.splits import SPLITS
+
+
+def estimate_epoch_seconds(config: TrainConfig, data: PreparedData | pd.DataFrame, *, steps: int = 3) -> float:
+    """Seconds one epoch will take (training steps + validation), from ``steps`` real steps timed here.
+
+    Args:
+        config: the run's config.
+        data: the prepared data, or just a scan manifest (random pixels of the right size are used then).
+        steps: timed steps, after one untimed warm-up step.
+    """
+    from core.train.models import build_model
+
+    config, n_train, n_val = _estimate_inputs(config, data)
+    device = device_for(config.device)
+    precision = choose_precision(config.amp, device)
+    with torch.random.fork_rng(devices=[]):  # leaves the caller's random streams untouched
+        model = build_model(config.arch, _n_classes(data), weights="none", freeze=config.freeze)
+        model.to(device, memory_format=_memory_format(device))
+        optimizer = build_optimizer(model, replace(config, lr=config.lr or 0.01))
+        batch = min(config.batch_size, max(2, n_train))
+        x = torch.randn(batch, 3, config.image_size, config.image_size, device=device)
+        y = torch.randint(0, _n_classes(data), (batch,), device=device)
+        per_step = _time_steps(model, optimizer, precision, x, y, steps)
+    return epoch_seconds(per_step, n_train, n_val, batch)
+
+
+def epoch_seconds(per_step: float, n_train: int, n_val: int, batch: int) -> float:
+    """One epoch from the time of one training step: every training batch, plus validation at twice the batch
+    (no backward, no optimizer: a forward is about a third of a step)."""
+    return per_step * math.ceil(n_train / batch) + per_step / 3 * n_val / batch
+
+
+def _estimate_inputs(config: TrainConfig, data: PreparedData | pd.DataFrame) -> tuple[TrainConfig, int, int]:
+    if isinstance(data, PreparedData):
+        return data.config, len(data.indices["train"]), len(data.indices["val"])
+    frame = data.assign(split=data["split"].replace("", "unsplit"))
+    side, gray = _image_facts(frame, frame)
+    resolved = resolve_config(config.validate(), side, gray)
+    if frame["split"].isin(SPLITS).any():
+        return resolved, int((frame["split"] == "train").sum()), int((frame["split"] == "val").sum())
+    n = len(frame)
+    return resolved, round(n * (1 - config.val_fraction - config.test_fraction)), round(n * config.val_fraction)
+
+
+def _n_classes(data: PreparedData | pd.DataFrame) -> int:
+    return max(2, len(data.classes) if isinstance(data, PreparedData) else data["label"].nunique())
+
+
+def _time_steps(model: nn.Module, optimizer: torch.optim.Optimizer, precision: Precision, x, y, steps: int) -> float:
+    criterion = nn.CrossEntropyLoss()
+    times = []
+    for i in range(steps + 1):
+        began = time.perf_counter()
+        with precision.autocast():
+            loss = criterion(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss.item()  # waits for the device: the time is the step's, not its launch's
+        if i:
+            times.append(time.perf_counter() - began)
+    return float(np.median(times))

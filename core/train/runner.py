@@ -1,0 +1,291 @@
+"""A training run end to end: the run store record, the background job, metrics, checkpoints, resume.
+
+The page and the command line both come here, so they are one engine: ``submit_training`` queues a run on
+the job registry (``core.train.jobs``), ``run_training`` is the job's work (scan, split, decode once, ``fit``), and
+``train_and_wait`` is what ``python -m core train`` does (submit, then wait; Ctrl-C cancels cleanly).
+
+What a run leaves in the workspace: ``checkpoints/run-<id>/`` with ``last.pt`` and ``best.pt`` (state
+dicts, written atomically) and ``splits.csv`` (the train/val/test split, made once: a resumed run trains on
+exactly the same images). Metrics go to the run store under the keys below: per step ``STEP_KEYS`` (step =
+global step) and per epoch ``EPOCH_KEYS`` (step = epoch number, from 1), plus ``test_*`` at the end.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from core.common.errors import RunStoreError
+from core.common.workspace import Workspace
+from core.store.runs import RunStore
+from core.train.jobs import JobContext, JobRegistry
+
+STEP_KEYS = ("train_loss", "train_acc", "lr", "images_per_s")
+EPOCH_KEYS = ("epoch_train_loss", "epoch_train_acc", "val_loss", "val_acc", "epoch_s")
+RESUMABLE = ("crashed", "cancelled", "failed")
+
+
+SPLITS_FILE = "splits.csv"
+
+
+def run_dir(ws: Workspace, run_id: int) -> Path:
+    return ws.checkpoints / f"run-{run_id}"
+
+
+def checkpoint_path(ws: Workspace, run_id: int, kind: str = "best") -> Path:
+    """``kind`` is ``best`` (by the run's chosen metric) or ``last`` (where it stopped, mid-epoch after a cancel)."""
+    return run_dir(ws, run_id) / f"{kind}.pt"
+
+
+def create_training_run(store: RunStore, config: Any) -> int:
+    """Record a queued training run for ``config`` (a validated ``TrainConfig``)."""
+    arch = None if config.arch == "auto" else config.arch  # "auto" is resolved (and recorded) once the data is seen
+    return store.create_run(dataset=config.dataset, kind="train", arch=arch, config=config.to_dict())
+
+
+def submit_training(registry: JobRegistry, ws: Workspace, config: Any) -> int:
+    """Queue a new run of ``config`` on the registry's threads; returns its run id at once."""
+    config.validate()
+    run_id = create_training_run(registry.store, config)
+    registry.submit(run_id, lambda ctx: run_training(ctx, ws, config, resume=False))
+    return run_id
+
+
+def resume_training(registry: JobRegistry, ws: Workspace, run_id: int) -> None:
+    """Queue a stopped run (crashed, cancelled, failed) to continue from its last checkpoint, same run id.
+
+    Raises:
+        RunStoreError: the run is not resumable or has no checkpoint.
+    """
+    from core.train.config import TrainConfig
+
+    run = registry.store.get_run(run_id)
+    if run.status not in RESUMABLE:
+        raise RunStoreError(f"run {run_id} is {run.status}; only {', '.join(RESUMABLE)} runs can be resumed")
+    if not checkpoint_path(ws, run_id, "last").is_file():
+        raise RunStoreError(f"run {run_id} has no checkpoint to resume from (it stopped before its first epoch)")
+    config = TrainConfig.from_dict(run.config)
+    registry.store.set_status(run_id, "queued")
+    registry.submit(run_id, lambda ctx: run_training(ctx, ws, config, resume=True))
+
+
+def delete_run(store: RunStore, ws: Workspace, run_id: int) -> None:
+    """Delete the run's record, metrics and its checkpoint folder (only ever inside the workspace)."""
+    store.delete_run(run_id)
+    folder = run_dir(ws, run_id)
+    if folder.is_dir() and folder.resolve().is_relative_to(ws.checkpoints.resolve()):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The job's work
+
+
+def run_training(ctx: JobContext, ws: Workspace, config: Any, *, resume: bool) -> str:
+    """Scan, split (or reload the run's split), decode once, train; returns ``completed`` or ``cancelled``."""
+    from core.train.fit import TrainCallbacks, fit
+    from core.train.prepare import prepare
+
+    folder = run_dir(ws, ctx.run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    ctx.report(phase="preparing", message="reading the images")
+    splits = _load_splits(folder) if resume else None
+    prepared = prepare(config, ws, progress=_prepare_progress(ctx), splits=splits)
+    if splits is None:
+        _save_splits(folder, prepared.splits)
+        ctx.store.add_artifact(ctx.run_id, "splits", folder / SPLITS_FILE)
+    logger = _MetricLogger(ctx, config)
+    callbacks = TrainCallbacks(on_start=logger.on_start, on_step=logger.on_step, on_epoch=logger.on_epoch,
+                               on_checkpoint=logger.on_checkpoint)  # fmt: skip
+    last = checkpoint_path(ws, ctx.run_id, "last")
+    result = fit(config, prepared, callbacks=callbacks, cancel=ctx.cancel, checkpoint_dir=folder,
+                 resume_from=last if resume and last.is_file() else None)  # fmt: skip
+    # The epochs before an interruption too: a process killed between writing last.pt and logging that
+    # epoch's metrics would otherwise leave a hole in the curves (re-logging a (key, step) replaces it).
+    for row in result.epochs:
+        logger.on_epoch(int(row["epoch"]), row)
+    if result.test:
+        ctx.store.log_metrics(ctx.run_id, [(f"test_{k}", 0, float(v)) for k, v in result.test.items() if _number(v)])
+    return result.status
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _prepare_progress(ctx: JobContext):
+    def progress(done: int, total: int) -> None:
+        ctx.report(phase="preparing", message=f"decoding images {done:,}/{total:,}", step=0, total_steps=0)
+
+    return progress
+
+
+def _save_splits(folder: Path, splits: pd.DataFrame) -> None:
+    tmp = folder / f".{SPLITS_FILE}.tmp"
+    splits.to_csv(tmp, index=False)
+    tmp.replace(folder / SPLITS_FILE)
+
+
+def _load_splits(folder: Path) -> pd.DataFrame | None:
+    file = folder / SPLITS_FILE
+    return pd.read_csv(file, dtype=str, keep_default_na=False) if file.is_file() else None
+
+
+class _MetricLogger:
+    """Turns the trainer's callbacks into run-store rows (batched: one write every few steps) and progress."""
+
+    def __init__(self, ctx: JobContext, config: Any) -> None:
+        self.ctx, self.config = ctx, config
+        self.rows: list[tuple[str, int, float]] = []
+        self.artifacts: set[str] = set()
+        self.last_write = 0.0
+        self.steps_per_epoch = 0
+
+    def on_start(self, info: dict) -> None:
+        run = self.ctx.store.get_run(self.ctx.run_id)
+        name = f"{info['arch']}-{run.run_id}" if info.get("arch") and run.name == f"train-{run.run_id}" else None
+        self.ctx.store.describe(self.ctx.run_id, arch=info.get("arch"), device=str(info.get("device")),
+                                threads=self.config.threads or self.ctx.budget(), name=name)  # fmt: skip
+        self.steps_per_epoch = int(info.get("steps_per_epoch") or 0)
+        self.ctx.report(phase="training", epochs=info.get("epochs"), total_steps=info.get("total_steps"),
+                        until_converged=bool(info.get("until_converged")), max_epochs=info.get("max_epochs"),
+                        step=info.get("start_step", 0), epoch=info.get("start_epoch", 0),
+                        first_step=info.get("start_step", 0), first_step_at=time.time())  # fmt: skip
+
+    def on_step(self, step: int, epoch: int, metrics: dict) -> None:
+        if not self.config.threads:  # an explicit --threads wins; else the budget follows the other runs
+            self.ctx.sync_threads()
+        self.rows += [(k, step, float(v)) for k, v in metrics.items() if k in STEP_KEYS and _number(v)]
+        self.ctx.report(step=step, epoch=epoch, images_per_s=metrics.get("images_per_s"))
+        if time.monotonic() - self.last_write > 1.0:  # about one SQLite write per second
+            self.flush()
+
+    def on_epoch(self, epoch: int, metrics: dict) -> None:
+        names = {"train_loss": "epoch_train_loss", "train_acc": "epoch_train_acc", "seconds": "epoch_s"}
+        self.rows += [(names.get(k, k), epoch, float(v)) for k, v in metrics.items() if _number(v)
+                      and names.get(k, k) in EPOCH_KEYS]  # fmt: skip
+        planned = metrics.get("planned_epochs")
+        if planned:  # the cycles schedule may have just lengthened the run
+            self.ctx.report(epochs=planned, total_steps=planned * self.steps_per_epoch)
+        self.flush()
+
+    def on_checkpoint(self, path: Path, kind: str) -> None:
+        if kind not in self.artifacts:  # the file is rewritten in place each epoch: one pointer is enough
+            self.ctx.store.add_artifact(self.ctx.run_id, kind, path)
+            self.artifacts.add(kind)
+
+    def flush(self) -> None:
+        if self.rows:
+            self.ctx.store.log_metrics(self.ctx.run_id, self.rows)
+            self.rows = []
+        else:
+            self.ctx.store.heartbeat(self.ctx.run_id)
+        self.last_write = time.monotonic()
+
+
+# ---------------------------------------------------------------------------------------------------
+# The command line: the same engine, waited for
+
+
+def train_and_wait(
+    ws: Workspace,
+    store: RunStore,
+    config: Any | None,
+    *,
+    resume_run: int | None = None,
+    on_wait: Callable[[int], None] | None = None,
+) -> int:
+    """Run a training to its end in this process (a registry thread, waited for); returns the run id.
+
+    ``on_wait(run_id)`` is called about once a second while it trains (the command line prints epochs).
+    Ctrl-C cancels the run cleanly (it saves its checkpoint and is resumable); SIGKILL leaves it crashed.
+    """
+    registry = JobRegistry(store)
+    if resume_run is not None:
+        resume_training(registry, ws, resume_run)
+        run_id = resume_run
+    else:
+        run_id = submit_training(registry, ws, config)
+    try:
+        while not _waited(registry, run_id, 1.0):
+            if on_wait is not None:
+                on_wait(run_id)
+    except KeyboardInterrupt:
+        registry.cancel(run_id)
+        registry.wait(run_id)
+    if on_wait is not None:
+        on_wait(run_id)
+    return run_id
+
+
+def _waited(registry: JobRegistry, run_id: int, seconds: float) -> bool:
+    try:
+        registry.wait(run_id, timeout=seconds)
+        return True
+    except TimeoutError:
+        return False
+
+
+def result_json(store: RunStore, run_id: int, ws: Workspace | None = None) -> dict:
+    """The ``train --json`` object: every epoch (those before an interruption too), the test metrics, wall time."""
+    run = store.get_run(run_id)
+    frame = store.metrics(run_id)
+    best = checkpoint_path(ws, run_id, "best") if ws is not None else None
+    return {
+        "run_id": run_id,
+        "status": run.status,
+        "epochs": _epochs_table(frame),
+        "test": {k.removeprefix("test_"): _int_if_count(k, v) for k, v in _last_values(frame, "test_").items()},
+        "wall_s": run.wall_s,
+        "error": run.error,
+        "arch": run.arch,
+        "checkpoint": str(best) if best is not None and best.is_file() else None,
+    }
+
+
+def _int_if_count(key: str, value: float) -> float | int:
+    return int(value) if key in ("test_n", "test_epoch") and float(value).is_integer() else value
+
+
+def _last_values(frame: pd.DataFrame, prefix: str) -> dict[str, float]:
+    rows = frame[frame["key"].str.startswith(prefix)]
+    return {str(k): float(v) for k, v in rows.groupby("key")["value"].last().items()}
+
+
+def _epochs_table(frame: pd.DataFrame) -> list[dict]:
+    rows = frame[frame["key"].isin(EPOCH_KEYS)]
+    if rows.empty:
+        return []
+    wide = rows.pivot_table(index="step", columns="key", values="value", aggfunc="last").reset_index()
+    names = {"step": "epoch", "epoch_train_loss": "train_loss", "epoch_train_acc": "train_acc", "epoch_s": "seconds"}
+    wide = wide.rename(columns=names)
+    return [
+        {k: (int(v) if k == "epoch" else _json_float(v)) for k, v in row.items()} for row in wide.to_dict("records")
+    ]
+
+
+def _json_float(value: float) -> float | None:
+    return None if pd.isna(value) else float(value)
+
+
+def save_weights_upload(ws: Workspace, data: bytes, filename: str) -> Path:
+    """Keep an uploaded weights file in the workspace under its content hash (it is only ever read as a state
+    dict with ``weights_only=True``); returns its path for ``TrainConfig.weights``."""
+    import hashlib
+    import re
+
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    folder = ws.uploads / "weights"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = re.sub(r"[^A-Za-z0-9_-]", "_", Path(filename).stem)[:40]
+    target = folder / f"{stem}-{digest}{Path(filename).suffix.lower() or '.pth'}"
+    if not target.is_file():
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(target)
+    return target
