@@ -18,13 +18,10 @@ import pandas as pd
 import pytest
 
 from core.common.errors import RunStoreError
-from core.store.runs import (
-    ACTIVE_STATUSES,
-    SCHEMA_VERSION,
-    STATUSES,
-    RunStore,
-    host_facts,
-)
+from core.store.hosts import host_facts
+from core.store.records import ACTIVE_STATUSES, STATUSES
+from core.store.runs import RunStore
+from core.store.schema import SCHEMA_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -383,19 +380,37 @@ def test_two_processes_writing_one_file_both_land(store: RunStore, db: Path) -> 
     assert store.metrics(shared).groupby("key").size().to_dict() == {"p1": 200, "p2": 200}
 
 
-CREATOR = """
-import sys
-from core.store.runs import RunStore
-RunStore(sys.argv[1]).create_run(dataset="d", name=sys.argv[2])
-"""
+def _open_and_create(db: str, name: str, barrier, errors) -> None:
+    """A forked child: wait for the others, then open a new store file and record one run in it."""
+    try:
+        barrier.wait(timeout=30)
+        RunStore(db).create_run(dataset="d", name=name)
+    except Exception as exc:  # reported to the parent, which fails the test with it
+        errors.put(f"{name}: {type(exc).__name__}: {exc}")
+        raise SystemExit(1) from exc
 
 
-def test_two_processes_creating_a_new_store_at_once(db: Path) -> None:
-    children = [python_child(CREATOR, str(db), name) for name in ("a", "b")]
-    assert [child.wait(timeout=30) for child in children] == [0, 0]
+@pytest.mark.parametrize("round_", range(24))
+def test_many_processes_creating_a_new_store_at_once(tmp_path: Path, round_: int) -> None:
+    """Released together by a barrier, 16 processes open a file that does not exist yet (the switch to WAL
+    answers SQLITE_BUSY at once, without the busy timeout, unless creation is serialised); every round
+    every one of them must open it and write."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")  # fork: the children start in milliseconds, so they truly collide
+    n, db = 16, str(tmp_path / f"round-{round_}" / "runs.sqlite")
+    barrier, errors = ctx.Barrier(n), ctx.Queue()
+    children = [ctx.Process(target=_open_and_create, args=(db, f"p{i}", barrier, errors)) for i in range(n)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(timeout=60)
+    failures = [errors.get() for _ in range(errors.qsize())] if not errors.empty() else []
+    assert failures == [] and [c.exitcode for c in children] == [0] * n
     store = RunStore(db)
-    assert sorted(r.name for r in store.list_runs()) == ["a", "b"]
+    assert sorted(r.name for r in store.list_runs()) == sorted(f"p{i}" for i in range(n))
     assert store._conn().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert store._conn().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 # --- crash detection ----------------------------------------------------------------------------
@@ -559,3 +574,21 @@ def test_describe_fills_in_what_is_known_once_the_run_started(tmp_path) -> None:
     assert store.get_run(run_id).arch == "lenet"
     with pytest.raises(RunStoreError, match="unknown run"):
         store.describe(999, arch="x")
+
+
+def test_the_record_and_the_table_list_the_same_columns() -> None:
+    """RUN_COLUMNS is the one list of the runs table's columns; the record derives its fields from it."""
+    from dataclasses import fields
+
+    from core.store.records import RunRecord
+    from core.store.schema import RUN_COLUMNS
+
+    renamed = {"id": "run_id", "run_group": "group"}
+    internal = {"pid_start", "instance"}  # kept for crash detection, not handed out
+    assert {f.name for f in fields(RunRecord)} == {renamed.get(c, c) for c in RUN_COLUMNS if c not in internal}
+    conn = sqlite3.connect(":memory:")
+    from core.store.schema import _MIGRATIONS
+
+    for statement in _MIGRATIONS[0]:
+        conn.execute(statement)
+    assert tuple(r[1] for r in conn.execute("PRAGMA table_info(runs)")) == RUN_COLUMNS

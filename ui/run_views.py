@@ -9,7 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from core.common.workspace import Workspace
-from core.store.runs import ACTIVE_STATUSES, RunRecord, RunStore
+from core.store.records import ACTIVE_STATUSES, RunRecord
+from core.store.runs import RunStore
 from core.train import runner as train_run
 from core.train.config import FIRST_CYCLE, TrainConfig, effective_schedule, planned_epochs
 from core.train.jobs import Job, JobRegistry

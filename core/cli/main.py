@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _statuses() -> tuple[str, ...]:
-    from core.store.runs import STATUSES
+    from core.store.records import STATUSES
 
     return STATUSES
 

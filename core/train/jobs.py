@@ -28,7 +28,8 @@ from typing import Any
 
 from core.common.cpu import set_torch_threads, usable_cores
 from core.common.errors import CoreError, RunStoreError
-from core.store.runs import FINAL_STATUSES, RunStore
+from core.store.records import FINAL_STATUSES
+from core.store.runs import RunStore
 
 # What a job's work function returns: how the run ended (``completed`` or ``cancelled``).
 Work = Callable[["JobContext"], str]
