@@ -8,8 +8,8 @@ import streamlit as st
 
 from core.common.errors import CoreError
 from core.dedup.groups import DEFAULT_THRESHOLDS, known_methods
-from ui import dedup_views as views
 from ui.common import show_error
+from ui.duplicates import cleanup, groups, leakage, quality, session
 from ui.state import current_ref, scan
 
 METHOD_HELP = ("Perceptual hash. phash (default) is robust to resizing, re-encoding and brightness; dhash is "
@@ -26,10 +26,10 @@ st.title("Duplicates")
 ref = current_ref()
 if ref is None:
     st.stop()
-views.cleaned_banner(ref)
+cleanup.cleaned_banner(ref)
 
-views.remember("dup_method", "phash")
-views.remember("dup_threshold", DEFAULT_THRESHOLDS[st.session_state["dup_method"]])
+session.remember("dup_method", "phash")
+session.remember("dup_threshold", DEFAULT_THRESHOLDS[st.session_state["dup_method"]])
 head = st.columns([3, 1.2, 2.4, 1.1], vertical_alignment="bottom")
 head[0].subheader(ref.display)
 head[0].caption("Change the dataset on the Datasets page.")
@@ -46,23 +46,23 @@ try:
         if not scanned.unreadable.empty:
             st.dataframe(scanned.unreadable, hide_index=True, width="stretch")
         st.stop()
-    base = None if again else views.stored(ref, method)
+    base = None if again else session.stored(ref, method)
     if base is None:
         n = len(scanned.manifest)
-        if n > views.AUTO_LIMIT and not again and not st.button("Find duplicates", type="primary", key="dup_run"):
+        if n > session.AUTO_LIMIT and not again and not st.button("Find duplicates", type="primary", key="dup_run"):
             st.info(f"{n:,} images: the first search opens every image once (with a progress bar); later "
                     "searches, other pages and threshold changes use the cache.", icon=":material/schedule:")  # fmt: skip
             st.stop()
-        base = views.search(ref, scanned, method)
-    result = views.at_threshold(base, threshold)
+        base = session.search(ref, scanned, method)
+    result = session.at_threshold(base, threshold)
 except CoreError as exc:
     show_error(exc)
     st.stop()
 
-views.summary(result)
+groups.summary(result)
 # Stateful tabs: only the open one runs, so the thumbnails of hidden tabs cost nothing.
-TABS = {"Groups": views.groups, "Borderline": views.borderline, "Leakage": views.leakage,
-        "Clean up": views.clean_up, "Quality": views.quality}  # fmt: skip
+TABS = {"Groups": groups.groups, "Borderline": groups.borderline, "Leakage": leakage.leakage,
+        "Clean up": cleanup.clean_up, "Quality": quality.quality}  # fmt: skip
 for tab, draw in zip(st.tabs(list(TABS), key="dup_tab", on_change="rerun"), TABS.values(), strict=True):
     if tab.open:
         with tab:

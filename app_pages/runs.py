@@ -5,7 +5,7 @@ import streamlit as st
 from core.common.errors import CoreError
 from ui import run_views
 from ui.common import show_error
-from ui.dedup_views import leakage_notice
+from ui.duplicates.leakage import leakage_notice
 from ui.state import jobs, run_store, workspace
 
 st.title("Runs")

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from core.common.errors import CoreError
+from core.common.errors import CoreError, DedupError
 from core.common.workspace import Workspace
 from core.datasets.scan import scan_dataset
 from core.datasets.sources import DatasetRef, csv_ref, resolve_dataset
@@ -28,7 +28,7 @@ from core.dedup.cleaning import (
     plan_cleaning,  # fmt: skip
     write_cleaned,
 )
-from core.dedup.fingerprints import HASH_METHODS, DedupError, hash_dataset, image_fingerprint, phash_batch
+from core.dedup.fingerprints import HASH_METHODS, hash_dataset, image_fingerprint, phash_batch
 from core.dedup.groups import (
     DEFAULT_THRESHOLDS,
     DedupConfig,

@@ -24,7 +24,7 @@ from core.dedup.cleaning import plan_cleaning
 from core.dedup.groups import DEFAULT_THRESHOLDS, DedupConfig, find_duplicates, group_duplicates
 from core.dedup.quality import QualityThresholds, quality_report
 from tests import imagefactory as f
-from ui import dedup_views
+from ui.duplicates import groups, leakage, session
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = "app_pages/duplicates.py"
@@ -116,7 +116,7 @@ def frame_with(at: AppTest, column: str) -> pd.DataFrame:
 
 
 def result_of(at: AppTest):
-    return at.session_state[dedup_views.CURRENT]
+    return at.session_state[session.CURRENT]
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
@@ -158,7 +158,7 @@ def test_planted_copies_conflicts_leaks_and_the_broken_file(planted: DatasetRef)
     assert "**cat** · train" in text and "**cat** · val" in text and "**bird** · test" in text
     conflict = next(c for c in cards(at) if "b.jpg" in c or "label conflict" in c)
     assert "labels cat, dog" in conflict or "labels cat, unknown" in conflict
-    assert at.session_state[dedup_views.RESULTS][(planted.spec, "phash")].hashes.n_opened == 29
+    assert at.session_state[session.RESULTS][(planted.spec, "phash")].hashes.n_opened == 29
 
 
 def test_filters_by_kind_flag_and_class(planted: DatasetRef) -> None:
@@ -179,14 +179,14 @@ def test_filters_by_kind_flag_and_class(planted: DatasetRef) -> None:
 
 def test_threshold_regroups_without_hashing_again_and_the_method_resets_it(planted: DatasetRef) -> None:
     at = page_on(planted)
-    base = at.session_state[dedup_views.RESULTS][(planted.spec, "phash")]
+    base = at.session_state[session.RESULTS][(planted.spec, "phash")]
     assert at.slider(key="dup_threshold").value == DEFAULT_THRESHOLDS["phash"]
     at.slider(key="dup_threshold").set_value(0).run()
     exact_only = group_duplicates(base.hashes, base.scan, DedupConfig(threshold=0))
     assert metrics(at)["Duplicate groups"] == str(len(exact_only.groups))  # exact copies and pairs at distance 0
     assert 3 <= len(exact_only.groups) < 7
-    assert at.session_state[dedup_views.VIEW][0] == (planted.spec, "phash", 0)
-    assert at.session_state[dedup_views.RESULTS][(planted.spec, "phash")] is base  # nothing fingerprinted again
+    assert at.session_state[session.VIEW][0] == (planted.spec, "phash", 0)
+    assert at.session_state[session.RESULTS][(planted.spec, "phash")] is base  # nothing fingerprinted again
     at.slider(key="dup_threshold").set_value(16).run()
     assert int(metrics(at)["Duplicate groups"]) >= 7
     at.selectbox(key="dup_method").set_value("whash").run()
@@ -198,7 +198,7 @@ def test_threshold_regroups_without_hashing_again_and_the_method_resets_it(plant
 def test_a_large_dataset_waits_for_a_click_and_the_choices_survive_other_pages(
     planted: DatasetRef, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(dedup_views, "AUTO_LIMIT", 10)  # "large": more images than are searched on arrival
+    monkeypatch.setattr(session, "AUTO_LIMIT", 10)  # "large": more images than are searched on arrival
     at = page_on(planted)
     assert not at.metric and any("the first search opens every image once" in i.value for i in at.info)
     at.button(key="dup_run").click().run()
@@ -209,7 +209,7 @@ def test_a_large_dataset_waits_for_a_click_and_the_choices_survive_other_pages(
     assert at.slider(key="dup_threshold").value == 4 and result_of(at).config.threshold == 4
     at.button(key="dup_again").click().run()  # rescan: unchanged files come from the cache
     assert not at.exception
-    assert at.session_state[dedup_views.RESULTS][(planted.spec, "phash")].hashes.n_opened == 0
+    assert at.session_state[session.RESULTS][(planted.spec, "phash")].hashes.n_opened == 0
 
 
 def test_borderline_tab_shows_what_one_bit_more_or_less_changes(planted: DatasetRef) -> None:
@@ -307,7 +307,7 @@ def test_csv_export_lists_every_image_of_every_group(planted: DatasetRef) -> Non
     at = page_on(planted)
     assert at.get("download_button")[0].label == "Download all groups (CSV)"
     result = result_of(at)
-    frame = pd.read_csv(io.StringIO(dedup_views.groups_csv(result)))
+    frame = pd.read_csv(io.StringIO(groups.groups_csv(result)))
     assert list(frame.columns) == ["group", "kind", "size", "conflict", "leak", "max_distance", "path", "label",
                                    "split", "width", "height"]  # fmt: skip
     assert len(frame) == len(result.members) == 14 and sorted(frame["group"].unique()) == list(range(1, 8))
@@ -346,7 +346,7 @@ def test_leakage_notice_reads_the_cached_report_and_never_hashes(planted: Datase
     main = tmp_path / "site" / "main.py"
     main.write_text(
         "import streamlit as st\n"
-        "from ui.dedup_views import leakage_notice\n"
+        "from ui.duplicates.leakage import leakage_notice\n"
         "from ui.state import current_ref\n"
         "def score():\n"
         "    leakage_notice(current_ref())\n"
@@ -357,7 +357,7 @@ def test_leakage_notice_reads_the_cached_report_and_never_hashes(planted: Datase
     at.run()
     assert not at.exception, at.exception
     assert not at.warning  # never fingerprinted: nothing shown, nothing hashed
-    assert dedup_views.LEAKS not in at.session_state or not at.session_state[dedup_views.LEAKS]
+    assert leakage.LEAKS not in at.session_state or not at.session_state[leakage.LEAKS]
 
     page_on(planted)  # fingerprints the dataset (cached on disk in this workspace)
     at = AppTest.from_file(str(main), default_timeout=TIMEOUT)  # a new tab: only the disk cache is shared
@@ -370,6 +370,6 @@ def test_leakage_notice_reads_the_cached_report_and_never_hashes(planted: Datase
 
 
 def test_leak_sentence_wording() -> None:
-    assert dedup_views.leak_sentence({"train-val": 0, "train-test": 12, "val-test": 0}) == (
+    assert leakage.leak_sentence({"train-val": 0, "train-test": 12, "val-test": 0}) == (
         "12 test images have a copy in train: scores on the test split are optimistic.")  # fmt: skip
-    assert dedup_views.leak_sentence({"train-val": 0, "train-test": 0, "val-test": 0}) == ""
+    assert leakage.leak_sentence({"train-val": 0, "train-test": 0, "val-test": 0}) == ""

@@ -21,17 +21,8 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from core.common.errors import CoreError
-from core.explain.cam import (
-    ALL_METHODS,
-    DEFAULT_METHOD,
-    METHODS,
-    SLOW_METHODS,
-    ExplainError,
-    explain,
-    find_target_layer,
-    inference_copy,
-    method_info,
-)
+from core.explain.cam import explain, find_target_layer, inference_copy
+from core.explain.methods import ALL_METHODS, DEFAULT_METHOD, METHODS, SLOW_METHODS, ExplainError, method_info
 from core.explain.overlay import COLORMAPS, OverlayError, colorize, overlay, peak, side_by_side
 from tests.shapes import CLASSES, box_contains, make_shapes_dataset, split_counts
 

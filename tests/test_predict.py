@@ -15,7 +15,7 @@ import pytest
 
 from core.cli.main import main
 from core.common.workspace import Workspace
-from core.explain.cam import ALL_METHODS, METHODS, SLOW_METHODS
+from core.explain.methods import ALL_METHODS, METHODS, SLOW_METHODS
 from core.explain.predict import TOP_K, imagenet_categories
 from core.store.runs import RunStore
 from core.train import runner as train_run

@@ -12,8 +12,9 @@ from PIL import Image, ImageFilter
 from core.common.errors import CoreError
 from core.datasets.scan import scan_dataset
 from core.datasets.sources import DatasetRef
+from core.dedup.features import quality_features
 from core.dedup.fingerprints import hash_dataset
-from core.dedup.quality import ISSUES, QualityThresholds, check_quality, issue_counts, quality_features, quality_issues
+from core.dedup.quality import ISSUES, QualityThresholds, check_quality, issue_counts, quality_issues
 from tests import imagefactory as f
 
 NORMAL_SIZES = [(128, 96), (120, 90), (140, 105), (128, 128), (96, 128), (160, 90)]

@@ -20,7 +20,7 @@ from PIL import Image, ImageOps
 from core.common.errors import CoreError, ImageError
 from core.common.workspace import Workspace
 from core.explain import predict
-from core.explain.cam import ALL_METHODS, DEFAULT_METHOD
+from core.explain.methods import ALL_METHODS, DEFAULT_METHOD
 from core.explain.overlay import COLORMAPS, DEFAULT_COLORMAP, overlay
 from core.explain.predict import Prediction, Predictor
 from core.images.opener import open_image

@@ -29,6 +29,10 @@ class ArchiveError(CoreError):
     """A ZIP upload that is refused (unsafe names, too large, not a ZIP)."""
 
 
+class DedupError(CoreError):
+    """Bad duplicate-search or cleaning settings: the message names the value and the allowed ones."""
+
+
 class PathNotAllowedError(CoreError):
     """A path typed by a user that lies outside the allowed roots."""
 

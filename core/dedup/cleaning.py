@@ -31,11 +31,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.common.errors import DatasetError, PathNotAllowedError
+from core.common.errors import DatasetError, DedupError, PathNotAllowedError
 from core.common.naming import natural_key
 from core.common.workspace import Workspace
 from core.datasets.sources import DatasetRef, came_from_zip, csv_ref, resolve_dataset
-from core.dedup.fingerprints import DedupError
 from core.dedup.groups import SPLIT_ORDER, DedupResult
 
 CLEANING_RECORD = "cleaning.json"  # written beside a cleaned copy's labels.csv: its source, policies and counts

@@ -9,7 +9,7 @@ so a JPEG decodes at 1/2..1/8 scale) and computes:
   is exact, a re-encode is not, and a JPEG and a PNG of its decoded pixels meet as a distance-0 near pair);
 * ``hash``: the perceptual hash (imagehash's phash by default; dhash, whash, average_hash), a uint64;
 * ``thumb``: a 16x16 grayscale thumbnail (uint8) and the mean RGB colour, to verify near pairs on pixels;
-* the quality features of ``core.dedup.quality``.
+* the quality features of ``core.dedup.features``.
 
 All of it is computed from one 64x64 RGB reduction of the decoded image, cached per dataset and method in
 ``<cache>/hashes/<ref.key>-<method>.parquet`` keyed by each file's size and modification time, so a second
@@ -34,9 +34,10 @@ from PIL import Image
 
 from core.common import filecache
 from core.common.cpu import usable_cores
-from core.common.errors import CoreError, ImageError
+from core.common.errors import DedupError, ImageError
 from core.datasets.scan import ScanResult
-from core.dedup.quality import FEATURE_COLUMNS, quality_features_batch
+from core.datasets.sources import DatasetRef
+from core.dedup.features import FEATURE_COLUMNS, quality_features_batch
 from core.images.opener import open_image
 
 Progress = Callable[[int, int], None]
@@ -54,10 +55,6 @@ CACHE_COLUMNS = ["path", "size", "mtime_ns", "version", "error", *FINGERPRINT_CO
 PER_WORKER_MIN = 32  # fewer files than this per thread are hashed on the calling thread alone
 BATCH = 64  # images whose hashes and features are computed together (64 x 64 x 64 x 3 floats: 3 MiB)
 _JPEG_MAGIC = b"\xff\xd8\xff"
-
-
-class DedupError(CoreError):
-    """Bad duplicate-search or cleaning settings: the message names the value and the allowed ones."""
 
 
 def check_method(method: str) -> str:
@@ -225,7 +222,7 @@ def hash_dataset(
     check_method(method)
     root, paths = scan.ref.root, scan.manifest["path"].tolist()
     stats = _stat_all(root, paths)
-    cache_file = cache_dir / "hashes" / f"{scan.ref.key}-{method}.parquet" if cache_dir else None
+    cache_file = fingerprint_cache(scan.ref, cache_dir, method) if cache_dir else None
     cached = _load_cache(cache_file)
     todo = [p for p in paths if filecache.stale(cached.get(p), stats[p])]
     fresh = fingerprint_many([str(root / p) for p in todo], method, workers=workers, progress=progress)
@@ -235,6 +232,11 @@ def hash_dataset(
         _save_cache(cache_file, stats, rows)
     table, failed = _assemble(scan.manifest, rows)
     return HashTable(method, table, failed, len(todo), time.perf_counter() - started)
+
+
+def fingerprint_cache(ref: DatasetRef, cache_dir: Path, method: str = "phash") -> Path:
+    """Where the fingerprints of ``ref`` by ``method`` are cached (the file may not exist yet)."""
+    return cache_dir / "hashes" / f"{ref.key}-{method}.parquet"
 
 
 def _stat_all(root: Path, paths: Sequence[str]) -> dict[str, tuple[int, int]]:

@@ -28,10 +28,11 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from core.common.errors import DedupError
 from core.common.naming import natural_key
 from core.datasets.scan import UNSPLIT, ScanResult, scan_dataset
 from core.datasets.sources import DatasetRef
-from core.dedup.fingerprints import HASH_METHODS, DedupError, HashTable, check_method, hash_dataset
+from core.dedup.fingerprints import HASH_METHODS, HashTable, check_method, fingerprint_cache, hash_dataset
 from core.dedup.hamming import BITS, near_pairs
 
 Progress = Callable[[int, int], None]
@@ -417,6 +418,16 @@ def leakage_report(
 ) -> LeakageReport:
     """Copies across train/val/test for a dataset; quick once the scan and the fingerprints are cached."""
     return find_duplicates(ref, cache_dir, config, scan=scan).leakage
+
+
+def cached_leakage_report(
+    ref: DatasetRef, cache_dir: Path, *, scan: ScanResult | None = None
+) -> LeakageReport | None:
+    """The leak report of ``ref`` when its fingerprints are cached, else None: a page that shows a score asks
+    here, and must never start a long hashing pass."""
+    if not fingerprint_cache(ref, cache_dir).is_file():
+        return None
+    return leakage_report(ref, cache_dir, scan=scan)
 
 
 def known_methods() -> list[str]:

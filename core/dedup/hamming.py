@@ -27,7 +27,7 @@ from itertools import combinations
 import numpy as np
 
 from core.common.cpu import usable_cores
-from core.dedup.fingerprints import DedupError
+from core.common.errors import DedupError
 
 BITS = 64
 ROW_BLOCK = 256

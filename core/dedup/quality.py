@@ -1,7 +1,7 @@
 """Data-quality checks in the style of cleanvision: dark, bright, blurry, low-information, odd shape, odd size, grayscale.
 
-The per-image numbers (``quality_features``) are computed by ``core.dedup.fingerprints`` in the same decode pass as the
-perceptual hash, from the same 64x64 reduction of the image, and cached with the hashes. The checks here
+The per-image numbers (``core.dedup.features``) are computed by ``core.dedup.fingerprints`` in the same decode pass as
+the perceptual hash, from the same 64x64 reduction of the image, and cached with the hashes. The checks here
 only compare those numbers (and the width/height from the scan) with thresholds a user can move, so moving a
 slider on the page re-runs nothing but this module.
 
@@ -37,15 +37,14 @@ import pandas as pd
 from core.common.errors import CoreError
 from core.datasets.scan import ScanResult, scan_dataset
 from core.datasets.sources import DatasetRef
+from core.dedup.fingerprints import hash_dataset
 
-FEATURE_COLUMNS = ["lum_p01", "lum_p99", "lum_mean", "sharpness", "entropy", "colourfulness"]
-ISSUES = ("dark", "bright", "blurry", "low_information", "odd_aspect", "odd_size", "grayscale")
+# Which scores are bad: "low" (flagged below the threshold), "high" (above) or "abs" (far from 0 either way).
+# The one place the directions live: the masks, the page's "worst first" and its words all read it.
+DIRECTIONS: dict[str, str] = {"dark": "low", "bright": "high", "blurry": "low", "low_information": "low",
+                              "odd_aspect": "high", "odd_size": "abs", "grayscale": "low"}  # fmt: skip
+ISSUES = tuple(DIRECTIONS)
 ISSUE_COLUMNS = ["path", "issue", "score"]
-# Below this gray-level spread an image has no edges to be sharp or blurry: it is low-information instead,
-# and the blur ratio (0/0) would be noise.
-_MIN_STD_FOR_BLUR = 2.0
-# Luminance weights of ITU-R 601, the ones Pillow's convert("L") uses, so scores match what "L" shows.
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 @dataclass
@@ -76,58 +75,6 @@ class QualityThresholds:
             raise CoreError(f"mostly_colour={self.mostly_colour} must be a share between 0 and 1")
 
 
-def quality_features(rgb: np.ndarray) -> dict[str, float]:
-    """The per-image numbers behind every check, from one HxWx3 uint8 array (about 64 px a side is plenty)."""
-    return {name: float(values[0]) for name, values in quality_features_batch(rgb[None]).items()}
-
-
-def quality_features_batch(rgb: np.ndarray) -> dict[str, np.ndarray]:
-    """``quality_features`` for a stack of same-size images (B x H x W x 3 uint8), one array per feature.
-
-    Whole-batch numpy operations: a few calls per batch instead of per image, so threads spend their time in
-    numpy's GIL-free loops rather than in Python.
-    """
-    pixels = rgb.astype(np.float32)
-    lum = pixels @ _LUMA
-    n = len(lum)
-    # One 256-bin histogram per image gives the percentiles (to the gray level, plenty here) and the entropy.
-    levels = np.clip(lum + 0.5, 0, 255).astype(np.int64).reshape(n, -1) + 256 * np.arange(n)[:, None]
-    counts = np.bincount(levels.ravel(), minlength=256 * n).reshape(n, 256).astype(np.float64)
-    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    cumulative = np.cumsum(share, axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        entropy = -np.where(share > 0, share * np.log2(share), 0.0).sum(axis=1)
-    return {
-        "lum_p01": (cumulative < 0.01).sum(axis=1).astype(np.float64),
-        "lum_p99": (cumulative < 0.99).sum(axis=1).astype(np.float64),
-        "lum_mean": lum.reshape(n, -1).mean(axis=1).astype(np.float64),
-        "sharpness": _sharpness(lum),
-        "entropy": entropy + 0.0,  # + 0.0 turns -0.0 (one gray level) into 0.0
-        "colourfulness": _colourfulness(pixels),
-    }
-
-
-def _colourfulness(pixels: np.ndarray) -> np.ndarray:
-    """Mean of max(R,G,B) - min(R,G,B) per image: 0 for a gray one. Per channel: a max over an axis of 3 is slow."""
-    r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
-    spread = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)
-    return spread.reshape(len(pixels), -1).mean(axis=1).astype(np.float64)
-
-
-def _sharpness(lum: np.ndarray) -> np.ndarray:
-    """Std of the 4-neighbour Laplacian over std of the values, per image: edge strength relative to contrast.
-
-    Dividing by the contrast makes a dim or low-contrast photo as sharp as a bright one; NaN for flat images.
-    """
-    n = len(lum)
-    std = lum.reshape(n, -1).std(axis=1)
-    if min(lum.shape[1:]) < 3:
-        return np.full(n, np.nan)
-    lap = 4 * lum[:, 1:-1, 1:-1] - lum[:, :-2, 1:-1] - lum[:, 2:, 1:-1] - lum[:, 1:-1, :-2] - lum[:, 1:-1, 2:]
-    ratio = lap.reshape(n, -1).std(axis=1) / np.maximum(std, 1e-6)
-    return np.where(std < _MIN_STD_FOR_BLUR, np.nan, ratio).astype(np.float64)
-
-
 def quality_scores(features: pd.DataFrame) -> pd.DataFrame:
     """One score column per issue for each row of ``features`` (needs ``width``, ``height`` and FEATURE_COLUMNS)."""
     area = np.log(features["width"].to_numpy(float) * features["height"].to_numpy(float))
@@ -151,18 +98,32 @@ def quality_scores(features: pd.DataFrame) -> pd.DataFrame:
 
 
 def issue_masks(scores: pd.DataFrame, thresholds: QualityThresholds) -> dict[str, np.ndarray]:
-    """A boolean mask per issue: which rows of ``scores`` the thresholds flag (NaN scores are never flagged)."""
-    gray = scores["grayscale"].to_numpy(float) < thresholds.grayscale
+    """A boolean mask per issue: which rows of ``scores`` the thresholds flag (NaN scores are never flagged).
+
+    Grayscale is flagged only in a mostly colour dataset (a set of X-rays is gray by nature).
+    """
+    masks = {issue: past_threshold(scores[issue].to_numpy(float), getattr(thresholds, issue), direction)
+             for issue, direction in DIRECTIONS.items()}  # fmt: skip
+    gray = masks["grayscale"]
     colour_share = 1.0 - float(gray.mean()) if len(gray) else 0.0
-    return {
-        "dark": scores["dark"].to_numpy(float) < thresholds.dark,
-        "bright": scores["bright"].to_numpy(float) > thresholds.bright,
-        "blurry": scores["blurry"].to_numpy(float) < thresholds.blurry,
-        "low_information": scores["low_information"].to_numpy(float) < thresholds.low_information,
-        "odd_aspect": scores["odd_aspect"].to_numpy(float) > thresholds.odd_aspect,
-        "odd_size": np.abs(scores["odd_size"].to_numpy(float)) > thresholds.odd_size,
-        "grayscale": gray & (colour_share >= thresholds.mostly_colour),
-    }
+    masks["grayscale"] = gray & (colour_share >= thresholds.mostly_colour)
+    return masks
+
+
+def past_threshold(values: np.ndarray, threshold: float, direction: str) -> np.ndarray:
+    """Which ``values`` are past ``threshold`` in the bad ``direction`` (NaN never is)."""
+    if direction == "low":
+        return values < threshold
+    if direction == "high":
+        return values > threshold
+    return np.abs(values) > threshold
+
+
+def worst_first(scores: pd.DataFrame, issue: str) -> pd.DataFrame:
+    """``scores`` ordered from the worst score for ``issue`` to the best (NaN last)."""
+    direction = DIRECTIONS[issue]
+    order = scores[issue].abs() if direction == "abs" else scores[issue]
+    return scores.loc[order.sort_values(ascending=direction == "low", na_position="last").index]
 
 
 def quality_issues(features: pd.DataFrame, thresholds: QualityThresholds | None = None) -> pd.DataFrame:
@@ -215,7 +176,5 @@ def check_quality(
     progress: Callable[[int, int], None] | None = None,
 ) -> QualityReport:
     """Scan and fingerprint ``ref`` (both cached; the phash cache the duplicate search uses) and check quality."""
-    from core.dedup.fingerprints import hash_dataset  # imported here: core.hashing imports this module for the features
-
     scan = scan or scan_dataset(ref, cache_dir, workers=workers, progress=progress)
     return quality_report(hash_dataset(scan, cache_dir, workers=workers, progress=progress).table, thresholds)

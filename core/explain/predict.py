@@ -183,7 +183,7 @@ def predict_many(predictor: Predictor, images: list[str], *, cam: str | None = N
                  target: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """``predict --json``: one object per image; heat maps saved as ``cam_out/<stem>.npy`` (image's own size)."""
     if cam:
-        from core.explain.cam import method_info
+        from core.explain.methods import method_info
 
         method_info(cam)  # an unknown method fails once, before any image
     predictor._class_index(target)  # so does an unknown --class, even when every image is unreadable

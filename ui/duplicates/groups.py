@@ -1,0 +1,176 @@
+"""The summary line and the Groups and Borderline tabs of the Duplicates page."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core.dedup.groups import DedupResult
+from ui.duplicates.cards import bits, name, pager, pair_cards, thumb_grid
+
+GROUPS_PER_PAGE = 10
+PAIRS_PER_PAGE = 10
+CARD_PER_ROW = 4  # thumbnails per row in a group card (two cards side by side)
+CARD_THUMBS = 8  # at most this many thumbnails per card; the CSV lists every member
+FLAGS = {
+    "All groups": lambda g: np.ones(len(g), bool),
+    "Label conflicts": lambda g: g["conflict"].to_numpy(bool),
+    "Split leaks": lambda g: g["leak"].to_numpy(bool),
+    "Conflicts or leaks": lambda g: (g["conflict"] | g["leak"]).to_numpy(bool),
+    "Neither": lambda g: ~(g["conflict"] | g["leak"]).to_numpy(bool),
+}
+
+def summary(result: DedupResult) -> None:
+    groups = result.groups
+    cols = st.columns(6)
+    cols[0].metric("Images", f"{len(result.hashes.table):,}")
+    cols[1].metric("Duplicate groups", f"{len(groups):,}")
+    cols[2].metric("Redundant images", f"{result.n_redundant:,}", help="Images that keeping one per group removes")
+    cols[3].metric("Label conflicts", f"{int(groups['conflict'].sum()) if len(groups) else 0:,}",
+                   help="Groups whose copies carry different labels")  # fmt: skip
+    cols[4].metric("Split leaks", f"{result.leakage.pairs['path_b'].nunique():,}",
+                   help="Val/test images with a copy in an earlier split (see the Leakage tab)")  # fmt: skip
+    cols[5].metric("Unreadable", f"{len(result.failed):,}")
+    st.caption(f"{result.config.method}, threshold {result.config.threshold} bits of 64 · {result.n_candidates:,} "
+               f"candidate pairs checked on pixels · fingerprints: {result.hashes.n_opened:,} images opened, the rest "
+               "from the cache")  # fmt: skip
+    if not result.failed.empty:
+        with st.expander(f"{len(result.failed):,} file(s) could not be read: left out of the search and of any "
+                         "cleaned copy", icon=":material/broken_image:"):  # fmt: skip
+            st.dataframe(result.failed, hide_index=True, width="stretch")
+
+
+def groups(result: DedupResult) -> None:
+    table = result.groups
+    if table.empty:
+        st.success(f"No duplicates: no two images are copies of each other at {result.config.threshold} bits "
+                   "(exact copies included). The Borderline tab shows the nearest pairs.",
+                   icon=":material/check_circle:")  # fmt: skip
+        return
+    c1, c2, c3 = st.columns([1, 1, 2])
+    kinds = c1.multiselect("Kind", ["exact", "near"], default=["exact", "near"], key="dup_kind")
+    flag = c2.selectbox("Flag", list(FLAGS), key="dup_flag")
+    all_labels = sorted({label for labels in table["labels"] for label in labels})
+    labels = c3.multiselect("Classes", all_labels, key="dup_labels", placeholder="All classes")
+    keep = table["kind"].isin(kinds).to_numpy() & FLAGS[flag](table)
+    if labels:
+        keep &= table["labels"].map(lambda ls: bool(set(ls) & set(labels))).to_numpy()
+    shown = table[keep]
+    left, _, right = st.columns([2, 1, 1], vertical_alignment="bottom")
+    with left:
+        page = pager(len(shown), GROUPS_PER_PAGE, "dup_page", "groups")
+    right.download_button("Download all groups (CSV)", data=lambda: groups_csv(result), file_name="duplicate-groups.csv",
+                       mime="text/csv", key="dup_csv", icon=":material/download:", on_click="ignore")  # fmt: skip
+    if shown.empty:
+        st.info("No group matches these filters.")
+        return
+    st.caption("Each image: its label · split, file name, size, and how many hash bits it differs from the "
+               "group's first image (0 bits can still be a near copy: the hash is only 64 bits).")  # fmt: skip
+    rows = shown.iloc[page * GROUPS_PER_PAGE : (page + 1) * GROUPS_PER_PAGE]
+    members = result.members[result.members["group"].isin(rows["group"])]
+    hashes = result.hashes.table.set_index("path")["hash"]
+    cards = list(rows.itertuples())
+    for start in range(0, len(cards), 2):  # two groups side by side: most groups hold two or three images
+        for col, g in zip(st.columns(2), cards[start : start + 2], strict=False):
+            with col:
+                _group_card(result, g, members[members["group"] == g.group], hashes)
+
+
+def _group_card(result: DedupResult, g, members: pd.DataFrame, hashes: pd.Series) -> None:
+    kind = ":blue-badge[exact copies]" if g.kind == "exact" else f":violet-badge[near copies, up to {g.distance} bits]"
+    flags = (" :red-badge[:material/warning: label conflict]" if g.conflict else "") + (
+        " :orange-badge[:material/call_split: split leak]" if g.leak else ""
+    )
+    shown = members.head(CARD_THUMBS)
+    first = shown.iloc[0]
+    captions = []
+    distances = bits(hashes[shown["path"]].to_numpy(np.int64), int(hashes[first.path]))
+    for m, d in zip(shown.itertuples(), distances, strict=True):
+        if m.path == first.path:
+            distance = "first"
+        elif m.content == first.content:
+            distance = "identical"
+        else:
+            distance = f"{d} bits"
+        captions.append(
+            f"**{m.label}** · {m.split or 'unsplit'}  \n{name(m.path)}  \n{m.width}×{m.height} · {distance}"
+        )
+    with st.container(border=True):
+        st.markdown(f"**Group {g.group + 1}** · {g.size} images · {kind}{flags}  \nlabels {', '.join(map(str, g.labels))}"
+                    f" · splits {', '.join(g.splits)}")  # fmt: skip
+        thumb_grid(result.ref.root, shown["path"].tolist(), captions, CARD_PER_ROW)
+        if len(members) > len(shown):
+            st.caption(f"... and {len(members) - len(shown)} more images in this group (all of them are in the CSV)")
+
+
+def groups_csv(result: DedupResult) -> str:
+    """One row per image in a group, with its group's description: what the CSV download holds."""
+    columns = ["group", "kind", "size", "conflict", "leak", "max_distance", "path", "label", "split", "width", "height"]
+    if result.groups.empty:
+        return ",".join(columns) + "\n"
+    described = result.groups.rename(columns={"distance": "max_distance"})[
+        ["group", "kind", "size", "conflict", "leak", "max_distance"]
+    ]
+    rows = result.members.merge(described, on="group")
+    rows["group"] = rows["group"] + 1  # numbered as on the page
+    return rows[columns].to_csv(index=False, lineterminator="\n")
+
+
+def borderline(result: DedupResult) -> None:
+    threshold, margin = result.config.threshold, result.config.borderline
+    pairs = result.borderline
+    st.markdown(f"The pairs of **this dataset** whose hashes differ by {max(threshold - margin, 0)} to "
+                f"{threshold + margin} bits. A pair is grouped when it is within the threshold **and** looks alike on "
+                "pixels (thumbnail correlation, same colours); exact copies are not listed.")  # fmt: skip
+    if pairs.empty:
+        st.info(f"No pair of images lies within {margin} bits of the threshold: moving it a little changes nothing.")
+        return
+    alike = pairs["verified"].to_numpy(bool)
+    dist = pairs["distance"].to_numpy(int)
+    c1, c2, c3, c4 = st.columns([1, 1, 1, 2])
+    if threshold > 0:
+        c1.metric(f"At {threshold - 1} bits", f"-{int((alike & (dist == threshold)).sum())} pairs",
+                  help="Grouped now, dropped with one bit less")  # fmt: skip
+    c2.metric(f"At {threshold + 1} bits", f"+{int((alike & (dist == threshold + 1)).sum())} pairs",
+              help="Look alike, added with one bit more")  # fmt: skip
+    c3.metric(f"At {threshold + 2} bits", f"+{int((alike & (dist > threshold) & (dist <= threshold + 2)).sum())} pairs",
+              help="Look alike, added with two bits more")  # fmt: skip
+    table = (
+        pairs.assign(alike=alike)
+        .groupby("distance")
+        .agg(pairs=("alike", "size"), look_alike=("alike", "sum"), grouped_now=("counted", "sum"))
+        .reset_index()
+        .rename(columns={"distance": "bits", "pairs": "candidate pairs", "look_alike": "look alike",
+                         "grouped_now": "grouped now"})
+    )  # fmt: skip
+    c4.dataframe(table, hide_index=True, width="stretch")
+    if result.config.method == "phash":
+        st.caption("phash distances are always even (its bits split at the median): odd thresholds act like the "
+                   "even one below them.")  # fmt: skip
+    grouped = pairs[pairs["counted"]].sort_values("distance", ascending=False, kind="stable")
+    outside = pairs[alike & ~pairs["counted"].to_numpy(bool)].sort_values("distance", kind="stable")
+    page = pager(max(len(grouped), len(outside)), PAIRS_PER_PAGE // 2, "dup_border_page", "pairs on each side")
+    part = slice(page * (PAIRS_PER_PAGE // 2), (page + 1) * (PAIRS_PER_PAGE // 2))
+    left, right = st.columns(2)
+    for col, rows, title in ((left, grouped, "Grouped now: one bit less drops the farthest"),
+                             (right, outside, "Look alike, not grouped: more bits would add them")):  # fmt: skip
+        with col:
+            st.markdown(f"**{title}** ({len(rows):,})")
+            if rows.empty:
+                st.caption("None within the margin.")
+            pair_cards(result.ref.root, rows.iloc[part], [_border_text(r, threshold) for r in rows.iloc[part].itertuples()],
+                        per_row=1)  # fmt: skip
+    with st.expander(f"All {len(pairs):,} candidate pairs, including those that differ on pixels"):
+        st.dataframe(pairs, hide_index=True, width="stretch")
+
+
+def _border_text(r, threshold: int) -> str:
+    head = f"**{r.distance} bits** · correlation {r.correlation:.2f}"
+    if not r.verified:
+        return f"{head}  \n:gray-badge[differ on pixels] never grouped, whatever the threshold"
+    if r.counted:
+        return f"{head}  \n:green-badge[grouped now] drops out below {r.distance} bits"
+    return f"{head}  \n:orange-badge[not grouped] added from {r.distance} bits (now {threshold})"
+
+
