@@ -128,10 +128,9 @@ def classified(predictor: Predictor, model: ModelChoice, file) -> Result:
     results = _results()
     if key not in results:
         try:
-            pred = predictor.classify(predictor.open(file.getvalue()), file.name)
+            pred = predictor.run(file.getvalue(), file.name)  # what the command line and the endpoint call too
             # The model's copy of a big JPEG is decoded at reduced scale (draft); show the full-quality one.
-            full = open_image(file.getvalue())
-            results[key] = replace(pred, picture=_fit(full, STORED_SIDE), size=full.size)
+            results[key] = replace(pred, picture=_fit(open_image(file.getvalue()), STORED_SIDE))
         except ImageError as exc:
             results[key] = exc.reason
     return results[key]
@@ -143,8 +142,10 @@ def explained(predictor: Predictor, model: ModelChoice, file, method: str, targe
     if key not in results:
         try:
             with st.spinner(f"{ALL_METHODS[method].label} on {file.name}..."):
-                pred = predictor.explain(predictor.open(file.getvalue()), file.name, method, target=target or None)
-            size = _fit(pred.picture, STORED_SIDE).size
+                pred = predictor.run(file.getvalue(), file.name, cam=method, target=target or None)
+            # The map comes at the image's own size; kept at the size it is shown at (a 12 MP map is 48 MB).
+            scale = min(1.0, STORED_SIDE / max(pred.size))
+            size = (max(1, round(pred.size[0] * scale)), max(1, round(pred.size[1] * scale)))
             heat = np.asarray(Image.fromarray(pred.heatmap).resize(size, Image.Resampling.BILINEAR), np.float32)
             results[key] = replace(pred, picture=None, heatmap=heat)
         except CoreError as exc:

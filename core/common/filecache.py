@@ -7,11 +7,12 @@ renamed: readers see the old table or the new one, never half of one, and a dama
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+
+from core.common.atomic import write_atomic
 
 
 def stale(row: dict | None, stat: tuple[int, int]) -> bool:
@@ -33,7 +34,5 @@ def read_rows(cache_file: Path | None, columns: Sequence[str]) -> dict[str, dict
 
 
 def write_table(cache_file: Path, frame: pd.DataFrame) -> None:
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, cache_file)
+    """Write a cache table atomically (not fsynced: a lost cache is rebuilt)."""
+    write_atomic(cache_file, lambda fh: frame.to_parquet(fh, index=False), durable=False)

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlencode
 
 import pandas as pd
 
+from core.common.atomic import write_atomic
 from core.common.errors import DatasetError
 from core.common.workspace import Workspace
 from core.datasets import samples
@@ -288,7 +289,7 @@ def extract_upload(data: bytes | Path, filename: str, ws: Workspace) -> Path:
         result = extract_zip(data, dest)
         # Kept beside the data so every later scan lists what the ZIP held but the studio left out.
         skipped = [{"path": name, "reason": f"left out of the ZIP: {why}"} for name, why in result.skipped]
-        (dest / ZIP_SKIPPED).write_text(json.dumps(skipped))
+        write_atomic(dest / ZIP_SKIPPED, json.dumps(skipped))
     return _single_top_folder(dest)
 
 

@@ -8,12 +8,12 @@ image gets a new thumbnail and a stale one is never shown.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image
 
+from core.common.atomic import write_atomic
 from core.common.errors import ImageError
 from core.images.opener import open_image
 
@@ -36,7 +36,7 @@ def thumbnail_file(image: Path, cache_dir: Path, size: int = THUMB_SIZE) -> Path
     key = hashlib.sha1(f"{image.resolve()}|{st.st_size}|{st.st_mtime_ns}|{size}".encode()).hexdigest()
     target = cache_dir / "thumbs" / key[:2] / f"{key}.png"
     if not target.exists():
-        _write_atomic(make_thumbnail(image, size), target)
+        _write_png(make_thumbnail(image, size), target)
     return target
 
 
@@ -62,8 +62,5 @@ def thumbnail_files(images: Sequence[Path], cache_dir: Path, size: int = THUMB_S
     return out
 
 
-def _write_atomic(im: Image.Image, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(f".{os.getpid()}.tmp")
-    im.save(tmp, format="PNG", optimize=False)
-    os.replace(tmp, target)
+def _write_png(im: Image.Image, target: Path) -> None:
+    write_atomic(target, lambda fh: im.save(fh, format="PNG", optimize=False), durable=False)  # a cache

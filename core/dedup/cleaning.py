@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.common.atomic import write_atomic
 from core.common.errors import DatasetError, DedupError, PathNotAllowedError
 from core.common.naming import natural_key
 from core.common.workspace import Workspace
@@ -227,8 +227,8 @@ def write_cleaned(plan: CleaningPlan, ws: Workspace, name: str | None = None) ->
     digest = hashlib.sha1(f"{plan.source.spec}\n{csv_text}".encode()).hexdigest()[:8]
     folder = ws.datasets / f"{_safe_name(name or plan.source.display)}-cleaned-{digest}"
     folder.mkdir(parents=True, exist_ok=True)
-    _write_atomic(folder / CLEANING_RECORD, json.dumps(_record(plan), indent=1))
-    _write_atomic(folder / "labels.csv", csv_text)  # written last: its presence means the folder is complete
+    write_atomic(folder / CLEANING_RECORD, json.dumps(_record(plan), indent=1))
+    write_atomic(folder / "labels.csv", csv_text)  # written last: its presence means the folder is complete
     ref = csv_ref(folder / "labels.csv", ws, images=plan.source.root)
     return replace(ref, name=folder.name)
 
@@ -243,12 +243,6 @@ def _safe_name(text: str) -> str:
     return (
         re.sub(r"[^A-Za-z0-9_-]+", "_", Path(text).stem if text.endswith(".csv") else text).strip("_")[:60] or "dataset"
     )
-
-
-def _write_atomic(target: Path, text: str) -> None:
-    tmp = target.with_suffix(f"{target.suffix}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, target)
 
 
 def clean_dataset(

@@ -18,10 +18,8 @@ inference side applies lives beside the training data (``core.train.tensors``), 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
-import tempfile
 import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -34,6 +32,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from core.common.atomic import write_atomic
 from core.common.errors import CoreError
 from core.train.archs import ModelError
 from core.train.models import build_model
@@ -183,35 +182,11 @@ def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
     if missing:
         raise CheckpointError(f"checkpoint state lacks {', '.join(missing)}")
     plain = to_plain({"format": CHECKPOINT_FORMAT, **state})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(plain, fh)
-            fh.flush()
-            os.fsync(fh.fileno())  # the data is on disk before the rename makes it visible
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(e, Exception):  # a full disk surfaces as OSError or as torch's RuntimeError
-            detail = e.strerror if isinstance(e, OSError) and e.strerror else _short(e)
-            raise CheckpointError(
-                f"could not write checkpoint {path} ({detail}); a previous file there is unchanged"
-            ) from e
-        raise  # KeyboardInterrupt and the like: not a write problem
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable (POSIX); some file systems refuse to open a folder, which is harmless.
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_atomic(Path(path), lambda fh: torch.save(plain, fh))
+    except Exception as e:  # a full disk surfaces as OSError or as torch's RuntimeError
+        detail = e.strerror if isinstance(e, OSError) and e.strerror else _short(e)
+        raise CheckpointError(f"could not write checkpoint {path} ({detail}); a previous file there is unchanged") from e
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from core.common.atomic import write_atomic
 from core.common.errors import RunStoreError
 from core.common.workspace import Workspace
 from core.store.runs import RunStore
@@ -126,9 +127,7 @@ def _prepare_progress(ctx: JobContext):
 
 
 def _save_splits(folder: Path, splits: pd.DataFrame) -> None:
-    tmp = folder / f".{SPLITS_FILE}.tmp"
-    splits.to_csv(tmp, index=False)
-    tmp.replace(folder / SPLITS_FILE)
+    write_atomic(folder / SPLITS_FILE, splits.to_csv(index=False))
 
 
 def _load_splits(folder: Path) -> pd.DataFrame | None:
@@ -280,12 +279,8 @@ def save_weights_upload(ws: Workspace, data: bytes, filename: str) -> Path:
     import re
 
     digest = hashlib.sha256(data).hexdigest()[:16]
-    folder = ws.uploads / "weights"
-    folder.mkdir(parents=True, exist_ok=True)
     stem = re.sub(r"[^A-Za-z0-9_-]", "_", Path(filename).stem)[:40]
-    target = folder / f"{stem}-{digest}{Path(filename).suffix.lower() or '.pth'}"
+    target = ws.uploads / "weights" / f"{stem}-{digest}{Path(filename).suffix.lower() or '.pth'}"
     if not target.is_file():
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(target)
+        write_atomic(target, data)
     return target

@@ -25,6 +25,7 @@ import torch
 from PIL import Image, ImageOps
 
 from core.common import filecache
+from core.common.atomic import write_atomic
 from core.common.cpu import usable_cores
 from core.common.errors import CoreError, ImageError
 from core.images.opener import open_image
@@ -182,14 +183,9 @@ def _read_cache(base: Path | None, size: int) -> tuple[dict[str, dict], np.ndarr
 
 def _write_cache(base: Path, rows: list[dict], images: np.ndarray) -> None:
     """Write the pixels under a fresh name, then the index naming them: readers never see a mixed pair."""
-    base.parent.mkdir(parents=True, exist_ok=True)
     npy = base.with_name(f"{base.name}-{uuid.uuid4().hex[:12]}.npy")
-    tmp = base.with_name(f".{npy.name}.tmp")
-    with open(tmp, "wb") as fp:
-        np.save(fp, images)
-    os.replace(tmp, npy)
-    tmp.write_text(json.dumps({"npy": npy.name, "rows": rows}))
-    os.replace(tmp, base.with_suffix(".json"))
+    write_atomic(npy, lambda fh: np.save(fh, images), durable=False)  # a cache: rebuilt when lost
+    write_atomic(base.with_suffix(".json"), json.dumps({"npy": npy.name, "rows": rows}), durable=False)
     for old in base.parent.glob(f"{base.name}-*.npy"):
         if old != npy:  # a reader that mapped it keeps its pages (unlinked files stay readable on POSIX)
             old.unlink(missing_ok=True)
