@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from core.common.errors import CoreError
 from core.common.workspace import Workspace
 from core.store.records import ACTIVE_STATUSES, RunRecord
 from core.store.runs import RunStore
@@ -171,7 +172,6 @@ def run_actions(run: RunRecord, store: RunStore, registry: JobRegistry, ws: Work
 
 def dataset_ref(run: RunRecord):
     """The run's dataset as a ref, or None when it cannot be opened any more (moved, deleted)."""
-    from core.common.errors import CoreError
     from core.datasets.sources import resolve_dataset
     from ui.state import workspace
 

@@ -17,6 +17,8 @@ from core.cli import predict as cli_predict
 from core.cli import train as cli_train
 from core.common.errors import CoreError
 from core.common.workspace import Workspace
+from core.store.records import STATUSES
+from core.store.runs import RunStore
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,18 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--workers", type=int, default=None, help="decoding processes (default: usable cores)")
     _common(scan)
     runs = sub.add_parser("runs", help="list stored runs")
-    runs.add_argument("--status", choices=_statuses(), help="only runs with this status")
+    runs.add_argument("--status", choices=STATUSES, help="only runs with this status")
     _common(runs)
     cli_dedup.add_parser(sub, _common, _dataset_args)
     cli_train.add_parser(sub, _common)
     cli_predict.add_parsers(sub, _common)
     return parser
-
-
-def _statuses() -> tuple[str, ...]:
-    from core.store.records import STATUSES
-
-    return STATUSES
 
 
 def cmd_scan(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
@@ -81,7 +77,6 @@ def cmd_scan(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
 
 
 def cmd_runs(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
-    from core.store.runs import RunStore
 
     store = RunStore(ws.runs_db)
     rows = [store.summary(run) for run in store.list_runs(status=args.status)]

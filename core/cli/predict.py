@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from core.common.workspace import Workspace
+from core.store.runs import RunStore
 
 
 def add_parsers(sub: Any, common: Any) -> None:
@@ -36,7 +37,6 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 def _predictor(args: argparse.Namespace, ws: Workspace):
     from core.explain.predict import load_imagenet_predictor, load_run_predictor
-    from core.store.runs import RunStore
 
     if args.imagenet:
         return load_imagenet_predictor(args.imagenet, args.device)

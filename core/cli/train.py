@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import MISSING, fields
+from collections.abc import Callable
+from dataclasses import MISSING, Field, fields
 from typing import Any
 
 from core.common.errors import CoreError
 from core.common.workspace import Workspace
+from core.store.runs import RunStore
+from core.train.config import TrainConfig, choices
 
 
 def add_parser(sub: Any, common: Any) -> None:
-    from core.train.config import TrainConfig, choices
 
     p = sub.add_parser("train", help="train a classifier (the Train page's engine)")
     p.add_argument("dataset", metavar="DATASET", nargs="?", help="a folder, a .csv, a .zip, or sample:digits")
@@ -31,7 +33,7 @@ def add_parser(sub: Any, common: Any) -> None:
     common(p)
 
 
-def _add_field(parser: argparse.ArgumentParser, f: Any, choices: tuple[str, ...] | None) -> None:
+def _add_field(parser: argparse.ArgumentParser, f: Field, choices: tuple[str, ...] | None) -> None:
     flag = "--" + f.name.replace("_", "-")
     default = f.default if f.default is not MISSING else f.default_factory()
     help_text = f.metadata.get("help", "")
@@ -46,10 +48,9 @@ def _add_field(parser: argparse.ArgumentParser, f: Any, choices: tuple[str, ...]
         parser.add_argument(flag, type=kind, choices=choices, default=None, help=help_text)
 
 
-def config_from_args(args: argparse.Namespace, ws: Workspace) -> Any:
+def config_from_args(args: argparse.Namespace, ws: Workspace) -> TrainConfig:
     """The ``TrainConfig`` the options describe (unset options keep the default recipe)."""
     from core.datasets.sources import resolve_dataset
-    from core.train.config import TrainConfig
 
     if not args.dataset:
         raise CoreError("give a DATASET to train on, or --resume RUN")
@@ -60,7 +61,6 @@ def config_from_args(args: argparse.Namespace, ws: Workspace) -> Any:
 
 def cmd_train(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
     from core.datasets.sources import spec_paths
-    from core.store.runs import RunStore
     from core.train.runner import result_json, train_and_wait
 
     store = RunStore(ws.runs_db)
@@ -78,7 +78,7 @@ def cmd_train(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
     return result, _text(result)
 
 
-def _printer(store: Any, quiet: bool):
+def _printer(store: RunStore, quiet: bool) -> Callable[[int], None]:
     """Prints each finished epoch to stderr while the run trains (nothing with --json: stdout stays JSON)."""
     shown: set[int] = set()
 

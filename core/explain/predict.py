@@ -15,14 +15,19 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 from core.common.errors import CoreError, ImageError
+from core.common.workspace import Workspace
 from core.images.opener import Source, open_image
+from core.store.runs import RunStore
+
+if TYPE_CHECKING:  # only for the type: importing the checkpoints module at the top would load the networks
+    from core.train.checkpoints import InferenceModel
 
 TOP_K = 5
 
@@ -60,8 +65,8 @@ class Prediction:
 class Predictor:
     """A model ready to classify: its own inference copy, its classes, its input transform, one lock."""
 
-    def __init__(self, model: Any, *, source: str) -> None:
-        self.inference = model  # core.train.checkpoints.InferenceModel
+    def __init__(self, model: InferenceModel, *, source: str) -> None:
+        self.inference = model
         self.source = source  # "run 3" / "resnet50 (ImageNet)": what the page and the JSON say
         self._lock = threading.Lock()  # the CAM library is not thread-safe; one request at a time per model
 
@@ -156,7 +161,7 @@ def square_map_to_image(heat: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 # Loading models
 
 
-def run_checkpoint(ws: Any, store: Any, run_id: int | None) -> tuple[int, Path]:
+def run_checkpoint(ws: Workspace, store: RunStore, run_id: int | None) -> tuple[int, Path]:
     """The best checkpoint of ``run_id`` (default: the latest completed run that has one)."""
     from core.train.runner import checkpoint_path
 
@@ -172,7 +177,7 @@ def run_checkpoint(ws: Any, store: Any, run_id: int | None) -> tuple[int, Path]:
     return run_id, path
 
 
-def load_run_predictor(ws: Any, store: Any, run_id: int | None = None, device: str = "auto") -> Predictor:
+def load_run_predictor(ws: Workspace, store: RunStore, run_id: int | None = None, device: str = "auto") -> Predictor:
     from core.train.checkpoints import load_for_inference
 
     run_id, path = run_checkpoint(ws, store, run_id)

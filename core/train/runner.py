@@ -24,6 +24,7 @@ from core.common.atomic import write_atomic
 from core.common.errors import RunStoreError
 from core.common.workspace import Workspace
 from core.store.runs import RunStore
+from core.train.config import TrainConfig
 from core.train.jobs import JobContext, JobRegistry
 
 STEP_KEYS = ("train_loss", "train_acc", "lr", "images_per_s")
@@ -43,13 +44,13 @@ def checkpoint_path(ws: Workspace, run_id: int, kind: str = "best") -> Path:
     return run_dir(ws, run_id) / f"{kind}.pt"
 
 
-def create_training_run(store: RunStore, config: Any) -> int:
+def create_training_run(store: RunStore, config: TrainConfig) -> int:
     """Record a queued training run for ``config`` (a validated ``TrainConfig``)."""
     arch = None if config.arch == "auto" else config.arch  # "auto" is resolved (and recorded) once the data is seen
     return store.create_run(dataset=config.dataset, kind="train", arch=arch, config=config.to_dict())
 
 
-def submit_training(registry: JobRegistry, ws: Workspace, config: Any) -> int:
+def submit_training(registry: JobRegistry, ws: Workspace, config: TrainConfig) -> int:
     """Queue a new run of ``config`` on the registry's threads; returns its run id at once."""
     config.validate()
     run_id = create_training_run(registry.store, config)
@@ -63,7 +64,6 @@ def resume_training(registry: JobRegistry, ws: Workspace, run_id: int) -> None:
     Raises:
         RunStoreError: the run is not resumable or has no checkpoint.
     """
-    from core.train.config import TrainConfig
 
     run = registry.store.get_run(run_id)
     if run.status not in RESUMABLE:
@@ -87,7 +87,7 @@ def delete_run(store: RunStore, ws: Workspace, run_id: int) -> None:
 # The job's work
 
 
-def run_training(ctx: JobContext, ws: Workspace, config: Any, *, resume: bool) -> str:
+def run_training(ctx: JobContext, ws: Workspace, config: TrainConfig, *, resume: bool) -> str:
     """Scan, split (or reload the run's split), decode once, train; returns ``completed`` or ``cancelled``."""
     from core.train.fit import TrainCallbacks, fit
     from core.train.prepare import prepare
@@ -138,7 +138,7 @@ def _load_splits(folder: Path) -> pd.DataFrame | None:
 class _MetricLogger:
     """Turns the trainer's callbacks into run-store rows (batched: one write every few steps) and progress."""
 
-    def __init__(self, ctx: JobContext, config: Any) -> None:
+    def __init__(self, ctx: JobContext, config: TrainConfig) -> None:
         self.ctx, self.config = ctx, config
         self.rows: list[tuple[str, int, float]] = []
         self.artifacts: set[str] = set()
