@@ -7,13 +7,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT, wait_until
 
 
 @contextmanager
@@ -45,14 +44,11 @@ def free_port() -> int:
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {proc.returncode}")
+    def healthy() -> bool:
         try:
             with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return
+                return resp.status == 200
         except OSError:
-            time.sleep(0.5)
-    raise RuntimeError("streamlit did not become healthy")
+            return False
+
+    wait_until(healthy, timeout=timeout, what="streamlit's health check", interval=0.5, process=proc)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support import ROOT
+
 # The product's stages, lowest first. A module may import its own package and packages of a lower rank only
 # (siblings of one rank, such as dedup and train, never import each other).
 STAGES = {"common": 0, "images": 1, "datasets": 2, "store": 2, "dedup": 3, "train": 3, "explain": 4,
@@ -148,7 +149,11 @@ def test_every_package_says_what_it_holds_and_may_import() -> None:
 
 @pytest.mark.parametrize("folder", ["core", "ui"])
 def test_no_module_is_over_about_400_lines(folder: str) -> None:
-    long = {str(p.relative_to(ROOT)): n for p in source_files(folder) if (n := len(p.read_text().splitlines())) > MAX_LINES + LINE_SLACK}
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in source_files(folder)
+        if (n := len(p.read_text().splitlines())) > MAX_LINES + LINE_SLACK
+    }
     assert long == {}, f"modules over ~{MAX_LINES} lines: cut each where a newcomer would look"
 
 

@@ -420,9 +420,7 @@ def leakage_report(
     return find_duplicates(ref, cache_dir, config, scan=scan).leakage
 
 
-def cached_leakage_report(
-    ref: DatasetRef, cache_dir: Path, *, scan: ScanResult | None = None
-) -> LeakageReport | None:
+def cached_leakage_report(ref: DatasetRef, cache_dir: Path, *, scan: ScanResult | None = None) -> LeakageReport | None:
     """The leak report of ``ref`` when its fingerprints are cached, else None: a page that shows a score asks
     here, and must never start a long hashing pass."""
     if not fingerprint_cache(ref, cache_dir).is_file():

@@ -158,4 +158,3 @@ class RunTables:
             (run_id,),
         )
         return [dict(row) for row in rows]
-

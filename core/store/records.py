@@ -92,4 +92,3 @@ def metric_row(run_id: int, row: tuple[str, int, float]) -> tuple[int, str, int,
         raise RunStoreError(f"metric key must be a non-empty string, got {key!r}")
     # NaN is stored as NULL on purpose (SQLite would do it silently anyway); NULL means NaN.
     return run_id, key, step_int, None if math.isnan(number) else number
-

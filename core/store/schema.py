@@ -126,7 +126,9 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise RunStoreError(f"run store {path} has schema version {version}; this code knows up to {SCHEMA_VERSION}")
+            raise RunStoreError(
+                f"run store {path} has schema version {version}; this code knows up to {SCHEMA_VERSION}"
+            )
         for migration in _MIGRATIONS[version:]:
             for statement in migration:
                 conn.execute(statement)

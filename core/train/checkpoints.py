@@ -186,7 +186,9 @@ def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
         write_atomic(Path(path), lambda fh: torch.save(plain, fh))
     except Exception as e:  # a full disk surfaces as OSError or as torch's RuntimeError
         detail = e.strerror if isinstance(e, OSError) and e.strerror else _short(e)
-        raise CheckpointError(f"could not write checkpoint {path} ({detail}); a previous file there is unchanged") from e
+        raise CheckpointError(
+            f"could not write checkpoint {path} ({detail}); a previous file there is unchanged"
+        ) from e
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:

@@ -239,4 +239,3 @@ def planned_epochs(config: TrainConfig) -> tuple[int, bool]:
     if effective_schedule(config) in OPEN_ENDED:
         return config.epochs or AUTO_MAX_EPOCHS, True
     return config.epochs or FIXED_EPOCHS, False
-

@@ -213,4 +213,3 @@ class JobRegistry:
             self._start_waiting()
             if self.running():  # the jobs still running get the cores this one gave back
                 self._rebalance()
-

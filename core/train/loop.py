@@ -172,4 +172,3 @@ def evaluate(
 
 def _ratio(total: float, n: int) -> float:
     return total / n if n else math.nan
-

@@ -155,5 +155,3 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 def cam_layer(model: nn.Module, arch: str) -> nn.Module:
     """The Grad-CAM target layer of ``model``: the last module whose output is still a 4-D feature map."""
     return resolve_module(unwrap(model), arch_info(arch).cam_layer)
-
-

@@ -53,4 +53,3 @@ def choose_precision(amp: str, device: torch.device) -> Precision:
     dtype = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}[amp]
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     return Precision(device, dtype, scaler)
-

@@ -121,4 +121,3 @@ def _assemble_prepared(
     dropped = pd.concat([unreadable, tensors.dropped], ignore_index=True).drop_duplicates("path", keep="last")
     return PreparedData(config, config.dataset, ref.root, splits, classes, tensors, labels, indices, mean, std,
                         side, gray, dropped, time.perf_counter() - started)  # fmt: skip
-

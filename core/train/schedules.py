@@ -22,6 +22,7 @@ PLATEAU_DROPS = 2  # plateau: the rate drops twice (x gamma each), and the third
 PLATEAU_MIN_CHANGE = 1e-3
 ONECYCLE_RISE = 0.25  # share of the steps over which "onecycle" rises when warmup_epochs is 0
 
+
 class Plateau:
     """The ``plateau`` schedule: the rate is multiplied by ``gamma`` when the monitored loss has not improved
     for ``patience`` epochs; after ``drops`` drops, the next plateau ends the run (it has converged).
@@ -150,5 +151,3 @@ def build_scheduler(
     """A per-batch ``LambdaLR`` over :func:`lr_factor` (its state is the step count, plus the :class:`Cycles`
     or :class:`Plateau` state for those schedules: resumes exactly)."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, steps_per_epoch))
-
-

@@ -18,6 +18,7 @@ from core.common.naming import natural_sorted
 
 SPLITS = ("train", "val", "test")
 
+
 def make_splits(
     manifest: pd.DataFrame, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0
 ) -> pd.DataFrame:
@@ -89,4 +90,3 @@ def split_indices(splits: pd.DataFrame, paths: Sequence[str]) -> dict[str, np.nd
 def class_names(splits: pd.DataFrame) -> list[str]:
     """The classes in reading order ("2" before "10"); a label's position is its class index."""
     return natural_sorted(splits["label"].unique())
-

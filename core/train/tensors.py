@@ -211,7 +211,6 @@ def channel_stats(images: torch.Tensor, indices: np.ndarray | None = None) -> tu
     return mean.tolist(), std.tolist()
 
 
-
 # --- the evaluation transform ------------------------------------------------------------------------------
 
 

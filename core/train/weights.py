@@ -255,5 +255,3 @@ def _arch_keys(arch: str) -> frozenset[str]:
 
 def _comparable_keys(names: tuple[str, ...]) -> frozenset[str]:
     return frozenset(n for n in names if not n.endswith("num_batches_tracked"))  # older files lack them
-
-

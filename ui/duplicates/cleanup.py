@@ -22,6 +22,7 @@ POLICY_TEXT = {
     "keep-one": "one image per group stays (train first, then the largest, then path order)",
 }
 
+
 def clean_up(result: DedupResult) -> None:
     st.markdown("Choose how to resolve the groups. Nothing is written until you press the button; the source "
                 "files are never changed: the cleaned dataset is a new list of images (a CSV) in the workspace.")  # fmt: skip
@@ -91,5 +92,3 @@ def cleaned_banner(ref: DatasetRef | None) -> None:
     c1, c2, _ = st.columns([1, 1, 3])
     c1.page_link("app_pages/datasets.py", label="Look at it on Datasets", icon=":material/photo_library:")
     c2.page_link("app_pages/train.py", label="Train on it", icon=":material/model_training:")
-
-

@@ -21,6 +21,7 @@ FLAGS = {
     "Neither": lambda g: ~(g["conflict"] | g["leak"]).to_numpy(bool),
 }
 
+
 def summary(result: DedupResult) -> None:
     groups = result.groups
     cols = st.columns(6)
@@ -172,5 +173,3 @@ def _border_text(r, threshold: int) -> str:
     if r.counted:
         return f"{head}  \n:green-badge[grouped now] drops out below {r.distance} bits"
     return f"{head}  \n:orange-badge[not grouped] added from {r.distance} bits (now {threshold})"
-
-

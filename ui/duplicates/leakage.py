@@ -82,7 +82,9 @@ def _known_leakage(ref: DatasetRef) -> LeakageReport | None:
     if ref.spec not in reports:
         try:
             with st.spinner("Checking for copies across splits..."):
-                report = cached_leakage_report(ref, workspace().cache, scan=st.session_state.get(SCANS, {}).get(ref.spec))
+                report = cached_leakage_report(
+                    ref, workspace().cache, scan=st.session_state.get(SCANS, {}).get(ref.spec)
+                )
         except CoreError:
             return None
         if report is None:  # not fingerprinted yet: ask again next time (another tab may hash it meanwhile)
@@ -102,5 +104,3 @@ def leakage_notice(ref: DatasetRef | None) -> None:
         st.warning(sentence, icon=":material/content_copy:")
         st.page_link("app_pages/duplicates.py", label="See the copies and fix them on the Duplicates page",
                      icon=":material/content_copy:")  # fmt: skip
-
-

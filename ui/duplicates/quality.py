@@ -75,5 +75,3 @@ def _quality_row(result: DedupResult, report: QualityReport, issue: str) -> None
             examples = ranked[ranked["path"].isin(flagged["path"])].head(QUALITY_EXAMPLES)
             captions = [f"{name(p)}  \nscore {s:.2f}" for p, s in zip(examples["path"], examples[issue], strict=True)]
             thumb_grid(result.ref.root, examples["path"].tolist(), captions, QUALITY_EXAMPLES)
-
-

@@ -62,5 +62,3 @@ def at_threshold(base: DedupResult, threshold: int) -> DedupResult:
         result = view[1]
     st.session_state[CURRENT] = result
     return result
-
-

@@ -3,10 +3,10 @@ with its curves and acts on it (resume, rerun with changes, delete)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core.common.workspace import Workspace
@@ -15,30 +15,26 @@ from core.train import runner as train_run
 from core.train.config import TrainConfig
 from core.train.jobs import JobRegistry
 from tests import imagefactory as fx
+from tests.support import ROOT, wait_until
 from ui import run_views
 
-ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 120
 
 
 @pytest.fixture(autouse=True)
-def fresh_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    ws = tmp_path / "ws"
-    monkeypatch.setenv("STUDIO_WORKSPACE", str(ws))
-    monkeypatch.setenv("STUDIO_DATA_ROOTS", str(tmp_path))
-    st.cache_resource.clear()
-    yield ws
+def no_training_left(fresh_workspace: Path) -> Iterator[None]:
+    """Never leave a training thread running into the next test."""
+    yield
     from ui.state import jobs
 
-    for job in jobs().active():  # never leave a training thread running into the next test
+    for job in jobs().active():
         jobs().cancel(job.run_id)
         jobs().wait(job.run_id, timeout=60)
-    st.cache_resource.clear()
 
 
 @pytest.fixture
 def colours(tmp_path: Path) -> Path:
-    root = tmp_path / "colours"
+    root = tmp_path / "data" / "colours"
     for label, colour in {"red": (220, 30, 30), "green": (30, 200, 40)}.items():
         for i in range(16):
             fx.write_rgb(root / label / f"{i}.png", size=(12, 12), color=colour, seed=i)
@@ -156,12 +152,8 @@ def test_runs_page_resumes_a_cancelled_run_and_deletes_it(colours: Path, fresh_w
     config = TrainConfig(dataset=str(colours), arch="lenet", epochs=3, batch_size=8, log_every=1)
     second = train_run.submit_training(registry, workspace, config)
     last = train_run.checkpoint_path(workspace, second, "last")
-    import time
 
-    deadline = time.monotonic() + 300
-    while not last.is_file():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(last.is_file, timeout=300, what="the first checkpoint")
     registry.cancel(second)
     registry.wait(second, timeout=120)
     at.run()
@@ -183,7 +175,7 @@ def test_runs_page_warns_when_the_runs_data_leaks(tmp_path: Path, fresh_workspac
     from core.datasets.sources import resolve_dataset
     from core.dedup.groups import find_duplicates
 
-    root = tmp_path / "leaky"
+    root = tmp_path / "data" / "leaky"
     for label, seed in (("a", 10), ("b", 40)):
         for i in range(6):
             fx.write_photo(root / "train" / label / f"{i}.png", seed=seed + i)

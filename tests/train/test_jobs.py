@@ -10,6 +10,7 @@ import torch
 from core.common.errors import RunStoreError
 from core.store.runs import RunStore
 from core.train.jobs import JobContext, JobRegistry
+from tests.support import wait_until
 
 
 @pytest.fixture
@@ -150,10 +151,5 @@ def test_eta_comes_from_the_step_rate(store: RunStore) -> None:
     registry.wait(run_id, timeout=10)
 
 
-def _wait_for(condition, timeout: float = 10.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.01)
+def _wait_for(condition) -> None:
+    wait_until(condition, timeout=10, what="the jobs to reach the expected state", interval=0.01)

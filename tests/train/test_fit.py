@@ -381,9 +381,7 @@ def test_cancel_from_another_thread(prepared, tmp_path: Path, tiny) -> None:
     callbacks = TrainCallbacks(on_step=lambda s, e, m: started.set())
     thread = threading.Thread(target=lambda: (started.wait(60), cancel.set()))
     thread.start()
-    result = fit(
-        config_for(tiny[1], epochs=50), prepared, callbacks=callbacks, cancel=cancel, checkpoint_dir=tmp_path
-    )
+    result = fit(config_for(tiny[1], epochs=50), prepared, callbacks=callbacks, cancel=cancel, checkpoint_dir=tmp_path)
     thread.join()
     assert result.status == "cancelled" and result.steps < 50 * 3
     assert load_checkpoint(tmp_path / "last.pt")["step"] == result.steps

@@ -22,8 +22,7 @@ from core.store.hosts import host_facts
 from core.store.records import ACTIVE_STATUSES, STATUSES
 from core.store.runs import RunStore
 from core.store.schema import SCHEMA_VERSION
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support import ROOT
 
 
 @pytest.fixture

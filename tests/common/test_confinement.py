@@ -22,8 +22,8 @@ from core.datasets.scan import scan_dataset
 from core.datasets.sources import csv_ref, extract_upload, metadata_ref, resolve_dataset
 from core.dedup.cleaning import CLEANING_RECORD, cleaned_folders, open_cleaned
 from tests import imagefactory as f
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SECRET_TEXT = "PRETTY_NAME=secret-distribution-7731"
 
 

@@ -22,9 +22,9 @@ from core.train import runner as train_run
 from core.train.config import TrainConfig
 from core.train.jobs import JobRegistry
 from tests import imagefactory as fx
+from tests.support import ROOT
 from ui import classify_views as views
 
-ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 120
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 

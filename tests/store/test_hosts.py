@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 from core.store.hosts import host_facts, pid_start, process_alive
+from tests.support import wait_until
 
 
 def test_a_zombie_or_reused_pid_is_not_alive() -> None:
     child = subprocess.Popen(["true"])
-    start = None
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:  # exited but not reaped: a zombie, os.kill(pid, 0) still works
-        stat = Path(f"/proc/{child.pid}/stat").read_text()
-        start = start or int(stat.rsplit(")", 1)[1].split()[19])
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            break
-        time.sleep(0.01)
+
+    def zombie() -> list[str] | None:  # exited but not reaped: os.kill(pid, 0) still works on it
+        fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return fields if fields[0] == "Z" else None
+
+    start = int(wait_until(zombie, timeout=5, what="the child to become a zombie", interval=0.01)[19])
     assert process_alive(child.pid, start) is False
     child.wait()
     me = pid_start(os.getpid())

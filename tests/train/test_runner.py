@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,8 +22,8 @@ from core.train import runner as train_run
 from core.train.config import TrainConfig
 from core.train.jobs import JobRegistry
 from tests import imagefactory as f
+from tests.support import ROOT, wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 
 
@@ -69,10 +68,8 @@ def test_cancel_then_resume_keeps_the_run_id_and_every_epoch(shapes: Path, ws: W
     store = RunStore(ws.runs_db)
     registry = JobRegistry(store)
     run_id = train_run.submit_training(registry, ws, _config(shapes, epochs=3))
-    deadline = time.monotonic() + 300
-    while not train_run.checkpoint_path(ws, run_id, "last").is_file():  # cancel after the first epoch
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    last = train_run.checkpoint_path(ws, run_id, "last")
+    wait_until(last.is_file, timeout=300, what="the first checkpoint")  # cancel after the first epoch
     registry.cancel(run_id)
     assert registry.wait(run_id, timeout=120).status == "cancelled"
     assert store.get_run(run_id).status == "cancelled"
@@ -153,11 +150,7 @@ def test_a_killed_training_process_shows_crashed_and_resumes_to_the_end(shapes: 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     last = ws / "checkpoints" / "run-1" / "last.pt"
-    deadline = time.monotonic() + 300
-    while not last.is_file():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(last.is_file, timeout=300, what="the first checkpoint of the CLI run", process=proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     store = RunStore(ws / "runs.sqlite")

@@ -15,8 +15,8 @@ from core.cli.main import main
 from core.common.workspace import Workspace
 from core.store.runs import RunStore
 from tests import imagefactory as f
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SCAN_KEYS = {"n_images", "n_classes", "classes", "splits", "unreadable"}
 RUN_KEYS = {"run_id", "status", "arch", "dataset", "best_val_acc", "wall_s"}
 

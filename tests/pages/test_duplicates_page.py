@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core.common.workspace import Workspace
@@ -24,23 +23,11 @@ from core.dedup.cleaning import plan_cleaning
 from core.dedup.groups import DEFAULT_THRESHOLDS, DedupConfig, find_duplicates, group_duplicates
 from core.dedup.quality import QualityThresholds, quality_report
 from tests import imagefactory as f
+from tests.support import ROOT
 from ui.duplicates import groups, leakage, session
 
-ROOT = Path(__file__).resolve().parent.parent
 PAGE = "app_pages/duplicates.py"
 TIMEOUT = 60
-
-
-@pytest.fixture(autouse=True)
-def fresh_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Each test gets its own workspace; cached resources (workspace, run store) are rebuilt for it."""
-    ws = tmp_path / "ws"
-    monkeypatch.setenv("STUDIO_WORKSPACE", str(ws))
-    monkeypatch.setenv("STUDIO_DATA_ROOTS", str(tmp_path / "data"))
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    yield ws
-    st.cache_resource.clear()
 
 
 def _make_planted(root: Path) -> None:

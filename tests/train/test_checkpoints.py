@@ -296,6 +296,14 @@ def test_load_for_inference_predicts_like_the_trained_model(tmp_path: Path, phot
     assert torch.equal(loaded.predict_images(photos), probabilities)
 
 
+def test_load_for_inference_with_the_documented_default_device(tmp_path: Path) -> None:
+    """``load_for_inference(path)``: no device given means auto (it raised AttributeError on None once)."""
+    save_checkpoint(tmp_path / "best.pt", _trained_state()[1])
+    loaded = load_for_inference(tmp_path / "best.pt")
+    assert loaded.device == device_for("auto")
+    assert load_for_inference(tmp_path / "best.pt", torch.device("cpu")).device == torch.device("cpu")
+
+
 def test_load_for_inference_refuses_weights_that_do_not_fit(tmp_path: Path) -> None:
     _, state = _trained_state(steps=1)
     save_checkpoint(tmp_path / "wrong-arch.pt", {**state, "arch": "mobilenet_v3_small"})

@@ -14,7 +14,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +30,8 @@ from core.train.config import TrainConfig
 from core.train.jobs import JobRegistry
 from tests import imagefactory as f
 from tests.app_server import free_port
+from tests.support import ROOT, wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 STARTUP_S = 120  # importing torch and loading the checkpoint on a busy 2-core machine
 
@@ -76,19 +75,17 @@ def _request(port: int, method: str, path: str, body=None, headers: dict | None 
 
 
 def _wait_for_health(port: int, proc: subprocess.Popen | None, log: Path | None) -> dict:
-    deadline = time.monotonic() + STARTUP_S
-    while True:
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"the server exited with {proc.returncode}:\n{log.read_text() if log else ''}")
+    def health() -> dict | None:
         try:
             status, doc = _request(port, "GET", "/health")
-            if status == 200:
-                return doc
         except OSError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"no /health answer in {STARTUP_S} s:\n{log.read_text() if log else ''}")
-        time.sleep(0.1)
+            return None
+        return doc if status == 200 else None
+
+    try:
+        return wait_until(health, timeout=STARTUP_S, what="a /health answer", interval=0.1, process=proc)
+    except AssertionError as exc:
+        pytest.fail(f"{exc}:\n{log.read_text() if log else ''}")
 
 
 @pytest.fixture(scope="module")

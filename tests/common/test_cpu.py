@@ -3,9 +3,9 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from core.common.cpu import usable_cores
+from tests.support import ROOT
 
 
 def test_usable_cores_matches_this_process_affinity() -> None:
@@ -19,6 +19,6 @@ def test_usable_cores_shrinks_when_the_process_is_pinned_to_one_core() -> None:
         capture_output=True,
         text=True,
         check=True,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=ROOT,
     )
     assert out.stdout.strip() == "1"

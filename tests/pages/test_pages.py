@@ -6,27 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from tests import imagefactory as fx
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["app_pages/home.py", "app_pages/datasets.py", "app_pages/duplicates.py", "app_pages/train.py", "app_pages/runs.py",
          "app_pages/classify.py", "app_pages/evaluate.py", "app_pages/scaling.py"]  # fmt: skip
 TIMEOUT = 60
-
-
-@pytest.fixture(autouse=True)
-def fresh_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Each test gets its own workspace; cached resources (workspace, run store) are rebuilt for it."""
-    ws = tmp_path / "ws"
-    monkeypatch.setenv("STUDIO_WORKSPACE", str(ws))
-    monkeypatch.setenv("STUDIO_DATA_ROOTS", str(tmp_path / "data"))
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    yield ws
-    st.cache_resource.clear()
 
 
 def app() -> AppTest:
