@@ -3,7 +3,7 @@ where the model looked. A batch gets a gallery and a CSV of predictions; bad fil
 
 import streamlit as st
 
-from ui import classify_views as views
+from ui import classify as views
 from ui.state import run_store, workspace
 
 st.title("Classify")

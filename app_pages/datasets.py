@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from ui import dataset_views as views
-from ui.dataset_picker import pick_dataset
+from ui.datasets import views
+from ui.datasets.picker import pick_dataset
 from ui.state import choose_dataset, current_ref, scan
 
 st.title("Datasets")

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core.common.errors import CoreError
-from ui import run_views
+from ui import runs as views
 from ui.common import show_error
 from ui.duplicates.leakage import leakage_notice
 from ui.state import jobs, run_store, workspace
@@ -17,7 +17,7 @@ if not runs:
     st.page_link("app_pages/train.py", label="Train a model", icon=":material/model_training:")
     st.stop()
 
-table = run_views.runs_table(store, runs)
+table = views.runs_table(store, runs)
 st.caption("Select runs to see and compare their curves (newest first).")
 event = st.dataframe(table, hide_index=True, width="stretch", key="runs_table", on_select="rerun",
                      selection_mode="multi-row",
@@ -28,14 +28,14 @@ chosen_ids = [int(table.iloc[i]["run_id"]) for i in rows]
 
 
 # Polls every 2 s only while something trains; the timer is set on each full run of this script.
-@st.fragment(run_every=2.0 if run_views.any_active(runs) else None)
+@st.fragment(run_every=2.0 if views.any_active(runs) else None)
 def live() -> None:
     fresh = {r.run_id: r for r in store.list_runs(kind="train")}
-    run_views.active_jobs(registry, store)
+    views.active_jobs(registry, store)
     chosen = [fresh[i] for i in chosen_ids if i in fresh]
-    run_views.curves(store, chosen)
-    was_active = run_views.any_active([r for r in runs if r.run_id in fresh])
-    if was_active and not run_views.any_active(list(fresh.values())):
+    views.curves(store, chosen)
+    was_active = views.any_active([r for r in runs if r.run_id in fresh])
+    if was_active and not views.any_active(list(fresh.values())):
         st.rerun()  # everything finished: one full rerun updates the table and stops the polling
 
 
@@ -46,12 +46,12 @@ if len(chosen_ids) == 1:
     st.subheader(f"{run.name} · {run.status}")
     if run.error:
         st.warning(run.error, icon=":material/warning:")
-    leakage_notice(run_views.dataset_ref(run))  # its scores are optimistic when val/test images leak from train
+    leakage_notice(views.dataset_ref(run))  # its scores are optimistic when val/test images leak from train
     try:
-        run_views.run_actions(run, store, registry, workspace())
+        views.run_actions(run, store, registry, workspace())
     except CoreError as exc:
         show_error(exc)
     with st.expander("Configuration"):
-        run_views.config_view(run)
+        views.config_view(run)
 elif len(chosen_ids) > 1:
     st.caption(f"Comparing {len(chosen_ids)} runs. Select a single run for its configuration and actions.")

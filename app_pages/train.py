@@ -9,7 +9,7 @@ from core.train import runner as train_run
 from core.train.archs import ARCHS, WEIGHTS_CHOICES
 from core.train.config import TrainConfig, choices
 from core.train.estimate import estimate_epoch_seconds
-from ui import config_form, run_views
+from ui import runs, train_form
 from ui.common import show_error
 from ui.state import current_ref, jobs, run_store, scan, workspace
 
@@ -30,9 +30,9 @@ if ref is None:
     st.stop()
 st.caption(f"Dataset: **{ref.display}** · change it on the Datasets page. Every field has a default that "
            "works; hover the ? for what it does.")  # fmt: skip
-start = TrainConfig.from_dict({**TrainConfig().to_dict(), **st.session_state.pop(run_views.TRAIN_PREFILL, {})})
+start = TrainConfig.from_dict({**TrainConfig().to_dict(), **st.session_state.pop(runs.TRAIN_PREFILL, {})})
 defaults = replace(start, dataset=ref.spec)
-specs = config_form.field_map(TrainConfig)
+specs = train_form.field_map(TrainConfig)
 
 with st.form("train_form", border=True):
     values: dict = {}
@@ -40,7 +40,7 @@ with st.form("train_form", border=True):
     for column, (group, names) in zip(columns, GROUPS.items(), strict=True):
         column.markdown(f"**{group}**")
         for name in names:
-            values[name] = config_form.widget(specs[name], getattr(defaults, name), key=f"train_{name}",
+            values[name] = train_form.widget(specs[name], getattr(defaults, name), key=f"train_{name}",
                                               choices=CHOICES.get(name), labels=LABELS.get(name), container=column)  # fmt: skip
         if group == "Model":
             weights_file = column.file_uploader("...or start from a weights file", type=["pth", "pt"],
@@ -57,7 +57,7 @@ try:
     if estimate:
         with st.spinner("Timing a few real training steps..."):
             seconds = estimate_epoch_seconds(config, scan(ref).manifest)
-        st.info(run_views.estimate_text(seconds, config), icon=":material/timer:")
+        st.info(runs.estimate_text(seconds, config), icon=":material/timer:")
     if go:
         run_id = train_run.submit_training(jobs(), workspace(), config)
         st.success(f"Run {run_id} started. It trains in the background: switch pages freely.", icon=":material/check:")
@@ -70,7 +70,7 @@ polling = bool(jobs().active())
 
 @st.fragment(run_every=2.0 if polling else None)
 def training_now() -> None:
-    run_views.active_jobs(jobs(), run_store())
+    runs.active_jobs(jobs(), run_store())
     if not jobs().active():
         st.caption("Nothing is training now.")
         if polling:

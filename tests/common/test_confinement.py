@@ -139,14 +139,20 @@ def test_a_record_the_studio_wrote_still_opens(site: Site) -> None:
 # --- metadata folders and links --------------------------------------------------------------------
 
 
-def test_the_image_folder_of_json_metadata_is_never_a_sibling_outside(tmp_path: Path, monkeypatch) -> None:
-    """STUDIO_DATA_ROOTS is the metadata folder itself; the images beside it are outside and stay unread."""
+def metadata_beside_images(tmp_path: Path) -> Path:
+    """``bins/metadata/<n>.json`` (EXPECTED_QUANTITY) with their images in the sibling ``bins/bin-images/``."""
     bins = tmp_path / "bins"
     for stem in ("101", "102"):
         (bins / "metadata").mkdir(parents=True, exist_ok=True)
         (bins / "metadata" / f"{stem}.json").write_text(json.dumps({"EXPECTED_QUANTITY": 1}))
         f.write_rgb(bins / "bin-images" / f"{stem}.jpg", size=(8, 8))
-    monkeypatch.setenv(DATA_ROOTS_ENV, str(bins / "metadata"))
+    return bins
+
+
+def test_the_image_folder_of_json_metadata_is_never_a_sibling_outside(tmp_path: Path, monkeypatch) -> None:
+    """STUDIO_DATA_ROOTS is the metadata folder itself; the images beside it are outside and stay unread."""
+    bins = metadata_beside_images(tmp_path)
+    monkeypatch.setenv(DATA_ROOTS_ENV, str(bins / "metadata"))  # only the metadata folder is allowed
     ws = Workspace.open(tmp_path / "ws")
     ref = metadata_ref(bins / "metadata", "EXPECTED_QUANTITY", ws)
     assert ws.allows(ref.root) and not ref.root.is_relative_to(bins / "bin-images")
@@ -227,12 +233,8 @@ def test_the_folder_list_leaves_out_links_that_lead_out(dashboard: AppTest, site
 def test_json_metadata_on_the_page_does_not_pick_a_sibling_outside(
     dashboard: AppTest, site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bins = tmp_path / "bins"
-    for stem in ("101", "102"):
-        (bins / "metadata").mkdir(parents=True, exist_ok=True)
-        (bins / "metadata" / f"{stem}.json").write_text(json.dumps({"EXPECTED_QUANTITY": 1}))
-        f.write_rgb(bins / "bin-images" / f"{stem}.jpg", size=(8, 8))
-    monkeypatch.setenv(DATA_ROOTS_ENV, str(bins / "metadata"))
+    bins = metadata_beside_images(tmp_path)
+    monkeypatch.setenv(DATA_ROOTS_ENV, str(bins / "metadata"))  # only the metadata folder is allowed
     st.cache_resource.clear()
     at = dashboard.run()
     at.radio(key="picker_source").set_value("JSON metadata").run()

@@ -23,7 +23,7 @@ from core.train.config import TrainConfig
 from core.train.jobs import JobRegistry
 from tests import imagefactory as fx
 from tests.support import ROOT
-from ui import classify_views as views
+from ui import classify as views
 
 TIMEOUT = 120
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}

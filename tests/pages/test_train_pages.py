@@ -16,7 +16,7 @@ from core.train.config import TrainConfig
 from core.train.jobs import JobRegistry
 from tests import imagefactory as fx
 from tests.support import ROOT, wait_until
-from ui import run_views
+from ui import runs
 
 TIMEOUT = 120
 
@@ -106,7 +106,7 @@ def test_estimate_then_start_a_run_from_the_form(colours: Path, fresh_workspace:
     ],
 )
 def test_the_estimate_says_how_long_the_run_can_take(changes: dict, words: list[str]) -> None:
-    text = run_views.estimate_text(2.0, TrainConfig(dataset="x", **changes))
+    text = runs.estimate_text(2.0, TrainConfig(dataset="x", **changes))
     assert all(w in text for w in words), text
 
 
