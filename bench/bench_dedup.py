@@ -11,8 +11,8 @@ later runs. With the page cache warm, in one run it times:
   pairs are timed on the first ``--pairs-subset`` hashes and extrapolated by pair count; the output says so;
 * ours cold: ``find_duplicates`` with an empty cache (scan + one decode per image + search + groups);
 * ours warm: the same again with the cache it filled (nothing is decoded);
-* the fingerprinting pass alone on 1 thread, on the default threads and on a process pool of as many
-  processes, to show which parallelism pays;
+* the fingerprinting pass alone on 1 worker, on the default workers (forked processes: this benchmark runs no
+  other thread) and on a spawned process pool of as many processes, to show which parallelism pays;
 * ``near_pairs`` on 100k and 1M random 64-bit hashes at the default threshold, with peak memory (tracemalloc
   sees numpy's buffers) and the method the cost model chose.
 
@@ -217,8 +217,8 @@ def run_parallelism(files: list[str], cores: int, no_processes: bool) -> None:
     """Fingerprinting alone: one thread, the default threads, and (unless skipped) a process pool."""
     one, _ = timed(lambda: fingerprint_many(files, workers=1))
     threads, _ = timed(lambda: fingerprint_many(files, workers=cores))
-    print(f"\nfingerprinting {len(files)} images: 1 thread {one:.2f} s; {cores} threads {threads:.2f} s "
-          f"({one / threads:.2f}x)", end="")  # fmt: skip
+    print(f"\nfingerprinting {len(files)} images: 1 worker {one:.2f} s; {cores} workers (processes forked from this "
+          f"one, core.datasets.scan.map_chunks) {threads:.2f} s ({one / threads:.2f}x)", end="")  # fmt: skip
     if not no_processes:
         procs, _ = timed(lambda: fingerprint_processes(files, cores))
         print(f"; {cores} processes (spawn, incl. start-up) {procs:.2f} s ({one / procs:.2f}x)", end="")

@@ -1,6 +1,8 @@
 """The three dataset layouts, read without opening any image: (path, label, split) entries and problems.
 
-* folder per class (``cat/1.jpg``), optionally under split folders (``train/cat/1.jpg``);
+* folder per class (``cat/1.jpg``), optionally under split folders (``train/cat/1.jpg``); a flat folder of
+  images (no class folder at all) is a folder of *unlabelled* images: their label is ``UNLABELLED`` (""), so
+  they can be browsed, scanned and deduplicated before anyone labels them (training refuses them);
 * a CSV of image,label (Kaggle style: ``Image,Id``, ``filename,label``, ``path,class`` ...);
 * one JSON file per image holding the label under a key (Amazon bins: ``metadata/523.json`` with
   ``EXPECTED_QUANTITY``; the image ``523.jpg`` is found by the same stem).
@@ -22,7 +24,9 @@ from pathlib import Path
 import pandas as pd
 
 from core.common.errors import DatasetError
-from core.images.opener import is_image_name
+from core.images.opener import is_image_name, sniff_image
+
+UNLABELLED = ""  # the label of an image that has none: never a class name (a folder cannot be named "")
 
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                "dev": "val", "test": "test", "testing": "test"}  # fmt: skip
@@ -55,17 +59,31 @@ class Problem:
     reason: str
 
 
-def walk_files(root: Path, linked_folders: list[str] | None = None) -> Iterator[tuple[str, Path]]:
+def one_line(name: str) -> str:
+    """``name`` as it may be printed on one line: control characters (a newline in a file name) written as
+    escapes (``\\n``), so a name can never split or forge a line of text output; accents stay as they are."""
+    if name.isprintable():
+        return name
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+
+
+def walk_files(root: Path, skipped: list[Problem] | None = None) -> Iterator[tuple[str, Path]]:
     """(relative posix path, absolute path) of every visible file under ``root``; links are not followed.
 
     Symlinked files are yielded (``core.datasets.scan`` decides whether their target is inside the dataset);
-    symlinked folders are never entered, so a link loop or a link to ``/`` cannot make a scan endless.
-    Their relative paths are appended to ``linked_folders`` when it is given.
+    symlinked folders are never entered, so a link loop or a link to ``/`` cannot make a scan endless. When
+    ``skipped`` is given, those folders are appended to it as problems, and so are folders named like an image
+    (``photo.jpg/``), which are walked like any folder but would otherwise leave a user looking for a file.
     """
     for folder, dirs, files in os.walk(root):
         base = Path(folder)
-        if linked_folders is not None:
-            linked_folders.extend((base / d).relative_to(root).as_posix() for d in dirs if (base / d).is_symlink())
+        if skipped is not None:
+            for d in sorted(d for d in dirs if not hidden(d)):
+                rel = (base / d).relative_to(root).as_posix()
+                if (base / d).is_symlink():
+                    skipped.append(Problem(rel, "symlinked folder (not followed)"))
+                elif is_image_name(d):
+                    skipped.append(Problem(rel, "a folder named like an image, not an image"))
         dirs[:] = sorted(d for d in dirs if not hidden(d))
         for name in sorted(files):
             if not hidden(name):
@@ -78,23 +96,47 @@ def hidden(name: str) -> bool:
 
 
 def list_folder(root: Path) -> tuple[list[Entry], list[Problem]]:
+    """Every visible file under ``root``: an image entry (labelled by its class folder), or a problem.
+
+    Files whose names do not say "image" are sniffed (16 bytes): a JPEG named ``.svg`` is an image, anything
+    else is listed as "not an image", so no file is dropped without a word. A folder holding images only at its
+    top level is a flat folder of unlabelled images.
+    """
     entries: list[Entry] = []
     problems: list[Problem] = []
     split_layout = _has_split_folders(root)
-    linked: list[str] = []
-    for rel, _ in walk_files(root, linked):
-        if not is_image_name(rel):
-            continue
+    images = _image_files(walk_files(root, problems), problems)
+    flat = bool(images) and all("/" not in rel for rel in images)
+    for rel in images:
         parts = rel.split("/")
         split = SPLIT_NAMES.get(parts[0].lower(), "") if split_layout else ""
         class_parts = parts[1:] if split else parts
-        if len(class_parts) < 2:
+        if flat:
+            entries.append(Entry(rel, UNLABELLED, ""))
+        elif len(class_parts) < 2:
             where = f"the {parts[0]} folder" if split else "the dataset folder"
-            problems.append(Problem(rel, f"not inside a class folder (directly in {where})"))
+            problems.append(Problem(rel, f"not inside a class folder (directly in {where}, beside class folders)"))
         else:
             entries.append(Entry(rel, class_parts[0], split))
-    problems.extend(Problem(rel, "symlinked folder (not followed)") for rel in linked)
     return entries, problems
+
+
+def _image_files(files: Iterator[tuple[str, Path]], problems: list[Problem]) -> list[str]:
+    """The relative paths that are images by name or by content; the other files become problems."""
+    images = []
+    for rel, full in files:
+        if is_image_name(rel) or full.is_symlink() or not full.is_file() or not os.access(full, os.R_OK):
+            images.append(rel)  # links, FIFOs and unreadable files get their reason from the scan
+        elif sniff_image(full):
+            images.append(rel)
+        else:
+            problems.append(Problem(rel, f"not an image ({_kind_of(rel)})"))
+    return images
+
+
+def _kind_of(rel: str) -> str:
+    suffix = Path(rel).suffix.lower()
+    return f"a {suffix} file" if suffix else "a file without an extension"
 
 
 def _has_split_folders(root: Path) -> bool:
@@ -152,7 +194,10 @@ def _find_column(columns: pd.Index, wanted: tuple[str, ...], exclude: tuple[str 
 
 
 def list_csv(root: Path, labels: Path) -> tuple[list[Entry], list[Problem]]:
+    """Entries of a CSV dataset. A CSV whose label column is empty on every row lists unlabelled images (a cleaned
+    copy of a flat folder is written so); a row without a label among labelled ones is a problem."""
     table = read_label_csv(labels)
+    unlabelled = len(table) > 0 and not table["label"].astype(bool).any()
     entries: list[Entry] = []
     problems: list[Problem] = []
     seen: dict[str, int] = {}
@@ -164,7 +209,7 @@ def list_csv(root: Path, labels: Path) -> tuple[list[Entry], list[Problem]]:
             problems.append(Problem(image, f"names a file outside the dataset folder ({labels.name}, row {row_no})"))
         elif rel is None:
             problems.append(Problem(image, f"listed in {labels.name} (row {row_no}) but no such file"))
-        elif not label:
+        elif not label and not unlabelled:
             problems.append(Problem(rel, f"no label in {labels.name} (row {row_no})"))
         elif rel in seen:
             problems.append(Problem(rel, f"listed again in row {row_no} (row {seen[rel]} kept)"))

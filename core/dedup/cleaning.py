@@ -31,6 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.common.atomic import write_atomic
+from core.common.diskspace import write_failure
 from core.common.errors import DatasetError, DedupError, PathNotAllowedError
 from core.common.naming import natural_key
 from core.common.workspace import Workspace
@@ -226,9 +227,15 @@ def write_cleaned(plan: CleaningPlan, ws: Workspace, name: str | None = None) ->
     csv_text = table.to_csv(index=False, lineterminator="\n")
     digest = hashlib.sha1(f"{plan.source.spec}\n{csv_text}".encode()).hexdigest()[:8]
     folder = ws.datasets / f"{_safe_name(name or plan.source.display)}-cleaned-{digest}"
-    folder.mkdir(parents=True, exist_ok=True)
-    write_atomic(folder / CLEANING_RECORD, json.dumps(_record(plan), indent=1))
-    write_atomic(folder / "labels.csv", csv_text)  # written last: its presence means the folder is complete
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(folder / CLEANING_RECORD, json.dumps(_record(plan), indent=1))
+        write_atomic(folder / "labels.csv", csv_text)  # written last: its presence means the folder is complete
+    except OSError as exc:
+        full = write_failure(exc, ws.datasets, "the cleaned dataset was not written (the source is untouched)")
+        if full is None:
+            raise
+        raise full from exc
     ref = csv_ref(folder / "labels.csv", ws, images=plan.source.root)
     return replace(ref, name=folder.name)
 

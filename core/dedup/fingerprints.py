@@ -1,29 +1,33 @@
 """Fingerprints of every image in a dataset, from ONE decode per image, cached like the scan's manifest.
 
-For each image ``image_fingerprint`` opens the file once (through ``core.images.opener.open_image``, with a draft size
-so a JPEG decodes at 1/2..1/8 scale) and computes:
+For each image ``fingerprint_batch`` opens the file once (``core.images.opener.open_with_info``, with a draft
+size so a JPEG decodes at 1/2..1/8 scale) and computes:
 
-* ``content``: an exact key. Two files with the same key show the same pixels. For PNG, BMP, GIF, TIFF and
+* ``content``: an exact key. Two files with the same key show the same pixels. For PNG, BMP, GIF, TIFF, PNM and
   WebP it is a BLAKE2b of the full-resolution RGB pixels (so one picture saved as PNG and as BMP is an exact
   match); a JPEG is decoded at reduced size for speed, so its key is a BLAKE2b of the file's bytes (a byte copy
   is exact, a re-encode is not, and a JPEG and a PNG of its decoded pixels meet as a distance-0 near pair);
-* ``hash``: the perceptual hash (imagehash's phash by default; dhash, whash, average_hash), a uint64;
+* ``hash``: the perceptual hash (imagehash's phash of the 32x32 gray reduction by default; dhash, whash,
+  average_hash of the 64x64 one), a uint64;
 * ``thumb``: a 16x16 grayscale thumbnail (uint8) and the mean RGB colour, to verify near pairs on pixels;
-* the quality features of ``core.dedup.features``.
+* the quality features of ``core.dedup.features``;
+* with ``facts=True``, the scan's facts too (``core.datasets.scan.FACT_COLUMNS``): a dataset the duplicate
+  search sees first is scanned *and* fingerprinted by this one decode (``scan_inspector``).
 
-All of it is computed from one 64x64 RGB reduction of the decoded image, cached per dataset and method in
+All of it comes from one 64x64 RGB reduction of the decoded image (and its gray version, halved for the hash and
+halved again for the thumbnail: integer reductions, cheap), cached per dataset and method in
 ``<cache>/hashes/<ref.key>-<method>.parquet`` keyed by each file's size and modification time, so a second
 run opens nothing.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import imagehash
@@ -35,10 +39,10 @@ from PIL import Image
 from core.common import filecache
 from core.common.cpu import usable_cores
 from core.common.errors import DedupError, ImageError
-from core.datasets.scan import ScanResult
+from core.datasets.scan import ScanResult, cache_write, map_chunks
 from core.datasets.sources import DatasetRef
 from core.dedup.features import FEATURE_COLUMNS, quality_features_batch
-from core.images.opener import open_image
+from core.images.opener import ImageInfo, open_with_info
 
 Progress = Callable[[int, int], None]
 HASH_METHODS: dict[str, Callable[[Image.Image], imagehash.ImageHash]] = {
@@ -48,8 +52,9 @@ HASH_METHODS: dict[str, Callable[[Image.Image], imagehash.ImageHash]] = {
     "average_hash": imagehash.average_hash,
 }
 WORK_SIDE = 64  # every fingerprint is computed from a WORK_SIDE x WORK_SIDE RGB reduction
-THUMB_SIDE = 16  # verification thumbnail: 4x4 blocks of the work image, averaged
-CACHE_VERSION = 1  # bump when a fingerprint's definition changes: older caches are then recomputed
+HASH_SIDE = 32  # pHash's input: the gray work image halved (imagehash would LANCZOS-resize to 32; BOX is cheaper)
+THUMB_SIDE = 16  # verification thumbnail: the hash input halved again
+CACHE_VERSION = 2  # bump when a fingerprint's definition changes: older caches are then recomputed
 FINGERPRINT_COLUMNS = ["content", "hash", "thumb", "mean_r", "mean_g", "mean_b", *FEATURE_COLUMNS]
 CACHE_COLUMNS = ["path", "size", "mtime_ns", "version", "error", *FINGERPRINT_COLUMNS]
 PER_WORKER_MIN = 32  # fewer files than this per thread are hashed on the calling thread alone
@@ -80,47 +85,61 @@ def image_fingerprint(path: str | os.PathLike[str], method: str = "phash") -> di
     return result
 
 
-def fingerprint_batch(paths: Sequence[str], method: str = "phash") -> list[dict]:
+def fingerprint_batch(paths: Sequence[str], method: str = "phash", *, facts: bool = False) -> list[dict]:
     """Fingerprints of ``paths`` (``{"error": reason}`` for a file that fails), in order, on this thread.
 
     Each image is decoded and reduced on its own; the hashes (phash), thumbnails and quality features are then
     computed for the whole batch at once, so a thread spends its time in Pillow and numpy (which release the
-    GIL) instead of in per-image Python.
+    GIL) instead of in per-image Python. ``facts`` adds the scan's facts (width, height, mode, format, frames,
+    bytes) of each image.
     """
     hasher = HASH_METHODS[check_method(method)]
     results: list[dict] = [{"error": ""} for _ in paths]
     reduced: list[tuple[int, Image.Image]] = []
     for k, path in enumerate(paths):
         try:
-            content, work = _decode_reduced(path)
+            content, work, info = _decode_reduced(path)
         except ImageError as exc:
             results[k]["error"] = exc.reason
             continue
         results[k]["content"] = content
+        if facts:
+            results[k].update(width=info.width, height=info.height, mode=info.mode, format=info.format,
+                              frames=info.frames, bytes=info.bytes, method=method)  # fmt: skip
         reduced.append((k, work))
     if reduced:
         _fill_batch(results, reduced, method, hasher)
     return results
 
 
-def _decode_reduced(path: str) -> tuple[str, Image.Image]:
-    """The exact content key and the WORK_SIDE x WORK_SIDE RGB reduction of one image: its only decode."""
+def scan_inspector(method: str = "phash") -> Callable[[Sequence[str]], list[dict]]:
+    """An inspector for ``core.datasets.scan.scan_dataset``: facts and fingerprints from one decode per file.
+
+    A ``partial`` of a module function, not a closure: a worker process can be sent it.
+    """
+    return functools.partial(fingerprint_batch, method=check_method(method), facts=True)
+
+
+def _decode_reduced(path: str) -> tuple[str, Image.Image, ImageInfo]:
+    """The exact content key, the WORK_SIDE x WORK_SIDE RGB reduction and the facts of one image: its only decode."""
     data = _read_bytes(path)
-    im = open_image(data, draft_size=(WORK_SIDE, WORK_SIDE))
+    info, im = open_with_info(data, draft_size=(WORK_SIDE, WORK_SIDE))
     # BOX = area average: no aliasing whatever the input size, and small inputs are enlarged without blur.
-    return _content_key(data, im), im.resize((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX)
+    return _content_key(data, im), im.resize((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX), info
 
 
 def _fill_batch(results: list[dict], reduced: list[tuple[int, Image.Image]], method: str, hasher) -> None:
-    grays = [work.convert("L") for _, work in reduced]
     rgb = np.stack([np.asarray(work) for _, work in reduced])
-    hashes = phash_batch(grays) if method == "phash" else [_hash_to_int(hasher(g)) for g in grays]
-    means = rgb.reshape(len(rgb), -1, 3).mean(axis=1)
-    features = quality_features_batch(rgb)
-    for row, ((k, _), gray) in enumerate(zip(reduced, grays, strict=True)):
+    grays = [work.convert("L") for _, work in reduced]
+    halves = [g.reduce(WORK_SIDE // HASH_SIDE) for g in grays]
+    hashes = phash_batch(halves) if method == "phash" else [_hash_to_int(hasher(g)) for g in grays]
+    # Pillow's 64x reduction is the mean colour, to the level: a numpy mean over the strided colour axis costs 5x more.
+    means = np.array([work.reduce(WORK_SIDE).getpixel((0, 0)) for _, work in reduced], np.float64)
+    features = quality_features_batch(rgb, np.stack([np.asarray(g) for g in grays]))
+    for row, (k, _) in enumerate(reduced):
         results[k].update(
             hash=int(hashes[row]),
-            thumb=gray.reduce(WORK_SIDE // THUMB_SIDE).tobytes(),
+            thumb=halves[row].reduce(HASH_SIDE // THUMB_SIDE).tobytes(),
             mean_r=float(means[row, 0]),
             mean_g=float(means[row, 1]),
             mean_b=float(means[row, 2]),
@@ -131,11 +150,12 @@ def _fill_batch(results: list[dict], reduced: list[tuple[int, Image.Image]], met
 def phash_batch(grays: Sequence[Image.Image]) -> np.ndarray:
     """imagehash.phash of each image, bit for bit, as int64 (see ``_hash_to_int``), for a whole batch at once.
 
-    The same steps as imagehash 4.3's phash: LANCZOS to 32x32, scipy.fftpack DCT down the columns then along
-    the rows, the top-left 8x8 coefficients compared with their median; here one DCT call covers the batch
-    (tests/test_dedup.py checks the result equals imagehash.phash).
+    The same steps as imagehash 4.3's phash: LANCZOS to 32x32 (nothing for an image already that size),
+    scipy.fftpack DCT down the columns then along the rows, the top-left 8x8 coefficients compared with their
+    median; here one DCT call covers the batch (tests/dedup checks the result equals imagehash.phash).
     """
-    pixels = np.stack([np.asarray(g.resize((32, 32), Image.Resampling.LANCZOS)) for g in grays])
+    side = (HASH_SIDE, HASH_SIDE)
+    pixels = np.stack([np.asarray(g if g.size == side else g.resize(side, Image.Resampling.LANCZOS)) for g in grays])
     dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=1), axis=2)[:, :8, :8].reshape(len(grays), 64)
     bits = dct > np.median(dct, axis=1, keepdims=True)
     return np.packbits(bits, axis=1).view(">u8")[:, 0].astype(np.uint64).view(np.int64)
@@ -183,6 +203,7 @@ class HashTable:
     failed: pd.DataFrame
     n_opened: int  # images decoded by this call: 0 when everything came from the cache
     seconds: float
+    warnings: list[str] = field(default_factory=list)  # the scan's and this pass's (a cache not saved: disk full)
 
     @property
     def hashes(self) -> np.ndarray:
@@ -211,6 +232,8 @@ def hash_dataset(
 ) -> HashTable:
     """Fingerprint every image of ``scan.manifest``, opening only files new or changed since the cached run.
 
+    Images the scan itself fingerprinted (``scan_inspector``, in ``scan.extras``) are not opened again.
+
     Args:
         scan: the scanned dataset (its unreadable files are already left out).
         cache_dir: ``Workspace.cache``; None computes everything without a cache.
@@ -224,14 +247,21 @@ def hash_dataset(
     stats = _stat_all(root, paths)
     cache_file = fingerprint_cache(scan.ref, cache_dir, method) if cache_dir else None
     cached = _load_cache(cache_file)
-    todo = [p for p in paths if filecache.stale(cached.get(p), stats[p])]
+    stale = [p for p in paths if filecache.stale(cached.get(p), stats[p])]
+    done = {p: scan.extras[p] for p in stale if scan.extras.get(p, {}).get("method") == method}
+    todo = [p for p in stale if p not in done]
     fresh = fingerprint_many([str(root / p) for p in todo], method, workers=workers, progress=progress)
     rows = {p: cached[p] for p in paths if p in cached}
+    rows.update(done)
     rows.update(zip(todo, fresh, strict=True))
+    todo = stale  # what was fingerprinted now, by the scan or here: saved, and counted as opened
+    warnings = list(scan.warnings)
     if cache_file is not None and todo:
-        _save_cache(cache_file, stats, rows)
+        save = cache_write(lambda: _save_cache(cache_file, stats, rows), cache_file.parent,
+                           "the fingerprints were not cached: the next search decodes every image again")  # fmt: skip
+        warnings += [save] if save else []
     table, failed = _assemble(scan.manifest, rows)
-    return HashTable(method, table, failed, len(todo), time.perf_counter() - started)
+    return HashTable(method, table, failed, len(todo), time.perf_counter() - started, warnings)
 
 
 def fingerprint_cache(ref: DatasetRef, cache_dir: Path, method: str = "phash") -> Path:
@@ -253,33 +283,27 @@ def _stat_all(root: Path, paths: Sequence[str]) -> dict[str, tuple[int, int]]:
 def fingerprint_many(
     paths: Sequence[str], method: str = "phash", *, workers: int | None = None, progress: Progress | None = None
 ) -> list[dict]:
-    """``image_fingerprint`` of each path, in order (``{"error": reason}`` for a file that fails); threaded.
+    """``image_fingerprint`` of each path, in order (``{"error": reason}`` for a file that fails); in parallel.
 
-    Threads, not processes. Measured on the 2-core VM with 2,000 photo-like JPEGs (bench.bench_dedup, quiet
-    machine): 1 thread 2.13 s, 2 threads 1.55 s (1.37x: decoding and resizing release the GIL, the rest is
-    batched numpy), 2 spawned processes 2.68 s (start-up and re-imports eat the gain at this size; at 20k
-    images they could catch up, but a Streamlit page cannot spawn workers that re-import its script cheaply).
+    Workers as the scan's (``core.datasets.scan.map_chunks``): forked processes from the command line, threads in
+    a server. Measured on the 2-core VM with 2,000 photo-like JPEGs (bench.bench_dedup, quiet machine): 1 thread
+    2.13 s, 2 threads 1.55 s (1.37x: decoding and resizing release the GIL, the rest is batched numpy).
     """
     n_workers = min(workers or usable_cores(), max(1, len(paths) // PER_WORKER_MIN))
-    if n_workers <= 1:
-        return _fingerprint_chunk(paths, method, progress)
-    size = max(16, min(4 * BATCH, len(paths) // (n_workers * 4)))
+    size = max(16, min(4 * BATCH, len(paths) // (n_workers * 4))) if n_workers > 1 else BATCH
     chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
     results: list[dict] = []
-    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="hash") as pool:
-        for chunk_result in pool.map(lambda chunk: _fingerprint_chunk(chunk, method), chunks):
-            results.extend(chunk_result)
-            if progress:
-                progress(len(results), len(paths))
+    for chunk_result in map_chunks(functools.partial(_fingerprint_chunk, method=method), chunks, n_workers, "hash"):
+        results.extend(chunk_result)
+        if progress:
+            progress(len(results), len(paths))
     return results
 
 
-def _fingerprint_chunk(paths: Sequence[str], method: str, progress: Progress | None = None) -> list[dict]:
+def _fingerprint_chunk(paths: Sequence[str], method: str) -> list[dict]:
     results: list[dict] = []
     for start in range(0, len(paths), BATCH):
         results += fingerprint_batch(paths[start : start + BATCH], method)
-        if progress:
-            progress(len(results), len(paths))
     return results
 
 

@@ -30,15 +30,25 @@ from scipy.sparse.csgraph import connected_components
 
 from core.common.errors import DedupError
 from core.common.naming import natural_key
+from core.datasets.layouts import one_line
 from core.datasets.scan import UNSPLIT, ScanResult, scan_dataset
 from core.datasets.sources import DatasetRef
-from core.dedup.fingerprints import HASH_METHODS, HashTable, check_method, fingerprint_cache, hash_dataset
+from core.dedup.fingerprints import (
+    HASH_METHODS,
+    HashTable,
+    check_method,
+    fingerprint_cache,
+    hash_dataset,
+    scan_inspector,
+)
 from core.dedup.hamming import BITS, near_pairs
+from core.dedup.leakage import SPLIT_ORDER, LeakageReport, leakage_from_members
 from core.dedup.verify import DEFAULT_MIN_CORRELATION, verify_pairs
 
+LOOK_ALIKE_COLUMNS = ["path_a", "path_b", "distance", "correlation", "residual"]
+GRAY_SPREAD = 4.0  # colourfulness (mean max-min of R, G, B) under which an image counts as gray (quality's default)
+
 Progress = Callable[[int, int], None]
-SPLIT_ORDER = ("train", "val", "test")
-SPLIT_PAIRS = (("train", "val"), ("train", "test"), ("val", "test"))
 # Default thresholds, in bits of 64. Tuned on bench.bench_scan's photo-like generator (1,000 base images, half of
 # them with a copy: byte copy, JPEG re-encode at q50-95, 0.5x-2x resize, +-15% brightness, lossless PNG, or
 # resize + brightness + re-encode; 30% of copies under another class). phash: every true pair within 6 bits (95%
@@ -92,8 +102,10 @@ class DedupResult:
 
     ``groups``: one row per group (group, size, kind, labels, splits, conflict, leak, distance, min_distance);
     ``members``: one row per image in a group (group, path, label, split, width, height, content);
-    ``borderline``: candidate pairs near the threshold (path_a, path_b, labels, distance, correlation, verified,
-    counted); ``leakage``: see ``LeakageReport``; ``failed``: images that could not be fingerprinted.
+    ``borderline``: candidate pairs near the threshold (path_a, path_b, labels, distance, correlation, residual,
+    verified, look_alike, counted); ``look_alikes``: pairs within the threshold that resemble each other but are
+    not the same picture (path_a, path_b, distance, correlation, residual), never grouped nor counted as leaks;
+    ``leakage``: see ``LeakageReport``; ``failed``: images that could not be fingerprinted.
     """
 
     ref: DatasetRef
@@ -106,6 +118,7 @@ class DedupResult:
     leakage: LeakageReport
     seconds: float
     n_candidates: int = 0  # near pairs the hash search proposed (up to the threshold + borderline margin)
+    look_alikes: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=LOOK_ALIKE_COLUMNS))
 
     @property
     def n_redundant(self) -> int:
@@ -132,10 +145,21 @@ class DedupResult:
             "n_conflicts": int(self.groups["conflict"].sum()) if len(self.groups) else 0,
             "n_leaks": int(self.groups["leak"].sum()) if len(self.groups) else 0,
             "leakage": self.leakage.to_dict(),
+            "n_look_alikes": len(self.look_alikes),
+            "look_alikes": [
+                {
+                    "files": [r.path_a, r.path_b],
+                    "distance": int(r.distance),
+                    "correlation": round(float(r.correlation), 3),
+                    "residual": round(float(r.residual), 2),
+                }
+                for r in self.look_alikes.itertuples()
+            ],  # fmt: skip
             "settings": {**asdict(self.config), "search_limit": self.config.limit},
             "unreadable": self.failed.to_dict("records"),
             "seconds": round(self.seconds, 3),
             "n_opened": self.hashes.n_opened,
+            **({"warnings": self.hashes.warnings} if self.hashes.warnings else {}),
         }
         if cleaned is not None:
             out["cleaned"] = cleaned
@@ -148,37 +172,16 @@ class DedupResult:
         files = self.members.groupby("group", sort=False)["path"].apply(list)
         for g in self.groups.head(max_groups).itertuples():
             flags = "".join([" CONFLICT" if g.conflict else "", " LEAK" if g.leak else ""])
-            lines.append(f"  [{g.kind}, {g.distance} bits]{flags} {', '.join(files[g.group])}")
+            lines.append(f"  [{g.kind}, {g.distance} bits]{flags} {', '.join(map(one_line, files[g.group]))}")
         if len(self.groups) > max_groups:
             lines.append(f"  ... and {len(self.groups) - max_groups} more groups (--json lists all)")
         lines += [f"leakage {key}: {value['n_images']} images" for key, value in self.leakage.to_dict().items()]
-        lines += [f"unreadable: {r.path}: {r.reason}" for r in self.failed.itertuples()]
+        if len(self.look_alikes):
+            lines.append(f"{len(self.look_alikes)} look-alike pairs: similar pictures that are not copies "
+                         "(not grouped, not counted as leaks; --json lists them)")  # fmt: skip
+        lines += [f"unreadable: {one_line(r.path)}: {r.reason}" for r in self.failed.itertuples()]
+        lines += [f"warning: {w}" for w in self.hashes.warnings]
         return lines
-
-
-@dataclass
-class LeakageReport:
-    """Copies across splits. ``pairs``: split_a, split_b, path_a, path_b, label_a, label_b, distance (hash bits)."""
-
-    pairs: pd.DataFrame
-    counts: dict[str, int] = field(default_factory=dict)  # "train-val" -> images of val with a copy in train
-
-    def to_dict(self) -> dict[str, dict[str, object]]:
-        """Per split pair: how many images of the later split have a copy in the earlier one, and the pairs."""
-        out: dict[str, dict[str, object]] = {}
-        for a, b in SPLIT_PAIRS:
-            key = f"{a}-{b}"
-            rows = self.pairs[(self.pairs["split_a"] == a) & (self.pairs["split_b"] == b)]
-            out[key] = {"n_images": self.counts.get(key, 0), "pairs": rows[["path_a", "path_b"]].values.tolist()}
-        return out
-
-    @property
-    def table(self) -> pd.DataFrame:
-        """One row per split pair: split_a, split_b, n_images, n_pairs."""
-        rows = [{"split_a": a, "split_b": b, "n_images": self.counts.get(f"{a}-{b}", 0),
-                 "n_pairs": int(((self.pairs["split_a"] == a) & (self.pairs["split_b"] == b)).sum())}
-                for a, b in SPLIT_PAIRS]  # fmt: skip
-        return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -204,7 +207,9 @@ def find_duplicates(
     """
     started = time.perf_counter()
     config = config or DedupConfig()
-    scan = scan or scan_dataset(ref, cache_dir, workers=config.workers, progress=progress)
+    # A scan that has to open files fingerprints them in the same decode (nothing is decoded twice).
+    inspector = scan_inspector(config.method)
+    scan = scan or scan_dataset(ref, cache_dir, workers=config.workers, progress=progress, inspector=inspector)
     hashes = hash_dataset(scan, cache_dir, method=config.method, workers=config.workers, progress=progress)
     return group_duplicates(hashes, scan, config, started=started)
 
@@ -222,8 +227,12 @@ def group_duplicates(
     members, groups = _describe_groups(table, component, exact_id, edges)
     borderline = _borderline(table, cand, config)
     leakage = leakage_from_members(members, hashes)
+    alike = cand[cand["look_alike"] & (cand["distance"] <= config.threshold)]
+    look_alikes = pd.DataFrame({"path_a": table["path"].to_numpy()[alike["i"]], "path_b": table["path"].to_numpy()[alike["j"]],
+                                **{c: alike[c].to_numpy() for c in ("distance", "correlation", "residual")}})  # fmt: skip
     seconds = time.perf_counter() - started
-    return DedupResult(scan.ref, config, scan, hashes, groups, members, borderline, leakage, seconds, len(cand))
+    return DedupResult(scan.ref, config, scan, hashes, groups, members, borderline, leakage, seconds, len(cand),
+                       look_alikes)  # fmt: skip
 
 
 def _exact_ids(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -237,11 +246,14 @@ def _candidates(hashes: HashTable, reps: np.ndarray, config: DedupConfig) -> pd.
     """Representative pairs within the search limit, as rows of the table, verified on pixels."""
     i, j, dist = near_pairs(hashes.hashes[reps], config.limit, workers=config.workers)
     i, j = reps[i], reps[j]
-    if config.verify:
-        verified, corr = verify_pairs(i, j, hashes.thumbs, hashes.colours, config.min_correlation)
-    else:
-        verified, corr = np.ones(len(i), bool), np.full(len(i), np.nan, np.float32)
-    return pd.DataFrame({"i": i, "j": j, "distance": dist.astype(int), "correlation": corr, "verified": verified})
+    table = hashes.table
+    sides = np.minimum(table["width"].to_numpy(), table["height"].to_numpy())
+    gray = table["colourfulness"].to_numpy(float) < GRAY_SPREAD
+    check = verify_pairs(i, j, hashes.thumbs, hashes.colours, config.min_correlation, sides=sides, gray=gray)
+    verified = check.verified if config.verify else np.ones(len(i), bool)
+    return pd.DataFrame({"i": i, "j": j, "distance": dist.astype(int), "correlation": check.correlation,
+                         "residual": check.residual, "verified": verified,
+                         "look_alike": check.look_alike & ~verified})  # fmt: skip
 
 
 def _components(exact_id: np.ndarray, reps: np.ndarray, edges: pd.DataFrame) -> np.ndarray:
@@ -273,7 +285,8 @@ def _describe_groups(
 
 def _natural_rank(paths: pd.Series) -> np.ndarray:
     """Position of each path in natural order ("img2" before "img10")."""
-    order = sorted(range(len(paths)), key=lambda k: natural_key(paths.iloc[k]))
+    values = paths.tolist()  # a list: pandas' per-item access would cost more than the sort itself
+    order = sorted(range(len(values)), key=lambda k: natural_key(values[k]))
     rank = np.empty(len(paths), np.int64)
     rank[order] = np.arange(len(paths))
     return rank
@@ -284,7 +297,11 @@ def _group_rows(members: pd.DataFrame, component: np.ndarray, edges: pd.DataFram
     (pandas per-group calls cost ~2 ms a group: seconds for thousands of groups)."""
     edge_group = component[edges["i"].to_numpy()] if len(edges) else np.zeros(0, np.int64)
     dist = edges["distance"].groupby(edge_group).agg(["max", "min"]) if len(edges) else pd.DataFrame()
-    near = {int(g): (int(r["max"]), int(r["min"])) for g, r in dist.iterrows()}
+    near = (
+        {int(g): (int(hi), int(lo)) for g, hi, lo in zip(dist.index, dist["max"], dist["min"], strict=True)}
+        if len(dist)
+        else {}
+    )
     collected: dict[int, dict[str, list]] = {}
     for group, label, split, exact, rank in zip(members["group"], members["label"], members["split"],
                                                 members["exact_id"], members["rank"], strict=True):  # fmt: skip
@@ -332,31 +349,16 @@ def _borderline(table: pd.DataFrame, cand: pd.DataFrame, config: DedupConfig) ->
             "label_b": b["label"].to_numpy(),
             "distance": near["distance"].to_numpy(),
             "correlation": near["correlation"].to_numpy(),
+            "residual": near["residual"].to_numpy(),
             "verified": near["verified"].to_numpy(),
+            "look_alike": near["look_alike"].to_numpy(),
             "counted": (near["verified"] & (near["distance"] <= config.threshold)).to_numpy(),
         }
     )
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Leakage across splits
-
-
-def leakage_from_members(members: pd.DataFrame, hashes: HashTable) -> LeakageReport:
-    """Pairs of copies in different splits (from the groups), and per split pair the later split's leaked images."""
-    hash_of = dict(zip(hashes.table["path"], hashes.hashes, strict=True))
-    rows, counts = [], {}
-    for a, b in SPLIT_PAIRS:
-        left = members.loc[members["split"] == a, ["group", "path", "label"]]
-        right = members.loc[members["split"] == b, ["group", "path", "label"]]
-        both = left.merge(right, on="group", suffixes=("_a", "_b"))
-        counts[f"{a}-{b}"] = int(both["path_b"].nunique())
-        for r in both.itertuples():
-            dist = int(np.bitwise_count(hash_of[r.path_a] ^ hash_of[r.path_b]))
-            rows.append({"split_a": a, "split_b": b, "path_a": r.path_a, "path_b": r.path_b,
-                         "label_a": r.label_a, "label_b": r.label_b, "distance": dist})  # fmt: skip
-    columns = ["split_a", "split_b", "path_a", "path_b", "label_a", "label_b", "distance"]
-    return LeakageReport(pd.DataFrame(rows, columns=columns), counts)
+# Leakage across splits (the report itself: core.dedup.leakage)
 
 
 def leakage_report(

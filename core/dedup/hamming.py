@@ -31,7 +31,7 @@ from core.common.errors import DedupError
 
 BITS = 64
 ROW_BLOCK = 256
-COL_BLOCK = 8192  # 256 x 8192 x 8 bytes = 16 MiB of XOR per thread: large enough to amortise numpy's overhead
+COL_BLOCK = 4096  # 256 x 4096 x 8 bytes = 8 MiB of XOR per thread: numpy overhead amortised (8192: slower, 2x memory)
 MAX_BATCH = 1 << 21  # candidate pairs checked at once in multi-index search
 DIRECT_TABLE_BITS = 24  # bands up to this wide get a direct bucket table (2**24 int32 = 64 MiB at most)
 # Approximate costs (ns per operation, one core of the 2-core VM), used only to choose the method: one brute-force

@@ -54,7 +54,10 @@ class ZipLimits:
         max_members: Entries in the central directory (files, folders and skipped junk alike).
         max_total_bytes: Uncompressed bytes of all members together.
         max_member_bytes: Uncompressed bytes of any one member.
-        max_ratio: Uncompressed / compressed size of a member above 1 MiB; bombs reach 1000x.
+        max_ratio: Uncompressed / compressed size of a member above 1 MiB, and of the whole archive (its
+            file size) once it unpacks to more than 1 MiB: 1,000 members of 1 MiB of zeros each pass the
+            per-member check (about 1 KB each) but not this one. Bombs reach 1000x; datasets (compressed
+            images, CSV, JSON) stay far below.
     """
 
     max_members: int = 200_000
@@ -102,13 +105,14 @@ def extract_zip(source: Source, dest: Path, *, limits: ZipLimits = ZipLimits()) 
         raise ArchiveError(f"destination already exists: {dest}")
     with _zip_stream(source) as fp, _open_zip(fp) as zf:
         members = zf.infolist()
-        _check_declared(members, limits)
+        budget = _unpack_budget(fp, limits)
+        _check_declared(members, limits, budget)
         _check_overlaps(fp, members, zf.start_dir)
         dest.parent.mkdir(parents=True, exist_ok=True)
         # Same filesystem as dest, so the final rename is atomic.
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
         try:
-            tally = _extract_members(zf, members, tmp, limits)
+            tally = _extract_members(zf, members, tmp, limits, budget)
             _move_into_place(tmp, dest)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -154,7 +158,22 @@ def _open_zip(fp: BinaryIO) -> Iterator[zipfile.ZipFile]:
 # --- checks on what the headers declare ----------------------------------------------------------
 
 
-def _check_declared(members: list[zipfile.ZipInfo], limits: ZipLimits) -> None:
+@dataclass(frozen=True)
+class _Budget:
+    """How many bytes the whole archive may unpack to: the size limit, or ``max_ratio`` times its file size."""
+
+    archive_bytes: int
+    total_bytes: int
+    by_ratio: bool  # the ratio is the tighter bound (so an overrun is a bomb, not just a large archive)
+
+
+def _unpack_budget(fp: BinaryIO, limits: ZipLimits) -> _Budget:
+    archive_bytes = fp.seek(0, io.SEEK_END)
+    ratio_bytes = max(_RATIO_MIN_BYTES, int(limits.max_ratio * archive_bytes))
+    return _Budget(archive_bytes, min(limits.max_total_bytes, ratio_bytes), ratio_bytes < limits.max_total_bytes)
+
+
+def _check_declared(members: list[zipfile.ZipInfo], limits: ZipLimits, budget: _Budget) -> None:
     """Refuse the archive on what its central directory declares, before anything is written."""
     if len(members) > limits.max_members:
         raise ArchiveError(f"too many members: {len(members)} (limit {limits.max_members})")
@@ -163,6 +182,10 @@ def _check_declared(members: list[zipfile.ZipInfo], limits: ZipLimits) -> None:
     total = sum(info.file_size for info in members)
     if total > limits.max_total_bytes:
         raise ArchiveError(f"archive too large: {_size(total)} uncompressed (limit {_size(limits.max_total_bytes)})")
+    if total > budget.total_bytes:
+        ratio = total / max(budget.archive_bytes, 1)
+        raise ArchiveError(f"possible zip bomb: the archive ({_size(budget.archive_bytes)}) unpacks to {_size(total)}, "
+                           f"{ratio:.0f}x its size (limit {limits.max_ratio:.0f}x)")  # fmt: skip
 
 
 def _check_member_header(info: zipfile.ZipInfo, limits: ZipLimits) -> None:
@@ -213,14 +236,16 @@ class _Tally:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _extract_members(zf: zipfile.ZipFile, members: list[zipfile.ZipInfo], root: Path, limits: ZipLimits) -> _Tally:
+def _extract_members(
+    zf: zipfile.ZipFile, members: list[zipfile.ZipInfo], root: Path, limits: ZipLimits, budget: _Budget
+) -> _Tally:
     tally = _Tally()
     root = root.resolve()
     for info in members:
         reason = _skip_reason(info)
         if reason is None:
             target = _safe_target(root, info.orig_filename)
-            reason = _make_dir(target) if info.is_dir() else _extract_file(zf, info, target, limits, tally)
+            reason = _make_dir(target) if info.is_dir() else _extract_file(zf, info, target, limits, budget, tally)
         if reason:  # "" is OS junk, or a member written
             tally.skipped.append((info.orig_filename.replace("\0", "\\0"), reason))
     return tally
@@ -272,11 +297,13 @@ def _make_dir(target: Path) -> str:
     return ""
 
 
-def _extract_file(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, limits: ZipLimits, tally: _Tally) -> str:
+def _extract_file(
+    zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, limits: ZipLimits, budget: _Budget, tally: _Tally
+) -> str:
     """Write one member; return a skip reason, or "" once written. Refuse the archive if it is corrupt."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        written = _copy_member(zf, info, target, limits.max_member_bytes, limits.max_total_bytes - tally.n_bytes)
+        written = _copy_member(zf, info, target, limits.max_member_bytes, budget.total_bytes - tally.n_bytes)
     except (FileExistsError, NotADirectoryError, IsADirectoryError):
         return _CLASH
     except NotImplementedError as exc:  # e.g. Deflate64, which Windows uses for large folders

@@ -9,8 +9,10 @@ Image files come from users, so each one is treated as hostile until proven othe
 * every mode becomes RGB the right way: alpha composited on white, 16-bit and float stretched.
 
 Every failure is an :class:`~core.common.errors.ImageError` whose ``reason`` fits in a table cell; no raw
-Pillow exception escapes. Nothing here touches Pillow's global settings, so the functions are safe in
-threads and worker processes.
+Pillow exception escapes, and no Pillow warning reaches stderr (its ``DecompressionBombWarning``, printed for
+images between its limit and twice it, is silenced once at import: the pixel check here refuses those files
+with a reason instead). Nothing here changes Pillow's settings, so the functions are safe in threads and
+worker processes.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 import re
 import stat
 import struct
+import warnings
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,9 +34,15 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from core.common.errors import ImageError
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
-ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff",
+                                              ".ppm", ".pgm", ".pbm", ".pnm"})  # fmt: skip
+# "PPM" is Pillow's name for the whole PNM family (PBM, PGM, PPM): plain headers, no compression, read safely.
+ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM")
 MAX_PIXELS = 89_478_485  # Pillow's own default limit, Image.MAX_IMAGE_PIXELS.
+
+# Pillow warns (on stderr, from inside Image.open) for images between its limit and twice it; _open_checked refuses
+# every image over MAX_PIXELS with a reason, so the warning only adds noise to the command line's output.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 # Pillow reports a JPEG that holds several pictures (phones, 3-D cameras) as "MPO", even when it was
 # opened with formats=("JPEG",); its first frame is an ordinary JPEG, so it is accepted as one.
@@ -137,17 +146,49 @@ def open_image(
         ImageError: The source is missing, empty, not an allowed image, too large, truncated or corrupt.
         ValueError: ``draft_size`` is not positive (a bug in the caller, not bad input).
     """
+    return open_with_info(source, max_pixels=max_pixels, draft_size=draft_size)[1]
+
+
+def open_with_info(
+    source: Source,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    draft_size: tuple[int, int] | None = None,
+) -> tuple[ImageInfo, Image.Image]:
+    """``inspect_image`` and ``open_image`` from one decode: the scan's facts and the upright RGB picture.
+
+    The duplicate search uses it so that a dataset seen for the first time is decoded once, not once for the
+    scan and again for the fingerprints. Arguments, result and errors as in ``open_image``; ``bytes`` is the
+    size of the file (or of the bytes given).
+    """
     if draft_size is not None and min(draft_size) < 1:
         raise ValueError(f"draft_size must be positive, got {draft_size}")
     label = _label(source)
     with _binary_stream(source, label) as fp, _decode_errors(label):
+        n_bytes = _stream_size(fp)
         im = _open_checked(fp, label, max_pixels)
+        width, height, mode, fmt = im.width, im.height, im.mode, im.format or ""
         if draft_size is not None:
             # A square request: the orientation is not known yet, and either side may end up the width.
             side = max(draft_size)
             im.draft(None, (side, side))
         im.load()
-        return to_rgb(ImageOps.exif_transpose(im))
+        if _orientation(im) in _SWAPS_AXES:
+            width, height = height, width
+        info = ImageInfo(width, height, mode, fmt, int(getattr(im, "n_frames", 1)), n_bytes)
+        ImageOps.exif_transpose(im, in_place=True)  # the image is this function's own: no copy needed
+        return info, to_rgb(im)
+
+
+def sniff_image(path: str | os.PathLike[str]) -> str | None:
+    """The allowed image format whose magic bytes start the file (a JPEG named ``.svg``), else None: reads 16 bytes."""
+    try:
+        with open(path, "rb") as fp:
+            prefix = fp.read(16)
+    except OSError:
+        return None
+    fmt = _sniff_format(prefix) if prefix else None
+    return fmt if fmt in ALLOWED_FORMATS else None
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
@@ -199,6 +240,17 @@ def _binary_stream(source: Source, label: str | None) -> Iterator[BinaryIO]:
         yield io.BytesIO(source.read())
     else:
         yield source
+
+
+def _stream_size(fp: BinaryIO) -> int:
+    """Bytes in the stream: the file's size, or the length of an in-memory buffer."""
+    try:
+        return os.fstat(fp.fileno()).st_size
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        here = fp.tell()
+        size = fp.seek(0, io.SEEK_END)
+        fp.seek(here)
+        return size
 
 
 def _open_file(path: str | os.PathLike[str], label: str | None) -> BinaryIO:

@@ -18,6 +18,7 @@ inference side applies lives beside the training data (``core.train.tensors``), 
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import zipfile
@@ -33,6 +34,7 @@ from PIL import Image
 from torch import nn
 
 from core.common.atomic import write_atomic
+from core.common.diskspace import DiskFullError, file_size_limit, is_disk_full, write_failure
 from core.common.errors import CoreError
 from core.train.archs import ModelError
 from core.train.models import build_model
@@ -42,6 +44,7 @@ from core.train.weights import refused_by_weights_only, unwrapped_state_dict
 __all__ = [
     "CHECKPOINT_FORMAT",
     "REQUIRED_KEYS",
+    "CheckpointDiskFullError",
     "CheckpointError",
     "InferenceModel",
     "build_checkpoint",
@@ -67,6 +70,10 @@ _PRIMITIVES = (bool, int, float, complex, str, bytes, type(None), torch.Size, to
 
 class CheckpointError(CoreError):
     """A checkpoint that cannot be written or read: missing, damaged, not plain data, or not ours."""
+
+
+class CheckpointDiskFullError(CheckpointError, DiskFullError):
+    """A checkpoint not written for want of space: "disk full: N MB free in DIR"; the previous file is whole."""
 
 
 # --- plain data --------------------------------------------------------------------------------------------
@@ -177,14 +184,34 @@ def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
     Raises:
         CheckpointError: a required key is missing, a value is not plain data (nothing is written then), or
             the disk refused the write (the previous file at ``path`` is left untouched).
+        CheckpointDiskFullError: (a CheckpointError) the disk is full: "disk full: N MB free in DIR"; the
+            previous file is left untouched.
     """
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise CheckpointError(f"checkpoint state lacks {', '.join(missing)}")
     plain = to_plain({"format": CHECKPOINT_FORMAT, **state})
+    folder, written = Path(path).parent, [0]
+
+    def write(fh: Any) -> None:
+        try:
+            torch.save(plain, fh)
+        except RuntimeError as e:  # torch hides a short write's errno ("unexpected pos"): ask the disk, now that
+            written[0] = fh.tell()  # the partial file still takes the space it got
+            if is_disk_full(e, folder):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from e
+            if "unexpected pos" in str(e) and file_size_limit() is not None:  # a short write under ulimit -f
+                raise OSError(errno.EFBIG, os.strerror(errno.EFBIG)) from e
+            raise
+
     try:
-        write_atomic(Path(path), lambda fh: torch.save(plain, fh))
+        write_atomic(Path(path), write)
     except Exception as e:  # a full disk surfaces as OSError or as torch's RuntimeError
+        needed = f" (over {written[0] / 1e6:.0f} MB)" if written[0] else ""
+        full = write_failure(e, folder, f"checkpoint {Path(path).name}{needed} was not written; "
+                             "the previous one there is unchanged", CheckpointDiskFullError)  # fmt: skip
+        if full is not None:
+            raise full from e
         detail = e.strerror if isinstance(e, OSError) and e.strerror else _short(e)
         raise CheckpointError(
             f"could not write checkpoint {path} ({detail}); a previous file there is unchanged"

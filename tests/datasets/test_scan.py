@@ -8,9 +8,11 @@ import threading
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
+from core.common.errors import DatasetError
 from core.common.workspace import Workspace
-from core.datasets.scan import ScanResult, scan_dataset
+from core.datasets.scan import ScanResult, require_labels, scan_dataset
 from core.datasets.sources import resolve_dataset
 from tests import imagefactory as f
 
@@ -243,22 +245,37 @@ def large_folder(tmp_path: Path) -> Path:
     return root
 
 
-def _scan_threads() -> int:
-    return sum(t.name.startswith("scan") for t in threading.enumerate())
+def _scan_workers() -> int:
+    """Decoding workers alive now: "scan" threads, or worker processes forked from this one."""
+    threads = sum(t.name.startswith("scan") for t in threading.enumerate())
+    children = Path(f"/proc/{os.getpid()}/task/{threading.get_native_id()}/children")
+    processes = len(children.read_text().split()) if children.exists() else 0
+    return threads + processes
 
 
-def test_large_folders_are_decoded_on_several_threads_with_the_serial_result(large_folder: Path, ws: Workspace) -> None:
+@pytest.mark.parametrize("with_other_thread", [False, True], ids=["processes", "threads"])
+def test_large_folders_are_decoded_in_parallel_with_the_serial_result(
+    large_folder: Path, ws: Workspace, with_other_thread: bool
+) -> None:
+    """Alone in its process (the command line) the scan forks worker processes; with another thread running
+    (a Streamlit server) it uses threads, as forking a threaded process is unsafe."""
     ref = resolve_dataset(str(large_folder), ws)
     children_seen: list[int] = []
     progress: list[tuple[int, int]] = []
 
     def watch(done: int, total: int) -> None:
         progress.append((done, total))
-        children_seen.append(_scan_threads())
+        children_seen.append(_scan_workers())
 
-    parallel = scan_dataset(ref, workers=2, progress=watch)
+    other = threading.Event()
+    if with_other_thread:
+        threading.Thread(target=other.wait, name="server", daemon=True).start()
+    try:
+        parallel = scan_dataset(ref, workers=2, progress=watch)
+    finally:
+        other.set()
     serial_children: list[int] = []
-    serial = scan_dataset(ref, workers=1, progress=lambda *_: serial_children.append(_scan_threads()))
+    serial = scan_dataset(ref, workers=1, progress=lambda *_: serial_children.append(_scan_workers()))
 
     assert max(children_seen) >= 2 and max(serial_children) == 0
     assert progress[-1] == (len(parallel.manifest) + len(parallel.unreadable),) * 2
@@ -272,3 +289,43 @@ def test_the_built_in_sample_scans_in_parallel_to_its_known_counts(digits_ws: Wo
     result = scan_dataset(ref, tmp_path / "cache", workers=2)
     assert (len(result.manifest), len(result.classes), result.n_opened) == (1797, 10, 1797)
     assert result.unreadable.empty
+
+
+# --- unlabelled images, every file accounted for ---------------------------------------------------------------
+
+
+def test_a_flat_folder_scans_as_unlabelled_images_and_training_is_refused_plainly(
+    tmp_path: Path, ws: Workspace
+) -> None:
+    flat = tmp_path / "holiday"
+    for i in range(4):
+        f.write_rgb(flat / f"IMG_{i}.jpg", size=(16, 12), seed=i)
+    Image.new("L", (10, 10), 90).save(flat / "scan.pgm")
+    Image.new("1", (10, 10), 1).save(flat / "mask.pbm")
+    (flat / "camera.svg").write_bytes((flat / "IMG_0.jpg").read_bytes())  # a JPEG behind a wrong extension
+    (flat / "notes.txt").write_text("not a picture")
+    result = scan_path(ws, flat)
+    summary = result.summary()
+    assert (summary["n_images"], summary["n_classes"], summary["classes"], summary["n_unlabelled"]) == (7, 0, {}, 7)
+    assert summary["splits"] == {"unsplit": 7}
+    assert unreadable(result) == {"notes.txt": "not an image (a .txt file)"}
+    assert set(result.manifest["format"]) == {"JPEG", "PPM"}
+    with pytest.raises(DatasetError, match="this dataset has no labels: its 7 images lie directly in holiday"):
+        require_labels(result)
+    labelled = ScanResult(result.ref, result.manifest.assign(label="a"), result.unreadable, 0.0, 0)
+    require_labels(labelled)  # images with a label: accepted
+
+
+def test_an_inspector_opens_each_file_once_and_its_extras_are_kept(class_folder: Path, ws: Workspace) -> None:
+    calls: list[str] = []
+
+    def inspector(paths):
+        calls.extend(paths)
+        return [{"width": 8, "height": 8, "mode": "RGB", "format": "PNG", "frames": 1, "bytes": 1, "error": "",
+                 "seen": True} for _ in paths]  # fmt: skip
+
+    ref = resolve_dataset(str(class_folder), ws)
+    first = scan_dataset(ref, ws.cache, inspector=inspector)
+    assert len(calls) == 12 and all(extra["seen"] for extra in first.extras.values())
+    again = scan_dataset(ref, ws.cache, inspector=inspector)
+    assert len(calls) == 12 and again.extras == {}  # cached: nothing opened, nothing extra

@@ -9,6 +9,7 @@ import pytest
 
 from core.common.errors import DatasetError
 from core.common.workspace import Workspace
+from core.datasets.layouts import one_line
 from core.datasets.sources import (
     DatasetRef,
     detect_dataset,
@@ -76,8 +77,34 @@ def test_images_outside_a_class_folder_are_problems_and_junk_is_ignored(class_fo
 
     ref = resolve_dataset(str(class_folder), ws)
     assert len(labels_of(ref)) == 12
-    assert list(problems_of(ref)) == ["stray.png"]
+    assert list(problems_of(ref)) == ["README.txt", "stray.png"]  # junk and hidden files are not listed
     assert "not inside a class folder" in problems_of(ref)["stray.png"]
+    assert problems_of(ref)["README.txt"] == "not an image (a .txt file)"
+
+
+def test_a_flat_folder_of_images_is_unlabelled_not_refused(tmp_path: Path, ws: Workspace) -> None:
+    for i in range(3):
+        f.write_rgb(tmp_path / "flat" / f"{i}.jpg", size=(8, 8), seed=i)
+    jpeg = (tmp_path / "flat" / "0.jpg").read_bytes()
+    (tmp_path / "flat" / "drawing.svg").write_bytes(jpeg)  # a JPEG misnamed: an image all the same
+    (tmp_path / "flat" / "about").write_text("no extension")
+    ref = resolve_dataset(str(tmp_path / "flat"), ws)
+    assert labels_of(ref) == {"0.jpg": "", "1.jpg": "", "2.jpg": "", "drawing.svg": ""}
+    assert problems_of(ref) == {"about": "not an image (a file without an extension)"}
+
+
+def test_folders_named_like_images_are_listed_and_still_walked(class_folder: Path, ws: Workspace) -> None:
+    (class_folder / "cat" / "holiday.jpg").mkdir()
+    f.write_rgb(class_folder / "dog" / "album.png" / "inside.png", size=(8, 8))
+    ref = resolve_dataset(str(class_folder), ws)
+    assert problems_of(ref) == {"cat/holiday.jpg": "a folder named like an image, not an image",
+                                "dog/album.png": "a folder named like an image, not an image"}  # fmt: skip
+    assert labels_of(ref)["dog/album.png/inside.png"] == "dog"
+
+
+def test_one_line_escapes_control_characters_and_keeps_accents() -> None:
+    assert one_line("café crème.png") == "café crème.png"
+    assert one_line("a\nb\rc\td.png") == "a\\nb\\rc\\td.png"
 
 
 def test_a_symlinked_folder_is_listed_as_a_problem_and_not_entered(odd_folder, ws: Workspace) -> None:
@@ -356,3 +383,8 @@ def test_detect_dataset_needs_a_label_key_for_json_metadata(bins, ws: Workspace)
     with pytest.raises(DatasetError, match="EXPECTED_QUANTITY"):
         detect_dataset(bins.root, ws)
     assert detect_dataset(bins.root, ws, label_key="EXPECTED_QUANTITY").kind == "metadata"
+
+
+def test_a_name_too_long_for_any_file_system_is_refused_with_a_message(ws: Workspace) -> None:
+    with pytest.raises(DatasetError, match="the dataset is not a usable path .*too long"):
+        resolve_dataset("datasets/" + "a" * 300, ws)

@@ -153,9 +153,35 @@ def test_verify_pairs_on_thumbnails() -> None:
     colours = np.array([[120, 110, 100], [138, 126, 115], [120, 110, 100], [128] * 3, [128] * 3,
                         [200, 30, 30], [201, 31, 30], [30, 30, 200]], np.float32)  # fmt: skip
     i, j = np.array([0, 0, 3, 5, 5]), np.array([1, 2, 4, 6, 7])
-    ok, corr = verify_pairs(i, j, thumbs, colours, 0.9)
-    assert ok.tolist() == [True, False, False, True, False]
-    assert corr[0] > 0.99 and abs(corr[2]) < 0.5
+    check = verify_pairs(i, j, thumbs, colours, 0.9)
+    assert check.verified.tolist() == [True, False, False, True, False]
+    assert check.correlation[0] > 0.99 and abs(check.correlation[2]) < 0.5
+    assert check.residual[0] < 2 and np.isnan(check.residual[3])  # flat thumbnails have no fit
+    assert not check.look_alike.any()
+
+
+def test_a_grayscale_copy_of_a_colour_picture_is_verified_and_another_colour_is_not() -> None:
+    texture = np.random.default_rng(1).integers(40, 200, 256).astype(np.uint8)  # the gray thumbnail they share
+    thumbs = np.stack([texture] * 3)
+    warm = np.array([180.0, 90.0, 40.0])
+    luma = float(warm @ np.array([0.299, 0.587, 0.114]))
+    colours = np.array([warm, [luma] * 3, warm[::-1]], np.float32)  # colour, its grayscale copy, a blue version
+    check = verify_pairs(np.array([0, 0]), np.array([1, 2]), thumbs, colours, gray=np.array([False, True, False]))
+    assert check.verified.tolist() == [True, False]
+
+
+def test_tiny_images_need_a_near_lossless_match_and_look_alikes_are_named() -> None:
+    rng = np.random.default_rng(2)
+    digit = (rng.random((8, 8)) < 0.3) * 255.0
+    reencoded = np.clip(digit + rng.normal(0, 2, (8, 8)), 0, 255)  # a few levels of noise: the same picture
+    other = digit.copy()
+    other[rng.random((8, 8)) < 0.12] = 128  # some pixels differ a lot: another picture, still alike
+    thumbs = np.stack([np.kron(x, np.ones((2, 2))).reshape(-1) for x in (digit, reencoded, other)]).astype(np.uint8)
+    colours = np.full((3, 3), 60.0, np.float32)
+    i, j = np.array([0, 0]), np.array([1, 2])
+    tiny = verify_pairs(i, j, thumbs, colours, sides=np.array([8, 8, 8]))
+    assert tiny.verified.tolist() == [True, False] and tiny.look_alike.tolist() == [False, True]
+    assert tiny.residual[1] > 4.5
 
 
 # --------------------------------------------------------------------------------------------------------------

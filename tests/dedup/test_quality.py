@@ -109,6 +109,7 @@ def test_grayscale_is_only_an_issue_in_a_mostly_colour_set(tmp_path: Path) -> No
 def test_quality_features_of_a_flat_and_a_noisy_picture() -> None:
     flat = quality_features(np.full((64, 64, 3), 30, np.uint8))
     assert flat["entropy"] == 0 and np.isnan(flat["sharpness"]) and flat["colourfulness"] == 0
+    assert flat["content_share"] == 0
     assert flat["lum_p01"] == flat["lum_p99"] == 30
     noise = quality_features(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
     assert noise["entropy"] > 7 and noise["sharpness"] > 1 and noise["colourfulness"] > 50
@@ -116,7 +117,7 @@ def test_quality_features_of_a_flat_and_a_noisy_picture() -> None:
 
 def test_empty_features_give_no_issues() -> None:
     empty = pd.DataFrame(columns=["path", "width", "height", "lum_p01", "lum_p99", "lum_mean", "sharpness",
-                                  "entropy", "colourfulness"])  # fmt: skip
+                                  "entropy", "content_share", "colourfulness"])  # fmt: skip
     issues = quality_issues(empty)
     assert issues.empty and list(issues.columns) == ["path", "issue", "score"]
     assert issue_counts(issues) == dict.fromkeys(ISSUES, 0)
@@ -126,3 +127,25 @@ def test_empty_features_give_no_issues() -> None:
 def test_bad_thresholds_are_refused(bad: dict) -> None:
     with pytest.raises(CoreError, match=next(iter(bad))):
         QualityThresholds(**bad)
+
+
+def test_ordinary_handwritten_ones_are_not_low_information_but_blank_pictures_are(digits_ws, tmp_path: Path) -> None:
+    """A "1" of the digits sample has under 2 bits of gray-level entropy (two levels), yet shows a digit."""
+    from core.datasets.sources import resolve_dataset
+
+    digits = check_quality(resolve_dataset("sample:digits", digits_ws), tmp_path / "cache")
+    ones = digits.scores[digits.scores["path"].str.contains("/1/")]
+    assert len(ones) >= 170 and ones["low_information"].min() >= 0.2
+    assert digits.counts["low_information"] == 0
+    blank = tmp_path / "blank" / "c"
+    blank.mkdir(parents=True)
+    Image.new("L", (8, 8), 0).save(blank / "black.png")
+    Image.new("RGB", (64, 48), (90, 120, 200)).save(blank / "blue.jpg", quality=75)
+    speck = np.zeros((64, 64), np.uint8)
+    speck[30:32, 30:32] = 255  # 4 pixels of 4,096: nothing to see
+    Image.fromarray(speck).save(blank / "speck.png")
+    f.write_photo(blank / "photo.jpg", 5)
+    flagged = set(
+        check_quality(DatasetRef("folder", blank.parent), None).issues.query("issue == 'low_information'")["path"]
+    )
+    assert flagged == {"c/black.png", "c/blue.jpg", "c/speck.png"}

@@ -232,6 +232,29 @@ def test_small_files_that_compress_well_do_not_trip_the_ratio_check(tmp_path: Pa
     assert extract_zip(factory.zip_bytes({"labels.csv": csv}), tmp_path / "ds").n_bytes == len(csv)
 
 
+def test_many_small_members_that_together_are_a_bomb_are_refused_before_writing(tmp_path: Path) -> None:
+    """Each member is 1 MiB of zeros (at the per-member ratio check's threshold); together: 40 MiB from ~40 KB."""
+    data = factory.zip_bytes({f"cat/{i}.png": bytes(2**20) for i in range(40)})
+    assert len(data) < 60_000
+    message = refusal(data, tmp_path / "datasets" / "ds")
+    assert message.startswith("possible zip bomb: the archive (") and "40.0 MiB" in message and "limit 250x" in message
+    assert not (tmp_path / "datasets").exists() or not any((tmp_path / "datasets").iterdir())
+
+
+def test_the_streaming_counter_holds_the_whole_archive_to_its_ratio_too(tmp_path: Path) -> None:
+    zf = zipfile.ZipFile(io.BytesIO(factory.zip_bytes({"a.png": bytes(2**20)})))
+    budget = archive._Budget(archive_bytes=1000, total_bytes=250_000, by_ratio=True)
+    tally = archive._Tally()
+    with pytest.raises(ArchiveError, match="inflates beyond the size limits"):
+        archive._extract_file(zf, zf.infolist()[0], tmp_path / "a.png", ZipLimits(), budget, tally)
+
+
+def test_an_ordinary_dataset_zip_is_far_below_the_whole_archive_ratio(tmp_path: Path, jpg: bytes) -> None:
+    csv = b"image,label\n" + b"".join(f"{i}.jpg,cat\n".encode() for i in range(300))
+    data = factory.zip_bytes({"labels.csv": csv, **{f"{i}.jpg": jpg for i in range(300)}})
+    assert extract_zip(data, tmp_path / "ok").n_files == 301
+
+
 def test_headers_that_understate_a_members_size_are_refused(tmp_path: Path) -> None:
     data = factory.understated_size_zip_bytes("big.png", real_size=4 * 2**20, declared=1000)
     assert zipfile.ZipFile(io.BytesIO(data)).infolist()[0].file_size == 1000  # passes every header check

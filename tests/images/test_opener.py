@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,9 +23,12 @@ from core.images.opener import (
     inspect_image,
     is_image_name,
     open_image,
+    open_with_info,
+    sniff_image,
     to_rgb,
 )
 from tests import imagefactory as factory
+from tests.support import ROOT
 
 WHITE = (255, 255, 255)
 
@@ -43,7 +48,22 @@ def reason_of(call, *args, **kwargs) -> str:
 
 
 @pytest.mark.parametrize(
-    "name", ["a.jpg", "A.JPG", "dir/b.Jpeg", "c.PNG", "d.webp", "e.bmp", "f.gif", "g.TIF", "h.tiff"]
+    "name",
+    [
+        "a.jpg",
+        "A.JPG",
+        "dir/b.Jpeg",
+        "c.PNG",
+        "d.webp",
+        "e.bmp",
+        "f.gif",
+        "g.TIF",
+        "h.tiff",
+        "i.ppm",
+        "j.PGM",
+        "k.pbm",
+        "l.pnm",
+    ],
 )
 def test_is_image_name_accepts_image_extensions_in_any_case(name: str) -> None:
     assert is_image_name(name)
@@ -56,14 +76,14 @@ def test_is_image_name_rejects_other_names(name: str) -> None:
 
 def test_every_extension_is_lower_case_with_a_dot() -> None:
     assert all(ext.startswith(".") and ext == ext.lower() for ext in IMAGE_EXTENSIONS)
-    assert len(IMAGE_EXTENSIONS) == 8
+    assert len(IMAGE_EXTENSIONS) == 12
 
 
 # --- opening good images -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("suffix", "fmt"), [(".jpg", "JPEG"), (".png", "PNG"), (".webp", "WEBP"), (".bmp", "BMP"),
-                                             (".gif", "GIF"), (".tif", "TIFF")])  # fmt: skip
+                                             (".gif", "GIF"), (".tif", "TIFF"), (".ppm", "PPM")])  # fmt: skip
 def test_open_image_reads_each_allowed_format_as_rgb(tmp_path: Path, suffix: str, fmt: str) -> None:
     path = factory.write_rgb(tmp_path / f"pic{suffix}", size=(40, 30), color=(200, 30, 30))
     im = open_image(path)
@@ -419,3 +439,42 @@ def test_draft_size_is_ignored_for_formats_without_draft(tmp_path: Path) -> None
 def test_draft_size_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="draft_size"):
         open_image(factory.write_rgb(tmp_path / "a.jpg"), draft_size=(0, 10))
+
+
+# --- PNM, sniffing, one decode for facts and pixels, no warnings on stderr ------------------------------------
+
+
+@pytest.mark.parametrize(("name", "mode"), [("gray.pgm", "L"), ("bits.pbm", "1"), ("deep.pgm", "I;16")])
+def test_pnm_gray_and_bitmap_files_are_read(tmp_path: Path, name: str, mode: str) -> None:
+    ramp = np.arange(48 * 32).reshape(32, 48)
+    picture = (
+        Image.fromarray((ramp * 40).astype(np.uint16)) if mode == "I;16" else Image.fromarray(ramp.astype(np.uint8))
+    )
+    picture.convert(mode).save(tmp_path / name) if mode != "I;16" else picture.save(tmp_path / name)
+    info = inspect_image(tmp_path / name)
+    assert (info.format, info.width, info.height) == ("PPM", 48, 32)
+    assert open_image(tmp_path / name).mode == "RGB"
+
+
+def test_sniff_image_names_an_image_whatever_its_extension(tmp_path: Path) -> None:
+    jpeg = factory.write_rgb(tmp_path / "photo.jpg", fmt="JPEG")
+    (tmp_path / "photo.svg").write_bytes(jpeg.read_bytes())
+    (tmp_path / "notes.txt").write_text("hello")
+    factory.write_ico(tmp_path / "icon.ico")
+    assert sniff_image(tmp_path / "photo.svg") == "JPEG"
+    assert sniff_image(tmp_path / "notes.txt") is None and sniff_image(tmp_path / "icon.ico") is None
+    assert sniff_image(tmp_path / "missing") is None
+
+
+def test_open_with_info_gives_the_scan_facts_and_the_upright_picture_from_one_decode(tmp_path: Path) -> None:
+    path = factory.write_exif_rotated_jpeg(tmp_path / "r.jpg", size=(60, 20))
+    info, im = open_with_info(path.read_bytes(), draft_size=(8, 8))
+    assert info == inspect_image(path)
+    assert im.mode == "RGB" and im.height > im.width  # turned upright, decoded at reduced scale
+
+
+def test_no_pillow_warning_reaches_stderr_for_an_image_between_its_limits(tmp_path: Path) -> None:
+    path = factory.write_bomb_png(tmp_path / "bomb.png", size=(10000, 10000))
+    code = f"from core.images.opener import inspect_image\ntry:\n    inspect_image({str(path)!r})\nexcept Exception as e:\n    print(e)"
+    done = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert "too large" in done.stdout and done.stderr == ""

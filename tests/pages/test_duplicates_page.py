@@ -122,9 +122,10 @@ def test_sample_digits_shows_what_the_engine_finds(fresh_workspace: Path) -> Non
     assert shown["Duplicate groups"] == f"{len(engine.groups):,}"
     assert shown["Redundant images"] == f"{engine.n_redundant:,}"
     assert shown["Split leaks"] == f"{engine.leakage.pairs['path_b'].nunique():,}"
-    # the 8x8 digits hold some near copies (no exact ones); the first page shows at most 10 of their groups
-    assert len(engine.groups) > 0 and set(engine.groups["kind"]) == {"near"}
-    assert len(cards(at)) == min(10, len(engine.groups))
+    # the 1,797 handwritten digits are all different drawings: the hashes find close pairs, but none survives the
+    # pixel check, so the page says so instead of showing groups (planted copies below show the cards)
+    assert engine.groups.empty and len(cards(at)) == 0
+    assert any(s.value.startswith("No duplicates") for s in at.success)
     tab(at, "Leakage")
     frame = frame_with(at, "images with a copy")
     assert frame["images with a copy"].tolist() == [engine.leakage.counts[k] for k in ("train-val", "train-test",
@@ -136,7 +137,7 @@ def test_planted_copies_conflicts_leaks_and_the_broken_file(planted: DatasetRef)
     assert not [e.value for e in at.error]
     assert metrics(at) == {"Images": "29", "Duplicate groups": "7", "Redundant images": "7", "Label conflicts": "2",
                            "Split leaks": "2", "Unreadable": "1"}  # fmt: skip
-    assert at.expander[0].label.startswith("1 file(s) could not be read")
+    assert at.expander[0].label.startswith("1 file could not be read")
     assert at.expander[0].dataframe[0].value["path"].tolist() == ["train/cat/broken.jpg"]
     assert len(cards(at)) == 7
     text = captions(at)

@@ -11,7 +11,7 @@ from core.datasets.sources import DatasetRef
 from core.dedup.cleaning import POLICIES, CleaningPlan, plan_cleaning, write_cleaned
 from core.dedup.groups import SPLIT_ORDER, DedupResult
 from ui.common import show_error
-from ui.state import choose_dataset, workspace
+from ui.state import choose_dataset, dataset_title, workspace
 
 CLEANED = "dedup_cleaned"  # session key: what "Write cleaned dataset" wrote (a banner while it is current)
 POLICY_TEXT = {
@@ -52,10 +52,9 @@ def clean_up(result: DedupResult) -> None:
         except (CoreError, OSError) as exc:
             show_error(exc, "Cannot write the cleaned dataset")
             return
-        st.session_state[CLEANED] = {"spec": ref.spec, "name": ref.display, "source": result.ref.display,
+        st.session_state[CLEANED] = {"spec": ref.spec, "name": ref.display, "source": dataset_title(result.ref.spec),
                                      **plan.counts()}  # fmt: skip
         choose_dataset(ref)
-        st.rerun()
 
 
 def _plan_preview(result: DedupResult, plan: CleaningPlan) -> None:

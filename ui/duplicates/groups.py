@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from core.dedup.groups import DedupResult
+from ui.common import count_of
 from ui.duplicates.cards import bits, name, pager, pair_cards, thumb_grid
 
 GROUPS_PER_PAGE = 10
@@ -34,10 +35,10 @@ def summary(result: DedupResult) -> None:
                    help="Val/test images with a copy in an earlier split (see the Leakage tab)")  # fmt: skip
     cols[5].metric("Unreadable", f"{len(result.failed):,}")
     st.caption(f"{result.config.method}, threshold {result.config.threshold} bits of 64 · {result.n_candidates:,} "
-               f"candidate pairs checked on pixels · fingerprints: {result.hashes.n_opened:,} images opened, the rest "
+               f"pairs with hashes at most {result.config.limit} bits apart, each checked on pixels · fingerprints: {result.hashes.n_opened:,} images opened, the rest "
                "from the cache")  # fmt: skip
     if not result.failed.empty:
-        with st.expander(f"{len(result.failed):,} file(s) could not be read: left out of the search and of any "
+        with st.expander(f"{count_of(len(result.failed), 'file')} could not be read: left out of the search and of any "
                          "cleaned copy", icon=":material/broken_image:"):  # fmt: skip
             st.dataframe(result.failed, hide_index=True, width="stretch")
 
@@ -162,7 +163,8 @@ def borderline(result: DedupResult) -> None:
                 st.caption("None within the margin.")
             pair_cards(result.ref.root, rows.iloc[part], [_border_text(r, threshold) for r in rows.iloc[part].itertuples()],
                         per_row=1)  # fmt: skip
-    with st.expander(f"All {len(pairs):,} candidate pairs, including those that differ on pixels"):
+    low, high = max(threshold - margin, 0), threshold + margin
+    with st.expander(f"All {len(pairs):,} pairs {low} to {high} bits apart, including those that differ on pixels"):
         st.dataframe(pairs, hide_index=True, width="stretch")
 
 
