@@ -1,9 +1,25 @@
-"""Evaluate (planned): accuracy, top-k, precision/recall/F1, confusion matrix, most confident mistakes."""
+"""Evaluate: how good a finished run is, where it fails and why, in words and pictures, from the predictions the
+run stored (nothing is retrained or re-predicted); the leakage-honest score; a report to hand over."""
 
-from ui.common import placeholder
+import streamlit as st
 
-placeholder("Evaluate", "a coming issue", [
-    "Accuracy, top-k accuracy, precision, recall and F1 per class, MAP@5.",
-    "A confusion matrix you can click to see the images behind a cell.",
-    "The most confidently wrong images, and the duplicate-leakage report next to every score.",
-])  # fmt: skip
+from ui.evaluate import classes, confusion, loading, mistakes, scores
+from ui.state import run_store, workspace
+
+st.title("Evaluate")
+ws, store = workspace(), run_store()
+picked = loading.pick_run(store)
+if picked is None:
+    st.stop()
+run, split = picked
+ev = loading.load(ws, store, run, split)
+if ev is None:
+    st.stop()
+
+mistakes.report_button(ws, store, ev)
+scores.cards(ev)
+scores.leakage(ev, run)
+confusion.matrix(ev)
+classes.classes(ev)
+mistakes.worst(mistakes.explained(ws, store, ev), ev)  # the only part that runs the model: a few images
+mistakes.calibration(ev)

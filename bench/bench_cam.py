@@ -1,6 +1,7 @@
 """Benchmark: classification + Grad-CAM with ``core.explain.cam`` against a plain forward and the grad-cam library.
 
     .venv/bin/python -m bench.bench_cam [--repeats 10] [--threads 2] [--models resnet18,resnet50,mobilenet_v2]
+                                        [--side 224]
 
 For each model (torchvision, random weights, 1000 classes, eval mode), one 224x224 image, batch 1, times:
 
@@ -38,6 +39,7 @@ from bench.bench_scan import cpu_model, load_average
 from bench.checks import check
 from core.common.cpu import usable_cores
 from core.explain.cam import explain, find_target_layer, inference_copy
+from core.train.archs import cam_layer_for
 
 SIDE = 224
 DEFAULT_MODELS = ("resnet18", "resnet50", "mobilenet_v2")
@@ -84,11 +86,12 @@ class Contestants:
             return torch.softmax(self.model(self.x), dim=1).numpy()
 
     def ours(self) -> np.ndarray:
-        return explain(self.frozen, self.x).heatmap
+        return explain(self.frozen, self.x, arch=self.name).heatmap
 
     def library(self, class_index: int | None = None) -> np.ndarray:
         targets = None if class_index is None else [ClassifierOutputTarget(class_index)]
-        with GradCAM(self.model, [find_target_layer(self.model)]) as cam:
+        # The layer ours explains at this size (the registry's choice: layer3 below 224 px for a ResNet).
+        with GradCAM(self.model, [find_target_layer(self.model, self.name, SIDE)]) as cam:
             maps = cam(self.x, targets=targets)
             cam.outputs.detach().softmax(-1)  # the classification, from the same forward
         return maps[0]
@@ -97,13 +100,13 @@ class Contestants:
 def make_contestants(name: str, seed: int) -> Contestants:
     torch.manual_seed(seed)
     model = torchvision.models.get_model(name, num_classes=1000).eval()
-    x = torch.randn(1, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(seed))
+    x = torch.randn(1, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(seed))  # SIDE: set by --side
     return Contestants(name, model, inference_copy(model), x)
 
 
 def agreement(c: Contestants) -> tuple[float, bool, int]:
     """(max |ours - library| for the same class, whether ours found evidence, the class)."""
-    ours = explain(c.frozen, c.x)
+    ours = explain(c.frozen, c.x, arch=c.name)
     reference = c.library(ours.class_index)
     check(ours.heatmap.shape == reference.shape == (SIDE, SIDE), f"{c.name}: maps of different shapes")
     return float(np.abs(ours.heatmap - reference).max()), ours.has_evidence, ours.class_index
@@ -114,6 +117,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=10, help="timed runs of each method (default 10)")
     parser.add_argument("--threads", type=int, default=min(2, usable_cores()), help="torch threads (default 2)")
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated torchvision names")
+    parser.add_argument("--side", type=int, default=SIDE, help="input side in px (default 224); below 224 a ResNet "
+                        "explains layer3 (core.train.archs.cam_layer_for)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.threads < 1:
         parser.error("--repeats and --threads must be at least 1")
@@ -152,7 +157,9 @@ def print_results(all_contestants: list[Contestants], agreements: dict[str, tupl
 
 
 def main(argv: list[str] | None = None) -> int:
+    global SIDE
     args = parse_args(argv)
+    SIDE = args.side
     torch.set_num_threads(args.threads)
     load_before = load_average()
     names = [n.strip() for n in args.models.split(",") if n.strip()]
@@ -162,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     load_after = load_average()
 
     print(f"Grad-CAM benchmark: {SIDE}x{SIDE}, batch 1, random weights, eval mode, {args.threads} torch threads")
+    for c in all_contestants:
+        layer, cells = cam_layer_for(c.name, SIDE)
+        print(f"  {c.name}: explains {layer} ({cells}x{cells} map)")
     print(f"machine: {usable_cores()} usable cores, CPU {cpu_model()}, torch {torch.__version__}, "
           f"torchvision {torchvision.__version__}, Python {platform.python_version()}")  # fmt: skip
     busy = load_before[0] > usable_cores()

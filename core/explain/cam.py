@@ -26,6 +26,7 @@ touched (the library's default path would zero it).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
 import weakref
 from collections.abc import Iterator
@@ -41,19 +42,25 @@ from core.explain.methods import DEFAULT_METHOD, CamResult, ExplainError, method
 # --- the model: target layer, private copy, lock, state --------------------------------------------------
 
 
-def find_target_layer(model: nn.Module, arch: str | None = None) -> nn.Module:
-    """The layer whose output is explained: the last one that still yields a 4-D feature map.
+def find_target_layer(model: nn.Module, arch: str | None = None, image_size: int | None = None) -> nn.Module:
+    """The layer whose output is explained.
 
-    With ``arch`` the registry (:func:`core.train.models.cam_layer`) decides; otherwise the model's structure:
-    ``layer4[-1]`` for a ResNet, ``features[-1]`` for MobileNets and LeNet-style models.
+    With ``arch`` the registry decides (:func:`core.train.archs.cam_layer_for`): the deepest feature map with at
+    least about 7x7 cells at ``image_size`` px (a ResNet's ``layer3`` below 224 px, ``layer4`` at 224).
+    Otherwise the model's structure: the last 4-D feature map, ``layer4[-1]`` for a ResNet (``layer3[-1]`` when
+    ``image_size`` makes layer4's map smaller than that), ``features[-1]`` for MobileNets and LeNet-style models.
     """
     if arch is not None:
         from core.train.models import cam_layer  # only needed when an arch name is given
 
-        return cam_layer(model, arch)
+        return cam_layer(model, arch, image_size)
     layer4 = getattr(model, "layer4", None)
     if isinstance(layer4, nn.Sequential) and len(layer4):
-        return layer4[-1]
+        from core.train.archs import CAM_MIN_MAP_SIDE  # a torchvision ResNet: layer4 at stride 32, layer3 at 16
+
+        layer3 = getattr(model, "layer3", None)
+        coarse = image_size is not None and -(-image_size // 32) < CAM_MIN_MAP_SIDE
+        return layer3[-1] if coarse and isinstance(layer3, nn.Sequential) and len(layer3) else layer4[-1]
     features = getattr(model, "features", None)
     if isinstance(features, nn.Sequential) and len(features):
         return features[-1]
@@ -141,12 +148,47 @@ def explain(
     info = method_info(method)
     x = _checked_input(model, input_tensor)
     height, width = _checked_out_size(out_size, x)
-    layer = target_layer if target_layer is not None else find_target_layer(model, arch)
+    side = min(int(x.shape[-2]), int(x.shape[-1]))
+    layer = target_layer if target_layer is not None else find_target_layer(model, arch, side)
     # inference_mode(False): inside a caller's inference_mode block autograd could not record the head.
-    with _lock_for(model), _state_kept(model), torch.inference_mode(False):
+    with _lock_for(model), _state_kept(model), torch.inference_mode(False), _map_shape(layer) as shape:
         model.eval()
         run = explain_slow if info.slow else explain_fast
-        return run(model, x, layer, info, target_class, (height, width))
+        result = run(model, x, layer, info, target_class, (height, width))
+    return dataclasses.replace(result, layer=_layer_name(model, layer), map_size=shape.get("hw"))
+
+
+@contextmanager
+def _map_shape(layer: nn.Module) -> Iterator[dict[str, tuple[int, int]]]:
+    """Records the (h, w) of ``layer``'s first output in this thread: the cells the heat map is made of."""
+    seen: dict[str, tuple[int, int]] = {}
+    thread = threading.get_ident()
+
+    def remember(_module: nn.Module, _inputs: object, output: object) -> None:
+        if threading.get_ident() == thread and isinstance(output, torch.Tensor) and output.dim() == 4:
+            seen.setdefault("hw", (int(output.shape[-2]), int(output.shape[-1])))
+
+    handle = layer.register_forward_hook(remember)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+def _layer_name(model: nn.Module, layer: nn.Module) -> str:
+    return next((name for name, module in model.named_modules() if module is layer), type(layer).__name__)
+
+
+def describe_layer(layer: str, map_size: tuple[int, int] | None, image_size: int | None = None) -> str:
+    """One line for people: which part of the network the heat map comes from and how coarse it is."""
+    if not map_size:
+        return f"The heat map comes from the network's part named {layer}."
+    h, w = map_size
+    cell = (f", each cell covering about {image_size // max(h, w)}×{image_size // max(h, w)} px of the "
+            f"{image_size} px image the model sees") if image_size else ""  # fmt: skip
+    article = "an" if str(h).startswith("8") or h in (11, 18) else "a"
+    return (f"The heat map comes from {article} {h}×{w} grid of the network's features (its part named {layer})"
+            f"{cell}, smoothed to the photo's size.")  # fmt: skip
 
 
 def _checked_input(model: nn.Module, input_tensor: torch.Tensor) -> torch.Tensor:

@@ -99,8 +99,9 @@ def net(request: pytest.FixtureRequest) -> tuple[str, nn.Module, torch.Tensor]:
 
 
 def library_map(model: nn.Module, x: torch.Tensor, method: str, class_index: int) -> np.ndarray:
-    """The grad-cam package's default path for one image: the reference our fast path must equal."""
-    with ALL_METHODS[method].cam_class(model, [find_target_layer(model)]) as cam:
+    """The grad-cam package's default path for one image: the reference our fast path must equal (on the layer
+    ``explain`` picks for this input size: a ResNet's layer3 below 224 px)."""
+    with ALL_METHODS[method].cam_class(model, [find_target_layer(model, image_size=x.shape[-1])]) as cam:
         return cam(x, targets=[ClassifierOutputTarget(class_index)])[0]
 
 

@@ -1,12 +1,15 @@
 """Acceptance: trained with the default recipe on coloured shapes over textured backgrounds (a dataset nothing
-was tuned on), the Grad-CAM peak falls inside the object's box for at least 90% of the test images."""
+was tuned on), the Grad-CAM peak falls inside the object's box for at least 90% of the test images (64 px: LeNet);
+at 96 px (ResNet-18) the explained layer is the one with enough cells to localise."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from core.common.workspace import Workspace
 from core.explain.predict import load_run_predictor
@@ -43,3 +46,56 @@ def test_gradcam_peak_falls_inside_the_object_box(tmp_path: Path) -> None:
     accuracy = train_run.result_json(store, run_id, ws)["test"]["accuracy"]
     print(f"test accuracy {accuracy:.1%}; CAM peak inside the box for {share:.1%} of {len(tests)} test images")
     assert share >= 0.9, (share, accuracy)
+
+
+# --- 96 px: the size at which a ResNet's last stage gives only a 3x3 map ------------------------------------------
+
+SEED_96 = 20261207  # another unseen set, not the 64 px one
+N_PER_CLASS_96 = 400
+LONG_RUN = "STUDIO_LONG_ACCEPTANCE"
+
+
+def _peak_inside(heat: np.ndarray, box) -> bool:
+    y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    return box_contains(box, int(y), int(x))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (torch.cuda.is_available() or os.environ.get(LONG_RUN)),
+                    reason=f"ResNet-18 from scratch at 96 px: 36 epochs, about 35 min on a 2-core CPU (a minute or "
+                    f"two on a GPU); set {LONG_RUN}=1 to run it on a CPU")  # fmt: skip
+def test_at_96_px_the_explained_layer_has_enough_cells_to_find_the_object(tmp_path: Path) -> None:
+    """The default recipe picks ResNet-18 at 96 px; the explained layer is layer3 (6x6), not layer4 (3x3).
+
+    Measured on this set (2026-12-03, 36 epochs, 98.8% test accuracy, 240 test images): Grad-CAM peak inside the
+    box 52.1% with layer4, 86.2% with layer3 (the choice), 80.0% with layer2, 86.7% averaging layer3 and layer4;
+    Grad-CAM++ on layer3 95.8%. Grad-CAM itself stays under the 90% of the 64 px test: its hottest 16 px cell
+    often sits on the shape's outline, a few pixels outside the box.
+    """
+    from core.explain.cam import explain
+
+    root = tmp_path / "shapes96"
+    boxes = make_shapes_dataset(root, n_per_class=N_PER_CLASS_96, size=96, seed=SEED_96)
+    ws = Workspace.open(tmp_path / "ws")
+    store = RunStore(ws.runs_db)
+    registry = JobRegistry(store)
+    run_id = train_run.submit_training(registry, ws, TrainConfig(dataset=str(root)))  # the default recipe
+    job = registry.wait(run_id, timeout=4 * 3600)
+    assert job.status == "completed", job.error
+    predictor = load_run_predictor(ws, store, run_id)
+    model = predictor.inference.model
+    shares: dict[str, list[bool]] = {"chosen": [], "layer4": [], "gradcam++": []}
+    for rel in sorted(p for p in boxes if p.startswith("test/")):
+        pred = predictor.run(root / rel, rel, cam="gradcam")
+        assert (pred.cam_layer, pred.cam_map) == ("layer3.1", (6, 6))
+        shares["chosen"].append(_peak_inside(pred.heatmap, boxes[rel]))
+        x = predictor.inference.preprocess([predictor.open(root / rel)])
+        coarse = explain(model, x, target_layer=model.layer4[-1]).heatmap  # the 96 px square is the whole image
+        shares["layer4"].append(_peak_inside(coarse, boxes[rel]))
+        shares["gradcam++"].append(_peak_inside(predictor.run(root / rel, rel, cam="gradcam++").heatmap, boxes[rel]))
+    share = {k: float(np.mean(v)) for k, v in shares.items()}
+    accuracy = train_run.result_json(store, run_id, ws)["test"]["accuracy"]
+    print(f"test accuracy {accuracy:.1%}; peak inside the box: {share}")
+    assert accuracy >= 0.9, accuracy
+    assert share["chosen"] >= 0.85 and share["chosen"] - share["layer4"] >= 0.2, share
+    assert share["gradcam++"] >= 0.9, share

@@ -1,0 +1,102 @@
+"""The sentences that explain each number to someone who does not program: the page and the report share them.
+
+Every sentence says what the number means for the user's own images, with counts, and says when it could
+mislead (too few images, copies of training images in the test).
+"""
+
+from __future__ import annotations
+
+import math
+
+from core.evaluate.calibration import Calibration
+from core.evaluate.leakage import HonestScore
+
+FEW_IMAGES = 20  # below this a score moves by 5+ points per image: say so beside it
+SPLIT_WORDS = {"test": "test", "val": "validation"}
+
+
+def pct(value: float | None, digits: int = 0) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.{digits}f}%"
+
+
+def _split(split: str) -> str:
+    return SPLIT_WORDS.get(split, split)
+
+
+def accuracy_sentence(accuracy: float, n: int, split: str = "test") -> str:
+    right = round(accuracy * n)
+    return f"{right:,} of {n:,} {_split(split)} images get the right label ({pct(accuracy, 1)})."
+
+
+def top_k_sentence(value: float, n: int, k: int) -> str:
+    if k == 1:
+        return "With two classes, the best guess is the only guess: the same as accuracy."
+    return f"For {round(value * n):,} of {n:,} images the right label is among the model's {k} best guesses."
+
+
+def map5_sentence(value: float) -> str:
+    return (f"Scored as in the whale competition: 1 point when the first guess is right, 1/2 when it is the second "
+            f"guess, ... 1/5 for the fifth, 0 otherwise. Average: {value:.2f} of 1.")  # fmt: skip
+
+
+def f1_sentence(macro_f1: float, n_classes: int) -> str:
+    return (f"The balance of finding each class and being right when naming it, averaged over the {n_classes} "
+            f"classes with each class counting the same: {macro_f1:.2f} of 1. A class the model handles badly "
+            "pulls it down even when that class is rare.")  # fmt: skip
+
+
+def log_loss_sentence(value: float, n_classes: int) -> str:
+    chance = math.log(max(n_classes, 2))
+    return (f"How surprised the model is by the right answers, on average: 0 is never surprised, blind guessing "
+            f"among {n_classes} classes scores {chance:.2f}. This model: {value:.2f}.")  # fmt: skip
+
+
+def calibration_sentence(cal: Calibration) -> str:
+    gap = cal.gap
+    if not math.isfinite(gap):
+        return "No images to judge the model's confidence on."
+    side = "more sure of itself than it should be" if gap > 0 else "less sure of itself than it could be"
+    if abs(gap) < 0.02:
+        side = "about as sure of itself as it should be"
+    return (f"When the model says it is 90% sure, is it right 9 times in 10? On average its confidence is "
+            f"{pct(cal.ece, 1)} off (calibration error): it is {side}.")  # fmt: skip
+
+
+def few_images_warning(n: int, accuracy: float | None = None) -> str:
+    """Empty when ``n`` is enough; otherwise how rough the score is, with the likely range of the accuracy."""
+    if n >= FEW_IMAGES:
+        return ""
+    step = 100 / max(n, 1)
+    text = f"Only {n} image{'s' if n != 1 else ''}: one image more or less right moves the score by {step:.0f} points."
+    if accuracy is not None and n > 0:
+        low, high = likely_range(round(accuracy * n), n)
+        text += f" The true accuracy is likely between {pct(low)} and {pct(high)}."
+    return text
+
+
+def likely_range(right: int, n: int) -> tuple[float, float]:
+    """95% Wilson interval of a share ``right`` of ``n`` (scipy)."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(right), int(n)).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def leakage_sentence(score: HonestScore, split: str = "test") -> str:
+    """What the two scores mean: all images, and only those without a copy in train."""
+    words = _split(split)
+    if score.n_leaking == 0:
+        return (f"Not one of the {score.n_all:,} {words} images has a copy among the training images: the score "
+                "is measured on images the model never saw.")  # fmt: skip
+    if score.accuracy_clean is None:
+        return (f"Every one of the {score.n_all:,} {words} images has a copy among the training images: the "
+                "score only shows that the model remembers what it saw. Remove the copies (Duplicates page, "
+                "'move leaks') and train again to measure it.")  # fmt: skip
+    head = (f"{score.n_leaking:,} of the {score.n_all:,} {words} images have a copy (or near copy) among the "
+            f"training images. On all {score.n_all:,} the model scores {pct(score.accuracy_all)}; on the "
+            f"{score.n_clean:,} without a copy, {pct(score.accuracy_clean)}.")  # fmt: skip
+    gap = score.gap or 0.0
+    if gap > 0.005:
+        return (f"{head} The {100 * gap:.0f}-point gap is the part of the score that came from recognising images "
+                f"it had already seen: expect about {pct(score.accuracy_clean)} on new images.")  # fmt: skip
+    return f"{head} The copies did not raise the score here, but they are still not a fair test."

@@ -1,0 +1,75 @@
+"""Browser test of the Evaluate page: a real ``streamlit run`` server on a workspace holding a trained LeNet run
+(with two planted mistakes), driven by headless Debian Chromium through Playwright. A click on a square of the
+confusion matrix shows the images behind it; the report downloads as one HTML file holding the metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.common.workspace import DATA_ROOTS_ENV, Workspace
+from core.evaluate.evaluation import evaluate_run
+from core.store.runs import RunStore
+from tests.app_server import running_app
+from tests.evaluate.runs import colour_folders, train
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def trained_ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    base = tmp_path_factory.mktemp("browser-evaluate")
+    ws = Workspace.open(base / "ws").with_roots(base)
+    train(ws, colour_folders(base / "colours"), epochs=3)
+    return ws
+
+
+@pytest.fixture(scope="module")
+def server(trained_ws: Workspace) -> Iterator[str]:
+    with pytest.MonkeyPatch.context() as env:  # the app may read the run's dataset (its folder is a data root)
+        env.setenv(DATA_ROOTS_ENV, str(trained_ws.root.parent))
+        with running_app(trained_ws.root) as url:
+            yield url
+
+
+def test_a_matrix_square_shows_its_images_and_the_report_holds_the_metrics(
+    server: str, browser, trained_ws: Workspace, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    ev = evaluate_run(trained_ws, RunStore(trained_ws.runs_db), leaks="skip")
+    matrix, labels = ev.metrics.confusion, ev.metrics.labels
+    off = matrix - np.diag(np.diag(matrix))
+    true, said = np.unravel_index(int(off.argmax()), off.shape)  # a mistake (two are planted)
+    count = int(matrix[true, said])
+    assert count >= 1
+
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    page.goto(f"{server}/evaluate")
+    expect(page.get_by_text("How good is it?", exact=False)).to_be_visible(timeout=120_000)
+    expect(page.get_by_text(f"{round(ev.metrics.accuracy * 20)} of 20 test images get the right label")).to_be_visible()
+    squares = page.locator('[data-testid="stPlotlyChart"] .scatterlayer .point')
+    expect(squares).to_have_count(len(labels) ** 2, timeout=60_000)
+    square = squares.nth(int(true) * len(labels) + int(said))
+    square.scroll_into_view_if_needed()
+    box = square.bounding_box()
+    assert box is not None
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    image_word = "image" if count == 1 else "images"
+    heading = f"{count} {labels[true]} {image_word} the model called {labels[said]}"
+    expect(page.get_by_text(heading)).to_be_visible(timeout=60_000)
+    gallery = page.get_by_text("% sure · test/", exact=False)
+    expect(gallery).to_have_count(count, timeout=30_000)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    page.screenshot(path=str(tmp_path / "evaluate.png"))
+
+    with page.expect_download(timeout=120_000) as download:
+        page.get_by_role("button", name="Download the report").click()
+    report = Path(download.value.path()).read_text()
+    assert download.value.suggested_filename == f"evaluation-run-{ev.run.run_id}.html"
+    assert f"{100 * ev.metrics.accuracy:.1f}%" in report and "MAP@5" in report and "Confusion matrix" in report
+    assert f"{ev.metrics.map5:.3f}" in report and "data:image/png;base64," in report
+    page.close()
