@@ -1,0 +1,135 @@
+"""``python -m core search`` and ``python -m core lr-find``: a search over training settings, and the learning-rate
+finder, on the same engines as the Search and Train pages.
+
+Both take every ``train`` option: for ``search`` they are the base settings each trial starts from, for ``lr-find``
+the run whose learning rate is sought.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from core.common.errors import CoreError
+from core.common.workspace import Workspace
+from core.train.config import TrainConfig
+
+
+def add_parsers(sub: Any, common: Any, help_lines: dict[str, str]) -> None:
+    from core.cli.train import _add_field
+    from core.experiments.space import METHODS, METRICS
+    from core.train.config import choices
+
+    search = sub.add_parser("search", help=help_lines["search"])
+    search.add_argument("dataset", metavar="DATASET", nargs="?", help="a folder, a .csv, a .zip, or sample:digits")
+    search.add_argument("--space", metavar="FILE.json", help='the options to vary: {"optimizer": ["sgd", "adam"], '
+                        '"lr": {"low": 0.001, "high": 0.3, "log": true}} (a file, or the JSON itself)')  # fmt: skip
+    search.add_argument("--trials", type=int, default=0, help="trials to run (default: the whole grid; random: 8)")
+    search.add_argument("--method", choices=METHODS, default="random", help="random draws, or every combination")
+    search.add_argument("--metric", choices=list(METRICS), default="val_acc", help="what the best trial is chosen by")
+    search.add_argument("--prune", action="store_true", help="cut hopeless trials short (successive halving)")
+    search.add_argument("--search-seed", type=int, default=0, help="seed of the random draws and the grid's order")
+    search.add_argument("--resume", type=int, metavar="SEARCH", help="continue a stopped search")
+    finder = sub.add_parser("lr-find", help=help_lines["lr-find"])
+    finder.add_argument("dataset", metavar="DATASET", nargs="?", help="a folder, a .csv, a .zip, or sample:digits")
+    finder.add_argument("--steps", type=int, default=100, help="training steps of the sweep (fastai: 100)")
+    for parser in (search, finder):
+        for f in fields(TrainConfig):
+            if f.name != "dataset":
+                _add_field(parser, f, choices().get(f.name))
+        common(parser)
+
+
+def cmd_search(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
+    from core.experiments.results import search_json
+    from core.experiments.search import Searches, SearchSpec
+    from core.experiments.space import parse_space
+    from core.store.runs import RunStore
+    from core.train.jobs import JobRegistry
+
+    store = RunStore(ws.runs_db)
+    searches = Searches(JobRegistry(store), ws)
+    if args.resume is not None:
+        if args.dataset or args.space:
+            raise CoreError("--resume SEARCH continues a search with its own dataset and space; drop DATASET/--space")
+        search_id = args.resume
+        searches.resume(search_id)
+    else:
+        if not args.space:
+            raise CoreError("give --space FILE.json: the options to vary (see: python -m core search --help)")
+        base = _config(args, ws)
+        spec = SearchSpec(base, parse_space(_space_text(args.space)), args.trials, args.method, args.metric,
+                          args.prune, args.search_seed)  # fmt: skip
+        search_id = searches.start(spec)
+    _wait(searches, store, search_id, quiet=args.json)
+    result = search_json(store, search_id)
+    if result["status"] == "failed":
+        raise CoreError(f"search {search_id} failed: {result['error']}")
+    return result, _search_text(result)
+
+
+def cmd_lr_find(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
+    from core.train.lr_find import RULE, find_lr
+
+    finding = find_lr(_config(args, ws), ws, steps=args.steps)
+    out = finding.to_json()
+    text = (f"suggested learning rate {finding.suggested:.3g} for {finding.config.optimizer} ({RULE} rule), from "
+            f"{len(finding.lrs)} steps of rates {finding.lrs[0]:.1g} to {finding.lrs[-1]:.2g} in {finding.seconds:.1f} s"
+            + ("; the loss blew up at the end, as it should" if finding.diverged else ""))  # fmt: skip
+    return out, text
+
+
+def _config(args: argparse.Namespace, ws: Workspace) -> TrainConfig:
+    from core.cli.train import config_from_args
+
+    if not args.dataset:
+        raise CoreError("give a DATASET")
+    return config_from_args(args, ws)
+
+
+def _space_text(value: str) -> str:
+    """The space's JSON: given inline (starts with ``{``) or read from the file named."""
+    if value.lstrip().startswith("{"):
+        return value
+    path = Path(value).expanduser()
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise CoreError(f"cannot read the search space {value}: {exc.strerror or exc}") from None
+
+
+def _wait(searches: Any, store: Any, search_id: int, *, quiet: bool) -> None:
+    """Wait for the search; print each trial as it ends (stderr, not with --json); Ctrl-C stops it cleanly."""
+    from core.experiments.results import trial_rows
+
+    shown: set[int] = set()
+    metric_name = store.get_run(search_id).config["metric"]
+    try:
+        while not searches.wait(search_id, timeout=1.0):
+            if not quiet:
+                for row in trial_rows(store, search_id, metric_name):
+                    if row["status"] not in ("queued", "running") and row["run_id"] not in shown:
+                        shown.add(row["run_id"])
+                        sys.stderr.write(_trial_line(row) + "\n")
+    except KeyboardInterrupt:
+        searches.stop(search_id)
+        searches.wait(search_id)
+
+
+def _trial_line(row: dict) -> str:
+    value = "-" if row["value"] is None else f"{row['value']:.4f}"
+    outcome = "pruned" if row["pruned"] else row["status"]
+    return f"trial {row['trial']} (run {row['run_id']}) {outcome:<9} {value:>7}  {json.dumps(row['params'])}"
+
+
+def _search_text(result: dict) -> str:
+    lines = [f"search {result['search_id']} {result['status']}: {len(result['trials'])} trials "
+             f"({result['method']}, by {result['metric']}), {result['wall_s'] or 0:.1f} s"]  # fmt: skip
+    lines += [_trial_line(row) for row in result["trials"]]
+    best = result["best_run_id"]
+    lines.append(f"best: run {best} ({result['best_value']:.4f})" if best is not None else "best: none finished")
+    return "\n".join(lines)

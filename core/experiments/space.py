@@ -1,0 +1,241 @@
+"""What a search explores and ranks by: the space of training options, and the metric.
+
+A space maps ``train`` options (the fields of ``TrainConfig``, as on the command line but with underscores or
+dashes) to a list of values or to a range::
+
+    {"optimizer": ["sgd", "adam"], "batch_size": [32, 64],
+     "lr": {"low": 0.001, "high": 0.3, "log": true}, "epochs": {"low": 2, "high": 6}}
+
+Options not named keep the search's base settings. A range of a whole-number option draws whole numbers. A random
+search draws from ranges as they are (log-uniform with ``"log": true``); a grid search tries every combination, a
+range contributing ``"steps"`` evenly spaced values (default 3; spaced on the log scale with ``"log": true``).
+Every value is checked as the training command would check it, so a bad one is refused before anything trains.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import MISSING, dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+from core.common.errors import CoreError
+from core.train.config import ConfigError, TrainConfig, label_of
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
+
+METHODS = ("random", "grid")
+GRID_STEPS = 3  # values a range contributes to a grid when it does not say
+NOT_SEARCHED = ("dataset", "ranks", "from_run")  # one dataset per search; one process per trial; one parent
+RANGE_KEYS = {"low", "high", "log", "steps"}
+FIELD_TYPES = {f.name: list if f.default is MISSING else type(f.default) for f in fields(TrainConfig)}
+
+
+class SpaceError(CoreError):
+    """A search space or metric that cannot be used; the message names the option and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What a search ranks its trials by."""
+
+    name: str
+    words: str
+    direction: str  # "maximize" or "minimize"
+    per_epoch: str  # the run-store key reported after each epoch (successive halving compares these)
+
+
+METRICS = {
+    "val_acc": Metric("val_acc", "Best validation accuracy", "maximize", "val_acc"),
+    "val_loss": Metric("val_loss", "Lowest validation loss", "minimize", "val_loss"),
+    # Ranked on the test images: the winner's test score is then itself optimistic (the test chose it), so the
+    # pages say so; trials are still cut short on validation accuracy, never on the test.
+    "test_accuracy": Metric("test_accuracy", "Test accuracy", "maximize", "val_acc"),
+}
+
+
+def metric(name: str) -> Metric:
+    if name not in METRICS:
+        raise SpaceError(f"metric {name!r} is not known; choose one of: {', '.join(METRICS)}")
+    return METRICS[name]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """An option tried at each of a few values."""
+
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Range:
+    """An option drawn between two numbers."""
+
+    low: float
+    high: float
+    log: bool
+    integer: bool
+    steps: int
+
+    def grid(self) -> list[float | int]:
+        """``steps`` values from low to high, evenly spaced (on the log scale when ``log``)."""
+        if self.steps == 1:
+            return [self._cast(self.low)]
+        if self.log:
+            ratio = (self.high / self.low) ** (1 / (self.steps - 1))
+            points = [self.low * ratio**i for i in range(self.steps)]
+        else:
+            points = [self.low + (self.high - self.low) * i / (self.steps - 1) for i in range(self.steps)]
+        return list(dict.fromkeys(self._cast(p) for p in points))  # whole numbers may coincide
+
+    def _cast(self, value: float) -> float | int:
+        return int(round(value)) if self.integer else float(f"{value:.6g}")
+
+
+@dataclass(frozen=True)
+class Space:
+    """The options a search varies (name -> Choice or Range), in the order given."""
+
+    options: dict[str, Choice | Range]
+
+    def distributions(self, method: str) -> dict[str, BaseDistribution]:
+        """Optuna's distributions: ranges as ranges for a random search, every option as its list for a grid."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        out: dict[str, BaseDistribution] = {}
+        for name, option in self.options.items():
+            if isinstance(option, Choice):
+                out[name] = CategoricalDistribution(option.values)
+            elif method == "grid":
+                out[name] = CategoricalDistribution(option.grid())
+            elif option.integer:
+                out[name] = IntDistribution(int(option.low), int(option.high), log=option.log)
+            else:
+                out[name] = FloatDistribution(option.low, option.high, log=option.log)
+        return out
+
+    def grid(self) -> dict[str, list[Any]]:
+        """Every option's values for a grid search."""
+        return {n: list(o.values) if isinstance(o, Choice) else o.grid() for n, o in self.options.items()}
+
+    def grid_size(self) -> int:
+        return math.prod(len(values) for values in self.grid().values())
+
+    def describe(self) -> list[str]:
+        """One line per option, in words, for pages and the command line."""
+        lines = []
+        for name, option in self.options.items():
+            if isinstance(option, Choice):
+                lines.append(f"{label_of(name)}: {', '.join(_words(v) for v in option.values)}")
+            else:
+                scale = "log scale" if option.log else "evenly"
+                lines.append(f"{label_of(name)}: from {option.low:g} to {option.high:g} ({scale})")
+        return lines
+
+
+def parse_space(raw: dict[str, Any] | str) -> Space:
+    """The space a JSON object (or its text) describes; every value checked as ``train`` would check it.
+
+    Raises:
+        SpaceError: not an object, an unknown or unsearchable option, an empty list, a bad range or value.
+    """
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise SpaceError(f"the search space is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(raw, dict) or not raw:
+        raise SpaceError('the search space must be a JSON object naming at least one option, e.g. {"lr": [0.01, 0.1]}')
+    options: dict[str, Choice | Range] = {}
+    for key, spec in raw.items():
+        name = str(key).replace("-", "_")
+        _searchable(name)
+        options[name] = _range(name, spec) if isinstance(spec, dict) else _choice(name, spec)
+    return Space(options)
+
+
+def space_json(space: Space) -> dict[str, Any]:
+    """The JSON form of ``space`` (what :func:`parse_space` reads back)."""
+    out: dict[str, Any] = {}
+    for name, option in space.options.items():
+        if isinstance(option, Choice):
+            out[name] = list(option.values)
+        else:
+            out[name] = {"low": option.low, "high": option.high, "log": option.log, "steps": option.steps}
+    return out
+
+
+def _searchable(name: str) -> None:
+    if name not in FIELD_TYPES:
+        raise SpaceError(f"{name!r} is not a training option; searchable: "
+                         f"{', '.join(n for n, k in FIELD_TYPES.items() if n not in NOT_SEARCHED and k is not list)}")  # fmt: skip
+    if name in NOT_SEARCHED:
+        raise SpaceError(f"{name} cannot be searched: a search trains one dataset, each trial in one process, "
+                         "from one starting point (set it in the base settings)")  # fmt: skip
+    if FIELD_TYPES[name] is list:
+        raise SpaceError(f"{name} is a list option and cannot be searched")
+
+
+def _choice(name: str, spec: Any) -> Choice:
+    if not isinstance(spec, list) or not spec:
+        raise SpaceError(f"{name}: give a non-empty list of values or a range {{\"low\": ..., \"high\": ...}}, "
+                         f"got {spec!r}")  # fmt: skip
+    values = tuple(dict.fromkeys(_value(name, v) for v in spec))
+    for value in values:
+        _check(name, value)
+    return Choice(values)
+
+
+def _value(name: str, value: Any) -> Any:
+    """``value`` as the option's type (a JSON 64.0 for a whole-number option is 64)."""
+    kind = FIELD_TYPES[name]
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise SpaceError(f"{name}: {value!r} is not a {_kind_words(kind)}")
+    return value
+
+
+def _range(name: str, spec: dict[str, Any]) -> Range:
+    kind = FIELD_TYPES[name]
+    if kind not in (int, float):
+        raise SpaceError(f"{name} takes values from a list, not a range")
+    unknown = set(spec) - RANGE_KEYS
+    if unknown or not {"low", "high"} <= set(spec):
+        raise SpaceError(f"{name}: a range is {{\"low\": L, \"high\": H}} with optional \"log\" and \"steps\"; "
+                         f"got keys {sorted(spec)}")  # fmt: skip
+    low, high = (_value(name, spec[k]) if kind is int else _number(name, spec[k]) for k in ("low", "high"))
+    log, steps = spec.get("log", False), spec.get("steps", GRID_STEPS)
+    if not isinstance(log, bool) or isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise SpaceError(f'{name}: "log" is true or false and "steps" a whole number >= 1')
+    if not low < high or (log and low <= 0):
+        raise SpaceError(f"{name}: a range needs low < high" + (" and low > 0 on a log scale" if log else ""))
+    for value in (low, high):
+        _check(name, value)
+    return Range(float(low), float(high), log, kind is int, steps)
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise SpaceError(f"{name}: {value!r} is not a number")
+    return float(value)
+
+
+def _check(name: str, value: Any) -> None:
+    try:
+        TrainConfig(**{name: value}).validate()
+    except ConfigError as exc:
+        raise SpaceError(str(exc)) from None
+
+
+def _kind_words(kind: type) -> str:
+    return {int: "whole number", float: "number", bool: "true or false", str: "text value"}.get(kind, kind.__name__)
+
+
+def _words(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return f"{value:g}" if isinstance(value, float) else str(value)

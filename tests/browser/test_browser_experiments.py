@@ -1,0 +1,128 @@
+"""Browser test of the Search and Compare pages: a real ``streamlit run`` server on a fresh workspace, driven by
+headless Debian Chromium. A 4-trial random search on the built-in sample runs to its end (its trials appear and
+finish in the comparison table), the best trial's evaluation opens, and a second search stopped midway shows its
+trials cancelled."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.common.workspace import Workspace
+from core.experiments.results import search_json, trials
+from core.store.runs import RunStore
+from tests.app_server import running_app
+from tests.support import wait_until
+
+pytestmark = pytest.mark.browser
+TIMEOUT_MS = 300_000
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    return Workspace.open(tmp_path_factory.mktemp("browser-experiments") / "ws")
+
+
+@pytest.fixture(scope="module")
+def server(workspace: Workspace) -> Iterator[str]:
+    with running_app(workspace.root) as url:
+        yield url
+
+
+def test_search_compare_stop_and_the_best_trials_evaluation(server: str, browser, workspace: Workspace,
+                                                             tmp_path: Path) -> None:  # fmt: skip
+    store = RunStore(workspace.runs_db)
+    page = browser.new_page(viewport={"width": 1366, "height": 1600})
+    best = _a_search_runs_to_its_end(page, server, store, tmp_path)
+    _the_compare_table_holds_its_trials(page, server, tmp_path)
+    _the_best_trials_evaluation_opens(page, server, best, tmp_path)
+    _a_search_stopped_midway_shows_its_trials_stopped(page, server, store, tmp_path)
+    page.close()
+
+
+def _a_search_runs_to_its_end(page, server: str, store: RunStore, shots: Path) -> int:
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/search")
+    expect(page.get_by_role("heading", name="Search settings")).to_be_visible(timeout=120_000)
+    expect(page.get_by_text("No search yet")).to_be_visible(timeout=60_000)
+    page.get_by_role("button", name="Start the search").click()  # the defaults: 4 random trials on the sample
+    # The trials appear in the table, train two at a time, and finish.
+    expect(_cells(page, "search 1 · trial 1").first).to_be_attached(timeout=120_000)
+    page.screenshot(path=str(shots / "search-running.png"))
+    expect(page.get_by_text("4 of 4 trials ended")).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.get_by_text("Best so far:")).to_be_visible(timeout=60_000)
+    result = search_json(store, 1)
+    assert result["status"] == "completed" and len(result["trials"]) == 4
+    assert all(t["status"] == "completed" for t in result["trials"])
+    expect(_cells(page, "★ best")).to_have_count(1)
+    expect(_cells(page, "finished")).to_have_count(4, timeout=60_000)
+    page.screenshot(path=str(shots / "search-done.png"))
+    return result["best_run_id"]
+
+
+def _the_compare_table_holds_its_trials(page, server: str, shots: Path) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/compare")
+    expect(page.get_by_role("heading", name="Compare runs")).to_be_visible(timeout=120_000)
+    expect(page.get_by_text("4 of 4 runs")).to_be_visible(timeout=60_000)
+    for n in range(1, 5):  # named as trials of the search, and finished
+        expect(_cells(page, f"search 1 · trial {n}")).to_have_count(1, timeout=60_000)
+    expect(_cells(page, "finished")).to_have_count(4)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    page.screenshot(path=str(shots / "compare.png"))
+
+
+def _the_best_trials_evaluation_opens(page, server: str, best: int, shots: Path) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/search?search=1")
+    page.get_by_role("link", name="Open its evaluation").click()
+    expect(page.get_by_text("How good is it?", exact=False)).to_be_visible(timeout=120_000)
+    run = page.get_by_role("combobox", name="Run")
+    expect(run).to_have_value(re.compile(f"^Run {best} · "), timeout=60_000)  # the run evaluated is the best trial
+    page.screenshot(path=str(shots / "best-evaluation.png"))
+
+
+def _a_search_stopped_midway_shows_its_trials_stopped(page, server: str, store: RunStore, shots: Path) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/search")
+    expect(page.get_by_role("heading", name="Search settings")).to_be_visible(timeout=120_000)
+    page.get_by_text("New search on Handwritten digits").click()
+    epochs = page.get_by_test_id("stMultiSelect").filter(has_text="Epochs")  # long trials: 24 epochs
+    epochs.get_by_role("button", name="Remove 2").click()
+    epochs.get_by_role("combobox", name="Epochs").click()
+    page.get_by_role("option", name="24", exact=True).click()
+    page.keyboard.press("Escape")
+    batch = page.get_by_test_id("stMultiSelect").filter(has_text="Images per step")  # and small steps
+    batch.get_by_role("button", name="Remove 64").click()
+    batch.get_by_role("combobox", name="Images per step").click()
+    page.get_by_role("option", name="16", exact=True).click()
+    page.keyboard.press("Escape")
+    page.get_by_role("button", name="Start the search").click()
+    wait_until(lambda: len(store.list_runs(kind="search")) == 2, timeout=120, what="the second search")
+    second = store.list_runs(kind="search")[0].run_id
+    wait_until(lambda: not store.metrics([r.run_id for r in trials(store, second)] or [0], ["val_acc"]).empty,
+               timeout=300, what="a first epoch of the second search", interval=0.5)  # fmt: skip
+    page.get_by_role("button", name="Stop", exact=True).click()
+    expect(page.get_by_text("Stopped ·")).to_be_visible(timeout=TIMEOUT_MS)
+    expect(_cells(page, f"search {second} · trial 1")).to_have_count(1, timeout=60_000)
+    expect(_cells(page, "stopped").first).to_be_attached(timeout=60_000)
+    stopped = trials(store, second)
+    assert stopped and all(r.status == "cancelled" for r in stopped)
+    assert store.get_run(second).status == "cancelled"
+    expect(page.get_by_role("button", name="Resume")).to_be_enabled()
+    assert page.locator('[data-testid="stException"]').count() == 0
+    page.screenshot(path=str(shots / "search-stopped.png"))
+
+
+def _cells(page, text: str):
+    """The table cells reading exactly ``text`` (the grid draws on a canvas; these are its accessible cells)."""
+    return page.locator('[data-testid="stDataFrame"] td[role="gridcell"]').filter(
+        has_text=re.compile(f"^{re.escape(text)}$")
+    )

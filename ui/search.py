@@ -1,0 +1,193 @@
+"""The Search page: a space of settings set in the page, the searches with their trials (best highlighted), stop and
+resume. The engine is ``core.experiments.search``; the trials table is the comparison table (``ui.compare``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from core.common.errors import CoreError
+from core.experiments.results import best_trial, trial_rows, trials
+from core.experiments.search import DEFAULT_TRIALS, SearchSpec
+from core.experiments.space import METRICS, Space, SpaceError, metric, parse_space
+from core.store.records import RunRecord
+from core.store.runs import RunStore
+from core.train.archs import ARCHS
+from core.train.config import AUGMENT_CHOICES, OPTIMIZERS, TrainConfig, choices
+from ui import compare
+from ui.common import show_error
+from ui.runs import STATUS_WORDS
+from ui.state import dataset_title, run_store, searches
+from ui.train_form import WORDS
+
+SEARCH = "search"  # URL parameter: the search shown
+LISTS = {  # option -> (label, values offered, chosen at first)
+    "optimizer": ("Optimizer", list(OPTIMIZERS), ["sgd", "adam"]),
+    "batch_size": ("Images per step", [16, 32, 64, 128, 256], [64]),
+    "epochs": ("Epochs", [1, 2, 3, 4, 6, 8, 12, 24], [2]),
+    "arch": ("Network", ["auto", *ARCHS], ["auto"]),
+    "freeze": ("Frozen layers", list(choices()["freeze"]), ["none"]),
+    "image_size": ("Input size (px)", [0, 16, 32, 64, 96, 128, 224], [0]),
+    "augment": ("Augmentation", list(AUGMENT_CHOICES), ["auto"]),
+}
+VALUE_WORDS = {**{k: WORDS.get(k, {}) for k in LISTS}, "arch": {"auto": "Automatic", **WORDS["arch"]},
+               "image_size": {0: "Automatic"}}  # fmt: skip
+SEARCH_STATUS = {**STATUS_WORDS, "running": "searching", "completed": "finished", "cancelled": "stopped"}
+
+
+def _word(name: str, value: Any) -> str:
+    words = VALUE_WORDS.get(name, {})
+    return str(words.get(value, "Automatic" if value == "auto" else value))
+
+
+def new_search(dataset: str) -> SearchSpec | None:
+    """The space form; returns the search to start when "Start the search" was pressed with a usable space."""
+    with st.form("search_form", border=False):
+        st.markdown("**What to vary.** An option with one value is fixed for every trial; with several, the trials "
+                    "try them.")  # fmt: skip
+        vary_lr = st.checkbox("Learning rate: drawn on a log scale between", value=True, key="search_vary_lr")
+        low_col, high_col, _ = st.columns([1, 1, 2])
+        low = low_col.number_input("from", value=0.01, min_value=1e-6, format="%g", key="search_lr_low")
+        high = high_col.number_input("to", value=0.3, min_value=1e-6, format="%g", key="search_lr_high")
+        values = {}
+        for cols in (list(LISTS)[:4], list(LISTS)[4:]):
+            for col, name in zip(st.columns(4), cols, strict=False):
+                label, offered, default = LISTS[name]
+                values[name] = col.multiselect(label, offered, default=default, key=f"search_{name}",
+                                               format_func=lambda v, n=name: _word(n, v))  # fmt: skip
+        st.markdown("**How.**")
+        method_col, trials_col, metric_col, prune_col = st.columns(4)
+        method = method_col.radio("Method", ["random", "grid"], key="search_method", horizontal=True,
+                                  format_func={"random": "Random draws", "grid": "Every combination"}.get)  # fmt: skip
+        n = trials_col.number_input("Trials", value=4, min_value=1, max_value=200, step=1, key="search_trials",
+                                    help="Random: how many draws. Every combination: at most this many of them.")  # fmt: skip
+        ranked = metric_col.selectbox("Best by", list(METRICS), format_func=lambda m: METRICS[m].words,
+                                      key="search_metric")  # fmt: skip
+        prune = prune_col.toggle("Stop hopeless trials", key="search_prune", help=PRUNE_HELP)
+        started = st.form_submit_button("Start the search", type="primary", icon=":material/travel_explore:")
+    if not started:
+        return None
+    try:
+        space, fixed = _space(values, (low, high) if vary_lr else None)
+        base = TrainConfig(dataset=dataset, **fixed).validate()
+        return SearchSpec(base, space, int(n), method, ranked, prune)
+    except CoreError as exc:
+        show_error(exc)
+        return None
+
+
+PRUNE_HELP = ("Successive halving: after epochs 1, 3, 9... a trial goes on only while its validation accuracy is in "
+              "the top third of the trials that got that far; the others stop there and free their cores.")  # fmt: skip
+
+
+def _space(values: dict[str, list], rate: tuple[float, float] | None) -> tuple[Space, dict[str, Any]]:
+    """The space (options given several values, the rate range) and the fixed settings (options given one)."""
+    raw: dict[str, Any] = {}
+    fixed: dict[str, Any] = {}
+    for name, chosen in values.items():
+        if not chosen:
+            raise SpaceError(f"choose at least one value for {LISTS[name][0]}")
+        if len(chosen) == 1:
+            fixed[name] = chosen[0]
+        else:
+            raw[name] = list(chosen)
+    if rate is not None:
+        raw["lr"] = {"low": min(rate), "high": max(rate), "log": True}
+    if not raw:
+        raise SpaceError("nothing varies: choose two or more values of a setting, or vary the learning rate")
+    return parse_space(raw), fixed
+
+
+def search_label(run: RunRecord) -> str:
+    spec = run.config
+    how = "random draws" if spec.get("method") == "random" else "every combination"
+    return (f"Search {run.run_id} · {how}, {spec.get('trials', DEFAULT_TRIALS)} trials · "
+            f"{dataset_title(run.dataset)} · {SEARCH_STATUS.get(run.status, run.status)}")  # fmt: skip
+
+
+def pick(store: RunStore) -> RunRecord | None:
+    """The search shown: the one in the address, else the newest."""
+    found = store.list_runs(kind="search")
+    if not found:
+        return None
+    by_id = {r.run_id: r for r in found}
+    wanted = st.query_params.get(SEARCH, "")
+    ids = list(by_id)
+    start = ids.index(int(wanted)) if wanted.isdigit() and int(wanted) in by_id else 0
+    chosen = st.selectbox("Search", ids, index=start, format_func=lambda i: search_label(by_id[i]), key="search_pick")
+    if chosen != ids[0] or SEARCH in st.query_params:
+        st.query_params[SEARCH] = str(chosen)
+    return by_id[chosen]
+
+
+def show_next(search_id: int) -> None:
+    """Show ``search_id`` after the rerun (call before the search picker is drawn)."""
+    st.query_params[SEARCH] = str(search_id)
+    st.session_state["search_pick"] = search_id
+
+
+def show_search(store: RunStore, search: RunRecord) -> None:
+    """One search: its state, stop/resume, its trials with the best highlighted, the best's links, a chart."""
+    driven = searches().active(search.run_id)
+    spec = search.config
+    chosen = metric(spec["metric"])
+    rows = trial_rows(store, search.run_id, chosen.name)
+    ended = [r for r in rows if r["status"] not in ("queued", "running")]
+    st.markdown(f"**{SEARCH_STATUS.get(search.status, search.status).capitalize()}** · {len(ended)} of "
+                f"{spec['trials']} trials ended · best by {chosen.words.lower()}"
+                + (" · hopeless trials stop early" if spec.get("prune") else ""))  # fmt: skip
+    st.caption("Varied: " + "; ".join(parse_space(spec["space"]).describe()))
+    if search.error:
+        st.warning(search.error, icon=":material/warning:")
+    _controls(search, bool(driven))
+    best = best_trial(rows, chosen.direction)
+    if chosen.name == "test_accuracy":
+        st.warning("Trials are ranked by their test score, so the best one's test score is itself optimistic: the "
+                   "test images chose it. Rank by validation accuracy to keep the test honest.",
+                   icon=":material/warning:")  # fmt: skip
+    runs = trials(store, search.run_id)
+    if not runs:
+        st.caption("The first trials are being queued.")
+        return
+    frame = compare.table(store, list(reversed(runs)))
+    compare.show(frame, f"search_table_{search.run_id}", best=best["run_id"] if best else None, select=False)
+    if best is not None:
+        _best(best, chosen.words)
+    compare.download(frame, f"search-{search.run_id}.csv", f"search_csv_{search.run_id}")
+    compare.settings_chart(frame, f"search_chart_{search.run_id}")
+
+
+def _controls(search: RunRecord, driven: bool) -> None:
+    stop, resume, _ = st.columns([1, 1, 4])
+    if stop.button("Stop", icon=":material/stop:", key="search_stop", disabled=not driven,
+                   help="Cancels the running trials (they keep their checkpoints) and drops the queued ones"):  # fmt: skip
+        searches().stop(search.run_id)
+        st.toast(f"Stopping search {search.run_id}: its running trials save a checkpoint and stop.")
+    resumable = not driven and search.status in ("cancelled", "crashed", "failed")
+    if resume.button("Resume", icon=":material/play_arrow:", key="search_resume", disabled=not resumable,
+                     help="Continues the stopped trials from their checkpoints, then the trials still owed"):  # fmt: skip
+        try:
+            searches().resume(search.run_id)
+            st.rerun()
+        except CoreError as exc:
+            show_error(exc)
+
+
+def _best(best: dict, words: str) -> None:
+    value = best["value"]
+    shown = f"{value:.1%}" if "accuracy" in words.lower() else f"{value:.4f}"
+    text, evaluate, curves = st.columns([3, 2, 2], vertical_alignment="center")
+    text.success(f"Best so far: **run {best['run_id']}** ({words.lower()} {shown})", icon=":material/star:")
+    evaluate.page_link("app_pages/evaluate.py", label="Open its evaluation", icon=":material/fact_check:",
+                       query_params={"run": best["run_id"]})  # fmt: skip
+    curves.page_link("app_pages/runs.py", label="Its curves", icon=":material/monitoring:",
+                     query_params={"run": best["run_id"]})  # fmt: skip
+
+
+def active(search: RunRecord) -> bool:
+    return bool(searches().active(search.run_id)) or search.status in ("queued", "running")
+
+
+def fresh(search_id: int) -> RunRecord:
+    return run_store().get_run(search_id)
