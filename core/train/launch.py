@@ -1,0 +1,101 @@
+"""Training on ``torch.distributed``: ``torchrun`` starts the ranks (``core.train.ddp_worker``), on this machine
+or on several, and the run is an ordinary stored run.
+
+On the machine of node 0 the launch is a job of the registry, like any run: its thread owns the run in the
+store (so a dashboard or a command that dies leaves it crashed, resumable), starts ``torchrun`` and waits.
+Rank 0 writes the run's metrics and checkpoints and, at its very end, the status it finished with; the job
+reads that status back. ``torchrun``'s exit code is not trusted for it: it was seen reporting a failure after
+rank 0 had finished. A run whose rank 0 stored no status failed (a rank died): it resumes from ``last.pt``.
+
+Several machines: every machine runs ``python -m core train DATASET --ranks R --nnodes M --node-rank K
+--rdzv-endpoint HOST:PORT`` with the same settings (the dataset at the same path on each); node 0 owns the run,
+the others only train.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from core.common.cpu import usable_cores
+from core.common.errors import CoreError
+from core.common.workspace import Workspace
+from core.store.runs import RunStore
+from core.train.config import TrainConfig
+
+STATUS_PARAM = "ddp_status"  # what rank 0 stored as the run's end: completed | cancelled
+POLL_S = 0.5
+
+
+@dataclass(frozen=True)
+class Nodes:
+    """Where the ranks run: one machine (the default) or ``count`` machines meeting at ``endpoint``."""
+
+    count: int = 1
+    rank: int = 0  # this machine's node rank
+    endpoint: str = ""  # HOST:PORT of node 0, for several machines
+
+    def check(self) -> Nodes:
+        if self.count < 1 or not 0 <= self.rank < self.count:
+            raise CoreError(f"--node-rank {self.rank} with --nnodes {self.count}: expected 0 <= node rank < nnodes")
+        if self.count > 1 and (":" not in self.endpoint or not self.endpoint.rsplit(":", 1)[1].isdigit()):
+            raise CoreError(f"--nnodes {self.count} needs --rdzv-endpoint HOST:PORT (node 0's address), "
+                            f"got {self.endpoint!r}")  # fmt: skip
+        return self
+
+
+def threads_per_rank(config: TrainConfig) -> int:
+    """``threads`` as set, else the cores shared by the ranks on this machine (never oversubscribed)."""
+    return config.threads or max(1, usable_cores() // config.ranks)
+
+
+def torchrun_argv(ws: Workspace, config: TrainConfig, run_id: int, *, resume: bool, nodes: Nodes | None = None,
+                  extra: dict | None = None) -> list[str]:  # fmt: skip
+    """The ``torchrun`` command of one machine (``python -m torch.distributed.run``, the same program)."""
+    nodes = nodes or Nodes()
+    argv = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={config.ranks}"]
+    if nodes.count == 1:
+        argv.append("--standalone")  # a rendezvous on a free local port
+    else:  # static rendezvous: node 0 listens at the endpoint, the others connect to it
+        argv += [f"--nnodes={nodes.count}", f"--node-rank={nodes.rank}", f"--rdzv-endpoint={nodes.endpoint}"]
+    argv += ["-m", "core.train.ddp_worker", "--workspace", str(ws.root), "--run-id", str(run_id),
+             "--config", json.dumps(replace(config, threads=threads_per_rank(config)).to_dict())]  # fmt: skip
+    if resume:
+        argv.append("--resume")
+    if extra:
+        argv += ["--extra", json.dumps(extra)]
+    return argv
+
+
+def run_torchrun(argv: list[str], threads: int, cancel: threading.Event | None = None) -> int:
+    """Start ``argv`` in its own process group and wait; ``cancel`` stops every rank. Returns the exit code."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": _pythonpath()}
+    proc = subprocess.Popen(argv, env=env, start_new_session=True)
+    try:
+        while proc.poll() is None:
+            if cancel is not None and cancel.wait(POLL_S):
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(60)
+    except BaseException:
+        if proc.poll() is None:  # this side is stopping (Ctrl-C, a dying server): take the ranks with it
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(60)
+        raise
+    return proc.returncode
+
+
+def stored_status(store: RunStore, run_id: int) -> str | None:
+    """What rank 0 said the run ended with (None: it never got there)."""
+    value = store.params(run_id).get(STATUS_PARAM)
+    return str(value) if value else None
+
+
+def _pythonpath() -> str:
+    root = str(Path(__file__).resolve().parents[2])  # the workers import core from the same checkout
+    return os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
