@@ -19,6 +19,8 @@ PAGES = {
     "Model": [
         st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
         st.Page("app_pages/runs.py", title="Runs", icon=":material/monitoring:"),
+        st.Page("app_pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
+        st.Page("app_pages/search.py", title="Search", icon=":material/travel_explore:"),
         st.Page("app_pages/classify.py", title="Classify", icon=":material/image_search:"),
         st.Page("app_pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
     ],

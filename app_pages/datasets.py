@@ -4,7 +4,7 @@ import streamlit as st
 
 from ui.datasets import views
 from ui.datasets.picker import pick_dataset
-from ui.state import choose_dataset, current_ref, scan
+from ui.state import choose_dataset, current_ref, dataset_title, scan
 
 st.title("Datasets")
 
@@ -18,7 +18,7 @@ if ref is None:
     st.stop()
 
 head, action = st.columns([4, 1])
-head.subheader(ref.display)
+head.subheader(dataset_title(ref.spec))
 rescan = action.button("Rescan", icon=":material/refresh:", help="Look for new, changed or removed files")
 result = scan(ref, force=rescan)
 

@@ -6,25 +6,29 @@ from core.common.errors import CoreError
 from ui import runs as views
 from ui.common import show_error
 from ui.duplicates.leakage import leakage_notice
-from ui.state import jobs, run_store, workspace
+from ui.state import jobs, run_store, set_url_run, url_run, workspace
 
 st.title("Runs")
 store, registry = run_store(), jobs()
 runs = store.list_runs(kind="train")
 if not runs:
-    st.info("No runs yet. Start one on the Train page, or with `python -m core train sample:digits`.",
-            icon=":material/info:")  # fmt: skip
+    st.info("No runs yet. Start one on the Train page: the default settings train a model on the built-in "
+            "digits in under a minute.", icon=":material/info:")  # fmt: skip
     st.page_link("app_pages/train.py", label="Train a model", icon=":material/model_training:")
     st.stop()
 
-table = views.runs_table(store, runs)
-st.caption("Select runs to see and compare their curves (newest first).")
+table = views.runs_table(store, workspace(), runs)
+st.caption("Tick runs to see and compare their curves (newest first).")
 event = st.dataframe(table, hide_index=True, width="stretch", key="runs_table", on_select="rerun",
-                     selection_mode="multi-row",
-                     column_config={"best_val_acc": st.column_config.NumberColumn("best val acc", format="percent"),
-                                    "wall_s": st.column_config.NumberColumn("time (s)", format="%.0f")})  # fmt: skip
-rows = event.selection.rows if event and event.selection.rows else [0]
-chosen_ids = [int(table.iloc[i]["run_id"]) for i in rows]
+                     selection_mode="multi-row", column_config=views.table_config())  # fmt: skip
+ticked = [int(table.iloc[i]["run_id"]) for i in (event.selection.rows if event else [])]
+# Nothing ticked: the run the address names (a refresh, a shared link), else the newest, said in words.
+shown = url_run() if url_run() in set(table["run_id"]) else int(table.iloc[0]["run_id"])
+chosen_ids = ticked or [shown]
+if ticked:  # a choice the user made is kept in the address; the default is not (the newest stays the default)
+    set_url_run(ticked[0] if len(ticked) == 1 else None)
+else:
+    st.caption(f"Showing run {shown}; tick others in the table to compare.")
 
 
 # Polls every 2 s only while something trains; the timer is set on each full run of this script.
@@ -43,15 +47,13 @@ live()
 
 if len(chosen_ids) == 1:
     run = store.get_run(chosen_ids[0])
-    st.subheader(f"{run.name} · {run.status}")
-    if run.error:
-        st.warning(run.error, icon=":material/warning:")
+    views.run_header(store, workspace(), run)
     leakage_notice(views.dataset_ref(run))  # its scores are optimistic when val/test images leak from train
     try:
         views.run_actions(run, store, registry, workspace())
     except CoreError as exc:
         show_error(exc)
-    with st.expander("Configuration"):
+    with st.expander("All settings of this run"):
         views.config_view(run)
 elif len(chosen_ids) > 1:
-    st.caption(f"Comparing {len(chosen_ids)} runs. Select a single run for its configuration and actions.")
+    st.caption(f"Comparing {len(chosen_ids)} runs. Tick a single run for its result, settings and actions.")

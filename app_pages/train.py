@@ -1,69 +1,85 @@
-"""Train: a form with sensible defaults, an estimate of time per epoch, start, and the runs training now."""
+"""Train: the few choices that matter on top (the rest under Advanced), what automatic chose, warnings before
+the start, an estimate, the runs training now and the result of the last one."""
 
 from dataclasses import replace
 
 import streamlit as st
 
 from core.common.errors import CoreError
+from core.scaling.points import best_setting
 from core.train import runner as train_run
-from core.train.archs import ARCHS, WEIGHTS_CHOICES
-from core.train.config import TrainConfig, choices
+from core.train.config import TrainConfig
 from core.train.estimate import estimate_epoch_seconds
-from ui import runs, train_form
+from core.train.plan import plan_run
+from ui import lr_find, runs, train_form
 from ui.common import show_error
-from ui.state import current_ref, jobs, run_store, scan, workspace
+from ui.state import current_ref, dataset_title, jobs, run_store, scan, workspace
 
-GROUPS = {
-    "Data": ["val_fraction", "test_fraction", "oversample", "rare_threshold", "seed"],
-    "Model": ["arch", "weights", "freeze", "backbone_lr_factor", "image_size"],
-    "Optimisation": ["epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "schedule",
-                     "plateau_patience", "milestones", "gamma", "warmup_epochs", "label_smoothing",
-                     "early_stop_patience", "best_metric"],
-    "Augmentation and device": ["augment", "normalize", "device", "amp"],
-}  # fmt: skip
-CHOICES = {**choices(), "weights": WEIGHTS_CHOICES}
-LABELS = {"arch": {"auto": "auto (LeNet for small images, else ResNet-18)", **{k: a.label for k, a in ARCHS.items()}}}
+LAST_STARTED = "train_last_started"  # session key: the run this tab started last (its result is shown)
 
 st.title("Train")
 ref = current_ref()
 if ref is None:
     st.stop()
-st.caption(f"Dataset: **{ref.display}** · change it on the Datasets page. Every field has a default that "
-           "works; hover the ? for what it does.")  # fmt: skip
-start = TrainConfig.from_dict({**TrainConfig().to_dict(), **st.session_state.pop(runs.TRAIN_PREFILL, {})})
-defaults = replace(start, dataset=ref.spec)
-specs = train_form.field_map(TrainConfig)
+scanned = scan(ref)
+prefill = st.session_state.pop(runs.TRAIN_PREFILL, None)
+if prefill is not None:  # "Rerun with changes": the widgets start from that run's settings, not from their state
+    for key in [k for k in st.session_state if str(k).startswith("train_")]:
+        del st.session_state[key]
+start = TrainConfig.from_dict({**TrainConfig().to_dict(), **(prefill or {})})
+defaults = TrainConfig.from_dict({**start.to_dict(), "dataset": ref.spec})
+measured = best_setting(run_store(), ref.spec, defaults.arch) if prefill is None else None
+if measured is not None:  # a sweep of this dataset and network measured what runs fastest here
+    defaults = replace(defaults, ranks=measured[0], threads=measured[1])
+st.caption(f"Dataset: **{dataset_title(ref.spec)}** · {len(scanned.manifest):,} images, "
+           f"{scanned.manifest['label'].nunique()} classes · change it on the Datasets page.")  # fmt: skip
 
-with st.form("train_form", border=True):
-    values: dict = {}
-    columns = st.columns(len(GROUPS))
-    for column, (group, names) in zip(columns, GROUPS.items(), strict=True):
-        column.markdown(f"**{group}**")
-        for name in names:
-            values[name] = train_form.widget(specs[name], getattr(defaults, name), key=f"train_{name}",
-                                              choices=CHOICES.get(name), labels=LABELS.get(name), container=column)  # fmt: skip
-        if group == "Model":
-            weights_file = column.file_uploader("...or start from a weights file", type=["pth", "pt"],
-                                                key="train_weights_file", help="a state dict (.pth) of the same "
-                                                "network, e.g. torchvision's ImageNet file; the head is replaced")  # fmt: skip
-    estimate = st.form_submit_button("Estimate time per epoch", icon=":material/timer:")
-    go = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
+plan = None
+try:  # what automatic would choose: shown beside the widgets (nothing is decoded)
+    plan = plan_run(train_form.with_parent(defaults), scanned.manifest)
+except CoreError:
+    pass  # the same problem is said below, once the widgets are drawn
+values = train_form.essentials(defaults, plan)
+weights_file = st.file_uploader("...or start from a weights file of your own", type=["pth", "pt"],
+                                key="train_weights_file", help="A state dict (.pth) of the same network, e.g. "
+                                "torchvision's ImageNet file; the classification head is replaced.")  # fmt: skip
+values |= train_form.advanced(defaults, plan)
+if measured is not None:
+    st.caption(f"Processes ({measured[0]}) and threads ({measured[1]}) start from the fastest setting "
+               f"{measured[2].replace('sweep-', 'sweep ')} measured (Scaling page).")  # fmt: skip
 
 try:
     if weights_file is not None:
         values["weights"] = str(train_run.save_weights_upload(workspace(), weights_file.getvalue(), weights_file.name))
-    config = replace(defaults, **values)
-    config.validate()
-    if estimate:
-        with st.spinner("Timing a few real training steps..."):
-            seconds = estimate_epoch_seconds(config, scan(ref).manifest)
-        st.info(runs.estimate_text(seconds, config), icon=":material/timer:")
-    if go:
-        run_id = train_run.submit_training(jobs(), workspace(), config)
-        st.success(f"Run {run_id} started. It trains in the background: switch pages freely.", icon=":material/check:")
+    config = train_form.with_parent(train_form.config_from(defaults, values).validate())
+    plan = plan_run(config, scanned.manifest)
+    st.caption(train_form.split_caption(plan))
+    for warning in plan.warnings:
+        st.warning(warning, icon=":material/warning:")
 except CoreError as exc:
-    show_error(exc)
+    st.error(train_form.in_words(workspace().redact(str(exc))), icon=":material/error:")
+    st.stop()
 
+estimate, go, find, _ = st.columns([1, 1, 1, 2])
+if estimate.button("Estimate the time", icon=":material/timer:", key="train_estimate"):
+    with st.spinner("Timing a few real training steps..."):
+        seconds = estimate_epoch_seconds(config, scanned.manifest)
+    st.info(runs.estimate_text(seconds, config), icon=":material/timer:")
+if find.button("Find a learning rate", icon=":material/query_stats:", key="train_find_lr",
+               help="A short sweep of rising rates on the training images (fastai's lr_find); the rate it suggests "
+               "goes into the learning-rate field. Nothing is saved."):  # fmt: skip
+    found = lr_find.find(config)
+    if found is not None:  # the form starts again from these settings, the suggested rate filled in
+        st.session_state[runs.TRAIN_PREFILL] = {**config.to_dict(), "lr": found["suggested"]}
+        st.rerun()
+lr_find.show(config.lr)
+if go.button("Start training", type="primary", icon=":material/play_arrow:", key="train_start"):
+    try:
+        st.session_state[LAST_STARTED] = train_run.submit_training(jobs(), workspace(), config)
+        st.success(f"Run {st.session_state[LAST_STARTED]} started. It trains in the background: switch pages "
+                   "freely, its curves update on the Runs page.", icon=":material/check:")  # fmt: skip
+    except CoreError as exc:
+        show_error(exc)
 
 polling = bool(jobs().active())
 
@@ -72,7 +88,9 @@ polling = bool(jobs().active())
 def training_now() -> None:
     runs.active_jobs(jobs(), run_store())
     if not jobs().active():
-        st.caption("Nothing is training now.")
+        last = st.session_state.get(LAST_STARTED)
+        if last is not None:
+            runs.run_result(run_store(), workspace(), last)
         if polling:
             st.rerun()  # the last run ended: a full rerun stops the polling
     st.page_link("app_pages/runs.py", label="See the curves on the Runs page", icon=":material/monitoring:")

@@ -132,9 +132,9 @@ def odd_folder(tmp_path: Path) -> OddFolder:
     for i in range(2):
         f.write_rgb(outside / f"{i}.png", size=(8, 8), seed=10 + i)
     (root / "elsewhere").symlink_to(outside, target_is_directory=True)
-    (root / "plain" / "notes.txt").write_text("not an image, not listed\n")
-    (root / "plain" / ".DS_Store").write_bytes(b"\0" * 16)
-    return OddFolder(root, {"odd": n_odd, "plain": 3}, bad | {"elsewhere"})
+    (root / "plain" / "notes.txt").write_text("not an image: listed with its reason\n")
+    (root / "plain" / ".DS_Store").write_bytes(b"\0" * 16)  # hidden: not listed
+    return OddFolder(root, {"odd": n_odd, "plain": 3}, bad | {"elsewhere", "plain/notes.txt"})
 
 
 # --- CSV of image,label (Kaggle humpback whales) ------------------------------------------------

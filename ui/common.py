@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.datasets.sources import dataset_title
+from core.store.records import RunRecord
+from core.store.runs import RunStore
+from core.train.archs import arch_label
 from ui.state import workspace
 
 
@@ -13,13 +17,13 @@ def show_error(exc: BaseException, what: str = "") -> None:
     st.error(workspace().redact(f"{prefix}{exc}"), icon=":material/error:")
 
 
-def placeholder(title: str, issue: str, bullets: list[str]) -> None:
-    """A page that is planned: what it will do, so navigation is complete from day one."""
-    st.title(title)
-    st.info(f"This page is coming next ({issue}). Here is what it will do:", icon=":material/construction:")
-    st.markdown("\n".join(f"- {b}" for b in bullets))
-    st.page_link(
-        "app_pages/datasets.py",
-        label="Meanwhile: look at your data on the Datasets page",
-        icon=":material/photo_library:",
-    )
+def count_of(n: int, noun: str) -> str:
+    """ "1 image", "2 images": a count with its noun, never "image(s)"."""
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
+def run_label(store: RunStore, run: RunRecord) -> str:
+    """A run in words for pickers: "Run 3 · ResNet-18 · flowers · best validation accuracy 91%"."""
+    acc = store.best_metric(run.run_id, "val_acc")
+    parts = [f"Run {run.run_id}", arch_label(run.arch), dataset_title(run.dataset)]
+    return " · ".join(parts + ([f"best validation accuracy {acc:.0%}"] if acc is not None else []))

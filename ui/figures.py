@@ -57,17 +57,61 @@ def projection(frame: pd.DataFrame, method: str) -> go.Figure:
     return fig
 
 
-def run_curves(frame: pd.DataFrame, what: str, x: str) -> go.Figure:
-    """Lines of one quantity (loss or accuracy) against step or epoch: colour = run, dash = train/val."""
+# Distinct colours per run: Streamlit's theme would draw the first two runs in two shades of blue.
+RUN_COLOURS = px.colors.qualitative.D3
+
+
+def run_curves(frame: pd.DataFrame, what: str, x: str, *, log: bool = False) -> go.Figure:
+    """Lines of one quantity (loss or accuracy) against step or epoch: colour = run, dash = train/validation.
+
+    A ``raw`` column (from :func:`smoothed`) adds the unsmoothed values as faint lines under the smooth ones.
+    """
     data = frame.assign(curve=frame["key"].map(_curve_name))
     fig = px.line(data, x="step", y="value", color="run", line_dash="curve", markers=x == "epoch",
-                  labels={"step": x, "value": what, "curve": "", "run": "run"})  # fmt: skip
+                  color_discrete_sequence=RUN_COLOURS, labels={"step": x, "value": what, "curve": "", "run": "run"})  # fmt: skip
+    if "raw" in data:
+        _faint_raw(fig, data)
     fig.update_layout(height=320, margin=dict(t=30, b=10, l=10, r=10), title=dict(text=what, x=0.02),
                       legend=dict(orientation="h", y=-0.25, title_text=""))  # fmt: skip
     if x == "epoch":
-        fig.update_xaxes(dtick=1)
+        last = int(data["step"].max()) if len(data) else 1
+        fig.update_xaxes(tickmode="linear", tick0=1, dtick=max(1, -(-last // 12)), range=[0.6, last + 0.4])
+    else:
+        fig.update_xaxes(rangemode="nonnegative", tickformat=",d")
     if what == "accuracy":
         fig.update_yaxes(tickformat=".0%")
+    if log:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def _faint_raw(fig: go.Figure, data: pd.DataFrame) -> None:
+    colours = {t.name: t.line.color for t in fig.data}
+    for (run, curve), part in data.groupby(["run", "curve"], sort=False):
+        name = f"{run}, {curve}" if f"{run}, {curve}" in colours else run
+        fig.add_trace(go.Scatter(x=part["step"], y=part["raw"], mode="lines", showlegend=False, hoverinfo="skip",
+                                 line=dict(width=1, color=colours.get(name, "#999999")), opacity=0.25))  # fmt: skip
+
+
+def smoothed(frame: pd.DataFrame, weight: float) -> pd.DataFrame:
+    """Per-step values smoothed by an exponential moving average per run and key (TensorBoard's rule, with its
+    start-up bias corrected); the raw values are kept in a ``raw`` column."""
+    if weight <= 0 or frame.empty:
+        return frame
+    parts = []
+    for _, part in frame.sort_values("step").groupby(["run_id", "key"], sort=False):
+        ema = part["value"].ewm(alpha=1 - weight, adjust=True, ignore_na=True).mean()
+        parts.append(part.assign(raw=part["value"], value=ema))
+    return pd.concat(parts, ignore_index=True)
+
+
+def learning_rate(frame: pd.DataFrame) -> go.Figure:
+    """The learning rate at each step, one line per run: where the schedule warmed up, peaked, restarted."""
+    fig = px.line(frame, x="step", y="value", color="run", color_discrete_sequence=RUN_COLOURS,
+                  labels={"step": "step", "value": "learning rate", "run": "run"})  # fmt: skip
+    fig.update_layout(height=240, margin=dict(t=30, b=10, l=10, r=10), title=dict(text="learning rate", x=0.02),
+                      legend=dict(orientation="h", y=-0.35, title_text=""))  # fmt: skip
+    fig.update_xaxes(rangemode="nonnegative", tickformat=",d")
     return fig
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
@@ -13,10 +10,15 @@ from core.common.workspace import Workspace
 from core.store.records import ACTIVE_STATUSES, RunRecord
 from core.store.runs import RunStore
 from core.train import runner as train_run
-from core.train.config import FIRST_CYCLE, TrainConfig, effective_schedule, planned_epochs
+from core.train.archs import ARCHS
+from core.train.config import FIRST_CYCLE, TrainConfig, effective_schedule, label_of, planned_epochs
 from core.train.jobs import Job, JobRegistry
+from core.train.plan import SMALL_SPLIT
 from core.train.runner import EPOCH_KEYS, RESUMABLE, STEP_KEYS
 from ui import figures
+from ui.state import dataset_title
+
+ARCH_WORDS = {k: a.label for k, a in ARCHS.items()}
 
 
 def active_jobs(registry: JobRegistry, store: RunStore) -> None:
@@ -61,7 +63,7 @@ def _phase_text(job: Job, p: dict) -> str:
     if p.get("images_per_s"):
         parts.append(f"{p['images_per_s']:,.0f} img/s")
     if eta is not None:
-        parts.append(f"at most {_duration(eta)} left" if capped else f"about {_duration(eta)} left")
+        parts.append(f"at most {duration(eta)} left" if capped else f"about {duration(eta)} left")
     return " · ".join(parts)
 
 
@@ -80,7 +82,7 @@ def estimate_text(seconds: float, config: TrainConfig) -> str:
             f"({seconds * epochs / 60:,.1f} min).")  # fmt: skip
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     seconds = int(round(seconds))
     if seconds < 60:
         return f"{seconds} s"
@@ -92,9 +94,10 @@ def _duration(seconds: float) -> str:
 
 
 def curves(store: RunStore, runs: list[RunRecord]) -> None:
-    """Loss and accuracy of the given runs: per epoch (train and val) and per step, overlaid when several."""
+    """Loss and accuracy of the given runs: per epoch (train and validation) and per step (with the learning rate
+    and a smoothing control), overlaid in distinct colours when several."""
     if not runs:
-        st.caption("Select one or more runs in the table to see their curves.")
+        st.caption("Tick one or more runs in the table to see their curves.")
         return
     names = {r.run_id: f"{r.name} ({r.run_id})" for r in runs}
     frame = store.metrics([r.run_id for r in runs], [*STEP_KEYS, *EPOCH_KEYS])
@@ -102,42 +105,158 @@ def curves(store: RunStore, runs: list[RunRecord]) -> None:
         st.caption("No curves yet: the first values appear after the first logged steps.")
         return
     frame["run"] = frame["run_id"].map(names)
+    log_loss = st.toggle("Loss on a log scale", key="runs_log_loss", help="Shows a loss that spans orders of "
+                         "magnitude (a spike of thousands next to values near 0.1) without flattening the rest.")  # fmt: skip
     per_epoch, per_step = st.tabs(["Per epoch", "Per step"])
     with per_epoch:
-        _pair(frame, ("epoch_train_loss", "val_loss"), ("epoch_train_acc", "val_acc"), "epoch")
+        _pair(frame, ("epoch_train_loss", "val_loss"), ("epoch_train_acc", "val_acc"), "epoch", log_loss)
     with per_step:
-        _pair(frame, ("train_loss",), ("train_acc",), "step")
+        smoothing = st.slider("Smoothing", 0.0, 0.95, 0.6, 0.05, key="runs_smoothing",
+                              help="Exponential moving average of the per-step values (0: raw). The raw values "
+                                   "stay as faint lines.")  # fmt: skip
+        stepped = figures.smoothed(frame, smoothing)
+        _pair(stepped, ("train_loss",), ("train_acc",), "step", log_loss)
+        rate = frame[frame["key"] == "lr"]
+        if not rate.empty:
+            st.plotly_chart(figures.learning_rate(rate), width="stretch", key="lr_step")
 
 
-def _pair(frame: pd.DataFrame, losses: tuple[str, ...], accs: tuple[str, ...], x: str) -> None:
+def _pair(frame: pd.DataFrame, losses: tuple[str, ...], accs: tuple[str, ...], x: str, log_loss: bool) -> None:
     left, right = st.columns(2)
     loss, acc = frame[frame["key"].isin(losses)], frame[frame["key"].isin(accs)]
     if loss.empty and acc.empty:
         st.caption(f"No per-{x} values yet.")
         return
-    left.plotly_chart(figures.run_curves(loss, "loss", x), width="stretch", key=f"loss_{x}")
+    left.plotly_chart(figures.run_curves(loss, "loss", x, log=log_loss), width="stretch", key=f"loss_{x}")
     right.plotly_chart(figures.run_curves(acc, "accuracy", x), width="stretch", key=f"acc_{x}")
+
+
+def run_header(store: RunStore, ws: Workspace, run: RunRecord) -> None:
+    """A run's name, status and scores, each beside the number of images it was measured on."""
+    summary = store.summary(run)
+    splits = train_run.split_sizes(store, ws, run.run_id)
+    st.subheader(f"{run.name} · {STATUS_WORDS.get(run.status, run.status)}")
+    relations(store, run)
+    if run.error:
+        st.warning(run.error, icon=":material/warning:")
+    cards = st.columns(4)
+    test, best = summary["test_accuracy"], summary["best_val_acc"]
+    cards[0].metric("Test accuracy", f"{test:.1%}" if test is not None else "not yet",
+                    help=f"Share of the {splits.get('test', 0):,} test images, never used in training, that get "
+                         "the right label (best checkpoint)." if test is not None else
+                         "Measured on the test images once the run finishes.")  # fmt: skip
+    cards[1].metric("Best validation accuracy", f"{best:.1%}" if best is not None else "not yet",
+                    help=f"The best epoch's score on the {splits.get('val', 0):,} validation images.")  # fmt: skip
+    cards[2].metric("Epochs", f"{len(store.metrics(run.run_id, ['epoch_s'])):,}")
+    cards[3].metric("Time", duration(run.wall_s) if run.wall_s is not None else "not started")
+    small_split_warning(splits.get("test", 0), "test")
+    small_split_warning(splits.get("val", 0), "validation")
+
+
+def relations(store: RunStore, run: RunRecord) -> None:
+    """Where the run comes from, with links: a search it is a trial of, a run whose weights it started from."""
+    group = run.group or ""
+    links = []
+    if group.startswith("search-") and group[7:].isdigit():
+        trial = store.params(run.run_id).get("search_trial")
+        words = (
+            f"Trial {trial + 1} of search {group[7:]}" if isinstance(trial, int) else f"A trial of search {group[7:]}"
+        )
+        links.append(("app_pages/search.py", words, {"search": group[7:]}, ":material/travel_explore:"))
+    parent = run.config.get("from_run")
+    if parent:
+        links.append(
+            ("app_pages/runs.py", f"Started from run {parent}'s weights", {"run": parent}, ":material/call_split:")
+        )
+    for column, (page, words, query, icon) in zip(st.columns(max(len(links), 1) + 2), links, strict=False):
+        column.page_link(page, label=words, query_params=query, icon=icon)
 
 
 def any_active(runs: list[RunRecord]) -> bool:
     return any(r.status in ACTIVE_STATUSES for r in runs)
 
 
-def runs_table(store: RunStore, runs: list[RunRecord]) -> pd.DataFrame:
-    rows = [store.summary(r) for r in runs]
-    table = pd.DataFrame(rows)[["run_id", "name", "status", "arch", "dataset", "best_val_acc", "wall_s", "error"]]
-    table["dataset"] = table["dataset"].map(_short_dataset)
-    return table if table["error"].notna().any() else table.drop(columns="error")
+STATUS_WORDS = {"queued": "waiting", "running": "training", "completed": "finished", "cancelled": "stopped",
+                "failed": "failed", "crashed": "interrupted"}  # fmt: skip
+TABLE_COLUMNS = {"run_id": "Run", "name": "Name", "status": "Status", "network": "Network", "dataset": "Dataset",
+                 "best_val_acc": "Best validation accuracy", "test_accuracy": "Test accuracy",
+                 "test_images": "Test images", "wall_s": "Time", "error": "Problem"}  # fmt: skip
 
 
-def _short_dataset(spec: str) -> str:
-    if spec.startswith(("csv:", "json:")):
-        return Path(spec.split(":", 1)[1].split("?", 1)[0]).parent.name or spec
-    return spec if spec.startswith("sample:") else Path(spec).name
+def runs_table(store: RunStore, ws: Workspace, runs: list[RunRecord]) -> pd.DataFrame:
+    """One row per run, in words: what a person compares (no raw field names; "—" where a value is not known yet,
+    where a number column would show "None")."""
+    rows = []
+    for run in runs:
+        summary = store.summary(run)
+        n_test = train_run.split_sizes(store, ws, run.run_id).get("test")
+        rows.append({"run_id": run.run_id, "name": run.name, "status": STATUS_WORDS.get(run.status, run.status),
+                     "network": ARCH_WORDS.get(run.arch or "", "chosen when it starts"),
+                     "dataset": dataset_title(run.dataset), "best_val_acc": _percent(summary["best_val_acc"]),
+                     "test_accuracy": _percent(summary["test_accuracy"]),
+                     "test_images": f"{n_test:,}" if n_test is not None else "—",
+                     "wall_s": duration(run.wall_s) if run.wall_s is not None else "—", "error": run.error or ""})  # fmt: skip
+    table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    return table if (table["error"] != "").any() else table.drop(columns="error")
+
+
+def _percent(value: float | None) -> str:
+    return f"{value:.1%}" if value is not None else "—"
+
+
+def table_config() -> dict:
+    """Column titles for ``runs_table``."""
+    return {k: st.column_config.NumberColumn(t, format="%d") if k == "run_id" else t for k, t in TABLE_COLUMNS.items()}
+
+
+def run_result(store: RunStore, ws: Workspace, run_id: int) -> None:
+    """How a run ended, in a sentence or two, with where to go next (the Train page, after a run)."""
+    try:
+        run = store.get_run(run_id)
+    except CoreError:
+        return
+    summary = store.summary(run)
+    n_test, test = train_run.split_sizes(store, ws, run_id).get("test", 0), summary["test_accuracy"]
+    if run.status == "completed":
+        score = (f"**{test:.1%}** of its {n_test:,} test images get the right label" if test is not None
+                 else "it has no test images, so no test score")  # fmt: skip
+        best = summary["best_val_acc"]
+        st.success(f"**{run.name}** finished in {duration(run.wall_s or 0)}: {score}"
+                   + (f" (best validation accuracy {best:.1%})." if best is not None else "."),
+                   icon=":material/check_circle:")  # fmt: skip
+        small_split_warning(n_test, "test")
+    else:
+        st.info(f"**{run.name}** {STATUS_WORDS.get(run.status, run.status)}" + (f": {run.error}" if run.error else "."),
+                icon=":material/info:")  # fmt: skip
+    links = st.columns(3)
+    links[0].page_link(
+        "app_pages/runs.py", label="Its curves", icon=":material/monitoring:", query_params={"run": run_id}
+    )
+    links[1].page_link("app_pages/classify.py", label="Classify photos with it", icon=":material/image_search:",
+                       query_params={"run": run_id})  # fmt: skip
+
+
+def small_split_warning(n: int, what: str) -> None:
+    """Beside a score measured on few images: it can mislead, say so."""
+    if 0 < n < SMALL_SPLIT:
+        st.warning(f"Measured on only {n} {what} image{'s' * (n != 1)}: one image more or less right moves it by "
+                   f"{100 / n:.0f} points. Treat it as a rough sign, not a result.", icon=":material/warning:")  # fmt: skip
 
 
 def config_view(run: RunRecord) -> None:
-    st.code(json.dumps(run.config, indent=2, sort_keys=True, default=str), language="json")
+    """Every setting of the run, named in words, with what ``auto`` became once the run started."""
+    rows = [{"Setting": label_of(k), "Value": _value_words(v)} for k, v in run.config.items() if k != "dataset"]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+
+def _value_words(value: object) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "none"
+    if value == 0 or value == "auto":
+        return "automatic"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 TRAIN_PREFILL = "train_prefill"  # session key: a run's config to start the Train form from ("rerun with changes")
@@ -145,7 +264,7 @@ TRAIN_PREFILL = "train_prefill"  # session key: a run's config to start the Trai
 
 def run_actions(run: RunRecord, store: RunStore, registry: JobRegistry, ws: Workspace) -> None:
     """Resume, rerun with changes, download the best checkpoint, delete."""
-    resume, rerun, download, delete = st.columns(4)
+    resume, rerun, child, download, delete = st.columns(5)
     resumable = run.status in RESUMABLE and train_run.checkpoint_path(ws, run.run_id, "last").is_file()
     why = (
         "continues from its last checkpoint with the same run id"
@@ -160,6 +279,10 @@ def run_actions(run: RunRecord, store: RunStore, registry: JobRegistry, ws: Work
         st.session_state[TRAIN_PREFILL] = dict(run.config)
         st.switch_page("app_pages/train.py")
     best = train_run.checkpoint_path(ws, run.run_id, "best")
+    if child.button("Start a run from it", icon=":material/call_split:", key="run_child", disabled=not best.is_file(),
+                    help="opens the Train form starting from this run's best weights (on the dataset chosen there)"):  # fmt: skip
+        st.session_state[TRAIN_PREFILL] = {"from_run": run.run_id}
+        st.switch_page("app_pages/train.py")
     download.download_button("Download best checkpoint", data=best.read_bytes if best.is_file() else b"",
                              file_name=f"{run.name}-best.pt", disabled=not best.is_file(), on_click="ignore",
                              icon=":material/download:", help="a state dict; load it with torch.load(weights_only=True)")  # fmt: skip

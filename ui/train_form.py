@@ -1,52 +1,186 @@
-"""A form for a plain dataclass config: one widget per field, chosen by the field's type, with its help line.
+"""The Train form: the few choices a newcomer needs on top, every other option under "Advanced".
 
-Pages list which fields go in which group and which fields are choices; everything else (labels, help,
-defaults, widget kinds) comes from the dataclass itself, so adding an option to ``TrainConfig`` adds it here.
+Widgets come from ``TrainConfig`` itself (its defaults, its help lines, ``LABELS`` for the names, ``choices()``
+for the selectboxes), so a new option appears here without touching this module. ``auto`` and 0-means-auto
+values are shown as "Automatic", followed by what automatic chose for this dataset (``core.train.plan``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import MISSING, Field, fields
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import fields, replace
 from typing import Any
 
 import streamlit as st
 
+from core.train.archs import ARCHS, WEIGHTS_CHOICES
+from core.train.config import LABELS, TrainConfig, choices, label_of
+from core.train.plan import RunPlan
 
-def field_map(cls: type) -> dict[str, Field]:
-    return {f.name: f for f in fields(cls)}
+ESSENTIALS = ("arch", "weights", "epochs")
+ADVANCED = {
+    "Data": ["val_fraction", "test_fraction", "oversample", "rare_threshold", "seed"],
+    "Model": ["from_run", "freeze", "backbone_lr_factor", "image_size"],
+    "Optimisation": ["batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "schedule",
+                     "plateau_patience", "milestones", "gamma", "warmup_epochs", "label_smoothing",
+                     "early_stop_patience", "best_metric"],
+    "Augmentation and device": ["augment", "normalize", "device", "amp", "threads", "ranks"],
+}  # fmt: skip
+ZERO_IS_AUTO = ("epochs", "image_size", "lr", "threads")  # 0 means "let the studio choose"
+WORDS = {  # choice values in words (the values themselves stay what the command line takes)
+    "arch": {k: a.label for k, a in ARCHS.items()},
+    "weights": {"none": "Random (from scratch)", "imagenet": "ImageNet (pretrained)"},
+    "freeze": {"none": "Nothing frozen", "backbone": "Backbone (train the head only)",
+               "all-but-last": "All but the last stage"},
+    "schedule": {"cycles": "Cycles (as long as it learns)", "plateau": "Drop on plateau", "onecycle": "One cycle",
+                 "cosine": "Cosine", "step": "Steps at given epochs", "none": "Constant"},
+    "augment": {"none": "None", "flip": "Flips", "crop": "Shifts", "crop-flip": "Shifts and flips",
+                "strong": "Strong (shifts, flips, rotation, colour)"},
+    "normalize": {"dataset": "The dataset's own statistics", "imagenet": "ImageNet statistics"},
+    "best_metric": {"val_acc": "Validation accuracy", "val_loss": "Validation loss"},
+    "optimizer": {"sgd": "SGD (momentum)", "adam": "Adam", "adamw": "AdamW", "adadelta": "Adadelta",
+                  "rmsprop": "RMSprop"},
+    "device": {"cpu": "CPU", "cuda": "GPU (CUDA)"},
+    "amp": {"off": "Off (32-bit)", "fp16": "16-bit (fp16)", "bf16": "bfloat16"},
+}  # fmt: skip
+CHOICES = {**choices(), "weights": WEIGHTS_CHOICES}
+HELP = TrainConfig.help()
 
 
-def default_of(f: Field) -> Any:
-    if f.default is not MISSING:
-        return f.default
-    return f.default_factory() if f.default_factory is not MISSING else None  # type: ignore[misc]
+def essentials(defaults: TrainConfig, plan: RunPlan | None) -> dict[str, Any]:
+    """Network, starting weights and how long, side by side; returns the values set."""
+    values: dict[str, Any] = {}
+    for column, name in zip(st.columns(len(ESSENTIALS)), ESSENTIALS, strict=True):
+        with column:
+            values[name] = option(name, getattr(defaults, name), plan)
+    return values
 
 
-def widget(
-    f: Field,
-    value: Any,
-    *,
-    key: str,
-    choices: Sequence[str] | None = None,
-    labels: Mapping[str, str] | None = None,
-    container: Any = st,
-) -> Any:
-    """One widget for field ``f`` showing ``value``; returns what the user set."""
-    label = f.metadata.get("label") or f.name.replace("_", " ").capitalize()
-    help_text = f.metadata.get("help")
-    if choices is not None:
-        options = list(choices) if value in choices else [value, *choices]
-        fmt: Callable[[Any], str] = (lambda v: labels.get(v, v)) if labels else str
-        return container.selectbox(label, options, index=options.index(value), format_func=fmt, help=help_text,
-                                   key=key)  # fmt: skip
+def advanced(defaults: TrainConfig, plan: RunPlan | None) -> dict[str, Any]:
+    """Every other option, grouped, inside an expander; returns the values set."""
+    values: dict[str, Any] = {}
+    with st.expander("Advanced settings", icon=":material/tune:"):
+        st.caption("Every option has a default that works; hover the ? for what it does.")
+        for column, (group, names) in zip(st.columns(len(ADVANCED)), ADVANCED.items(), strict=True):
+            with column:
+                st.markdown(f"**{group}**")
+                for name in names:
+                    values[name] = option(name, getattr(defaults, name), plan)
+    return values
+
+
+def option(name: str, value: Any, plan: RunPlan | None) -> Any:
+    """One widget for the option ``name`` showing ``value``; returns what the user set."""
+    chosen = getattr(plan.config, name) if plan is not None else None
+    key, label, help_text = f"train_{name}", label_of(name), HELP[name]
+    if name == "from_run":
+        return parent_run(value, key, label)
+    if name in CHOICES:
+        return _choice(name, value, chosen, key, label, help_text)
+    if name in ZERO_IS_AUTO:
+        return _zero_is_auto(name, value, chosen, key, label, help_text)
     if isinstance(value, bool):
-        return container.toggle(label, value=value, help=help_text, key=key)
+        return st.toggle(label, value=value, help=help_text, key=key)
     if isinstance(value, int):
-        return int(container.number_input(label, value=value, min_value=0, step=1, help=help_text, key=key))
+        return int(st.number_input(label, value=value, min_value=0, step=1, help=help_text, key=key))
     if isinstance(value, float):
-        return float(container.number_input(label, value=value, min_value=0.0, format="%g", help=help_text, key=key))
+        return float(st.number_input(label, value=value, min_value=0.0, format="%g", help=help_text, key=key))
     if isinstance(value, list):
-        text = container.text_input(label, value=", ".join(map(str, value)), help=help_text, key=key)
+        text = st.text_input(label, value=", ".join(map(str, value)), help=help_text, key=key)
         return [int(part) for part in text.replace(";", ",").split(",") if part.strip().lstrip("-").isdigit()]
-    return container.text_input(label, value=str(value), help=help_text, key=key)
+    return st.text_input(label, value=str(value), help=help_text, key=key)
+
+
+def _choice(name: str, value: Any, chosen: Any, key: str, label: str, help_text: str) -> Any:
+    allowed: Sequence[str] = CHOICES[name]
+    options = list(allowed) if value in allowed else [value, *allowed]  # a weights file path, kept as given
+    words: Mapping[str, str] = WORDS.get(name, {})
+
+    def shown(v: str) -> str:
+        if v == "auto":
+            return f"Automatic: {words.get(chosen, chosen)}" if chosen not in (None, "auto") else "Automatic"
+        return words.get(v, "a weights file" if name == "weights" else str(v))
+
+    return st.selectbox(label, options, index=options.index(value), format_func=shown, help=help_text, key=key)
+
+
+def _zero_is_auto(name: str, value: Any, chosen: Any, key: str, label: str, help_text: str) -> Any:
+    """A checkbox "Automatic" (0), and a number input once it is unticked."""
+    automatic = st.checkbox(f"{label}: automatic", value=not value, help=help_text, key=f"{key}_auto")
+    if automatic:
+        st.caption(_auto_caption(name, chosen))
+        return 0 if isinstance(value, int) else 0.0
+    start = value or _number_like(chosen, value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int(st.number_input(label, value=int(start) or 1, min_value=1, step=1, key=key))
+    return float(st.number_input(label, value=float(start) or 0.01, min_value=0.0, format="%g", key=key))
+
+
+def parent_run(value: int, key: str, label: str) -> int:
+    """ "Start from run": no, or a training run with a best checkpoint (newest first), named in words."""
+    from core.train.runner import checkpoint_path
+    from ui.state import run_store, workspace
+
+    store, ws = run_store(), workspace()
+    usable = {r.run_id: r for r in store.list_runs(kind="train") if r.arch and checkpoint_path(ws, r.run_id).is_file()}
+    options = [0, *usable] if value in (0, *usable) else [0, value, *usable]
+
+    def shown(run_id: int) -> str:
+        if not run_id:
+            return "No: the starting weights above"
+        run = usable.get(run_id)
+        if run is None:
+            return f"Run {run_id} (no checkpoint)"
+        best = store.best_metric(run_id, "val_acc")
+        return f"Run {run_id} · {ARCHS[run.arch].label if run.arch in ARCHS else run.arch}" + (
+            f" · {best:.0%} validation" if best is not None else ""
+        )
+
+    help_text = ("Start from another run's best weights (its network too): the classification head is replaced "
+                 "when the classes differ and fitted to the new ones first; freezing and the backbone rate apply "
+                 "as with ImageNet weights; the rate, when automatic, is a tenth of the usual.")  # fmt: skip
+    return st.selectbox(label, options, index=options.index(value), format_func=shown, help=help_text, key=key)
+
+
+def with_parent(config: TrainConfig) -> TrainConfig:
+    """A child's config with its parent's network (so what automatic chose is shown right); raises ConfigError."""
+    if not config.from_run:
+        return config
+    from core.train.runner import checkpoint_path
+    from core.train.transfer import child_config
+    from ui.state import run_store, workspace
+
+    parent = run_store().get_run(config.from_run)
+    return child_config(config, parent, checkpoint_path(workspace(), parent.run_id))
+
+
+def _auto_caption(name: str, chosen: Any) -> str:
+    if name == "epochs":
+        return "As many as the data needs: 12, then longer cycles while it still learns (at most 100)."
+    if name == "threads":
+        return "All cores while it trains alone; shared fairly when several runs train."
+    if chosen in (None, 0, 0.0):
+        return "Chosen from the images when the run starts."
+    return f"For this dataset: {chosen:g}" + (" px" if name == "image_size" else "")
+
+
+def _number_like(chosen: Any, value: Any) -> Any:
+    return chosen if isinstance(chosen, int | float) and chosen else value
+
+
+def config_from(defaults: TrainConfig, values: dict[str, Any]) -> TrainConfig:
+    """The config the widgets describe (not yet validated)."""
+    known = {f.name for f in fields(TrainConfig)}
+    return replace(defaults, **{k: v for k, v in values.items() if k in known})
+
+
+def in_words(message: str) -> str:
+    """An error about options, with each option's name in words ("Validation share" for val_fraction)."""
+    return re.sub(r"\b(" + "|".join(map(re.escape, LABELS)) + r")\b", lambda m: LABELS[m.group(1)], message)
+
+
+def split_caption(plan: RunPlan) -> str:
+    s = plan.splits
+    return (f"{s['train']:,} images to learn from, {s['val']:,} to watch progress on (validation) and "
+            f"{s['test']:,} kept apart for the final test, in {plan.n_classes} classes.")  # fmt: skip

@@ -13,7 +13,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from core.cli import dedup as cli_dedup
+from core.cli import evaluate as cli_evaluate
+from core.cli import experiments as cli_experiments
 from core.cli import predict as cli_predict
+from core.cli import scaling as cli_scaling
 from core.cli import train as cli_train
 from core.common.errors import CoreError
 from core.common.workspace import Workspace
@@ -43,23 +46,68 @@ def _dataset_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-key", metavar="KEY", help="the JSON key holding the label (a.b for nested keys)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m core", description="Image-classification studio, command line.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    scan = sub.add_parser("scan", help="count images, classes and splits; list unreadable files")
+# One line per command for ``python -m core --help``. Only the command being run gets its full parser (some of
+# them import torch to list their choices): ``--help`` and ``runs`` answer without loading it.
+HELP = {
+    "scan": "count images, classes and splits; list unreadable files",
+    "runs": "list stored runs",
+    "dedup": "find duplicate and leaking images; --apply writes a cleaned dataset",
+    "train": "train a classifier (the Train page's engine); --ranks N on torch.distributed",
+    "predict": "top-5 classes (and a CAM heat map) for images",
+    "serve": 'an HTTP endpoint: POST /predict with image bytes or {"path": ...}',
+    "evaluate": "how good a finished run is: metrics, mistakes, copies of train in test",
+    "sweep": "time the same work with 1..N workers; every point is a stored run",
+    "scaling": "tables of workers against time: speedup, efficiency, serial fraction",
+    "search": "try training settings (grid or random, optional successive halving); every trial is a run",
+    "lr-find": "sweep rising learning rates on the training images and suggest one (fastai's valley rule)",
+}
+
+
+def _add_scan(sub: Any) -> None:
+    scan = sub.add_parser("scan", help=HELP["scan"])
     _dataset_args(scan)
     scan.add_argument("--workers", type=int, default=None, help="decoding processes (default: usable cores)")
     _common(scan)
-    runs = sub.add_parser("runs", help="list stored runs")
+
+
+def _add_runs(sub: Any) -> None:
+    runs = sub.add_parser("runs", help=HELP["runs"])
     runs.add_argument("--status", choices=STATUSES, help="only runs with this status")
     _common(runs)
-    cli_dedup.add_parser(sub, _common, _dataset_args)
-    cli_train.add_parser(sub, _common)
-    cli_predict.add_parsers(sub, _common)
+
+
+GROUPS: list[tuple[tuple[str, ...], Callable[[Any], None]]] = [
+    (("scan",), _add_scan),
+    (("runs",), _add_runs),
+    (("dedup",), lambda sub: cli_dedup.add_parser(sub, _common, _dataset_args)),
+    (("train",), lambda sub: cli_train.add_parser(sub, _common)),
+    (("predict", "serve"), lambda sub: cli_predict.add_parsers(sub, _common)),
+    (("evaluate",), lambda sub: cli_evaluate.add_parser(sub, _common)),
+    (("sweep", "scaling"), lambda sub: cli_scaling.add_parsers(sub, _common)),
+    (("search", "lr-find"), lambda sub: cli_experiments.add_parsers(sub, _common, HELP)),
+]
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser: every command listed, ``command``'s (or, with None, every) full set of options."""
+    parser = _Parser(prog="python -m core", description="Image-classification studio, command line.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for names, add in GROUPS:
+        if command is None or command in names:
+            add(sub)
+        else:
+            for name in names:
+                sub.add_parser(name, help=HELP[name], add_help=False)
     return parser
 
 
+def _command_in(argv: Sequence[str]) -> str:
+    """The command word of ``argv`` ("" for none: the top-level parser then says what is missing)."""
+    return next((a for a in argv if not a.startswith("-")), "")
+
+
 def cmd_scan(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
+    from core.datasets.layouts import one_line
     from core.datasets.scan import scan_dataset
     from core.datasets.sources import resolve_dataset
 
@@ -67,12 +115,16 @@ def cmd_scan(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
                           metadata=args.metadata, label_key=args.label_key)  # fmt: skip
     result = scan_dataset(ref, ws.cache, workers=args.workers)
     summary = result.summary()
-    lines = [f"{summary['n_images']} images, {summary['n_classes']} classes in {ref.display} ({ref.kind})"]
-    lines += [f"  {label:<24} {n:>7}" for label, n in result.classes.items()]
+    name = one_line(ref.display)  # names go through one_line: a newline in a file name must not split a line
+    lines = [f"{summary['n_images']} images, {summary['n_classes']} classes in {name} ({ref.kind})"]
+    lines += [f"  {one_line(label):<24} {n:>7}" for label, n in result.classes.items()]
+    if result.n_unlabelled:
+        lines.append(f"  {'(no label)':<24} {result.n_unlabelled:>7}  (directly in the folder, not in class folders)")
     lines.append("splits: " + ", ".join(f"{s} {n}" for s, n in result.splits.items()))
     lines += [f"unreadable: {len(result.unreadable)}"] + [
-        f"  {r.path}: {r.reason}" for r in result.unreadable.itertuples()
+        f"  {one_line(r.path)}: {r.reason}" for r in result.unreadable.itertuples()
     ]
+    lines += [f"warning: {w}" for w in result.warnings]
     return summary, "\n".join(lines)
 
 
@@ -85,7 +137,7 @@ def cmd_runs(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
     header = f"{'id':>4}  {'status':<10} {'arch':<14} {'best val acc':>12} {'wall s':>8}  dataset"
     lines = [header] + [
         f"{r['run_id']:>4}  {r['status']:<10} {str(r['arch'] or '-'):<14} {_fmt(r['best_val_acc'], '.4f'):>12} "
-        f"{_fmt(r['wall_s'], '.1f'):>8}  {r['dataset']}"
+        f"{_fmt(r['wall_s'], '.1f'):>8}  {_one_line(str(r['dataset']))}"
         for r in rows
     ]
     return rows, "\n".join(lines)
@@ -102,12 +154,18 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Workspace], tuple[Any, str]]] 
     "train": cli_train.cmd_train,
     "predict": cli_predict.cmd_predict,
     "serve": cli_predict.cmd_serve,
+    "evaluate": cli_evaluate.cmd_evaluate,
+    "sweep": cli_scaling.cmd_sweep,
+    "scaling": cli_scaling.cmd_scaling,
+    "search": cli_experiments.cmd_search,
+    "lr-find": cli_experiments.cmd_lr_find,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status (0 ok, 2 bad input)."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(_command_in(argv)).parse_args(argv)
     try:
         ws = _operator_view(args, Workspace.open(args.workspace))
         result, text = COMMANDS[args.command](args, ws)
@@ -128,10 +186,10 @@ def _operator_view(args: argparse.Namespace, ws: Workspace) -> Workspace:
     the shell, so ``scan ~/photos`` works as any command would. What files name (a CSV's images, a cleaned
     copy's source) is still confined to those roots.
     """
-    from core.datasets.sources import spec_paths
-
     if not getattr(args, "dataset", None):  # no DATASET on this command (predict's images are read directly)
         return ws
+    from core.datasets.sources import spec_paths  # here: runs and --help must not import pandas
+
     typed = spec_paths(args.dataset)
     typed += [value for name in ("labels", "images", "metadata") if (value := getattr(args, name, None))]
     return ws.for_operator(typed) if typed else ws

@@ -17,7 +17,11 @@ def add_parsers(sub: Any, common: Any) -> None:
     p.add_argument("--cam", metavar="METHOD", help="also explain: gradcam, hirescam, gradcam++, xgradcam, layercam, "
                    "eigencam, scorecam (slow), ablationcam (slow)")  # fmt: skip
     p.add_argument("--class", dest="target", metavar="LABEL", help="explain this class instead of the top one")
-    p.add_argument("--cam-out", metavar="DIR", help="save each heat map as DIR/<stem>.npy (image's own size)")
+    p.add_argument(
+        "--cam-out",
+        metavar="DIR",
+        help="save each heat map as DIR/<stem>.npy (image's own size) and DIR/<stem>.png (over the image)",
+    )
     p.add_argument(
         "--csv", metavar="FILE", help="also write the predictions as a table: image, top1, p1 .. p5, ms, error"
     )
@@ -55,11 +59,14 @@ def cmd_predict(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
 
 
 def _line(row: dict) -> str:
+    from core.datasets.layouts import one_line  # a newline in a file name must not split the output's lines
+
+    image = one_line(str(row["image"]))
     if "error" in row:
-        return f"{row['image']}: error: {row['error']}"
-    top = ", ".join(f"{t['label']} {t['p']:.1%}" for t in row["top"])
+        return f"{image}: error: {one_line(str(row['error']))}"
+    top = ", ".join(f"{one_line(str(t['label']))} {t['p']:.1%}" for t in row["top"])
     cam = f", {row['cam_method']} {row['cam_ms']:.0f} ms" if "cam_ms" in row else ""
-    return f"{row['image']}: {top}  ({row['ms']:.0f} ms{cam})"
+    return f"{image}: {top}  ({row['ms']:.0f} ms{cam})"
 
 
 def cmd_serve(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:

@@ -30,6 +30,9 @@ def add_parser(sub: Any, common: Any) -> None:
     for f in fields(TrainConfig):
         if f.name != "dataset":
             _add_field(p, f, choices().get(f.name))
+    p.add_argument("--nnodes", type=int, default=1, help="machines taking part (torch.distributed); 1: this one")
+    p.add_argument("--node-rank", type=int, default=0, help="this machine's number among them, from 0")
+    p.add_argument("--rdzv-endpoint", default="", metavar="HOST:PORT", help="node 0's address, for --nnodes > 1")
     common(p)
 
 
@@ -61,21 +64,42 @@ def config_from_args(args: argparse.Namespace, ws: Workspace) -> TrainConfig:
 
 def cmd_train(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
     from core.datasets.sources import spec_paths
+    from core.train.launch import Nodes
     from core.train.runner import result_json, train_and_wait
 
     store = RunStore(ws.runs_db)
+    nodes = Nodes(args.nnodes, args.node_rank, args.rdzv_endpoint).check()
+    if nodes.rank > 0:  # another machine: it trains its ranks, node 0 records the run
+        return _other_node(args, ws, store, nodes)
     if args.resume is not None:
         if args.dataset:
             raise CoreError("--resume RUN continues a run with its own dataset and settings; drop DATASET")
         # The run's dataset was typed on this command line or picked in the dashboard when it started.
         ws = ws.for_operator(spec_paths(store.get_run(args.resume).dataset))
-        run_id = train_and_wait(ws, store, None, resume_run=args.resume, on_wait=_printer(store, args.json))
+        run_id = train_and_wait(ws, store, None, resume_run=args.resume, nodes=nodes,
+                                on_wait=_printer(store, args.json))  # fmt: skip
     else:
-        run_id = train_and_wait(ws, store, config_from_args(args, ws), on_wait=_printer(store, args.json))
+        run_id = train_and_wait(ws, store, config_from_args(args, ws), nodes=nodes, on_wait=_printer(store, args.json))
     result = result_json(store, run_id, ws)
     if result["status"] == "failed":
         raise CoreError(f"run {run_id} failed: {result['error']}")
     return result, _text(result)
+
+
+def _other_node(args: argparse.Namespace, ws: Workspace, store: RunStore, nodes: Any) -> tuple[Any, str]:
+    """Node K > 0 of several machines: start this machine's ranks and wait; the run is node 0's to record."""
+    from core.train.launch import run_torchrun, threads_per_rank, torchrun_argv
+
+    if args.resume is not None:  # the same run continues on every machine: its settings come from node 0
+        raise CoreError("on machines other than node 0, give the same DATASET and options as node 0, not --resume")
+    config = config_from_args(args, ws)
+    code = run_torchrun(torchrun_argv(ws, config, 0, resume=False, nodes=nodes), threads_per_rank(config))
+    result = {"node_rank": nodes.rank, "nnodes": nodes.count, "ranks": config.ranks, "exit_code": code}
+    return (
+        result,
+        f"node {nodes.rank} of {nodes.count}: its {config.ranks} rank(s) ended (exit code {code}); "
+        "node 0 prints the run's result",
+    )
 
 
 def _printer(store: RunStore, quiet: bool) -> Callable[[int], None]:

@@ -7,6 +7,7 @@ readable and t-SNE stays interactive (its cost grows faster than linearly).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from core.common.atomic import write_atomic
 from core.common.errors import CoreError, ImageError
 from core.images.opener import open_image
 
@@ -74,11 +76,41 @@ def project(features: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndar
     # PCA to 50 dimensions first: the usual t-SNE recipe, it removes pixel noise and is much faster.
     reduced = PCA(n_components=min(50, *features.shape), random_state=seed).fit_transform(features)
     perplexity = float(min(30.0, (len(features) - 1) / 3))
-    return TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=seed).fit_transform(reduced)
+    # 500 iterations and a coarser Barnes-Hut angle (0.8): 1,500 digits took 20.5 s with sklearn's defaults and
+    # 7.7 s so, with the same clusters; a map to look at, not a measurement.
+    tsne = TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=seed, max_iter=500, angle=0.8)
+    return tsne.fit_transform(reduced)
 
 
-def projection_frame(root: Path, sample: pd.DataFrame, method: str = "pca", seed: int = 0) -> pd.DataFrame:
-    """``sample`` (path, label, ...) with ``x``, ``y`` columns of the projection; unreadable rows dropped."""
+def projection_frame(
+    root: Path, sample: pd.DataFrame, method: str = "pca", seed: int = 0, cache_dir: Path | None = None
+) -> pd.DataFrame:
+    """``sample`` (path, label, ...) with ``x``, ``y`` columns of the projection; unreadable rows dropped.
+
+    With ``cache_dir`` the result is kept on disk, named after the sampled files (path, size, dimensions), the
+    method and the seed: the same view in another tab, or after a restart, is read back instead of recomputed.
+    """
+    cached = _cache_file(root, sample, method, seed, cache_dir)
+    if cached is not None and cached.is_file():
+        try:
+            return pd.read_parquet(cached)
+        except (OSError, ValueError):
+            pass  # a damaged cache file: compute again
+    frame = _projection(root, sample, method, seed)
+    if cached is not None:
+        write_atomic(cached, lambda fh: frame.to_parquet(fh, index=False), durable=False)
+    return frame
+
+
+def _cache_file(root: Path, sample: pd.DataFrame, method: str, seed: int, cache_dir: Path | None) -> Path | None:
+    if cache_dir is None:
+        return None
+    facts = sample[["path", "bytes", "width", "height"]].astype(str).agg("|".join, axis=1)
+    digest = hashlib.sha1("\n".join([str(root), method, str(seed), *facts]).encode()).hexdigest()[:20]
+    return cache_dir / "projections" / f"{digest}.parquet"
+
+
+def _projection(root: Path, sample: pd.DataFrame, method: str, seed: int) -> pd.DataFrame:
     features, ok = pixel_features(root, list(sample["path"]))
     kept = sample[ok].reset_index(drop=True)
     coords = project(features[ok], method, seed)

@@ -40,6 +40,18 @@ def balance(manifest: pd.DataFrame) -> Balance:
     counts = manifest["label"].value_counts()
     if counts.empty:
         return Balance(0, ("", 0), ("", 0), 0.0, (), ("The dataset holds no usable images.",))
+    if set(counts.index) == {""}:  # a plain folder of photos: balance has no meaning, training needs classes
+        return Balance(
+            0,
+            ("", 0),
+            ("", 0),
+            0.0,
+            (),
+            (
+                f"These {int(counts.iloc[0]):,} images have no labels (they lie in one folder, not one folder per "
+                "class): duplicates and quality checks work on them; to train, sort them into a folder per class.",
+            ),
+        )
     largest = (str(counts.index[0]), int(counts.iloc[0]))
     smallest = (str(counts.index[-1]), int(counts.iloc[-1]))
     ratio = largest[1] / smallest[1]
@@ -54,7 +66,8 @@ def balance(manifest: pd.DataFrame) -> Balance:
         )
     if rare:
         shown = ", ".join(rare[:8]) + (f" and {len(rare) - 8} more" if len(rare) > 8 else "")
-        warnings.append(f"{len(rare)} class(es) with fewer than {RARE_CLASS_MIN} images: {shown}.")
+        classes = "1 class has" if len(rare) == 1 else f"{len(rare)} classes have"
+        warnings.append(f"{classes} fewer than {RARE_CLASS_MIN} images: {shown}.")
     return Balance(len(counts), largest, smallest, ratio, rare, tuple(warnings))
 
 

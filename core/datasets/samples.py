@@ -29,6 +29,7 @@ TEST_FRACTION = 0.15
 @dataclass(frozen=True)
 class Sample:
     name: str
+    title: str  # what people call it ("Handwritten digits"): pages show this, not "sample:digits"
     description: str
     build: Callable[[Path], None]
 
@@ -55,6 +56,7 @@ def _build_digits(dest: Path) -> None:
 SAMPLES: dict[str, Sample] = {
     "digits": Sample(
         "digits",
+        "Handwritten digits",
         "1,797 real handwritten digits (8x8 px, 10 classes) from scikit-learn, split 70/15/15",
         _build_digits,
     ),

@@ -145,6 +145,21 @@ def spec_paths(spec: str) -> list[str]:
     return [spec]
 
 
+def dataset_title(spec: str) -> str:
+    """What to call a dataset in front of people (pages, reports): "Handwritten digits (built-in sample)", a
+    folder's or a CSV's name; never a spec or a server path."""
+    if samples.is_sample_ref(spec):
+        sample = samples.SAMPLES.get(spec.removeprefix(samples.SAMPLE_PREFIX))
+        return f"{sample.title} (built-in sample)" if sample else spec
+    paths = spec_paths(spec)
+    first = Path(paths[0].split("|")[0]) if paths else Path(spec)
+    if spec.startswith("csv:"):
+        return f"{first.parent.name}/{first.name}" if first.parent.name else first.name
+    if spec.startswith("json:"):
+        return first.parent.name or first.name
+    return first.name or spec
+
+
 def _from_spec_string(spec: str, ws: Workspace) -> DatasetRef:
     kind, target, params = parse_spec(spec)
     path = _existing(target, "labels CSV" if kind == "csv" else "metadata folder", ws)
@@ -157,7 +172,11 @@ def _from_spec_string(spec: str, ws: Workspace) -> DatasetRef:
 def _existing(path: str | os.PathLike[str], what: str, ws: Workspace) -> Path:
     """The confined, resolved path; refused before it is ever opened or even tested for existence."""
     p = ws.confine(path, what)
-    if not p.exists():
+    try:
+        found = p.exists()
+    except OSError as exc:  # a name no file system holds (over 255 bytes...): the user's to fix, not a crash
+        raise DatasetError(f"the {what} is not a usable path ({exc.strerror or exc})") from None
+    if not found:
         raise DatasetError(f"{what} not found: {path}")
     return p
 

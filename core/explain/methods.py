@@ -67,10 +67,10 @@ SLOW_METHODS: dict[str, CamMethod] = {
     m.name: m
     for m in (
         CamMethod("scorecam", "Score-CAM (slow)", "Masks the image with each feature channel and re-runs the "
-                  "model: hundreds of forward passes, a minute or more on a CPU.", ScoreCAM, slow=True,
+                  "model: one forward pass per channel of the explained layer.", ScoreCAM, slow=True,
                   uses_gradients=False),
         CamMethod("ablationcam", "Ablation-CAM (slow)", "Switches off each feature channel in turn and measures "
-                  "the score drop: hundreds of forward passes.", AblationCAM, slow=True, uses_gradients=False),
+                  "the score drop: one forward pass per channel.", AblationCAM, slow=True, uses_gradients=False),
     )
 }  # fmt: skip
 
@@ -94,6 +94,8 @@ class CamResult:
         cam_ms: Everything after it: backward through the head and the map.
         method: The method's key.
         note: Empty when there is evidence; otherwise why there is none, in one sentence.
+        layer: The explained layer's name in the model (e.g. ``layer3.1``).
+        map_size: (h, w) of that layer's feature map: the cells the heat map was made of before upscaling.
     """
 
     heatmap: np.ndarray
@@ -105,6 +107,8 @@ class CamResult:
     top_class: int
     method: str = DEFAULT_METHOD
     note: str = ""
+    layer: str = ""
+    map_size: tuple[int, int] | None = None
 
 
 def method_info(method: str) -> CamMethod:

@@ -50,11 +50,15 @@ class Prediction:
     heatmap: np.ndarray | None = None  # float32 (height, width) in [0, 1]
     cam_note: str = ""
     picture: Image.Image | None = field(default=None, repr=False)  # the opened RGB image, for overlays
+    cam_layer: str = ""  # the explained layer, e.g. "layer3.1" (a ResNet below 224 px: see cam_layer_for)
+    cam_map: tuple[int, int] | None = None  # (h, w) cells of that layer's map, before upscaling
+    input_size: int | None = None  # the model's input side in px
 
     def to_json(self, cam_file: str | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {"image": self.image, "top": self.top, "ms": round(self.ms, 2)}
         if self.cam_method is not None:
-            out.update(cam_method=self.cam_method, cam_class=self.cam_class, cam_ms=round(self.cam_ms or 0.0, 2))
+            out.update(cam_method=self.cam_method, cam_class=self.cam_class, cam_ms=round(self.cam_ms or 0.0, 2),
+                       cam_layer=self.cam_layer, cam_map=list(self.cam_map) if self.cam_map else None)  # fmt: skip
             if self.cam_note:
                 out["cam_note"] = self.cam_note
         if cam_file is not None:
@@ -69,6 +73,21 @@ class Predictor:
         self.inference = model
         self.source = source  # "run 3" / "resnet50 (ImageNet)": what the page and the JSON say
         self._lock = threading.Lock()  # the CAM library is not thread-safe; one request at a time per model
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """One untimed pass on a blank picture: the first real image's time is then the model's, not the one-time
+        costs of a first call (memory, kernels). The page and the command line both load through here, so both
+        report the same measurement: preprocessing plus one forward pass of a warm model."""
+        side = self.inference.image_size
+        self.inference.predict_images([Image.new("RGB", (side, side))])
+
+    def slow_cam_cost(self):  # -> core.explain.cost.SlowCamCost
+        """How long Score-/Ablation-CAM will take on one image with this model, measured here (once)."""
+        from core.explain.cost import slow_cam_cost
+
+        with self._lock:
+            return slow_cam_cost(self.inference)
 
     @property
     def classes(self) -> list[str]:
@@ -101,7 +120,8 @@ class Predictor:
         return Prediction(name, self._top(torch.from_numpy(result.probabilities), top_k),
                           result.forward_ms + max(prep_ms, 0.0), picture.size, cam_method=method,
                           cam_ms=result.cam_ms, cam_class=self.classes[result.class_index], heatmap=heat,
-                          cam_note=result.note, picture=picture)  # fmt: skip
+                          cam_note=result.note, picture=picture, cam_layer=result.layer, cam_map=result.map_size,
+                          input_size=self.inference.image_size)  # fmt: skip
 
     def run(self, source: Source, name: str, *, cam: str | None = None, target: str | None = None) -> Prediction:
         """Open ``source`` as training did (JPEG draft at the model's size) and classify it; the size and the heat
@@ -186,7 +206,8 @@ def load_run_predictor(ws: Workspace, store: RunStore, run_id: int | None = None
 
 def predict_many(predictor: Predictor, images: list[str], *, cam: str | None = None, cam_out: Path | None = None,
                  target: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
-    """``predict --json``: one object per image; heat maps saved as ``cam_out/<stem>.npy`` (image's own size)."""
+    """``predict --json``: one object per image; heat maps saved as ``cam_out/<stem>.npy`` (image's own size) and
+    ``cam_out/<stem>.png`` (the map over the image)."""
     if cam:
         from core.explain.methods import method_info
 
@@ -201,7 +222,8 @@ def predict_many(predictor: Predictor, images: list[str], *, cam: str | None = N
         except ImageError as exc:
             rows.append({"image": image, "error": exc.reason})
             continue
-        rows.append(pred.to_json(_save_map(pred, cam_out, index, images) if cam_out is not None else None))
+        npy, png = _save_map(pred, cam_out, index, images) if cam_out is not None else (None, None)
+        rows.append(pred.to_json(npy) | ({"cam_overlay": png} if png else {}))
     return rows
 
 
@@ -224,15 +246,24 @@ def predictions_table(rows: list[dict[str, Any]], top_k: int = TOP_K) -> Any:
     return pd.DataFrame(flat, columns=columns)
 
 
-def _save_map(pred: Prediction, folder: Path, index: int, images: list[str]) -> str | None:
+def _save_map(pred: Prediction, folder: Path, index: int, images: list[str]) -> tuple[str | None, str | None]:
+    """The heat map as ``<stem>.npy`` (numbers, the image's own size) and ``<stem>.png`` (blended over the image,
+    to look at or hand over); returns both paths (the PNG's None when the map holds no evidence)."""
+    from core.explain.overlay import overlay
+
     if pred.heatmap is None:
-        return None
+        return None, None
     stem = Path(pred.image).stem
     if sum(Path(i).stem == stem for i in images) > 1:  # two a.jpg from different folders: keep both maps
         stem = f"{stem}-{index}"
     target = folder / f"{stem}.npy"
     np.save(target, pred.heatmap.astype(np.float32))
-    return str(target)
+    if pred.cam_note:  # an all-zero map (no evidence) would only tint the picture: the JSON's cam_note says why
+        return str(target), None
+    picture = open_image(Path(pred.image))  # full size: the map is at the file's own size, not the draft's
+    png = folder / f"{stem}.png"
+    overlay(picture, pred.heatmap).save(png)
+    return str(target), str(png)
 
 
 def imagenet_categories(arch: str) -> list[str]:

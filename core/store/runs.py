@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 import threading
 import time
@@ -28,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from core.common.diskspace import DiskFullError, disk_full_message, is_disk_full
 from core.common.errors import RunStoreError
 from core.store.liveness import Liveness, find_thread, owner_columns
 from core.store.metrics import RunTables
@@ -36,17 +36,14 @@ from core.store.schema import SELECT_RUNS, connect, prepare_file
 
 # Connections inherited through fork(): SQLite must not use (nor close) them in the child.
 _FORKED_CONNECTIONS: list[sqlite3.Connection] = []
-# The JSON row of ``python -m core runs --json``: these record fields, plus best_val_acc and wall_s.
+# The JSON row of ``python -m core runs --json``: these record fields, plus best_val_acc, test_accuracy (None
+# until the run has a test score), wall_s and splits (images per split, once the run has started).
 SUMMARY_FIELDS = ("run_id", "name", "kind", "group", "status", "arch", "dataset", "created_at", "started_at",
                   "ended_at", "threads", "processes", "device", "host", "parent_id", "error")  # fmt: skip
 
 
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
+class RunStoreFullError(RunStoreError, DiskFullError):
+    """A write to the run store refused for want of space: ``disk full: N MB free in DIR``; nothing changed."""
 
 
 class RunStore(RunTables):
@@ -76,10 +73,20 @@ class RunStore(RunTables):
         self._local = threading.local()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._liveness = Liveness(str(self.path.resolve()), stale_after_s)
+        self.read_only = False  # True when a full disk left only a read-only view (see _open_read_only)
         try:
             prepare_file(self._conn(), self.path)
         except sqlite3.DatabaseError as exc:
-            raise RunStoreError(f"cannot open run store {self.path}: {exc}") from None
+            if not (self.path.is_file() and is_disk_full(exc, self.path.parent)):
+                raise RunStoreError(f"cannot open run store {self.path}: {exc}") from None
+            self._open_read_only()
+
+    def _open_read_only(self) -> None:
+        """At 0 bytes free SQLite cannot even create its shared-memory file to read: read the file as it is, so
+        ``runs`` and the pages still list what is stored (writes then say "disk full")."""
+        self.close()
+        self.read_only = True
+        self._conn()
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -90,7 +97,7 @@ class RunStore(RunTables):
             return conn
         if conn is not None:  # inherited through fork: keep it referenced, never touch it
             _FORKED_CONNECTIONS.append(conn)
-        conn = connect(self.path)
+        conn = connect(self.path, read_only=getattr(self, "read_only", False))
         self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
@@ -115,16 +122,13 @@ class RunStore(RunTables):
                     conn.execute("ROLLBACK")
                 raise
         except sqlite3.OperationalError as exc:
-            if getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL":
+            # SQLITE_FULL, or an I/O error (growing the -wal or -shm file) while the disk has no room left.
+            if getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL" or is_disk_full(exc, self.path.parent):
                 raise self._disk_full_error() from exc
             raise
 
-    def _disk_full_error(self) -> RunStoreError:
-        try:
-            free = _human_bytes(shutil.disk_usage(self.path.parent).free)
-        except OSError:
-            free = "unknown space"
-        return RunStoreError(f"disk full while writing the run store {self.path} ({free} free)")
+    def _disk_full_error(self) -> RunStoreFullError:
+        return RunStoreFullError(disk_full_message(self.path.parent, "the run store was not changed"))
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         # fetchall() so no cursor keeps a read snapshot open (that would stall WAL checkpoints).
@@ -137,7 +141,10 @@ class RunStore(RunTables):
         now = time.time()
         judged = [(row, self._liveness.crash_reason(row, now)) for row in rows]
         crashed = [(row, reason) for row, reason in judged if reason]
-        changed = self._persist_crashes(crashed, now) if crashed else set()
+        try:
+            changed = self._persist_crashes(crashed, now) if crashed and not self.read_only else set()
+        except RunStoreFullError:  # shown as crashed all the same; recorded by the next reader with room to write
+            changed = set()
         records = []
         for row, reason in judged:
             if row["id"] in changed:  # someone (the owner, a resume) wrote it meanwhile: reread
@@ -331,13 +338,14 @@ class RunStore(RunTables):
         self._liveness.register(run_id, None)
 
     def describe(self, run_id: int, *, arch: str | None = None, config: dict | None = None,
-                 threads: int | None = None, device: str | None = None, name: str | None = None) -> None:  # fmt: skip
+                 threads: int | None = None, device: str | None = None, name: str | None = None,
+                 processes: int | None = None) -> None:  # fmt: skip
         """Fill in what is known only once the run has started (e.g. ``auto`` resolved to an architecture).
 
         Raises:
             RunStoreError: unknown run.
         """
-        values = {"arch": arch, "threads": threads, "device": device, "name": name,
+        values = {"arch": arch, "threads": threads, "device": device, "name": name, "processes": processes,
                   "config": None if config is None else json.dumps(config, sort_keys=True, default=str)}  # fmt: skip
         given = {k: v for k, v in values.items() if v is not None}
         if not given:
@@ -399,5 +407,7 @@ class RunStore(RunTables):
 
     def summary(self, run: RunRecord) -> dict:
         """The JSON row of ``python -m core runs --json`` for ``run``."""
+        params = self.params(run.run_id)
         return {**{f: getattr(run, f) for f in SUMMARY_FIELDS}, "best_val_acc": self.best_metric(run.run_id, "val_acc"),
-                "wall_s": run.wall_s}  # fmt: skip
+                "test_accuracy": self.latest_metrics(run.run_id).get("test_accuracy"), "wall_s": run.wall_s,
+                "splits": {s: params[f"n_{s}"] for s in ("train", "val", "test") if f"n_{s}" in params}}  # fmt: skip

@@ -15,6 +15,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 from core.common.errors import RunStoreError
 
@@ -91,9 +92,18 @@ RUN_COLUMNS: tuple[str, ...] = (
 SELECT_RUNS = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"
 
 
-def connect(path: Path) -> sqlite3.Connection:
+def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
     """A connection with the store's settings: rows by name, autocommit (explicit transactions), busy timeout,
-    ``synchronous=NORMAL`` (in WAL never corrupts; no fsync per commit), foreign keys on (for cascades)."""
+    ``synchronous=NORMAL`` (in WAL never corrupts; no fsync per commit), foreign keys on (for cascades).
+
+    ``read_only``: the file as it is on disk, without the WAL's shared memory (which a full disk cannot give):
+    only for listing what is stored when nothing can be written.
+    """
+    if read_only:
+        uri = f"file:{quote(str(Path(path).resolve()))}?mode=ro&immutable=1"
+        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        return conn
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")

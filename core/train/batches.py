@@ -164,8 +164,10 @@ class Batches:
         shuffle: bool = False,
         sampler: RareClassSampler | None = None,
         seed: int = 0,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         self.device = torch.device(device)
+        self.shard = shard  # (rank, world): this process's part of every epoch under torch.distributed
         self.indices = torch.as_tensor(np.asarray(indices), dtype=torch.long)
         self.images, self.labels, self.indices = _place(images, labels, self.indices, self.device)
         self.batch_size, self.augment, self.shuffle, self.sampler, self.seed = (
@@ -181,8 +183,12 @@ class Batches:
 
     @property
     def n_samples(self) -> int:
-        """Samples per epoch (oversampled repeats included)."""
-        return len(self.sampler) if self.sampler is not None else len(self.indices)
+        """Samples per epoch of this process (oversampled repeats included; its shard under torch.distributed)."""
+        n = len(self.sampler) if self.sampler is not None else len(self.indices)
+        rank, world = self.shard
+        if world == 1:
+            return n
+        return -(-n // world) if self.shuffle else len(range(rank, n, world))
 
     def __len__(self) -> int:
         n = self.n_samples
@@ -193,15 +199,25 @@ class Batches:
         """(images, labels) batches of one epoch, starting at batch ``start_batch`` (for a mid-epoch resume)."""
         order = self._order(epoch)
         generator = torch.Generator()
+        rank = self.shard[0]
         for b in range(start_batch, len(self)):
             rows = self.indices[order[b * self.batch_size : (b + 1) * self.batch_size]]
-            generator.manual_seed(batch_seed(self.seed, epoch, b))
+            generator.manual_seed(batch_seed(self.seed, epoch, b) + rank)  # each rank its own augmentation draws
             yield self._batch(rows, generator)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.epoch(0)
 
     def _order(self, epoch: int) -> torch.Tensor:
+        order = self._full_order(epoch)
+        rank, world = self.shard
+        if world == 1:
+            return order
+        if self.shuffle:  # training: the same number of batches on every rank, or the others wait forever
+            order = torch.cat([order, order[: (-len(order)) % world]])
+        return order[rank::world]  # the same permutation everywhere (same seed), a different slice each
+
+    def _full_order(self, epoch: int) -> torch.Tensor:
         if not self.shuffle:
             return torch.arange(len(self.indices))
         generator = torch.Generator().manual_seed(batch_seed(self.seed, epoch, -1))

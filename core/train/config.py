@@ -28,7 +28,8 @@ The default recipe (a config with only ``dataset`` set) and why it is the defaul
 * ``augment="auto"``: random shifts of up to 1/8 of the side (pad + crop), plus left-right flips only for
   colour images. Grey-scale data is mostly scans of digits, letters and documents (or X-rays), where a
   mirror image is another class or no class at all; photos of things keep their meaning when mirrored.
-* ``normalize="auto"``: the training set's own mean/std from scratch, ImageNet's with pretrained weights.
+* ``normalize="auto"``: the training set's own mean/std from scratch and for a child run (``from_run``),
+  ImageNet's with pretrained weights.
 * ``weights="none"``: the studio works offline; ImageNet weights are one option away (``weights="imagenet"``).
 
 Checkpoints (``last.pt`` every epoch and on cancel, ``best.pt`` by ``best_metric``) hold everything to
@@ -71,10 +72,55 @@ class ResumeError(CoreError):
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
-    """A dataclass field whose ``metadata["help"]`` is the one line the page shows next to the widget."""
+    """A dataclass field whose ``metadata["help"]`` is the one line the page shows next to the widget (and
+    ``metadata["label"]`` its name in words, from ``LABELS``)."""
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata={"help": help, **kw})
     return field(default=default, metadata={"help": help, **kw})
+
+
+def label_of(name: str) -> str:
+    """The option's name in words ("Learning rate" for ``lr``)."""
+    return LABELS.get(name, name.replace("_", " ").capitalize())
+
+
+# What each option is called on the page (the field names are the command line's and the JSON's).
+LABELS = {
+    "dataset": "Dataset",
+    "arch": "Network",
+    "weights": "Starting weights",
+    "from_run": "Start from run",
+    "freeze": "Frozen layers",
+    "backbone_lr_factor": "Backbone learning-rate factor",
+    "image_size": "Input size (px)",
+    "epochs": "Epochs",
+    "batch_size": "Images per step",
+    "optimizer": "Optimizer",
+    "lr": "Learning rate",
+    "momentum": "Momentum",
+    "nesterov": "Nesterov momentum",
+    "weight_decay": "Weight decay",
+    "schedule": "Learning-rate schedule",
+    "plateau_patience": "Plateau patience (epochs)",
+    "milestones": "Step schedule: epochs",
+    "gamma": "Step schedule: factor",
+    "warmup_epochs": "Warm-up epochs",
+    "label_smoothing": "Label smoothing",
+    "augment": "Augmentation",
+    "normalize": "Input scaling",
+    "oversample": "Oversample rare classes",
+    "rare_threshold": "Rare below (images)",
+    "early_stop_patience": "Stop after epochs without gain",
+    "best_metric": "Best checkpoint by",
+    "val_fraction": "Validation share",
+    "test_fraction": "Test share",
+    "seed": "Random seed",
+    "threads": "CPU threads",
+    "ranks": "Processes (distributed)",
+    "device": "Device",
+    "amp": "Mixed precision",
+    "log_every": "Report every (steps)",
+}
 
 
 @dataclass
@@ -84,6 +130,11 @@ class TrainConfig:
     dataset: str = _f("", "The data: a folder, a .csv of labels, a .zip, or sample:digits.")
     arch: str = _f("auto", "Network. auto: LeNet for images up to 64 px (from scratch), ResNet-18 otherwise.")
     weights: str = _f("none", "Starting weights: none (random), imagenet (pretrained), or a .pth file path.")
+    from_run: int = _f(
+        0,
+        "Start from another run's best checkpoint (its run number; 0 = no): its network and weights, the head "
+        "replaced when the classes differ (core.train.transfer).",
+    )
     freeze: str = _f("none", "Layers kept fixed: none, backbone (train only the head), all-but-last.")
     backbone_lr_factor: float = _f(1.0, "Backbone learning rate = lr x this; 0.1 is usual when fine-tuning.")
     image_size: int = _f(0, "Square input side in px; 0 picks it from the images' median size and the network.")
@@ -119,6 +170,11 @@ class TrainConfig:
     test_fraction: float = _f(0.15, "Share of each class for the test, when the data has no test folder.")
     seed: int = _f(0, "Seed of the split, the initial weights, shuffling and augmentation.")
     threads: int = _f(0, "CPU threads for this process; 0 leaves the setting to the app (one run: all cores).")
+    ranks: int = _f(
+        1,
+        "Training processes on this machine (torch.distributed ranks); 1 trains in one process. "
+        "Each takes an equal share of every batch; threads per process = cores / processes.",
+    )
     device: str = _f("auto", "auto (GPU when there is one), cpu or cuda.")
     amp: str = _f("auto", "Mixed precision: auto (on for GPUs), off, fp16, bf16 (bf16 is ~40x slower on CPUs).")
     log_every: int = _f(20, "Steps between progress reports (each report waits for the device once).")
@@ -142,6 +198,8 @@ class TrainConfig:
         _at_least("rare_threshold", self.rare_threshold, 1)
         _at_least("early_stop_patience", self.early_stop_patience, 0)
         _at_least("threads", self.threads, 0)
+        _at_least("from_run", self.from_run, 0)
+        _at_least("ranks", self.ranks, 1)
         _at_least("log_every", self.log_every, 1)
         _between("momentum", self.momentum, 0, 1)
         _between("label_smoothing", self.label_smoothing, 0, 1)
@@ -205,7 +263,8 @@ def resolve_config(config: TrainConfig, typical_side: int, grayscale: bool) -> T
     """Replace every ``auto``/0 choice that depends on the data by its value (see the module docstring)."""
     from core.train.archs import choose_image_size
 
-    pretrained = config.weights != "none"
+    pretrained = config.weights != "none" or config.from_run > 0  # trained weights of any origin: a smaller lr
+    imagenet_like = pretrained and not config.from_run  # a parent run learned on its own data's statistics
     arch = config.arch
     if arch == "auto":
         arch = "lenet" if typical_side <= LENET_UP_TO and not pretrained else "resnet18"
@@ -217,7 +276,7 @@ def resolve_config(config: TrainConfig, typical_side: int, grayscale: bool) -> T
         epochs=config.epochs if until_converged else epochs,  # open-ended keeps 0 = auto (the cap, AUTO_MAX_EPOCHS)
         image_size=config.image_size or choose_image_size(arch, max(1, typical_side)),
         augment=config.augment if config.augment != "auto" else ("crop" if grayscale else "crop-flip"),
-        normalize=config.normalize if config.normalize != "auto" else ("imagenet" if pretrained else "dataset"),
+        normalize=config.normalize if config.normalize != "auto" else ("imagenet" if imagenet_like else "dataset"),
         lr=config.lr or DEFAULT_LR[config.optimizer] * (0.1 if pretrained else 1.0),
     )
 

@@ -12,11 +12,11 @@ import torch
 from torch import nn
 
 from core.train.checkpoints import device_for
-from core.train.config import TrainConfig, resolve_config
+from core.train.config import TrainConfig
 from core.train.fit import _memory_format
 from core.train.optim import Precision, build_optimizer, choose_precision
-from core.train.prepare import PreparedData, _image_facts
-from core.train.splits import SPLITS
+from core.train.plan import plan_run
+from core.train.prepare import PreparedData
 
 
 def estimate_epoch_seconds(config: TrainConfig, data: PreparedData | pd.DataFrame, *, steps: int = 3) -> float:
@@ -52,13 +52,8 @@ def epoch_seconds(per_step: float, n_train: int, n_val: int, batch: int) -> floa
 def _estimate_inputs(config: TrainConfig, data: PreparedData | pd.DataFrame) -> tuple[TrainConfig, int, int]:
     if isinstance(data, PreparedData):
         return data.config, len(data.indices["train"]), len(data.indices["val"])
-    frame = data.assign(split=data["split"].replace("", "unsplit"))
-    side, gray = _image_facts(frame, frame)
-    resolved = resolve_config(config.validate(), side, gray)
-    if frame["split"].isin(SPLITS).any():
-        return resolved, int((frame["split"] == "train").sum()), int((frame["split"] == "val").sum())
-    n = len(frame)
-    return resolved, round(n * (1 - config.val_fraction - config.test_fraction)), round(n * config.val_fraction)
+    plan = plan_run(config, data)
+    return plan.config, plan.splits["train"], plan.splits["val"]
 
 
 def _n_classes(data: PreparedData | pd.DataFrame) -> int:

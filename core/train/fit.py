@@ -26,6 +26,7 @@ from core.common.cpu import set_torch_threads
 from core.train.batches import Batches, weighted_sampler
 from core.train.checkpoints import build_checkpoint, device_for, load_checkpoint, restore_rng, save_checkpoint
 from core.train.config import AUTO_MAX_EPOCHS, ConfigError, ResumeError, TrainConfig, resolve_config
+from core.train.distributed import DistContext, all_reduce_sum, broadcast_object, wrap
 from core.train.loop import StepLog, Tally, evaluate, train_one_epoch
 from core.train.optim import build_optimizer, choose_precision
 from core.train.prepare import PreparedData
@@ -86,6 +87,7 @@ def fit(
     cancel: threading.Event | None = None,
     checkpoint_dir: Path,
     resume_from: Path | None = None,
+    dist: DistContext | None = None,
 ) -> FitResult:
     """Train on ``data`` as ``config`` says, writing ``last.pt``/``best.pt`` into ``checkpoint_dir``.
 
@@ -98,16 +100,20 @@ def fit(
             goes on from there, mid-epoch included) and returns status ``cancelled``.
         checkpoint_dir: where the checkpoints go (created).
         resume_from: a ``last.pt`` to continue from.
+        dist: this process's place under torch.distributed (``core.train.distributed``): it trains its shard of
+            every epoch; only rank 0 reads ``resume_from``, writes checkpoints and calls ``callbacks``.
 
     Raises:
         ResumeError: the checkpoint does not fit ``data`` (classes or image size differ).
     """
     started = time.perf_counter()
-    checkpoint = _load(resume_from) if resume_from is not None else None
+    checkpoint = _load(resume_from) if resume_from is not None and (dist is None or dist.main) else None
+    if dist is not None:  # rank 0 read it; the others may be on machines without the file
+        checkpoint = broadcast_object(checkpoint, dist)
     config = _config_for(config, data, checkpoint)
     if config.threads:
         set_torch_threads(config.threads)
-    run = _Run(config, data, Path(checkpoint_dir), checkpoint)
+    run = _Run(config, data, Path(checkpoint_dir), checkpoint, dist)
     callbacks = callbacks or TrainCallbacks()
     _call(callbacks.on_start, run.info())
     status = run.train(callbacks, cancel)
@@ -143,13 +149,17 @@ def _config_for(config: TrainConfig, data: PreparedData, checkpoint: dict[str, A
 class _Run:
     """One run's moving parts and counters; ``fit`` drives it epoch by epoch."""
 
-    def __init__(self, config: TrainConfig, data: PreparedData, folder: Path, checkpoint: dict | None) -> None:
+    def __init__(
+        self, config: TrainConfig, data: PreparedData, folder: Path, checkpoint: dict | None, dist: DistContext | None
+    ) -> None:
         from core.train.archs import IMAGENET_MEAN, IMAGENET_STD
         from core.train.models import build_model
 
-        self.config, self.data, self.folder = config, data, folder
+        self.config, self.data, self.folder, self.dist = config, data, folder, dist
         folder.mkdir(parents=True, exist_ok=True)
         self.device = device_for(config.device)
+        if dist is not None and self.device.type == "cuda":
+            self.device = torch.device("cuda", dist.local_rank)
         self.precision = choose_precision(config.amp, self.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels once
@@ -177,6 +187,9 @@ class _Run:
         self.tally, self.partial_seconds = Tally.zero(self.device), 0.0
         if checkpoint is not None:
             self._restore(checkpoint)
+        self.net = self.model  # the network itself: evaluated, tested and saved (the wrapper only trains)
+        if dist is not None:
+            self.model = wrap(self.model, dist, self.device)
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -185,11 +198,14 @@ class _Run:
         common = {"mean": self.mean, "std": self.std, "device": self.device, "seed": c.seed}
         train_labels = d.labels[torch.as_tensor(d.indices["train"], dtype=torch.long)]
         sampler = weighted_sampler(train_labels, c.rare_threshold) if c.oversample else None
-        train = Batches(d.tensors.images, d.labels, d.indices["train"], batch_size=c.batch_size, augment=c.augment,
-                          shuffle=True, sampler=sampler, **common)  # fmt: skip
+        shard = (self.dist.rank, self.dist.world) if self.dist is not None else (0, 1)
+        # batch_size is the global batch: each rank takes its share, so 1 and N ranks take the same steps.
+        per_rank = max(2, c.batch_size // shard[1])
+        train = Batches(d.tensors.images, d.labels, d.indices["train"], batch_size=per_rank, augment=c.augment,
+                        shuffle=True, sampler=sampler, shard=shard, **common)  # fmt: skip
         # Evaluation keeps no activations for backward: twice the batch fits and runs faster per image.
-        val, test = (Batches(d.tensors.images, d.labels, d.indices[s], batch_size=2 * c.batch_size, **common)
-                     for s in ("val", "test"))  # fmt: skip
+        val = Batches(d.tensors.images, d.labels, d.indices["val"], batch_size=2 * per_rank, shard=shard, **common)
+        test = Batches(d.tensors.images, d.labels, d.indices["test"], batch_size=2 * c.batch_size, **common)
         return train, val, test
 
     def _planned_epochs(self) -> int:
@@ -206,7 +222,7 @@ class _Run:
                 "start_epoch": self.epoch, "start_step": self.step, "n_train": self.train_batches.n_samples,
                 "n_val": len(self.val_batches.indices), "n_test": len(self.test_batches.indices),
                 "classes": self.data.classes, "image_size": self.data.image_size, "arch": self.config.arch,
-                "device": str(self.device), "parameters": count_parameters(self.model)[0]}  # fmt: skip
+                "device": str(self.device), "parameters": count_parameters(self.net)[0]}  # fmt: skip
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -222,7 +238,7 @@ class _Run:
             if self.batch < len(self.train_batches):  # cancelled mid-epoch
                 return self._cancelled(callbacks)
             began = time.perf_counter()
-            val = evaluate(self.model, self.val_batches, precision=self.precision, cancel=cancel)
+            val = evaluate(self.net, self.val_batches, precision=self.precision, cancel=cancel, reduce=self._reduce)
             self.partial_seconds += time.perf_counter() - began
             if val.get("cancelled"):
                 return self._cancelled(callbacks)
@@ -242,7 +258,13 @@ class _Run:
         self.batch += step - self.step
         self.step = step
 
+    @property
+    def _reduce(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        return all_reduce_sum if self.dist is not None else None
+
     def _end_epoch(self, val: dict[str, Any], callbacks: TrainCallbacks) -> None:
+        if self.dist is not None:  # every rank's share of the epoch, so all ranks decide alike (early stop, cycles)
+            self.tally.load_sums(all_reduce_sum(self.tally.sums()))
         train_loss, train_acc = self.tally.read()
         seconds = self.partial_seconds
         metrics = {"train_loss": train_loss, "train_acc": train_acc, "val_loss": val["loss"], "val_acc": val["accuracy"],
@@ -254,9 +276,11 @@ class _Run:
         improved = self._update_best(metrics)
         if self.adaptive is not None:
             self.stopped_early = self.adaptive.end_epoch(self.epoch, metrics) or self.stopped_early
-        self._save("last", callbacks)
+        # best.pt first: a kill between the two writes leaves last.pt an epoch behind (resume redoes that epoch and
+        # writes best.pt again), never last.pt naming a best epoch that best.pt does not hold.
         if improved:
             self._save("best", callbacks)
+        self._save("last", callbacks)
         # planned_epochs: how long the run is now known to be (it grows when the cycles schedule adds a cycle).
         _call(callbacks.on_epoch, self.epoch, {**metrics, "planned_epochs": self._planned_epochs()})
 
@@ -287,13 +311,15 @@ class _Run:
         partial = {"batch": self.batch, "seconds": self.partial_seconds, **self.tally.state()}
         metrics = {"history": self.history, "best_value": self.best_value, "best_key": self.best_key, "best_epoch": self.best_epoch,
                    "bad_epochs": self.bad_epochs, "stopped_early": self.stopped_early, "partial": partial}  # fmt: skip
-        return build_checkpoint(self.model, arch=self.config.arch, classes=self.data.classes,
+        return build_checkpoint(self.net, arch=self.config.arch, classes=self.data.classes,
                                 image_size=self.data.image_size, mean=self.mean, std=self.std,
                                 freeze=self.config.freeze, epoch=self.epoch, step=self.step, optimizer=self.optimizer,
                                 scheduler=self.scheduler, scaler=self.precision.scaler, metrics=metrics,
                                 config=self.config.to_dict())  # fmt: skip
 
     def _save(self, kind: str, callbacks: TrainCallbacks) -> None:
+        if self.dist is not None and not self.dist.main:
+            return  # rank 0 writes; the others hold the same weights
         path = self.folder / f"{kind}.pt"
         save_checkpoint(path, self._state())
         _call(callbacks.on_checkpoint, path, kind)
@@ -316,12 +342,12 @@ class _Run:
 
     def test(self) -> tuple[dict[str, float], dict[str, Any] | None]:
         """Test metrics of the best checkpoint (and its per-image predictions); empty without a test split."""
-        if not len(self.test_batches.indices):
-            return {}, None
+        if not len(self.test_batches.indices) or (self.dist is not None and not self.dist.main):
+            return {}, None  # under torch.distributed rank 0 tests alone, once, on every test image
         best = self.folder / "best.pt"
         if best.is_file():
-            self.model.load_state_dict(_load(best)["model"])
-        out = evaluate(self.model, self.test_batches, precision=self.precision, keep_predictions=True)
+            self.net.load_state_dict(_load(best)["model"])
+        out = evaluate(self.net, self.test_batches, precision=self.precision, keep_predictions=True)
         paths = [self.data.tensors.paths[i] for i in self.data.indices["test"]]
         predictions = {"paths": paths, "targets": out.pop("targets"), "predicted": out.pop("predicted"),
                        "probs": out.pop("probs"), "classes": list(self.data.classes)}  # fmt: skip

@@ -46,6 +46,16 @@ class Tally:
             return math.nan, math.nan
         return self.loss_sum.item() / self.seen, self.correct.item() / self.seen
 
+    def sums(self) -> torch.Tensor:
+        """(loss sum, correct, seen) as one float64 tensor on the device: what ranks add up."""
+        return torch.stack([self.loss_sum.double(), self.correct.double(),
+                            torch.tensor(float(self.seen), dtype=torch.float64, device=self.loss_sum.device)])  # fmt: skip
+
+    def load_sums(self, sums: torch.Tensor) -> None:
+        self.loss_sum.fill_(float(sums[0]))
+        self.correct.fill_(int(sums[1]))
+        self.seen = int(sums[2])
+
     def state(self) -> dict[str, float]:
         return {"loss_sum": float(self.loss_sum), "correct": int(self.correct), "seen": self.seen}
 
@@ -127,8 +137,12 @@ def evaluate(
     precision: Precision | None = None,
     keep_predictions: bool = False,
     cancel: threading.Event | None = None,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Loss (plain cross-entropy), accuracy and top-5 accuracy of ``model`` on ``batches``, in eval mode.
+
+    ``reduce`` combines the sums (loss, correct, top-5, images) of every process under torch.distributed, each of
+    which evaluated its shard (``core.train.distributed.all_reduce_sum``).
 
     With ``keep_predictions`` the result also holds ``targets``, ``predicted`` (class indices) and ``probs``
     (``N x classes`` softmax) as numpy arrays, in the batches' order, for confusion matrices and the like.
@@ -136,11 +150,10 @@ def evaluate(
     """
     was_training = model.training
     model.eval()
-    loss_sum, correct, top5, n = 0.0, 0, 0, 0
     outputs: list[torch.Tensor] = []
     targets: list[torch.Tensor] = []
     with torch.inference_mode():
-        sums = torch.zeros(3, dtype=torch.float64, device=batches.device)
+        sums = torch.zeros(4, dtype=torch.float64, device=batches.device)
         for x, y in batches:
             if cancel is not None and cancel.is_set():
                 model.train(was_training)
@@ -150,12 +163,14 @@ def evaluate(
             k = min(5, logits.shape[1])
             hits = logits.topk(k, dim=1).indices == y[:, None]
             sums += torch.stack([nn.functional.cross_entropy(logits, y, reduction="sum"),
-                                 hits[:, 0].sum(), hits.any(1).sum()]).double()  # fmt: skip
-            n += len(y)
+                                 hits[:, 0].sum(), hits.any(1).sum(), torch.tensor(len(y), device=y.device)]).double()  # fmt: skip
             if keep_predictions:
                 outputs.append(logits.softmax(1).cpu())
                 targets.append(y.cpu())
-        loss_sum, correct, top5 = sums.tolist()
+        if reduce is not None:
+            sums = reduce(sums)
+        loss_sum, correct, top5, n_float = sums.tolist()
+        n = int(n_float)
     model.train(was_training)
     result: dict[str, Any] = {
         "loss": _ratio(loss_sum, n),

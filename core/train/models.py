@@ -152,6 +152,9 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 # --- explanation -------------------------------------------------------------------------------------------
 
 
-def cam_layer(model: nn.Module, arch: str) -> nn.Module:
-    """The Grad-CAM target layer of ``model``: the last module whose output is still a 4-D feature map."""
-    return resolve_module(unwrap(model), arch_info(arch).cam_layer)
+def cam_layer(model: nn.Module, arch: str, image_size: int | None = None) -> nn.Module:
+    """The Grad-CAM target layer of ``model`` for ``image_size`` px inputs (:func:`core.train.archs.cam_layer_for`):
+    the deepest feature map with enough cells to localise; without a size, the last 4-D feature map."""
+    from core.train.archs import cam_layer_for
+
+    return resolve_module(unwrap(model), cam_layer_for(arch, image_size)[0])

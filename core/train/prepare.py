@@ -18,6 +18,7 @@ from core.common.errors import DatasetError
 from core.common.workspace import Workspace
 from core.datasets.sources import DatasetRef
 from core.train.config import TrainConfig, resolve_config
+from core.train.plan import image_facts
 from core.train.splits import class_names, make_splits, split_indices
 from core.train.tensors import Progress, TensorSet, channel_stats, load_tensors
 
@@ -50,9 +51,6 @@ class PreparedData:
         return {s: len(i) for s, i in self.indices.items()}
 
 
-GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
-
-
 def prepare(
     config: TrainConfig,
     ws: Workspace,
@@ -73,29 +71,21 @@ def prepare(
     Raises:
         DatasetError: the dataset cannot be read, has fewer than two classes or no training image.
     """
-    from core.datasets.scan import scan_dataset
+    from core.datasets.scan import require_labels, scan_dataset
     from core.datasets.sources import resolve_dataset
 
     started = time.perf_counter()
     config.validate()
     ref = resolve_dataset(config.dataset, ws)
     scan = scan_dataset(ref, ws.cache, workers=workers)
+    require_labels(scan)  # a flat folder of photos has no classes: say so before the split finds "one class"
     if splits is None:
         splits = make_splits(scan.manifest, config.val_fraction, config.test_fraction, config.seed)
-    side, gray = _image_facts(scan.manifest, splits)
+    side, gray = image_facts(scan.manifest, splits)
     resolved = resolve_config(config, side, gray)
     tensors = load_tensors(ref.root, list(splits["path"]), resolved.image_size, progress=progress,
                              workers=workers, cache_dir=ws.cache)  # fmt: skip
     return _assemble_prepared(resolved, ref, splits, tensors, scan.unreadable, side, gray, started)
-
-
-def _image_facts(manifest: pd.DataFrame, splits: pd.DataFrame) -> tuple[int, bool]:
-    """(median shorter side, mostly single-channel) of the images in the split."""
-    rows = manifest[manifest["path"].isin(set(splits["path"]))]
-    if rows.empty:
-        raise DatasetError("none of the split's images is in the dataset any more")
-    side = int(np.median(np.minimum(rows["width"], rows["height"])))
-    return side, bool(rows["mode"].isin(GRAY_MODES).mean() > 0.5)
 
 
 def _assemble_prepared(

@@ -6,30 +6,39 @@ the job registry (``core.train.jobs``), ``run_training`` is the job's work (scan
 
 What a run leaves in the workspace: ``checkpoints/run-<id>/`` with ``last.pt`` and ``best.pt`` (state
 dicts, written atomically) and ``splits.csv`` (the train/val/test split, made once: a resumed run trains on
-exactly the same images). Metrics go to the run store under the keys below: per step ``STEP_KEYS`` (step =
-global step) and per epoch ``EPOCH_KEYS`` (step = epoch number, from 1), plus ``test_*`` at the end.
+exactly the same images), and at the end ``test_predictions.parquet`` (every test image's top-5 by best.pt,
+``core.train.predictions``: what the Evaluate page reads). Metrics go to the run store under the keys below: per
+step ``STEP_KEYS`` (step = global step) and per epoch ``EPOCH_KEYS`` (step = epoch number, from 1), plus
+``test_*`` at the end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from core.common.atomic import write_atomic
-from core.common.errors import RunStoreError
+from core.common.atomic import PARTIAL_SUFFIX, write_atomic
+from core.common.errors import CoreError, RunStoreError
 from core.common.workspace import Workspace
 from core.store.runs import RunStore
 from core.train.config import TrainConfig
 from core.train.jobs import JobContext, JobRegistry
 
+if TYPE_CHECKING:  # torch is imported only by the runs that use it
+    from core.train.distributed import DistContext
+    from core.train.launch import Nodes
+
 STEP_KEYS = ("train_loss", "train_acc", "lr", "images_per_s")
 EPOCH_KEYS = ("epoch_train_loss", "epoch_train_acc", "val_loss", "val_acc", "epoch_s")
 RESUMABLE = ("crashed", "cancelled", "failed")
+SPLIT_NAMES = ("train", "val", "test")
 
 
 SPLITS_FILE = "splits.csv"
@@ -44,21 +53,40 @@ def checkpoint_path(ws: Workspace, run_id: int, kind: str = "best") -> Path:
     return run_dir(ws, run_id) / f"{kind}.pt"
 
 
-def create_training_run(store: RunStore, config: TrainConfig) -> int:
-    """Record a queued training run for ``config`` (a validated ``TrainConfig``)."""
+def create_training_run(store: RunStore, config: TrainConfig, *, group: str | None = None,
+                        parent_id: int | None = None) -> int:  # fmt: skip
+    """Record a queued training run for ``config`` (a validated ``TrainConfig``), optionally in a group (a sweep)."""
     arch = None if config.arch == "auto" else config.arch  # "auto" is resolved (and recorded) once the data is seen
-    return store.create_run(dataset=config.dataset, kind="train", arch=arch, config=config.to_dict())
+    return store.create_run(dataset=config.dataset, kind="train", arch=arch, config=config.to_dict(), group=group,
+                            parent_id=parent_id)  # fmt: skip
 
 
-def submit_training(registry: JobRegistry, ws: Workspace, config: TrainConfig) -> int:
-    """Queue a new run of ``config`` on the registry's threads; returns its run id at once."""
+def submit_training(registry: JobRegistry, ws: Workspace, config: TrainConfig, *, nodes: Nodes | None = None,
+                    extra: dict | None = None, group: str | None = None, parent_id: int | None = None) -> int:  # fmt: skip
+    """Queue a new run of ``config`` on the registry's threads; returns its run id at once.
+
+    ``nodes``: several machines (node 0's side); ``extra``, ``group``, ``parent_id``: a sweep's point.
+    """
+    if config.from_run:  # a child run: its parent's network, checked before it queues (core.train.transfer)
+        from core.train.transfer import child_config
+
+        parent = registry.store.get_run(config.from_run)
+        config = child_config(config, parent, checkpoint_path(ws, parent.run_id))
     config.validate()
-    run_id = create_training_run(registry.store, config)
-    registry.submit(run_id, lambda ctx: run_training(ctx, ws, config, resume=False))
+    run_id = create_training_run(registry.store, config, group=group, parent_id=parent_id or config.from_run or None)
+    registry.submit(run_id, lambda ctx: _work(ctx, ws, config, resume=False, nodes=nodes, extra=extra))
     return run_id
 
 
-def resume_training(registry: JobRegistry, ws: Workspace, run_id: int) -> None:
+def _work(ctx: JobContext, ws: Workspace, config: TrainConfig, *, resume: bool, nodes: Nodes | None = None,
+          extra: dict | None = None) -> str:  # fmt: skip
+    """The job of a run: in this thread, or on torch.distributed ranks when the config asks for several."""
+    if config.ranks > 1 or (nodes is not None and nodes.count > 1) or extra:
+        return run_distributed(ctx, ws, config, resume=resume, nodes=nodes, extra=extra)
+    return run_training(ctx, ws, config, resume=resume)
+
+
+def resume_training(registry: JobRegistry, ws: Workspace, run_id: int, *, nodes: Nodes | None = None) -> None:
     """Queue a stopped run (crashed, cancelled, failed) to continue from its last checkpoint, same run id.
 
     Raises:
@@ -72,7 +100,7 @@ def resume_training(registry: JobRegistry, ws: Workspace, run_id: int) -> None:
         raise RunStoreError(f"run {run_id} has no checkpoint to resume from (it stopped before its first epoch)")
     config = TrainConfig.from_dict(run.config)
     registry.store.set_status(run_id, "queued")
-    registry.submit(run_id, lambda ctx: run_training(ctx, ws, config, resume=True))
+    registry.submit(run_id, lambda ctx: _work(ctx, ws, config, resume=True, nodes=nodes))
 
 
 def delete_run(store: RunStore, ws: Workspace, run_id: int) -> None:
@@ -87,32 +115,90 @@ def delete_run(store: RunStore, ws: Workspace, run_id: int) -> None:
 # The job's work
 
 
-def run_training(ctx: JobContext, ws: Workspace, config: TrainConfig, *, resume: bool) -> str:
-    """Scan, split (or reload the run's split), decode once, train; returns ``completed`` or ``cancelled``."""
+def run_training(
+    ctx: JobContext, ws: Workspace, config: TrainConfig, *, resume: bool, dist: DistContext | None = None
+) -> str:
+    """Scan, split (or reload the run's split), decode once, train; returns ``completed`` or ``cancelled``.
+
+    Under torch.distributed this is rank 0's part (``core.train.ddp_worker``): it sends its split to the others.
+    """
     from core.train.fit import TrainCallbacks, fit
     from core.train.prepare import prepare
 
     folder = run_dir(ws, ctx.run_id)
     folder.mkdir(parents=True, exist_ok=True)
+    _remove_partials(folder)
     ctx.report(phase="preparing", message="reading the images")
     splits = _load_splits(folder) if resume else None
     prepared = prepare(config, ws, progress=_prepare_progress(ctx), splits=splits)
+    if dist is not None:  # the other ranks train on exactly this split
+        from core.train.distributed import broadcast_object
+
+        broadcast_object(prepared.splits, dist)
     if splits is None:
         _save_splits(folder, prepared.splits)
         ctx.store.add_artifact(ctx.run_id, "splits", folder / SPLITS_FILE)
+        # What every automatic choice became: the Compare page's columns.
+        ctx.store.log_params(ctx.run_id, {"settings": prepared.config.to_dict()})
+    if config.from_run and not resume:  # a child run: the parent's weights, ready for the child's classes
+        from core.train.transfer import starting_weights
+
+        start = starting_weights(checkpoint_path(ws, config.from_run), prepared, folder)
+        config = replace(config, weights=str(start))
     logger = _MetricLogger(ctx, config)
     callbacks = TrainCallbacks(on_start=logger.on_start, on_step=logger.on_step, on_epoch=logger.on_epoch,
                                on_checkpoint=logger.on_checkpoint)  # fmt: skip
     last = checkpoint_path(ws, ctx.run_id, "last")
-    result = fit(config, prepared, callbacks=callbacks, cancel=ctx.cancel, checkpoint_dir=folder,
-                 resume_from=last if resume and last.is_file() else None)  # fmt: skip
+    result = fit(config, prepared, callbacks=callbacks, cancel=ctx.cancel if dist is None else None,
+                 checkpoint_dir=folder, resume_from=last if resume and last.is_file() else None, dist=dist)  # fmt: skip
     # The epochs before an interruption too: a process killed between writing last.pt and logging that
     # epoch's metrics would otherwise leave a hole in the curves (re-logging a (key, step) replaces it).
     for row in result.epochs:
         logger.on_epoch(int(row["epoch"]), row)
     if result.test:
         ctx.store.log_metrics(ctx.run_id, [(f"test_{k}", 0, float(v)) for k, v in result.test.items() if _number(v)])
+    if result.test_predictions is not None:
+        _keep_predictions(ctx.store, ctx.run_id, folder, result.test_predictions, result.test.get("epoch"))
     return result.status
+
+
+def run_distributed(ctx: JobContext, ws: Workspace, config: TrainConfig, *, resume: bool, nodes: Nodes | None = None,
+                    extra: dict | None = None) -> str:  # fmt: skip
+    """The job of a distributed run: ``torchrun`` with ``config.ranks`` ranks on this machine (node 0 of
+    ``nodes``), waited for; the status is the one rank 0 stored (``core.train.launch``)."""
+    from core.train.launch import STATUS_PARAM, run_torchrun, stored_status, threads_per_rank, torchrun_argv
+
+    world = config.ranks * (nodes.count if nodes else 1)
+    ctx.store.log_params(ctx.run_id, {STATUS_PARAM: "", "ranks": world, "resumed": resume})
+    ctx.store.describe(ctx.run_id, threads=threads_per_rank(config), processes=world)
+    ctx.report(phase="preparing", message=f"starting {config.ranks} training processes")
+    argv = torchrun_argv(ws, config, ctx.run_id, resume=resume, nodes=nodes, extra=extra)
+    code = run_torchrun(argv, threads_per_rank(config), ctx.cancel)
+    status = stored_status(ctx.store, ctx.run_id)
+    if status:
+        return status
+    if ctx.cancel.is_set():
+        return "cancelled"
+    raise CoreError(f"a training process stopped (exit code {code}) before the run finished; resume the run to "
+                    "continue from its last checkpoint")  # fmt: skip
+
+
+def _remove_partials(folder: Path) -> None:
+    """Delete writes a killed process left half done (``.last.pt.<random>.partial``, tens of MB each): nothing
+    reads them, and only this run's own job writes into its folder, so none of them is still being written."""
+    for leftover in folder.glob(f".*{PARTIAL_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
+
+
+def _keep_predictions(store: RunStore, run_id: int, folder: Path, found: dict, epoch: object) -> None:
+    """The test images' predictions beside the checkpoints: the Evaluate page and command read them from there."""
+    from core.train.predictions import from_probabilities, predictions_file, write_predictions
+
+    stored = from_probabilities(found["paths"], found["targets"], found["probs"], found["classes"], "test",
+                                epoch=epoch, made="at the end of training")  # fmt: skip
+    path = write_predictions(predictions_file(folder, "test"), stored)
+    store.add_artifact(run_id, "test_predictions", path)
 
 
 def _number(value: object) -> bool:
@@ -126,8 +212,23 @@ def _prepare_progress(ctx: JobContext):
     return progress
 
 
+def split_sizes(store: RunStore, ws: Workspace | None, run_id: int) -> dict[str, int]:
+    """Images per split of a run: as it recorded them when it started, else (a run from before they were
+    recorded) counted from its ``splits.csv``; empty when neither exists yet."""
+    params = store.params(run_id)
+    if all(f"n_{s}" in params for s in SPLIT_NAMES):
+        return {s: int(params[f"n_{s}"]) for s in SPLIT_NAMES}
+    frame = _load_splits(run_dir(ws, run_id)) if ws is not None else None
+    return {s: int((frame["split"] == s).sum()) for s in SPLIT_NAMES} if frame is not None else {}
+
+
 def _save_splits(folder: Path, splits: pd.DataFrame) -> None:
     write_atomic(folder / SPLITS_FILE, splits.to_csv(index=False))
+
+
+def run_splits(ws: Workspace, run_id: int) -> pd.DataFrame | None:
+    """The run's stored ``path, label, split`` rows (``splits.csv``), or None when it has none."""
+    return _load_splits(run_dir(ws, run_id))
 
 
 def _load_splits(folder: Path) -> pd.DataFrame | None:
@@ -150,6 +251,8 @@ class _MetricLogger:
         name = f"{info['arch']}-{run.run_id}" if info.get("arch") and run.name == f"train-{run.run_id}" else None
         self.ctx.store.describe(self.ctx.run_id, arch=info.get("arch"), device=str(info.get("device")),
                                 threads=self.config.threads or self.ctx.budget(), name=name)  # fmt: skip
+        # How many images each split holds: every score is shown beside the number it was measured on.
+        self.ctx.store.log_params(self.ctx.run_id, {f"n_{s}": int(info.get(f"n_{s}") or 0) for s in SPLIT_NAMES})
         self.steps_per_epoch = int(info.get("steps_per_epoch") or 0)
         self.ctx.report(phase="training", epochs=info.get("epochs"), total_steps=info.get("total_steps"),
                         until_converged=bool(info.get("until_converged")), max_epochs=info.get("max_epochs"),
@@ -197,6 +300,7 @@ def train_and_wait(
     config: Any | None,
     *,
     resume_run: int | None = None,
+    nodes: Nodes | None = None,
     on_wait: Callable[[int], None] | None = None,
 ) -> int:
     """Run a training to its end in this process (a registry thread, waited for); returns the run id.
@@ -206,10 +310,10 @@ def train_and_wait(
     """
     registry = JobRegistry(store)
     if resume_run is not None:
-        resume_training(registry, ws, resume_run)
+        resume_training(registry, ws, resume_run, nodes=nodes)
         run_id = resume_run
     else:
-        run_id = submit_training(registry, ws, config)
+        run_id = submit_training(registry, ws, config, nodes=nodes)
     try:
         while not _waited(registry, run_id, 1.0):
             if on_wait is not None:
@@ -243,6 +347,7 @@ def result_json(store: RunStore, run_id: int, ws: Workspace | None = None) -> di
         "wall_s": run.wall_s,
         "error": run.error,
         "arch": run.arch,
+        "parent_id": run.parent_id,
         "checkpoint": str(best) if best is not None and best.is_file() else None,
     }
 

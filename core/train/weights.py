@@ -206,8 +206,9 @@ def unwrapped_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.T
 
 
 def load_compatible(model: nn.Module, info: ArchInfo, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Copy ``state`` into ``model``: every non-head tensor must be there with its shape; a head of another
-    size is skipped (it stays freshly initialised); 3-channel first filters are averaged for other inputs."""
+    """Copy ``state`` into ``model``: every non-head tensor must be there with its shape; a head that is absent
+    or of another size is skipped (it stays freshly initialised); 3-channel first filters are averaged for other
+    inputs."""
     target = model.state_dict()
     head_prefix = module_name(model, resolve_module(model, info.head)) + "."
     first_conv_key = module_name(model, resolve_module(model, info.first_conv)) + ".weight"
@@ -224,7 +225,9 @@ def load_compatible(model: nn.Module, info: ArchInfo, state: Mapping[str, torch.
         else:
             merged[key] = tensor
     # num_batches_tracked is absent from older torchvision files; BatchNorm does not need it.
-    problems += [f"missing {k}" for k in target if k not in state and not k.endswith("num_batches_tracked")]
+    # A head may be absent: a parent run's weights for other classes come without theirs (core.train.transfer).
+    problems += [f"missing {k}" for k in target
+                 if k not in state and not k.endswith("num_batches_tracked") and not k.startswith(head_prefix)]  # fmt: skip
     if problems:
         guess = _guess_arch(state)
         hint = f" (it looks like {guess} weights)" if guess and guess != info.name else ""

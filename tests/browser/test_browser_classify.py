@@ -56,7 +56,7 @@ def test_a_dropped_image_gets_its_top5_chart_overlay_and_label_and_a_bad_file_a_
 
     page = browser.new_page(viewport={"width": 1366, "height": 900})
     page.goto(f"{server}/classify")
-    expect(page.get_by_text("run 1 knows 3 classes: blue, green, red.")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("This model knows 3 classes: blue, green, red.")).to_be_visible(timeout=60_000)
     files = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
     files.set_input_files(str(photo))
     chart = page.locator('[data-testid="stPlotlyChart"]')

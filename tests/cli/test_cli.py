@@ -259,3 +259,29 @@ def test_dedup_apply_writes_a_dataset_every_command_accepts(whales_with_copies: 
 def test_dedup_bad_options_are_one_line(extra, message, whales_with_copies: Path, tmp_path: Path, capsys) -> None:
     code, _, err = run_cli(["dedup", str(whales_with_copies), *extra, "--workspace", str(tmp_path / "ws")], capsys)
     assert code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["runs", "--json"], ["runs"]])
+def test_help_and_runs_load_neither_torch_nor_pandas(argv: list[str], tmp_path: Path) -> None:
+    """What makes them answer in a fraction of a second (bench/bench_cli.py measures it): only the command being
+    run gets its full parser, and nothing heavy is imported for these two."""
+    code = (
+        "import sys, contextlib, io\n"
+        "from core.cli.main import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n"
+        f"        main({argv + ['--workspace', str(tmp_path / 'ws')] if argv[0] == 'runs' else argv!r})\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print(sorted(m for m in ('torch', 'pandas', 'sklearn', 'PIL') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_every_command_keeps_its_full_options_when_it_runs(capsys) -> None:
+    for command in ("scan", "dedup", "train", "predict", "serve", "evaluate", "sweep", "scaling", "runs"):
+        with pytest.raises(SystemExit) as exit_:
+            main([command, "--help"])
+        assert exit_.value.code == 0 and "--workspace" in capsys.readouterr().out, command

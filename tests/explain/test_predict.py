@@ -12,10 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image, ImageOps
 
 from core.cli.main import main
 from core.common.workspace import Workspace
 from core.explain.methods import ALL_METHODS, METHODS, SLOW_METHODS
+from core.explain.overlay import overlay
 from core.explain.predict import TOP_K, imagenet_categories
 from core.store.runs import RunStore
 from core.train import runner as train_run
@@ -26,7 +28,7 @@ from tests import imagefactory as f
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 CONTRACT_KEYS = {"image", "top", "ms"}
-CAM_KEYS = {"cam_method", "cam_class", "cam_ms", "cam"}
+CAM_KEYS = {"cam_method", "cam_class", "cam_ms", "cam", "cam_layer", "cam_map"}  # which layer, its map h x w
 
 
 @dataclass
@@ -208,9 +210,10 @@ def _centre_square_only(heat: np.ndarray) -> None:
 def test_cam_map_is_saved_at_the_image_own_size(name: str, shape, trained: Trained, tmp_path: Path, capsys) -> None:
     out = tmp_path / "cams"
     (row,) = _predict(capsys, trained, str(trained.images / name), "--cam", "gradcam", "--cam-out", str(out))
-    assert set(row) == CONTRACT_KEYS | CAM_KEYS, row
+    assert set(row) - {"cam_overlay", "cam_note"} == CONTRACT_KEYS | CAM_KEYS, row
     assert row["cam_method"] == "gradcam" and row["cam_class"] == row["top"][0]["label"]
     assert row["cam_ms"] >= 0
+    assert row["cam_layer"] == "features.4" and row["cam_map"] == [4, 4]  # LeNet at 16 px: its last block, 4x4
     assert Path(row["cam"]) == out / f"{Path(name).stem}.npy"
     heat = np.load(row["cam"])
     assert heat.shape == shape
@@ -218,6 +221,13 @@ def test_cam_map_is_saved_at_the_image_own_size(name: str, shape, trained: Train
     assert np.isfinite(heat).all() and heat.min() >= 0.0 and heat.max() <= 1.0
     _centre_square_only(heat)
     assert heat.any() or row.get("cam_note"), row  # an all-zero map is explained by a note
+    if not row.get("cam_note"):  # the PNG to look at: the map over the upright image, at its own size
+        assert Path(row["cam_overlay"]) == out / f"{Path(name).stem}.png"
+        with Image.open(row["cam_overlay"]) as png:
+            assert png.size == (shape[1], shape[0]) and png.mode == "RGB"
+            with Image.open(trained.images / name) as original:
+                upright = ImageOps.exif_transpose(original).convert("RGB")
+            assert np.array_equal(np.asarray(png), np.asarray(overlay(upright, heat)))  # the saved map, full size
 
 
 def test_two_images_with_the_same_stem_get_two_maps(trained: Trained, tmp_path: Path, capsys) -> None:
@@ -227,7 +237,8 @@ def test_two_images_with_the_same_stem_get_two_maps(trained: Trained, tmp_path: 
     files = [Path(r["cam"]) for r in rows]
     assert len(set(files)) == 2
     assert all(p.is_file() and p.parent == out for p in files)
-    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in files)
+    overlays = [Path(r["cam_overlay"]) for r in rows if r.get("cam_overlay")]
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in files + overlays)
     assert all(np.load(p).shape == (16, 16) for p in files)
 
 

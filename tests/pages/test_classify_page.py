@@ -124,7 +124,7 @@ def test_the_model_picker_lists_runs_newest_first_and_imagenet_models_with_weigh
     monkeypatch.setattr(views.predict, "imagenet_available", lambda arch: arch == "resnet18")
     choices = views.model_choices(ws, RunStore(ws.runs_db))
     assert [c.run_id for c in choices] == [1, None]
-    assert choices[0].label.startswith("run 1 · lenet · colours · val acc ")
+    assert choices[0].label.startswith("Run 1 · LeNet (small CNN) · colours · best validation accuracy ")
     assert choices[1].arch == "resnet18" and "ImageNet" in choices[1].label
 
 
@@ -136,7 +136,7 @@ def test_one_png_shows_top5_times_and_the_overlay_beside_the_original(page: AppT
     assert not at.exception and not errors_of(at), errors_of(at)
     assert at.get("plotly_chart"), "no top-5 chart"
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Classification"].endswith(" ms") and metrics["CAM"].endswith(" ms")
+    assert metrics["Classification"].endswith(" ms") and metrics["Heat map"].endswith(" ms")
     captions = image_captions(at)
     assert captions[0] == "Original" and captions[1].startswith("Grad-CAM for “")
     expected = load_run_predictor(Workspace.open(), RunStore(Workspace.open().runs_db), 1).run(png_bytes(), "x")
@@ -183,7 +183,8 @@ def test_method_and_class_changes_recompute_but_the_slider_and_colours_only_redr
 def test_a_slow_method_waits_for_its_button_then_runs(page: AppTest) -> None:
     at = upload(page, ("red.png", png_bytes(), "image/png"))
     at.selectbox(key="classify_method").set_value("scorecam").run()
-    assert any("forward passes" in w.value for w in at.warning)
+    warning = next(w.value for w in at.warning if "passes at" in w.value)
+    assert "runs the model once per channel" in warning and "for this picture" in warning
     assert not any(k[2] == "scorecam" for k in results_of(at))
     at.button(key="classify_run_slow").click().run()
     assert not at.exception and not errors_of(at)
@@ -269,3 +270,54 @@ def _offered_csv(at: AppTest) -> pd.DataFrame:
     """The CSV file behind the page's download button, read back from the media storage it was put in."""
     file_id = at.get("download_button")[0].proto.url.rsplit("/", 1)[-1].split(".")[0]
     return pd.read_csv(io.BytesIO(MEDIA.get_file(file_id).content))
+
+
+# --- what the issue of presentable pages fixed ---------------------------------------------------------------
+
+
+def test_the_same_picture_added_twice_is_classified_once_and_said_so(page: AppTest) -> None:
+    at = upload(page, ("red.png", png_bytes(), "image/png"), ("red again.png", png_bytes(), "image/png"),
+                ("blue.jpg", jpeg_bytes(), "image/jpeg"))  # fmt: skip
+    assert not at.exception and not errors_of(at)
+    assert [c.value for c in at.caption if c.value.startswith("Added more than once")] == [
+        "Added more than once, classified once: red again.png. Remove the extra copies above with ✕."
+    ]
+    assert len({k[0] for k in results_of(at)}) == 2  # two pictures, not three
+    assert at.selectbox(key="classify_closer").options == ["red.png", "blue.jpg"]
+
+
+def test_the_class_asked_for_on_one_picture_does_not_carry_over_to_the_next(page: AppTest) -> None:
+    at = upload(page, ("red.png", png_bytes(), "image/png"), ("blue.jpg", jpeg_bytes(), "image/jpeg"))
+    next(s for s in at.selectbox if s.label == "Explain class").set_value("green").run()
+    first, second = [k[0] for k, r in results_of(at).items() if k[2] is None]
+    at.selectbox(key="classify_closer").set_value(second).run()
+    assert not at.exception
+    assert next(s for s in at.selectbox if s.label == "Explain class").value == ""  # the top class again
+    at.selectbox(key="classify_closer").set_value(first).run()
+    assert next(s for s in at.selectbox if s.label == "Explain class").value == "green"  # kept for the first
+
+
+def test_a_webcam_photo_is_classified_and_explained_like_a_dropped_file(page: AppTest) -> None:
+    at = page.radio(key="classify_source").set_value("The webcam").run()
+    assert not at.exception and not at.get("file_uploader")
+    photo = ("photo.jpg", jpeg_bytes(colour=(30, 200, 40), size=(64, 48)), "image/jpeg")
+    at.camera_input(key="classify_camera").set_value(photo).run()
+    assert not at.exception and not errors_of(at)
+    assert any("**Webcam photo** · 64×48 px" in m.value for m in at.markdown)
+    assert image_captions(at)[1].startswith("Grad-CAM for “")
+
+
+def test_a_tiny_picture_and_its_heat_map_are_enlarged_with_the_same_square_pixels(page: AppTest) -> None:
+    at = upload(page, ("red.png", png_bytes(size=(12, 12)), "image/png"))
+    shown = at.get("image")
+    original, heat = (Image.open(io.BytesIO(MEDIA.get_file(_media_id(el)).content)) for el in shown[:2])
+    assert original.size == heat.size and original.width % 12 == 0
+    factor = original.width // 12
+    cells = np.asarray(heat.convert("RGB"))
+    # every enlarged pixel is one flat block: no smoothing across the blocks of the picture
+    blocks = cells.reshape(12, factor, 12, factor, 3)
+    assert (blocks == blocks[:, :1, :, :1, :]).all()
+
+
+def _media_id(element) -> str:
+    return element.proto.imgs[0].url.rsplit("/", 1)[-1].split(".")[0]

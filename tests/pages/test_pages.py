@@ -36,7 +36,7 @@ def test_home_is_the_default_page_and_names_the_three_steps() -> None:
     at = app().run()
     assert not at.exception
     text = " ".join(m.value for m in at.markdown) + " ".join(s.value for s in at.subheader)
-    for step in ("1. Pick data", "2. Train", "3. Classify"):
+    for step in ("1. Look at the data", "2. Find copies", "3. Train", "4. Classify"):
         assert step in text
 
 
@@ -47,8 +47,8 @@ def test_datasets_page_opens_on_the_sample_with_counts() -> None:
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Images"] == "1,797"
     assert metrics["Classes"] == "10"
-    assert metrics["Unreadable"] == "0"
-    assert metrics["train / val / test"] == "1,257 / 270 / 270"
+    assert metrics["Unreadable files"] == "0"
+    assert metrics["Train / validation / test"] == "1,257 / 270 / 270"
 
 
 def test_datasets_page_opens_a_typed_folder_and_lists_broken_files(tmp_path: Path) -> None:
@@ -64,7 +64,7 @@ def test_datasets_page_opens_a_typed_folder_and_lists_broken_files(tmp_path: Pat
     at.button(key="open_folder").click().run()
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Images"] == "6" and metrics["Classes"] == "2" and metrics["Unreadable"] == "1"
+    assert metrics["Images"] == "6" and metrics["Classes"] == "2" and metrics["Unreadable files"] == "1"
 
 
 def test_datasets_page_refuses_a_folder_outside_the_allowed_roots() -> None:

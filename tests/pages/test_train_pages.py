@@ -62,30 +62,32 @@ def _finished_run(ws: Path, folder: Path, epochs: int = 1) -> int:
     return run_id
 
 
-def test_train_form_has_defaults_and_help_on_every_field() -> None:
+def test_train_form_shows_the_essentials_with_what_automatic_chose_and_help_on_every_field() -> None:
     at = _app("app_pages/train.py")
     assert not at.exception
-    assert at.selectbox(key="train_arch").value == "auto"
-    assert at.number_input(key="train_epochs").value == TrainConfig().epochs
-    helps = [w.help for w in [*at.selectbox, *at.number_input, *at.toggle] if w.key and w.key.startswith("train_")]
+    arch = at.selectbox(key="train_arch")
+    assert arch.value == "auto" and arch.format_func("auto") == "Automatic: LeNet (small CNN)"  # 8x8 digits
+    assert at.checkbox(key="train_epochs_auto").value and TrainConfig().epochs == 0
+    assert [s.label for s in at.selectbox][:2] == ["Network", "Starting weights"]  # words, not field names
+    widgets = [*at.selectbox, *at.number_input, *at.toggle, *at.checkbox]
+    helps = [w.help for w in widgets if w.key and w.key.startswith("train_") and w.key != "train_weights_file"]
     assert helps and all(helps)
-    assert "Nothing is training now" in " ".join(c.value for c in at.caption)
+    text = " ".join(c.value for c in at.caption)
+    assert "1,257 images to learn from, 270 to watch progress on (validation) and 270 kept apart" in text
+    assert not at.warning  # the digits have large enough splits and the small CNN suits them
 
 
 def test_estimate_then_start_a_run_from_the_form(colours: Path, fresh_workspace: Path) -> None:
     at = _app("app_pages/train.py")
     _choose_folder(at, colours)
     at.run()
-    # Form widgets send their values with the submit button that is clicked, as in the browser.
-    at.selectbox(key="train_arch").select("lenet")
-    at.number_input(key="train_epochs").set_value(1)
-    at.button[0].click().run()  # Estimate time per epoch
+    at.selectbox(key="train_arch").select("lenet").run()
+    at.checkbox(key="train_epochs_auto").uncheck().run()
+    at.number_input(key="train_epochs").set_value(1).run()
+    at.button(key="train_estimate").click().run()
     assert not at.exception
     assert any("per epoch" in i.value for i in at.info), [i.value for i in at.info]
-    at.selectbox(key="train_arch").select("lenet")
-    at.number_input(key="train_epochs").set_value(1)
-    start = next(b for b in at.button if "Start" in b.label)
-    start.click().run()
+    at.button(key="train_start").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any("started" in s.value for s in at.success)
     from ui.state import jobs
@@ -110,13 +112,22 @@ def test_the_estimate_says_how_long_the_run_can_take(changes: dict, words: list[
     assert all(w in text for w in words), text
 
 
-def test_a_bad_value_in_the_form_is_a_message_not_a_run() -> None:
+def test_a_bad_value_in_the_form_is_a_message_in_words_not_a_run() -> None:
     at = _app("app_pages/train.py")
-    at.number_input(key="train_val_fraction").set_value(0.9)
-    start = next(b for b in at.button if "Start" in b.label)
-    start.click().run()
+    at.number_input(key="train_val_fraction").set_value(0.9).run()
     assert not at.exception
-    assert at.error and "val_fraction" in at.error[0].value + " ".join(e.value for e in at.error)
+    assert at.error and "Validation share 0.9 and Test share 0.15" in at.error[0].value
+    assert not [b for b in at.button if b.key == "train_start"]  # nothing to start until the value is fixed
+
+
+def test_a_large_network_on_few_images_and_tiny_splits_are_warned_before_the_start(colours: Path) -> None:
+    at = _app("app_pages/train.py")
+    _choose_folder(at, colours)
+    at.run()
+    at.selectbox(key="train_arch").select("resnet18").run()
+    warnings = " ".join(w.value for w in at.warning)
+    assert "ResNet-18 would learn from scratch on 24 images" in warnings
+    assert "Only 4 images for validation" in warnings and "Only 4 images for test" in warnings
 
 
 def test_runs_page_empty_state_links_to_train() -> None:
@@ -130,14 +141,29 @@ def test_runs_page_shows_a_finished_run_with_curves_and_actions(colours: Path, f
     at = _app("app_pages/runs.py")
     assert not at.exception
     table = at.dataframe[0].value
-    assert list(table["run_id"]) == [run_id] and table["status"][0] == "completed"
-    assert f"run {run_id}" in at.subheader[0].value or "completed" in at.subheader[0].value
-    assert len(at.get("plotly_chart")) >= 2  # loss and accuracy per epoch
+    assert list(table["run_id"]) == [run_id] and table["status"][0] == "finished"
+    assert table["test_images"][0] == "4" and table["test_accuracy"][0].endswith("%")  # the score and what it counts
+    assert at.subheader[0].value.endswith("finished")
+    cards = {m.label: m.value for m in at.metric}
+    assert cards["Test accuracy"].endswith("%") and cards["Epochs"] == "1"
+    assert "Measured on only 4 test images" in " ".join(w.value for w in at.warning)  # beside the score
+    assert len(at.get("plotly_chart")) >= 3  # loss and accuracy per epoch, and the learning rate per step
     assert at.button(key="run_resume").disabled  # completed: nothing to resume
     at.button(key="run_rerun").click().run()
     assert not at.exception
     assert at.selectbox(key="train_arch").value == "lenet"  # the Train form opened with this run's settings
     assert at.number_input(key="train_batch_size").value == 8
+
+
+def test_the_run_named_in_the_address_is_the_one_shown(colours: Path, fresh_workspace: Path) -> None:
+    first = _finished_run(fresh_workspace, colours)
+    _finished_run(fresh_workspace, colours)
+    at = _app("app_pages/runs.py")
+    assert at.subheader[0].value.startswith(f"lenet-{first + 1}")  # the newest by default
+    at.query_params["run"] = str(first)  # a refresh, a bookmark or a shared link
+    at.run()
+    assert at.subheader[0].value.startswith(f"lenet-{first}") and not at.exception
+    assert f"Showing run {first}" in " ".join(c.value for c in at.caption)
 
 
 def test_runs_page_resumes_a_cancelled_run_and_deletes_it(colours: Path, fresh_workspace: Path) -> None:

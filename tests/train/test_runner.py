@@ -119,6 +119,10 @@ def test_cli_train_json_follows_the_contract(shapes: Path, tmp_path: Path, capsy
     assert set(result) >= {"run_id", "status", "epochs", "test", "wall_s"}
     assert result["status"] == "completed" and len(result["epochs"]) == 1
     assert "accuracy" in result["test"]
+    assert main(["runs", "--workspace", str(tmp_path / "ws"), "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)  # the score and the number of images it was measured on
+    assert row["test_accuracy"] == pytest.approx(result["test"]["accuracy"])
+    assert row["splits"] == {"train": 48, "val": 12, "test": 12}  # 3 classes of 24: 16 / 4 / 4 each
 
 
 @pytest.mark.parametrize(

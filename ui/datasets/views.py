@@ -11,11 +11,16 @@ from core.datasets import embed, explore
 from core.datasets.scan import UNSPLIT, ScanResult
 from core.datasets.thumbs import thumbnail_files
 from ui import figures
-from ui.common import show_error
+from ui.common import count_of, show_error
 from ui.state import workspace
 
 ALL = "All classes"
 CLASSES_PER_PAGE = 10
+KIND_WORDS = {"folder": "A folder per class", "csv": "A CSV of labels", "metadata": "One JSON file per image"}
+SPLIT_WORDS = {"train": "Train", "val": "validation", "test": "test", UNSPLIT: "not split"}
+MODE_WORDS = {"1": "black and white", "L": "grayscale", "LA": "grayscale + transparency", "P": "palette colours",
+              "PA": "palette + transparency", "RGB": "colour", "RGBA": "colour + transparency", "CMYK": "CMYK (print)",
+              "YCbCr": "colour (YCbCr)", "I": "grayscale, 32-bit", "I;16": "grayscale, 16-bit", "F": "floating point"}  # fmt: skip
 
 
 def summary(result: ScanResult) -> None:
@@ -24,12 +29,15 @@ def summary(result: ScanResult) -> None:
     cols[1].metric("Classes", len(result.classes))
     splits = result.splits
     if list(splits) == [UNSPLIT]:
-        cols[2].metric("Splits", "none", help="No train/val/test folders: training will split the data itself")
+        cols[2].metric("Train / validation / test", "made by training",
+                       help="No train/val/test folders: each run sets aside a share of every class for validation "
+                            "and test itself (15% each by default), the same way every time.")  # fmt: skip
     else:
-        cols[2].metric(" / ".join(splits), " / ".join(f"{n:,}" for n in splits.values()))
-    cols[3].metric("Unreadable", len(result.unreadable))
-    st.caption(f"{result.ref.kind} dataset at `{workspace().relative_name(result.root)}` - scanned in {result.seconds:.1f} s "
-               f"({result.n_opened:,} images opened, the rest from the cache)")  # fmt: skip
+        cols[2].metric(" / ".join(SPLIT_WORDS.get(s, s) for s in splits), " / ".join(f"{n:,}" for n in splits.values()))
+    cols[3].metric("Unreadable files", len(result.unreadable))
+    st.caption(f"{KIND_WORDS.get(result.ref.kind, result.ref.kind)} at `{workspace().relative_name(result.root)}` · "
+               f"scanned in {result.seconds:.1f} s ({count_of(result.n_opened, 'image')} opened, the rest from the "
+               "cache)")  # fmt: skip
 
 
 def balance(result: ScanResult) -> None:
@@ -67,7 +75,7 @@ def _grid_by_class(result: ScanResult, rows: pd.DataFrame, per_row: int) -> None
         page = st.number_input(f"Page of classes (1-{n_pages})", 1, n_pages, 1, key="grid_class_page") - 1
     for label in labels[page * CLASSES_PER_PAGE : (page + 1) * CLASSES_PER_PAGE]:
         of_class = rows[rows["label"] == label]
-        st.markdown(f"**{label}** - {len(of_class):,} images")
+        st.markdown(f"**{label}** · {count_of(len(of_class), 'image')}")
         _thumbs(result, of_class.head(per_row), per_row)
 
 
@@ -99,13 +107,17 @@ def properties(result: ScanResult) -> None:
         st.info("No images to describe.")
         return
     facts = explore.size_summary(manifest)
-    st.markdown(f"**{facts['distinct_sizes']:,}** distinct sizes, from {facts['min']} to {facts['max']} "
-                f"(median {facts['median']}); {facts['total_mb']} MB in all.")  # fmt: skip
-    if facts["distinct_sizes"] > 1:
+    if facts["distinct_sizes"] == 1:
+        st.markdown(f"Every image is **{facts['min']} px**; {facts['total_mb']} MB in all.")
+    else:
+        st.markdown(f"**{facts['distinct_sizes']:,}** different sizes, from {facts['min']} to {facts['max']} px "
+                    f"(median {facts['median']}); {facts['total_mb']} MB in all.")  # fmt: skip
         st.plotly_chart(figures.image_sizes(manifest), key="sizes_chart")
     c1, c2, c3 = st.columns(3)
-    c1.markdown("**Colour modes**")
-    c1.plotly_chart(figures.counts_bar(explore.value_table(manifest, "mode"), "mode"), key="modes_chart")
+    c1.markdown("**Colours**")
+    modes = explore.value_table(manifest, "mode")
+    modes["mode"] = modes["mode"].map(lambda m: MODE_WORDS.get(m, m))
+    c1.plotly_chart(figures.counts_bar(modes, "mode"), key="modes_chart")
     c2.markdown("**File types**")
     c2.plotly_chart(figures.counts_bar(explore.value_table(manifest, "format"), "format"), key="formats_chart")
     c3.markdown("**File sizes**")
@@ -116,9 +128,11 @@ def unreadable(result: ScanResult) -> None:
     if result.unreadable.empty:
         st.success("Every file could be read.", icon=":material/check_circle:")
         return
-    st.warning(f"{len(result.unreadable):,} file(s) cannot be used; they are left out of training and of every "
-               "count above. Fix or remove them, then rescan.", icon=":material/warning:")  # fmt: skip
-    st.dataframe(result.unreadable, hide_index=True, width="stretch")
+    n = len(result.unreadable)
+    st.warning(f"{count_of(n, 'file')} cannot be used; {'it is' if n == 1 else 'they are'} left out of training and "
+               "of every count above. Fix or remove them, then rescan.", icon=":material/warning:")  # fmt: skip
+    st.dataframe(result.unreadable.rename(columns={"path": "File", "reason": "Why it cannot be used"}),
+                 hide_index=True, width="stretch")  # fmt: skip
 
 
 def projection(result: ScanResult) -> None:
@@ -137,7 +151,8 @@ def projection(result: ScanResult) -> None:
     if key not in cache:
         with st.spinner(f"Computing {method.upper()} of up to {limit:,} images..."):
             try:
-                cache[key] = embed.projection_frame(result.root, embed.sample_per_class(result.manifest, limit), method)
+                sample = embed.sample_per_class(result.manifest, limit)
+                cache[key] = embed.projection_frame(result.root, sample, method, cache_dir=workspace().cache)
             except CoreError as exc:
                 show_error(exc)
                 return
