@@ -51,9 +51,16 @@ HELP = TrainConfig.help()
 def essentials(defaults: TrainConfig, plan: RunPlan | None) -> dict[str, Any]:
     """Network, starting weights and how long, side by side; returns the values set."""
     values: dict[str, Any] = {}
+    parent = st.session_state.get("train_from_run", defaults.from_run)  # this rerun's value, set under Advanced
     for column, name in zip(st.columns(len(ESSENTIALS)), ESSENTIALS, strict=True):
         with column:
-            values[name] = option(name, getattr(defaults, name), plan)
+            if name == "weights" and parent:  # another run's weights replace these: say so, not "Random"
+                st.selectbox(label_of(name), [parent], format_func=lambda run_id: f"Run {run_id}'s (see Advanced)",
+                             disabled=True, key="train_weights_parent",
+                             help="Start from run, under Advanced settings, chose these weights.")  # fmt: skip
+                values[name] = defaults.weights
+            else:
+                values[name] = option(name, getattr(defaults, name), plan)
     return values
 
 

@@ -20,7 +20,7 @@ from core.train.config import TrainConfig
 
 
 def add_parsers(sub: Any, common: Any, help_lines: dict[str, str]) -> None:
-    from core.cli.train import _add_field
+    from core.cli.train import add_config_option
     from core.experiments.space import METHODS, METRICS
     from core.train.config import choices
 
@@ -40,7 +40,7 @@ def add_parsers(sub: Any, common: Any, help_lines: dict[str, str]) -> None:
     for parser in (search, finder):
         for f in fields(TrainConfig):
             if f.name != "dataset":
-                _add_field(parser, f, choices().get(f.name))
+                add_config_option(parser, f, choices().get(f.name))
         common(parser)
 
 

@@ -29,14 +29,14 @@ def add_parser(sub: Any, common: Any) -> None:
     p.add_argument("--no-pretrained", dest="weights", action="store_const", const="none", help="random start")
     for f in fields(TrainConfig):
         if f.name != "dataset":
-            _add_field(p, f, choices().get(f.name))
+            add_config_option(p, f, choices().get(f.name))
     p.add_argument("--nnodes", type=int, default=1, help="machines taking part (torch.distributed); 1: this one")
     p.add_argument("--node-rank", type=int, default=0, help="this machine's number among them, from 0")
     p.add_argument("--rdzv-endpoint", default="", metavar="HOST:PORT", help="node 0's address, for --nnodes > 1")
     common(p)
 
 
-def _add_field(parser: argparse.ArgumentParser, f: Field, choices: tuple[str, ...] | None) -> None:
+def add_config_option(parser: argparse.ArgumentParser, f: Field, choices: tuple[str, ...] | None) -> None:
     flag = "--" + f.name.replace("_", "-")
     default = f.default if f.default is not MISSING else f.default_factory()
     help_text = f.metadata.get("help", "")

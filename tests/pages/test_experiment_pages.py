@@ -230,9 +230,9 @@ def test_start_from_run_offers_finished_runs_and_trains_a_child(colours: Path, f
     picker.set_value(parent).run()
     assert not at.exception
     assert at.selectbox(key="train_arch").format_func("auto") == "Automatic: LeNet (small CNN)"  # the parent's
-    at.selectbox(key="train_weights").select("imagenet").run()
-    assert "Start from run" in at.error[0].value and "a run starts from one of them" in at.error[0].value
-    at.selectbox(key="train_weights").select("none").run()
+    shown = at.selectbox(key="train_weights_parent")  # the starting weights are the parent's, not "Random"
+    assert shown.disabled and shown.format_func(parent) == f"Run {parent}'s (see Advanced)"
+    assert not [s for s in at.selectbox if s.key == "train_weights"]  # ImageNet cannot be asked for beside it
     at.checkbox(key="train_epochs_auto").uncheck().run()
     at.number_input(key="train_epochs").set_value(1).run()
     at.button(key="train_start").click().run()
