@@ -126,6 +126,10 @@ def test_sample_digits_shows_what_the_engine_finds(fresh_workspace: Path) -> Non
     # pixel check, so the page says so instead of showing groups (planted copies below show the cards)
     assert engine.groups.empty and len(cards(at)) == 0
     assert any(s.value.startswith("No duplicates") for s in at.success)
+    # ...and says where the close pairs went: look-alikes, listed apart and counted nowhere else
+    assert len(engine.look_alikes) > 0
+    assert any(e.label.startswith(f"{len(engine.look_alikes):,} look-alike pairs: similar pictures, not copies")
+               for e in at.expander)  # fmt: skip
     tab(at, "Leakage")
     frame = frame_with(at, "images with a copy")
     assert frame["images with a copy"].tolist() == [engine.leakage.counts[k] for k in ("train-val", "train-test",

@@ -49,6 +49,7 @@ def groups(result: DedupResult) -> None:
         st.success(f"No duplicates: no two images are copies of each other at {result.config.threshold} bits "
                    "(exact copies included). The Borderline tab shows the nearest pairs.",
                    icon=":material/check_circle:")  # fmt: skip
+        look_alikes(result)
         return
     c1, c2, c3 = st.columns([1, 1, 2])
     kinds = c1.multiselect("Kind", ["exact", "near"], default=["exact", "near"], key="dup_kind")
@@ -77,6 +78,7 @@ def groups(result: DedupResult) -> None:
         for col, g in zip(st.columns(2), cards[start : start + 2], strict=False):
             with col:
                 _group_card(result, g, members[members["group"] == g.group], hashes)
+    look_alikes(result)
 
 
 def _group_card(result: DedupResult, g, members: pd.DataFrame, hashes: pd.Series) -> None:
@@ -175,3 +177,23 @@ def _border_text(r, threshold: int) -> str:
     if r.counted:
         return f"{head}  \n:green-badge[grouped now] drops out below {r.distance} bits"
     return f"{head}  \n:orange-badge[not grouped] added from {r.distance} bits (now {threshold})"
+
+
+LOOK_ALIKES_SHOWN = 6
+
+
+def look_alikes(result: DedupResult) -> None:
+    """Pairs whose hashes match but whose pixels do not: similar pictures (two people's "7"), never counted as
+    duplicates or leaks. Shown so a user who expected them grouped sees why they are not."""
+    pairs = result.look_alikes
+    if pairs.empty:
+        return
+    title = (f"{count_of(len(pairs), 'look-alike pair')}: similar pictures, not copies (not counted as duplicates "
+             "or leaks)")  # fmt: skip
+    with st.expander(title, icon=":material/compare:"):
+        st.caption("Their hashes are within the threshold, but on pixels they are different pictures (a copy is the "
+                   f"same picture re-encoded, resized or lightly edited). The {min(len(pairs), LOOK_ALIKES_SHOWN)} "
+                   "closest:")  # fmt: skip
+        shown = pairs.sort_values("correlation", ascending=False, kind="stable").head(LOOK_ALIKES_SHOWN)
+        texts = [f"**{r.distance} bits** · pixel correlation {r.correlation:.2f}" for r in shown.itertuples()]
+        pair_cards(result.ref.root, shown, texts)
