@@ -30,3 +30,13 @@ for column, (title, text, page, label, icon) in zip(st.columns(len(STEPS)), STEP
         st.subheader(title)
         st.markdown(text)
         st.page_link(page, label=label, icon=icon)
+
+st.divider()
+st.markdown("**And then**")
+more = st.columns(4)
+more[0].page_link("app_pages/runs.py", label="Runs: curves while they train", icon=":material/monitoring:")
+more[1].page_link(
+    "app_pages/evaluate.py", label="Evaluate: how good a model is, a report", icon=":material/fact_check:"
+)
+more[2].page_link("app_pages/compare.py", label="Compare and search settings", icon=":material/compare_arrows:")
+more[3].page_link("app_pages/scaling.py", label="Scaling: more cores, more machines", icon=":material/speed:")
