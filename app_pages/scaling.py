@@ -39,4 +39,4 @@ if not tables:
 groups = list(dict.fromkeys(t.group for t in reversed(tables)))
 group = st.selectbox("Sweep", groups, format_func=lambda g: g.replace("sweep-", "Sweep "), key="scaling_group")
 for table in [t for t in tables if t.group == group]:
-    views.table_view(table)
+    views.table_view(table, store)

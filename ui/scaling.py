@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.common.cpu import usable_cores
+from core.scaling.points import TASK_WORDS, sweep_task
 from core.scaling.reading import reading
 from core.scaling.sweep import SweepConfig, run_sweep
 from core.scaling.tables import Table
@@ -20,7 +21,7 @@ from ui.common import count_of
 from ui.state import dataset_title, workspace
 
 KINDS = {"prep": "Preparing the data", "train": "Training: threads", "ddp": "Training: processes (distributed)"}
-TASKS = {"copy": "split and copy into train/val/test folders", "fingerprint": "fingerprint every image"}
+TASKS = TASK_WORDS
 COLUMNS = {"workers": "Workers", "threads_per_worker": "Threads each", "time_s": "Time (s)", "speedup": "Speedup",
            "efficiency": "Efficiency", "serial_fraction": "Serial fraction", "images_per_s": "Images per second",
            "repeats": "Repeats", "oversubscribed": "Oversubscribed"}  # fmt: skip
@@ -103,11 +104,15 @@ def _sweep_row(job: Job, registry: JobRegistry) -> None:
         registry.cancel(job.run_id)
 
 
-def table_view(table: Table) -> None:
+def table_view(table: Table, store: RunStore) -> None:
     """The report's table (workers, time, speedup, efficiency) plus serial fraction and throughput, the charts,
     the reading in words and a CSV."""
     title = KINDS["ddp"] if table.mode == "ddp" else KINDS.get(table.kind, table.kind)
-    st.markdown(f"**{title}** · {table.group.replace('sweep-', 'sweep ')} · workers are {table.mode}")
+    task = sweep_task(store, table.group)
+    st.markdown(
+        f"**{title}**{f' ({task})' if task else ''} · {table.group.replace('sweep-', 'sweep ')} · "
+        f"workers are {table.mode}"
+    )
     frame = pd.DataFrame([r.to_json() for r in table.rows])
     shown = frame[list(COLUMNS)].rename(columns=COLUMNS)
     st.dataframe(_words(shown), hide_index=True, width="stretch")

@@ -61,15 +61,17 @@ def cmd_sweep(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
 
 
 def cmd_scaling(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
-    from core.scaling.points import stored_tables
+    from core.scaling.points import stored_tables, sweep_task
 
-    tables = stored_tables(RunStore(ws.runs_db), args.group, include_flagged=args.all)
+    store = RunStore(ws.runs_db)
+    tables = stored_tables(store, args.group, include_flagged=args.all)
     rows = [row.to_json() for table in tables for row in table.rows]
     if not rows:
         return rows, "no scaling points yet: run python -m core sweep prep|train|ddp DATASET first"
     lines = []
     for table in tables:
-        lines.append(f"{table.group} · {table.kind} · {table.mode}")
+        task = sweep_task(store, table.group)
+        lines.append(f"{table.group} · {table.kind}{f' ({task})' if task else ''} · {table.mode}")
         lines.append(f"  {'workers':>7} {'threads':>7} {'time s':>8} {'speedup':>8} {'efficiency':>10} {'serial':>7} "
                      f"{'img/s':>8}")  # fmt: skip
         for r in table.rows:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from core.common.errors import RunStoreError
 from core.scaling.tables import Point, Table, scaling_tables
 from core.store.records import RunRecord
 from core.store.runs import RunStore
@@ -40,6 +41,21 @@ def _point(store: RunStore, run: RunRecord, params: dict) -> Point | None:
                  int(params.get("threads_per_worker", 1)), float(time_s), int(params.get("images", 0)),
                  int(params.get("cores", run.cpu_count or 1)), run.started_at, run.ended_at or run.started_at,
                  bool(params.get("resumed", False)))  # fmt: skip
+
+
+TASK_WORDS = {"copy": "split and copy into train/val/test folders", "fingerprint": "fingerprint every image"}
+
+
+def sweep_task(store: RunStore, group: str) -> str:
+    """What a preparation sweep timed, in words ("" for other sweeps or a group that is not a sweep's)."""
+    run_id = group.removeprefix("sweep-")
+    if not run_id.isdigit():
+        return ""
+    try:
+        config = store.get_run(int(run_id)).config
+    except RunStoreError:  # a deleted sweep run: its points still make a table, without the words
+        return ""
+    return TASK_WORDS.get(config.get("task", ""), "") if config.get("kind") == "prep" else ""
 
 
 def best_setting(store: RunStore, dataset: str, arch: str) -> tuple[int, int, str] | None:

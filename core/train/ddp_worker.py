@@ -60,7 +60,8 @@ def _lead(ws: Workspace, config: TrainConfig, args: argparse.Namespace, ctx: dis
     extra = json.loads(args.extra) if args.extra else {}
     if extra:  # a sweep's point: its settings, the images it trained on and the time it took
         epochs = len(store.metrics(args.run, ["epoch_s"]))
-        images = int(store.params(args.run).get("n_train", 0)) * epochs
+        params = store.params(args.run)
+        images = int(params.get("samples_per_epoch", params.get("n_train", 0))) * epochs
         store.log_params(args.run, {**extra, "images": images})
         store.log_metrics(args.run, [("time_s", 0, time.perf_counter() - began)])
     store.log_params(args.run, {STATUS_PARAM: status})  # last: the launcher reads the run's end from here

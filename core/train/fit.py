@@ -38,7 +38,8 @@ class TrainCallbacks:
     """Optional functions the trainer calls (from its own thread): the CLI prints, the job stores, the page polls.
 
     * ``on_start(info)``: once, before the first step; ``info`` holds epochs, steps_per_epoch, total_steps,
-      start_epoch, start_step, n_train, n_val, n_test, classes, image_size, arch, device, parameters.
+      start_epoch, start_step, n_train, n_val, n_test (the whole splits), samples_per_epoch (with oversampling's
+      repeats, all ranks together), classes, image_size, arch, device, parameters.
     * ``on_step(step, epoch, metrics)``: every ``log_every`` steps (and at least every 10 s); train_loss,
       train_acc (over the steps since the last report), lr, images_per_s.
     * ``on_epoch(epoch, metrics)``: after each epoch (numbered from 1); train_loss, train_acc, val_loss,
@@ -216,11 +217,13 @@ class _Run:
 
         per_epoch = len(self.train_batches)
         # Open-ended schedules ("until_converged"): "epochs" is the current cycle's end (cycles) or the cap.
+        # The split sizes are the whole splits', not this rank's shard: what the run learned from and was tested on.
         return {"epochs": self._planned_epochs(), "max_epochs": self.max_epochs,
                 "until_converged": self.adaptive is not None, "steps_per_epoch": per_epoch,
                 "total_steps": per_epoch * self._planned_epochs(),
-                "start_epoch": self.epoch, "start_step": self.step, "n_train": self.train_batches.n_samples,
-                "n_val": len(self.val_batches.indices), "n_test": len(self.test_batches.indices),
+                "start_epoch": self.epoch, "start_step": self.step, "n_train": len(self.data.indices["train"]),
+                "samples_per_epoch": self.train_batches.n_samples * (self.dist.world if self.dist else 1),
+                "n_val": len(self.data.indices["val"]), "n_test": len(self.data.indices["test"]),
                 "classes": self.data.classes, "image_size": self.data.image_size, "arch": self.config.arch,
                 "device": str(self.device), "parameters": count_parameters(self.net)[0]}  # fmt: skip
 

@@ -252,7 +252,10 @@ class _MetricLogger:
         self.ctx.store.describe(self.ctx.run_id, arch=info.get("arch"), device=str(info.get("device")),
                                 threads=self.config.threads or self.ctx.budget(), name=name)  # fmt: skip
         # How many images each split holds: every score is shown beside the number it was measured on.
-        self.ctx.store.log_params(self.ctx.run_id, {f"n_{s}": int(info.get(f"n_{s}") or 0) for s in SPLIT_NAMES})
+        sizes = {f"n_{s}": int(info.get(f"n_{s}") or 0) for s in SPLIT_NAMES}
+        self.ctx.store.log_params(
+            self.ctx.run_id, sizes | {"samples_per_epoch": int(info.get("samples_per_epoch") or 0)}
+        )
         self.steps_per_epoch = int(info.get("steps_per_epoch") or 0)
         self.ctx.report(phase="training", epochs=info.get("epochs"), total_steps=info.get("total_steps"),
                         until_converged=bool(info.get("until_converged")), max_epochs=info.get("max_epochs"),

@@ -71,6 +71,8 @@ def test_two_ranks_train_the_sample_to_the_accuracy_of_one(tmp_path: Path) -> No
     run = store.get_run(two["run_id"])
     assert run.processes == 2 and run.threads == max(1, (os.cpu_count() or 2) // 2)
     assert store.params(two["run_id"])["ddp_status"] == "completed"
+    sizes = [{k: store.params(r)[k] for k in ("n_train", "n_val", "n_test")} for r in (one["run_id"], two["run_id"])]
+    assert sizes[0] == sizes[1] == {"n_train": 1257, "n_val": 270, "n_test": 270}  # the splits, not rank 0's shard
 
 
 def _rank_pids(ws: Path) -> dict[int, int]:

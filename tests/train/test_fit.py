@@ -476,7 +476,7 @@ def test_oversampling_lengthens_the_epoch_with_rare_class_repeats(prepared, tmp_
     infos: list[dict] = []
     config = config_for(tiny[1], oversample=True, rare_threshold=12)  # 6 training images per class
     fit(config, prepared, checkpoint_dir=tmp_path, callbacks=TrainCallbacks(on_start=infos.append))
-    assert infos[0]["n_train"] == 36 and infos[0]["steps_per_epoch"] == 5
+    assert infos[0]["n_train"] == 18 and infos[0]["samples_per_epoch"] == 36 and infos[0]["steps_per_epoch"] == 5
 
 
 # --- the default recipe ----------------------------------------------------------------------------------------
