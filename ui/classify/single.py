@@ -16,7 +16,8 @@ from ui.classify.results import Result, Upload, classified, enlarged, explained,
 TOP = ""  # the class picker's "top class" entry
 TARGETS = "classify_targets"  # session key: {(model key, picture id): the class asked for}
 TIME_HELP = ("Preparing the picture and one pass through the model (already warmed up), on this server: the same "
-             "figure the command line's `predict` prints. Uploading and drawing the page are not counted.")  # fmt: skip
+             "figure the command line's `predict` prints. Uploading and drawing the page are not counted, but the first "
+             "picture after the page opens shares the server with that drawing and can read several times higher.")  # fmt: skip
 
 
 def top_chart(top: list[dict]) -> go.Figure:
