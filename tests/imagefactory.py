@@ -20,6 +20,8 @@ from PIL import Image
 RED = (255, 0, 0)
 GREEN = (0, 255, 0)
 BLUE = (0, 0, 255)
+# The colour classes many tests train on: a small net learns them in an epoch or two.
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 EXIF_ORIENTATION = 0x0112
 
 
@@ -35,6 +37,14 @@ def write_rgb(
 ) -> Path:
     """An RGB picture around ``color``: a horizontal gradient plus a rectangle placed by ``seed``."""
     return _save(Image.fromarray(_pattern(size, color, seed)), path, fmt)
+
+
+def write_colour_classes(root: str | Path, per_class: int, size: tuple[int, int] = (12, 12)) -> Path:
+    """``root/<colour>/<i>.png`` for each of :data:`COLOURS`: a folder-per-class dataset of textured colours."""
+    for label, colour in COLOURS.items():
+        for i in range(per_class):
+            write_rgb(Path(root) / label / f"{i}.png", size=size, color=colour, seed=i)
+    return Path(root)
 
 
 def write_gray(path: str | Path, size: tuple[int, int] = (32, 32), level: int = 128, seed: int = 0) -> Path:

@@ -21,16 +21,14 @@ from tests import imagefactory as fx
 from tests.app_server import running_app
 
 pytestmark = pytest.mark.browser
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+COLOURS = fx.COLOURS
 
 
 @pytest.fixture(scope="module")
 def trained_ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     """A workspace with one completed LeNet run on 3 colour classes (12x12 px, 2 epochs: a few seconds)."""
     base = tmp_path_factory.mktemp("browser-classify")
-    for label, colour in COLOURS.items():
-        for i in range(16):
-            fx.write_rgb(base / "colours" / label / f"{i}.png", size=(12, 12), color=colour, seed=i)
+    fx.write_colour_classes(base / "colours", 16)
     ws = Workspace.open(base / "ws").with_roots(base)
     registry = JobRegistry(RunStore(ws.runs_db))
     config = TrainConfig(dataset=str(base / "colours"), arch="lenet", epochs=2, batch_size=16)

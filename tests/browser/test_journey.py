@@ -18,7 +18,7 @@ from tests.support import ROOT
 
 pytestmark = pytest.mark.browser
 SHOTS = ROOT / "artifacts" / "journey"
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+COLOURS = fx.COLOURS
 # What the audience must never read: field names of the code, Python's None, "(s)" plurals.
 RAW = re.compile(r"\b(run_id|best_val_acc|val_acc|train_loss|wall_s|val_fraction|test_fraction|batch_size|"
                  r"image_size|n_train|sample:digits|None)\b|\(s\)")  # fmt: skip
@@ -27,9 +27,8 @@ RAW = re.compile(r"\b(run_id|best_val_acc|val_acc|train_loss|wall_s|val_fraction
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ws = tmp_path_factory.mktemp("journey") / "ws"
-    for label, colour in COLOURS.items():  # three colour classes: the default recipe learns them in 12 epochs
-        for i in range(45):  # 7 of each for validation and for test: 21 each, enough to be shown without a warning
-            fx.write_rgb(ws / "datasets" / "colours" / label / f"{i}.png", size=(16, 16), color=colour, seed=i)
+    # three colour classes, 45 each: 7 of each for validation and for test (21 each, shown without a warning)
+    fx.write_colour_classes(ws / "datasets" / "colours", 45, size=(16, 16))
     return ws
 
 

@@ -15,16 +15,10 @@ from core.store.runs import RunStore
 from tests import imagefactory as f
 from tests.support import ROOT
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
-
 
 @pytest.fixture
 def colours(tmp_path: Path) -> Path:
-    root = tmp_path / "colours"
-    for label, colour in COLOURS.items():
-        for i in range(20):
-            f.write_rgb(root / label / f"{i}.png", size=(12, 12), color=colour, seed=i)
-    return root
+    return f.write_colour_classes(tmp_path / "colours", 20)
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

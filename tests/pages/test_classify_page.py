@@ -26,7 +26,7 @@ from tests.support import ROOT
 from ui import classify as views
 
 TIMEOUT = 120
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+COLOURS = fx.COLOURS
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +34,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A workspace with one completed LeNet run on 3 colour classes of 12x12 px (1 epoch, a few seconds)."""
     base = tmp_path_factory.mktemp("classify")
     data = base / "colours"
-    for label, colour in COLOURS.items():
-        for i in range(16):
-            fx.write_rgb(data / label / f"{i}.png", size=(12, 12), color=colour, seed=i)
+    fx.write_colour_classes(data, 16)
     ws = Workspace.open(base / "ws").with_roots(base)
     registry = JobRegistry(RunStore(ws.runs_db))
     config = TrainConfig(dataset=str(data), arch="lenet", epochs=1, batch_size=16, log_every=1)

@@ -20,7 +20,6 @@ from tests import imagefactory as fx
 from tests.support import ROOT
 
 TIMEOUT = 120
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 
 
 @pytest.fixture(autouse=True)
@@ -39,21 +38,13 @@ def nothing_left_running(fresh_workspace: Path) -> Iterator[None]:
 
 @pytest.fixture
 def colours(tmp_path: Path) -> Path:
-    root = tmp_path / "data" / "colours"
-    for label, colour in COLOURS.items():
-        for i in range(12):
-            fx.write_rgb(root / label / f"{i}.png", size=(12, 12), color=colour, seed=i)
-    return root
+    return fx.write_colour_classes(tmp_path / "data" / "colours", 12)
 
 
 @pytest.fixture
 def slower(tmp_path: Path) -> Path:
     """Enough images that a trial of 24 epochs takes a while: a search can be stopped midway."""
-    root = tmp_path / "data" / "slower"
-    for label, colour in COLOURS.items():
-        for i in range(80):
-            fx.write_rgb(root / label / f"{i}.png", size=(32, 32), color=colour, seed=i)
-    return root
+    return fx.write_colour_classes(tmp_path / "data" / "slower", 80, size=(32, 32))
 
 
 def _app(page: str, dataset: Path | None = None) -> AppTest:

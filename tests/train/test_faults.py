@@ -27,7 +27,6 @@ from core.train.checkpoints import load_checkpoint
 from tests import imagefactory as f
 from tests.support import ROOT, wait_until
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 EPOCHS = 5
 TRAIN = ["--arch", "resnet18", "--epochs", str(EPOCHS), "--batch-size", "16", "--image-size", "16", "--threads", "1",
          "--schedule", "cosine", "--json"]  # fmt: skip
@@ -35,10 +34,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _dataset(root: Path) -> Path:
-    for label, colour in COLOURS.items():
-        for i in range(20):
-            f.write_rgb(root / label / f"{i}.png", size=(16, 12), color=colour, seed=i)
-    return root
+    return f.write_colour_classes(root, 20, size=(16, 12))
 
 
 def _start(ws: Workspace, argv: list[str]) -> subprocess.Popen:
