@@ -14,6 +14,7 @@ from core.scaling.points import stored_points, stored_tables
 from core.scaling.prep import run_task
 from core.scaling.sweep import SweepConfig, run_sweep
 from core.store.runs import RunStore
+from core.train.config import TrainConfig
 from tests import imagefactory as f
 
 
@@ -60,7 +61,10 @@ def test_a_thread_sweep_times_training_steps(class_folder: Path, ws: Workspace) 
     points, _ = stored_points(store)
     assert sorted(p.run_id for p in points) == sorted(ids)
     assert {(p.mode, p.workers) for p in points} == {("threads", 1), ("threads", 2)}
-    assert all(p.time_s > 0 and p.images > 0 for p in points)
+    batch = TrainConfig().batch_size
+    assert all(2 <= p.images <= 2 * batch for p in points)  # two steps: at most two full batches each
+    for p in points:  # the stored rate is the stored images over the stored time, not another measurement
+        assert store.latest_metrics(p.run_id)["images_per_s"] == pytest.approx(p.images / p.time_s)
 
 
 def test_a_training_run_at_the_same_time_flags_the_sweep_points(photos: Path, ws: Workspace) -> None:
