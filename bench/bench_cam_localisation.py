@@ -5,7 +5,7 @@ Trains the default recipe once on ``tests.shapes`` at ``--size`` px (or reuses `
 run), then scores: Grad-CAM on the layer the studio picks (``cam_layer_for``) and on its neighbours, the other
 fast methods on the picked layer, and Grad-CAM on two layers averaged (the grad-cam library's multi-layer path).
 Run: .venv/bin/python -m bench.bench_cam_localisation [--size 96] [--per-class 400] [--workspace DIR]
-(about 35 min on a 2-core CPU at 96 px, most of it training).
+(about 15 min on a 2-core CPU at 96 px, most of it training).
 """
 
 from __future__ import annotations
