@@ -86,13 +86,15 @@ polling = bool(jobs().active())
 
 @st.fragment(run_every=2.0 if polling else None)
 def training_now() -> None:
+    if polling and not jobs().active():
+        # The last run ended: a full rerun stops the polling and draws its result once (drawn here too, the
+        # result showed twice while the page redrew).
+        st.rerun()
     runs.active_jobs(jobs(), run_store())
     if not jobs().active():
         last = st.session_state.get(LAST_STARTED)
         if last is not None:
             runs.run_result(run_store(), workspace(), last)
-        if polling:
-            st.rerun()  # the last run ended: a full rerun stops the polling
     st.page_link("app_pages/runs.py", label="See the curves on the Runs page", icon=":material/monitoring:")
 
 
