@@ -227,3 +227,14 @@ def browser() -> Iterator[object]:
         b = p.chromium.launch(executable_path=CHROMIUM, args=args)
         yield b
         b.close()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Kill multiprocessing children a test left behind. The interpreter's exit joins every non-daemon child: one
+    stuck at fork (a lock held by a training thread of a timed-out test) once kept CI waiting past its 90 minutes
+    after the last test had reported."""
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        child.kill()
+        child.join(timeout=10)
