@@ -4,8 +4,9 @@ per explained layer and CAM method, for the default recipe's model on shapes ove
 Trains the default recipe once on ``tests.shapes`` at ``--size`` px (or reuses ``--workspace`` with a completed
 run), then scores: Grad-CAM on the layer the studio picks (``cam_layer_for``) and on its neighbours, the other
 fast methods on the picked layer, and Grad-CAM on two layers averaged (the grad-cam library's multi-layer path).
-Run: .venv/bin/python -m bench.bench_cam_localisation [--size 96] [--per-class 400] [--workspace DIR]
-(about 15 min on a 2-core CPU at 96 px, most of it training).
+Run: .venv/bin/python -m bench.bench_cam_localisation [--size 96] [--per-class 400] [--image-size N] [--workspace DIR]
+(about 15 min on a 2-core CPU at 96 px, most of it training). ``--image-size``: train and explain at N px instead
+of the recipe's choice (the images are upscaled), e.g. 112 for 96 px images so that layer3 is 7x7.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--size", type=int, default=96)
     p.add_argument("--per-class", type=int, default=400)
+    p.add_argument("--image-size", type=int, default=0, help="input side in px; 0: the recipe's choice")
     p.add_argument("--workspace", default="bench/out/cam-localisation")
     args = p.parse_args()
     base = Path(args.workspace)
@@ -42,13 +44,14 @@ def main() -> None:
     boxes = make_shapes_dataset(root, n_per_class=args.per_class, size=args.size, seed=SEED)
     ws = Workspace.open(base / "ws").with_roots(base)
     store = RunStore(ws.runs_db)
-    done = [r for r in store.list_runs(status="completed", kind="train") if r.dataset == str(root)]
+    done = [r for r in store.list_runs(status="completed", kind="train")
+            if r.dataset == str(root) and r.config.get("image_size", 0) == args.image_size]  # fmt: skip
     if done:
         run_id = done[0].run_id
     else:
         started = time.perf_counter()
         registry = JobRegistry(store)
-        run_id = train_run.submit_training(registry, ws, TrainConfig(dataset=str(root)))
+        run_id = train_run.submit_training(registry, ws, TrainConfig(dataset=str(root), image_size=args.image_size))
         job = registry.wait(run_id, timeout=4 * 3600)
         print(f"trained run {run_id} ({job.status}) in {time.perf_counter() - started:.0f} s")
     predictor = load_run_predictor(ws, store, run_id)
