@@ -399,20 +399,11 @@ def test_many_processes_creating_a_new_store_at_once(tmp_path: Path, round_: int
     ctx = multiprocessing.get_context("fork")  # fork: the children start in milliseconds, so they truly collide
     n, db = 16, str(tmp_path / f"round-{round_}" / "runs.sqlite")
     barrier, errors = ctx.Barrier(n), ctx.Queue()
-    # daemon, and killed below if still alive: a child stuck at fork (a lock held by another thread of this
-    # process) would otherwise hang the interpreter's exit, which joins non-daemon children.
-    children = [ctx.Process(target=_open_and_create, args=(db, f"p{i}", barrier, errors), daemon=True)
-                for i in range(n)]  # fmt: skip
-    try:
-        for child in children:
-            child.start()
-        for child in children:
-            child.join(timeout=60)
-    finally:
-        for child in children:
-            if child.is_alive():
-                child.kill()
-                child.join(timeout=10)
+    children = [ctx.Process(target=_open_and_create, args=(db, f"p{i}", barrier, errors)) for i in range(n)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(timeout=60)
     failures = [errors.get() for _ in range(errors.qsize())] if not errors.empty() else []
     assert failures == [] and [c.exitcode for c in children] == [0] * n
     store = RunStore(db)
