@@ -22,7 +22,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from core.common.workspace import Workspace
 from core.explain.cam import explain
-from core.explain.predict import load_run_predictor
+from core.explain.predict import load_run_predictor, square_map_to_image
 from core.store.runs import RunStore
 from core.train import runner as train_run
 from core.train.config import TrainConfig
@@ -66,20 +66,23 @@ def main() -> None:
         x = predictor.inference.preprocess([predictor.open(root / rel)])
         box = boxes[rel]
         pred = predictor.run(root / rel, rel, cam="gradcam")
-        _score(scores, f"gradcam, studio's layer ({pred.cam_layer} {pred.cam_map})", pred.heatmap, box)
+        _score(scores, f"gradcam, studio's layer ({pred.cam_layer} {pred.cam_map})", pred.heatmap, box, args.size)
         for name, layer in stages.items():
-            _score(scores, f"gradcam, {name}", explain(model, x, target_layer=layer).heatmap, box)
+            _score(scores, f"gradcam, {name}", explain(model, x, target_layer=layer).heatmap, box, args.size)
         for method in ("gradcam++", "hirescam", "xgradcam", "layercam"):
-            _score(scores, f"{method}, studio's layer", predictor.run(root / rel, rel, cam=method).heatmap, box)
+            _score(
+                scores, f"{method}, studio's layer", predictor.run(root / rel, rel, cam=method).heatmap, box, args.size
+            )
         for pair in (("layer2", "layer3"), ("layer3", "layer4")):
             if all(n in stages for n in pair):
-                _score(scores, f"gradcam, {' + '.join(pair)} averaged", _multi(model, x, pair, stages), box)
+                _score(scores, f"gradcam, {' + '.join(pair)} averaged", _multi(model, x, pair, stages), box, args.size)
     print(f"{'map':<55}{'peak inside the box':>22}")
     for name, hits in scores.items():
         print(f"{name:<55}{np.mean(hits):>21.1%}")
 
 
-def _score(scores: dict[str, list[bool]], name: str, heat: np.ndarray, box) -> None:
+def _score(scores: dict[str, list[bool]], name: str, heat: np.ndarray, box, side: int) -> None:
+    heat = square_map_to_image(heat, (side, side))  # a map at the input size (e.g. 112 px) onto the image's own side
     y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
     scores.setdefault(name, []).append(box_contains(box, int(y), int(x)))
 

@@ -272,8 +272,12 @@ def run_actions(run: RunRecord, store: RunStore, registry: JobRegistry, ws: Work
         else "only stopped runs with a checkpoint"
     )
     if resume.button("Resume", icon=":material/play_arrow:", disabled=not resumable, help=why, key="run_resume"):
-        train_run.resume_training(registry, ws, run.run_id)
-        st.rerun()
+        try:
+            train_run.resume_training(registry, ws, run.run_id)
+        except CoreError as e:  # e.g. its last checkpoint was damaged since the page was drawn
+            st.error(f"This run cannot be resumed: {e}")
+        else:
+            st.rerun()
     if rerun.button("Rerun with changes", icon=":material/tune:", key="run_rerun",
                     help="opens the Train form filled in with this run's settings"):  # fmt: skip
         st.session_state[TRAIN_PREFILL] = dict(run.config)

@@ -28,7 +28,7 @@ LISTS = {  # option -> (label, values offered, chosen at first)
     "epochs": ("Epochs", [1, 2, 3, 4, 6, 8, 12, 24], [2]),
     "arch": ("Network", ["auto", *ARCHS], ["auto"]),
     "freeze": ("Frozen layers", list(choices()["freeze"]), ["none"]),
-    "image_size": ("Input size (px)", [0, 16, 32, 64, 96, 128, 224], [0]),
+    "image_size": ("Input size (px)", [0, 16, 32, 64, 112, 128, 224], [0]),
     "augment": ("Augmentation", list(AUGMENT_CHOICES), ["auto"]),
 }
 VALUE_WORDS = {**{k: WORDS.get(k, {}) for k in LISTS}, "arch": {"auto": "Automatic", **WORDS["arch"]},

@@ -19,16 +19,19 @@ WEIGHTS_CHOICES = ("none", "imagenet")  # or a path to a local state-dict file
 IMAGENET_MEAN: tuple[float, ...] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, ...] = (0.229, 0.224, 0.225)
 
-# Input sizes. Below MIN the last feature map (the Grad-CAM map) would be smaller than 3x3 and explain
-# nothing; above 224 (the ImageNet training size) the cost grows with the square of the side on a CPU that
-# does ~50-80 GFLOP/s (research/cpu-training.md) for little gain on the small datasets the studio sees.
-_MIN_CAM_CELLS = 3
-_MAX_TORCHVISION_SIDE = 224
 # The map a heat map is drawn from should have about 7x7 cells (a ResNet's last stage at its ImageNet size):
 # measured on a ResNet-18 trained on 96 px shapes, the last stage's 3x3 map put the Grad-CAM peak inside the
-# object for 47% of the test images and the previous stage's 6x6 map for 87%. Below this side the explained
+# object for 47% of the test images and the previous stage's 6x6 map for 86%. Below this side the explained
 # layer moves to the finer map of an earlier stage (ArchInfo.cam_fallbacks).
 CAM_MIN_MAP_SIDE = 7
+# Input sizes. Torchvision networks get at least 112 px: 7 cells of the stride-16 stage (layer3), the smallest
+# input at which some layer has a 7x7 map. Measured on the same 96 px shapes (bench.bench_cam_localisation,
+# 240 test images): upscaled to 112 px the Grad-CAM peak fell inside the object for 96.7% of them (layer3 7x7)
+# against 86.2% at 96 px (6x6), test accuracy 100% against 98.8%, for 1.24x the training time. Above 224 (the
+# ImageNet training size) the cost grows with the square of the side on a CPU that does ~50-80 GFLOP/s
+# (research/cpu-training.md) for little gain on the small datasets the studio sees.
+_MIN_TORCHVISION_SIDE = CAM_MIN_MAP_SIDE * 16
+_MAX_TORCHVISION_SIDE = 224
 
 
 class ModelError(CoreError):
@@ -55,7 +58,8 @@ class ArchInfo:
         cam_fallbacks: Earlier layers (dotted path, total stride), deepest first, explained instead of
             ``cam_layer`` when its map would be smaller than ``CAM_MIN_MAP_SIDE`` (see :func:`cam_layer_for`).
         max_side: Largest side :func:`choose_image_size` picks.
-        min_side: Smallest side :func:`choose_image_size` picks (at least ``3 * stride``).
+        min_side: Smallest side :func:`choose_image_size` picks: enough for a ``CAM_MIN_MAP_SIDE`` map at the
+            finest candidate layer.
     """
 
     name: str
@@ -72,7 +76,7 @@ class ArchInfo:
     stride: int = 32
     cam_fallbacks: tuple[tuple[str, int], ...] = ()
     max_side: int = _MAX_TORCHVISION_SIDE
-    min_side: int = _MIN_CAM_CELLS * 32
+    min_side: int = _MIN_TORCHVISION_SIDE
 
 
 def _resnet(depth: int, weights: str, gflops: float, help_text: str) -> ArchInfo:
@@ -176,40 +180,56 @@ def choose_image_size(arch: str, typical_side: int) -> int:
     """The input side (square) for images whose typical (e.g. median shorter) side is ``typical_side`` px.
 
     Rule: keep the images' own size when it fits, but
-    * upscale small images to the arch's ``min_side``: at least 3 x its stride, so the Grad-CAM map is at
-      least 3x3 (ResNets and MobileNets downsample 32x: 96 px). LeNet downsamples 4x and takes 16 px: an 8x8
-      digit then gives a 4x4 map, one cell per 2x2 source pixels (finer cells would add no information).
-      Measured on sklearn digits (15 epochs, Adam + one-cycle): 99.6% at 16 px, 98.5% at 32 px at 4x the
-      cost (LeNet's receptive field is 18 px: at 32 px no unit sees the whole digit);
+    * upscale small images to the arch's ``min_side``, so that the heat map has enough cells to point at
+      something: ResNets and MobileNets get 112 px, where their stride-16 stage has a 7x7 map (at 96 px
+      6x6, and the last stage only 3x3; see ``_MIN_TORCHVISION_SIDE`` for what that changed). LeNet
+      downsamples 4x and takes 16 px: an 8x8 digit then gives a 4x4 map, one cell per 2x2 source pixels
+      (finer cells would add no information). Measured on sklearn digits (15 epochs, Adam + one-cycle): 99.6%
+      at 16 px, 98.5% at 32 px at 4x the cost (LeNet's receptive field is 18 px: at 32 px no unit sees the
+      whole digit);
     * cap large ones at ``max_side``: 224, the ImageNet training size, for torchvision networks; 32 for
       LeNet, whose last units see 18 px: at 32 px each sees over half the image, at 64 px a quarter, too
       little to take in an object that fills half of it (coloured shapes, 1,600 images, from scratch:
       96.7% test accuracy at 32 px against 82% at 64 px, which also cost 6x the time);
-    * round up to a multiple of the stride, so every pooling divides evenly and the CAM map covers the
-      whole image instead of dropping a border.
+    * round up to a multiple of the stride of the layer explained at that side (:func:`cam_layer_for`), so
+      the heat map's cells tile the whole image instead of ending in a half cell of padding: 112 stays 112
+      (layer3, 7x7), 200 becomes 224 (layer4, 7x7).
     """
     info = arch_info(arch)
     if typical_side < 1:
         raise ModelError(f"typical image side must be a positive number of pixels, got {typical_side}")
     side = min(max(typical_side, info.min_side), info.max_side)
-    return -(-side // info.stride) * info.stride
+    finest = min(stride for _, stride in _cam_candidates(info))
+    side = -(-side // finest) * finest
+    stride = _explained(info, side)[2]
+    return -(-side // stride) * stride
 
 
 def cam_layer_for(arch: str, image_size: int | None = None) -> tuple[str, int | None]:
     """(dotted path of the layer to explain, side of its map in cells) for ``arch`` at ``image_size`` px.
 
     The deepest layer whose map is at least ``CAM_MIN_MAP_SIDE`` cells a side, else the finest candidate: a
-    ResNet keeps ``layer4`` at 224 px (7x7) and explains ``layer3`` below 224 (96 px: 6x6 instead of 3x3).
+    ResNet keeps ``layer4`` at 224 px (7x7) and explains ``layer3`` below 224 (112 px: 7x7 instead of 4x4).
     The cost stays near one forward pass: the backward runs from the chosen layer up, and at 224 px nothing
     changes. LeNet has a single candidate (its last block sees 18 px, already a fine map on its 16-32 px
     inputs). Without ``image_size`` the deepest layer, side unknown.
     """
     info = arch_info(arch)
-    candidates = ((info.cam_layer, info.stride), *info.cam_fallbacks)
     if image_size is None:
         return info.cam_layer, None
-    sides = [(path, -(-int(image_size) // stride)) for path, stride in candidates]
-    return next(((p, s) for p, s in sides if s >= CAM_MIN_MAP_SIDE), sides[-1])
+    path, cells, _ = _explained(info, int(image_size))
+    return path, cells
+
+
+def _cam_candidates(info: ArchInfo) -> tuple[tuple[str, int], ...]:
+    """(dotted path, total stride) of every layer that may be explained, deepest first."""
+    return ((info.cam_layer, info.stride), *info.cam_fallbacks)
+
+
+def _explained(info: ArchInfo, image_size: int) -> tuple[str, int, int]:
+    """(path, map side in cells, stride) of the layer explained at ``image_size`` px (see :func:`cam_layer_for`)."""
+    sides = [(path, -(-image_size // stride), stride) for path, stride in _cam_candidates(info)]
+    return next((c for c in sides if c[1] >= CAM_MIN_MAP_SIDE), sides[-1])
 
 
 def default_mean_std(in_channels: int = 3) -> tuple[list[float], list[float]]:

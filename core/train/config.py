@@ -10,11 +10,11 @@ The default recipe (a config with only ``dataset`` set) and why it is the defaul
 * ``arch="auto"``: LeNet (3 conv blocks, 32/64/128 channels) when the images' median shorter side is at most
   64 px and no pretrained weights are asked for, else ResNet-18. On tiny images (digits, icons, CIFAR-size
   crops) the ImageNet stem of a ResNet throws away 3/4 of the pixels in its first two layers, and a ResNet
-  needs a 96 px input for a usable Grad-CAM map, which costs 10-20x LeNet's compute on a 2-core CPU for no
-  accuracy gain (research/cpu-training.md section 6: a 3-layer CNN reaches 98-99% on the digits). Ordinary
-  photos get ResNet-18, the usual first choice for a CPU.
+  needs a 112 px input for a usable Grad-CAM map (layer3 7x7), which costs 10-20x LeNet's compute on a 2-core
+  CPU for no accuracy gain (research/cpu-training.md section 6: a 3-layer CNN reaches 98-99% on the digits).
+  Ordinary photos get ResNet-18, the usual first choice for a CPU.
   Measured on coloured shapes over textures (64 px, 1,600 images, from scratch, same epochs): ResNet-18 at
-  96 px 43% test accuracy in 6.5 min, LeNet at 32 px 96.7% in 72 s.
+  96 px (its smallest input then) 43% test accuracy in 6.5 min, LeNet at 32 px 96.7% in 72 s.
 * ``image_size=0``: :func:`core.train.archs.choose_image_size` from the median side (16 px for the 8 px digits,
   LeNet's 32 px cap for 64 px images).
 * SGD with Nesterov momentum, one-cycle learning rates (linear rise over the first quarter of the steps,

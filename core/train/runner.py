@@ -98,9 +98,19 @@ def resume_training(registry: JobRegistry, ws: Workspace, run_id: int, *, nodes:
         raise RunStoreError(f"run {run_id} is {run.status}; only {', '.join(RESUMABLE)} runs can be resumed")
     if not checkpoint_path(ws, run_id, "last").is_file():
         raise RunStoreError(f"run {run_id} has no checkpoint to resume from (it stopped before its first epoch)")
-    config = TrainConfig.from_dict(run.config)
+    config = _at_its_own_size(TrainConfig.from_dict(run.config), checkpoint_path(ws, run_id, "last"))
     registry.store.set_status(run_id, "queued")
     registry.submit(run_id, lambda ctx: _work(ctx, ws, config, resume=True, nodes=nodes))
+
+
+def _at_its_own_size(config: TrainConfig, last: Path) -> TrainConfig:
+    """A run left to the automatic input size resumes at the size its checkpoint was trained at, though the
+    automatic choice may have changed since (a ResNet's smallest input went from 96 to 112 px)."""
+    if config.image_size:
+        return config
+    from core.train.checkpoints import load_checkpoint
+
+    return replace(config, image_size=int(load_checkpoint(last)["image_size"]))
 
 
 def delete_run(store: RunStore, ws: Workspace, run_id: int) -> None:

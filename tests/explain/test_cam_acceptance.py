@@ -1,6 +1,6 @@
 """Acceptance: trained with the default recipe on coloured shapes over textured backgrounds (a dataset nothing
-was tuned on), the Grad-CAM peak falls inside the object's box for at least 90% of the test images (64 px: LeNet);
-at 96 px (ResNet-18) the explained layer is the one with enough cells to localise."""
+was tuned on), the Grad-CAM peak falls inside the object's box for at least 90% of the test images: at 64 px (LeNet)
+and at 96 px (ResNet-18, upscaled to 112 px so that the explained layer has a 7x7 map)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from core.common.workspace import Workspace
-from core.explain.predict import load_run_predictor
+from core.explain.predict import load_run_predictor, square_map_to_image
 from core.store.runs import RunStore
 from core.train import runner as train_run
 from core.train.config import TrainConfig
@@ -68,15 +68,15 @@ def _peak_inside(heat: np.ndarray, box) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3600)  # the suite's 600 s is far below this test's 12 minutes of training
-def test_at_96_px_the_explained_layer_has_enough_cells_to_find_the_object(tmp_path: Path) -> None:
-    """The default recipe picks ResNet-18 at 96 px; the explained layer is layer3 (6x6), not layer4 (3x3).
+@pytest.mark.timeout(3600)  # the suite's 600 s is far below this test's 15 minutes of training
+def test_at_96_px_the_gradcam_peak_falls_inside_the_object_box(tmp_path: Path) -> None:
+    """The default recipe picks ResNet-18 and upscales the 96 px images to 112 px, where layer3's map is 7x7 (at
+    96 px it would be 6x6, and layer4's 3x3); the explained layer is layer3.
 
-    About 15 minutes on the 2-core CPU (12 of them training), so it runs with the slow tests in CI. Measured on
-    this set (2026-12-03, 98.8% test accuracy, 240 test images; bench.bench_cam_localisation): Grad-CAM peak inside the
-    box 52.1% with layer4, 86.2% with layer3 (the choice), 80.0% with layer2, 86.7% averaging layer3 and layer4;
-    Grad-CAM++ on layer3 95.8%. Grad-CAM itself stays under the 90% of the 64 px test: its hottest 16 px cell
-    often sits on the shape's outline, a few pixels outside the box.
+    About 18 minutes on the 2-core CPU (15 of them training), so it runs with the slow tests in CI. Measured on
+    this set (bench.bench_cam_localisation, 240 test images): at 112 px 100% test accuracy, Grad-CAM peak inside
+    the box 96.7% with layer3 (the choice), Grad-CAM++ 97.5%; at the former 96 px input 98.8% accuracy, 86.2%
+    with layer3 (6x6), 52.1% with layer4 (3x3), Grad-CAM++ 95.8%.
     """
     from core.explain.cam import explain
 
@@ -89,20 +89,21 @@ def test_at_96_px_the_explained_layer_has_enough_cells_to_find_the_object(tmp_pa
     job = _wait(registry, run_id, timeout=3000)
     assert job.status == "completed", job.error
     predictor = load_run_predictor(ws, store, run_id)
+    assert (predictor.inference.arch, predictor.inference.image_size) == ("resnet18", 112)
     model = predictor.inference.model
     shares: dict[str, list[bool]] = {"chosen": [], "layer4": [], "gradcam++": []}
     for rel in sorted(p for p in boxes if p.startswith("test/")):
         pred = predictor.run(root / rel, rel, cam="gradcam")
-        assert (pred.cam_layer, pred.cam_map) == ("layer3.1", (6, 6))
+        assert (pred.cam_layer, pred.cam_map) == ("layer3.1", (7, 7))
         shares["chosen"].append(_peak_inside(pred.heatmap, boxes[rel]))
         x = predictor.inference.preprocess([predictor.open(root / rel)])
-        coarse = explain(model, x, target_layer=model.layer4[-1]).heatmap  # the 96 px square is the whole image
+        coarse = explain(model, x, target_layer=model.layer4[-1]).heatmap  # 4x4 cells, drawn at 112 px
+        coarse = square_map_to_image(coarse, (96, 96))  # back onto the 96 px image the boxes are measured on
         shares["layer4"].append(_peak_inside(coarse, boxes[rel]))
         shares["gradcam++"].append(_peak_inside(predictor.run(root / rel, rel, cam="gradcam++").heatmap, boxes[rel]))
     share = {k: float(np.mean(v)) for k, v in shares.items()}
     accuracy = train_run.result_json(store, run_id, ws)["test"]["accuracy"]
     print(f"test accuracy {accuracy:.1%}; peak inside the box: {share}")
     assert accuracy >= 0.9, accuracy
-    # 86.2% measured: the bound leaves room for a few images that a different thread count trains otherwise
-    assert share["chosen"] >= 0.8 and share["chosen"] - share["layer4"] >= 0.2, share
+    assert share["chosen"] >= 0.9 and share["chosen"] > share["layer4"], share  # the issue's bar: 90%
     assert share["gradcam++"] >= 0.9, share

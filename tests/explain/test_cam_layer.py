@@ -14,7 +14,8 @@ from core.train.models import build_model, cam_layer
 @pytest.mark.parametrize(
     ("arch", "side", "layer", "cells"),
     [
-        ("resnet18", 96, "layer3.-1", 6),  # layer4 would give 3x3
+        ("resnet18", 96, "layer3.-1", 6),  # layer4 would give 3x3 (the recipe upscales such images to 112 px)
+        ("resnet18", 112, "layer3.-1", 7),  # the smallest side the recipe picks for a ResNet
         ("resnet18", 160, "layer3.-1", 10),
         ("resnet18", 224, "layer4.-1", 7),  # the ImageNet size keeps the last stage
         ("resnet50", 224, "layer4.-1", 7),

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from core.common.errors import CoreError
-from core.train.archs import ARCHS, FREEZE_MODES, EvalModeBatchNorm2d, ModelError, choose_image_size
+from core.train.archs import ARCHS, FREEZE_MODES, EvalModeBatchNorm2d, ModelError, cam_layer_for, choose_image_size
 from core.train.models import (
     apply_freeze,
     build_model,
@@ -90,23 +90,32 @@ def test_every_arch_builds_and_trains_a_step_at_its_small_size(arch: str) -> Non
 
 
 @pytest.mark.parametrize("arch", ALL_ARCHS)
-def test_cam_layer_map_is_at_least_3x3_at_the_chosen_size(arch: str) -> None:
+def test_the_explained_map_tiles_the_image_at_every_chosen_size(arch: str) -> None:
+    """At each side the recipe picks, the explained layer's map has whole cells over the whole image (no half
+    cell of padding at the border) and at least 4x4 of them (7x7 for the torchvision networks)."""
     with torch.device("meta"):  # shapes only: no memory, no arithmetic
         model = build_model(arch, 10).eval()
-    seen = {}
-    handle = cam_layer(model, arch).register_forward_hook(lambda _m, _i, out: seen.update(shape=out.shape))
     # Tiny, small, odd and huge images; each distinct chosen side is run once (a meta forward costs ~0.5 s).
-    for side in sorted({choose_image_size(arch, typical) for typical in (1, 8, 30, 97, 4000)}):
+    for side in sorted({choose_image_size(arch, typical) for typical in (1, 8, 30, 97, 130, 200, 4000)}):
+        seen = {}
+        handle = cam_layer(model, arch, side).register_forward_hook(
+            lambda _m, _i, out, seen=seen: seen.update(shape=out.shape)
+        )
         model(torch.empty(1, 3, side, side, device="meta"))
+        handle.remove()
         height, width = seen["shape"][-2:]
-        assert len(seen["shape"]) == 4 and height >= 3 and width >= 3, side
-        assert side % ARCHS[arch].stride == 0 and height * ARCHS[arch].stride == side  # the map covers the image
-    handle.remove()
+        stride = dict(((ARCHS[arch].cam_layer, ARCHS[arch].stride), *ARCHS[arch].cam_fallbacks))[
+            cam_layer_for(arch, side)[0]
+        ]
+        assert len(seen["shape"]) == 4 and height == width >= (4 if arch == "lenet" else 7), side
+        assert side % stride == 0 and height * stride == side, side  # the map covers the image exactly
 
 
 def test_choose_image_size_upscales_small_and_caps_large_images() -> None:
-    assert choose_image_size("resnet18", 8) == 96  # 3 x stride 32
-    assert choose_image_size("resnet50", 100) == 128  # rounded up to a multiple of 32
+    assert choose_image_size("resnet18", 8) == 112  # layer3 (stride 16) 7x7
+    assert choose_image_size("resnet50", 100) == 112
+    assert choose_image_size("resnet50", 130) == 144  # rounded up to a multiple of layer3's stride 16
+    assert choose_image_size("resnet34", 200) == 224  # layer4 (stride 32) is 7x7 from 193 px: a multiple of 32
     assert choose_image_size("mobilenet_v2", 224) == 224
     assert choose_image_size("resnet18", 3000) == 224
     assert choose_image_size("lenet", 8) == 16  # 8x8 digits: a 4x4 CAM map

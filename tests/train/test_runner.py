@@ -19,6 +19,7 @@ from core.cli.main import main
 from core.common.workspace import Workspace
 from core.store.runs import RunStore
 from core.train import runner as train_run
+from core.train.checkpoints import load_checkpoint
 from core.train.config import TrainConfig
 from core.train.jobs import JobRegistry
 from tests import imagefactory as f
@@ -78,6 +79,25 @@ def test_cancel_then_resume_keeps_the_run_id_and_every_epoch(shapes: Path, ws: W
     assert job.status == "completed", job.error
     epochs = train_run.result_json(store, run_id, ws)["epochs"]
     assert [e["epoch"] for e in epochs] == [1, 2, 3]
+
+
+def test_a_run_resumes_at_the_size_its_checkpoint_has_though_the_automatic_choice_changed(
+    shapes: Path, ws: Workspace
+) -> None:
+    """A run left to the automatic input size, started by a version whose choice differed (ResNets: 96 px before,
+    112 now), resumes at its checkpoint's size instead of failing on data prepared at the new one."""
+    store = RunStore(ws.runs_db)
+    registry = JobRegistry(store)
+    run_id = train_run.submit_training(registry, ws, _config(shapes, epochs=3, image_size=32))  # auto: 16 px
+    wait_until(train_run.checkpoint_path(ws, run_id, "last").is_file, timeout=300, what="the first checkpoint")
+    registry.cancel(run_id)
+    assert registry.wait(run_id, timeout=120).status == "cancelled"
+    store.describe(run_id, config={**store.get_run(run_id).config, "image_size": 0})  # as the older version stored it
+    train_run.resume_training(registry, ws, run_id)
+    job = registry.wait(run_id, timeout=300)
+    assert job.status == "completed", job.error
+    assert [e["epoch"] for e in train_run.result_json(store, run_id, ws)["epochs"]] == [1, 2, 3]
+    assert load_checkpoint(train_run.checkpoint_path(ws, run_id, "last"))["image_size"] == 32
 
 
 def test_resume_refuses_runs_that_cannot_resume(shapes: Path, ws: Workspace) -> None:

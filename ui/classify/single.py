@@ -113,7 +113,7 @@ def _images(picture: Image.Image, cam: Result | None, opacity: float, colormap: 
         blended = enlarged(overlay(picture, cam.heatmap, opacity, colormap))
         right.image(blended, caption=f"{ALL_METHODS[cam.cam_method].label} for “{cam.cam_class}”",
                     width="stretch", output_format=fmt)  # fmt: skip
-        if cam.cam_layer:  # which layer, and how coarse its map is (a 96 px ResNet explains layer3: 6x6, not 3x3)
+        if cam.cam_layer:  # which layer, and how coarse its map (a ResNet at 112 px: layer3 7x7, not 4x4)
             from core.explain.cam import describe_layer
 
             right.caption(describe_layer(cam.cam_layer, cam.cam_map, cam.input_size))
