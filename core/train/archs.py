@@ -27,7 +27,7 @@ CAM_MIN_MAP_SIDE = 7
 # Input sizes. Torchvision networks get at least 112 px: 7 cells of the stride-16 stage (layer3), the smallest
 # input at which some layer has a 7x7 map. Measured on the same 96 px shapes (bench.bench_cam_localisation,
 # 240 test images): upscaled to 112 px the Grad-CAM peak fell inside the object for 96.7% of them (layer3 7x7)
-# against 86.2% at 96 px (6x6), test accuracy 100% against 98.8%, for 1.24x the training time. Above 224 (the
+# against 86.2% at 96 px (6x6), test accuracy 100% against 98.8%, for 1.24-1.42x the training time. Above 224 (the
 # ImageNet training size) the cost grows with the square of the side on a CPU that does ~50-80 GFLOP/s
 # (research/cpu-training.md) for little gain on the small datasets the studio sees.
 _MIN_TORCHVISION_SIDE = CAM_MIN_MAP_SIDE * 16
