@@ -199,7 +199,7 @@ def choose_image_size(arch: str, typical_side: int) -> int:
     if typical_side < 1:
         raise ModelError(f"typical image side must be a positive number of pixels, got {typical_side}")
     side = min(max(typical_side, info.min_side), info.max_side)
-    finest = min(stride for _, stride in _cam_candidates(info))
+    finest = min(stride for _, stride in cam_candidates(arch))
     side = -(-side // finest) * finest
     stride = _explained(info, side)[2]
     return -(-side // stride) * stride
@@ -221,14 +221,15 @@ def cam_layer_for(arch: str, image_size: int | None = None) -> tuple[str, int | 
     return path, cells
 
 
-def _cam_candidates(info: ArchInfo) -> tuple[tuple[str, int], ...]:
-    """(dotted path, total stride) of every layer that may be explained, deepest first."""
+def cam_candidates(arch: str) -> tuple[tuple[str, int], ...]:
+    """(dotted path, total stride) of every layer of ``arch`` that may be explained, deepest first."""
+    info = arch_info(arch)
     return ((info.cam_layer, info.stride), *info.cam_fallbacks)
 
 
 def _explained(info: ArchInfo, image_size: int) -> tuple[str, int, int]:
     """(path, map side in cells, stride) of the layer explained at ``image_size`` px (see :func:`cam_layer_for`)."""
-    sides = [(path, -(-image_size // stride), stride) for path, stride in _cam_candidates(info)]
+    sides = [(path, -(-image_size // stride), stride) for path, stride in cam_candidates(info.name)]
     return next((c for c in sides if c[1] >= CAM_MIN_MAP_SIDE), sides[-1])
 
 

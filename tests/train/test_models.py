@@ -19,7 +19,15 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from core.common.errors import CoreError
-from core.train.archs import ARCHS, FREEZE_MODES, EvalModeBatchNorm2d, ModelError, cam_layer_for, choose_image_size
+from core.train.archs import (
+    ARCHS,
+    FREEZE_MODES,
+    EvalModeBatchNorm2d,
+    ModelError,
+    cam_candidates,
+    cam_layer_for,
+    choose_image_size,
+)
 from core.train.models import (
     apply_freeze,
     build_model,
@@ -104,9 +112,7 @@ def test_the_explained_map_tiles_the_image_at_every_chosen_size(arch: str) -> No
         model(torch.empty(1, 3, side, side, device="meta"))
         handle.remove()
         height, width = seen["shape"][-2:]
-        stride = dict(((ARCHS[arch].cam_layer, ARCHS[arch].stride), *ARCHS[arch].cam_fallbacks))[
-            cam_layer_for(arch, side)[0]
-        ]
+        stride = dict(cam_candidates(arch))[cam_layer_for(arch, side)[0]]
         assert len(seen["shape"]) == 4 and height == width >= (4 if arch == "lenet" else 7), side
         assert side % stride == 0 and height * stride == side, side  # the map covers the image exactly
 
