@@ -185,6 +185,12 @@ def test_runs_page_resumes_a_cancelled_run_and_deletes_it(colours: Path, fresh_w
     at.run()
     at.dataframe[0]  # newest first: the cancelled run is selected by default
     assert not at.button(key="run_resume").disabled
+    good = last.read_bytes()  # a checkpoint damaged after the page was drawn: a message in words, no traceback
+    last.write_bytes(good[: len(good) // 2])
+    at.button(key="run_resume").click().run()
+    assert not at.exception and store.get_run(second).status == "cancelled"
+    assert any("cannot be resumed" in e.value and "damaged" in e.value for e in at.error), [e.value for e in at.error]
+    last.write_bytes(good)
     at.button(key="run_resume").click().run()
     assert not at.exception
     assert registry.wait(second, timeout=300).status == "completed"
