@@ -117,15 +117,3 @@ def unexplained(rows: pd.DataFrame, note: str) -> list[Explained]:
     """The rows without pictures, each with ``note`` (the model could not be loaded)."""
     return [Explained(str(r.image), str(r.label), str(r.pred1), float(r.p1), float(r.p_true), None, None, note)
             for r in rows.itertuples()]  # fmt: skip
-
-
-def open_thumbnail(ws: Workspace, root: Path | None, image: str, side: int = 160) -> Image.Image | str:
-    """The image at most ``side`` px (tiny ones enlarged with square pixels), or why it cannot be shown."""
-    from core.datasets.thumbs import make_thumbnail
-
-    if root is None:
-        return "The dataset is no longer where the run found it."
-    try:
-        return make_thumbnail(ws.confine(root / image, "image"), side)
-    except CoreError as exc:
-        return getattr(exc, "reason", None) or str(exc)

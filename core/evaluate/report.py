@@ -24,6 +24,7 @@ from core.evaluate.evaluation import Evaluation
 from core.evaluate.metrics import confused_pairs, confusion_view, worst_classes
 from core.evaluate.mistakes import Explained, enlarged, overlay_of
 from core.evaluate.svg import reliability_svg
+from core.explain.words import describe_layer
 from core.train.archs import arch_label
 
 STYLE = """
@@ -172,8 +173,6 @@ def _worst(explained: list[Explained], leaking: set[str]) -> str:
     layer = next((i for i in explained if i.layer), None)
     caption = ""
     if layer is not None:
-        from core.explain.cam import describe_layer
-
         caption = f"<p class='small'>{_e(describe_layer(layer.layer, layer.map_size, layer.input_size))}</p>"
     return head + caption + "<div class='imgs'>" + "".join(cells) + "</div>"
 

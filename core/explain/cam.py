@@ -179,18 +179,6 @@ def _layer_name(model: nn.Module, layer: nn.Module) -> str:
     return next((name for name, module in model.named_modules() if module is layer), type(layer).__name__)
 
 
-def describe_layer(layer: str, map_size: tuple[int, int] | None, image_size: int | None = None) -> str:
-    """One line for people: which part of the network the heat map comes from and how coarse it is."""
-    if not map_size:
-        return f"The heat map comes from the network's part named {layer}."
-    h, w = map_size
-    cell = (f", each cell covering about {image_size // max(h, w)}×{image_size // max(h, w)} px of the "
-            f"{image_size} px image the model sees") if image_size else ""  # fmt: skip
-    article = "an" if str(h).startswith("8") or h in (11, 18) else "a"
-    return (f"The heat map comes from {article} {h}×{w} grid of the network's features (its part named {layer})"
-            f"{cell}, smoothed to the photo's size.")  # fmt: skip
-
-
 def _checked_input(model: nn.Module, input_tensor: torch.Tensor) -> torch.Tensor:
     if not isinstance(input_tensor, torch.Tensor) or input_tensor.dim() != 4 or input_tensor.shape[0] != 1:
         shape = tuple(input_tensor.shape) if isinstance(input_tensor, torch.Tensor) else type(input_tensor).__name__

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.explain.cam import describe_layer, explain, inference_copy
+from core.explain.cam import explain, inference_copy
+from core.explain.words import describe_layer
 from core.train.archs import ARCHS, CAM_MIN_MAP_SIDE, cam_layer_for, choose_image_size
 from core.train.models import build_model, cam_layer
 

@@ -10,6 +10,7 @@ from PIL import Image
 from core.explain.methods import ALL_METHODS, DEFAULT_METHOD
 from core.explain.overlay import COLORMAPS, DEFAULT_COLORMAP, overlay
 from core.explain.predict import Prediction, Predictor
+from core.explain.words import describe_layer
 from ui.classify.models import ModelChoice
 from ui.classify.results import Result, Upload, classified, enlarged, explained, is_stored, plain
 
@@ -114,6 +115,4 @@ def _images(picture: Image.Image, cam: Result | None, opacity: float, colormap: 
         right.image(blended, caption=f"{ALL_METHODS[cam.cam_method].label} for “{cam.cam_class}”",
                     width="stretch", output_format=fmt)  # fmt: skip
         if cam.cam_layer:  # which layer, and how coarse its map (a ResNet at 112 px: layer3 7x7, not 4x4)
-            from core.explain.cam import describe_layer
-
             right.caption(describe_layer(cam.cam_layer, cam.cam_map, cam.input_size))

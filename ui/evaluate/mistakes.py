@@ -13,7 +13,7 @@ from core.evaluate.calibration import Calibration
 from core.evaluate.evaluation import Evaluation
 from core.evaluate.mistakes import Explained, enlarged, explain_rows, overlay_of, unexplained, worst_images
 from core.evaluate.words import SPLIT_WORDS, calibration_sentence, pct
-from core.explain.cam import describe_layer
+from core.explain.words import describe_layer
 from core.store.runs import RunStore
 
 PER_ROW = 3
