@@ -15,7 +15,7 @@ import pandas as pd
 
 from core.common.errors import CoreError
 from core.common.workspace import Workspace
-from core.evaluate.leakage import HonestScore, LeakCheck, dataset_root, find_leaks, fingerprints_ready, honest_score
+from core.evaluate.leakage import HonestScore, LeakCheck, find_leaks, fingerprints_ready, honest_score, locate_dataset
 from core.evaluate.metrics import Metrics, compute_metrics
 from core.store.records import RunRecord
 from core.store.runs import RunStore
@@ -40,7 +40,8 @@ class Evaluation:
     metrics: Metrics
     leaks: LeakCheck | None  # None: not checked (fingerprints not cached on the page, or the dataset is gone)
     honest: HonestScore | None
-    root: Path | None  # the dataset folder the image paths are relative to; None when it is gone
+    root: Path | None  # the dataset folder the image paths are relative to; None when it cannot be read
+    root_problem: str  # why it cannot be read, one sentence for people; "" with a root
     splits: pd.DataFrame  # the run's stored path, label, split
 
     @property
@@ -123,10 +124,10 @@ def evaluate_run(ws: Workspace, store: RunStore, run_id: int | None = None, spli
     predictions = load_predictions(ws, store, run, split)
     if not len(predictions.frame):
         raise EvaluateError(f"none of run {run.run_id}'s {split} images could be read")
-    check = leak_check(ws, run, splits, split, leaks)
+    root, problem = locate_dataset(ws, run.dataset)
+    check = leak_check(ws, run, splits, split, leaks, root)
     honest = honest_score(predictions.frame, check) if check is not None else None
-    return Evaluation(run, split, predictions, compute_metrics(predictions), check, honest,
-                      dataset_root(ws, run.dataset), splits)  # fmt: skip
+    return Evaluation(run, split, predictions, compute_metrics(predictions), check, honest, root, problem, splits)
 
 
 def _the_run(store: RunStore, run_id: int | None) -> RunRecord:
@@ -138,11 +139,14 @@ def _the_run(store: RunStore, run_id: int | None) -> RunRecord:
     return run
 
 
-def leak_check(ws: Workspace, run: RunRecord, splits: pd.DataFrame, split: str, mode: str) -> LeakCheck | None:
-    """The copies of ``split``'s images in train, per ``mode`` (see :data:`LEAKS`); None when not checked."""
+def leak_check(
+    ws: Workspace, run: RunRecord, splits: pd.DataFrame, split: str, mode: str, root: Path | None
+) -> LeakCheck | None:
+    """The copies of ``split``'s images in train, per ``mode`` (see :data:`LEAKS`); None when not checked (or
+    ``root``, the dataset's folder, cannot be read)."""
     if mode not in LEAKS:
         raise EvaluateError(f"leaks {mode!r}; choose one of: {', '.join(LEAKS)}")
-    if mode == "skip" or dataset_root(ws, run.dataset) is None:
+    if mode == "skip" or root is None:
         return None
     if mode == "cached" and not fingerprints_ready(ws, run.dataset):
         return None

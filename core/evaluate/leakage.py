@@ -118,12 +118,18 @@ def honest_score(frame: pd.DataFrame, check: LeakCheck) -> HonestScore:
     )  # fmt: skip
 
 
-def dataset_root(ws: Workspace, dataset: str) -> Path | None:
-    """The folder the run's image paths are relative to, or None when the dataset is gone."""
-    from core.common.errors import CoreError
+DATASET_GONE = "The dataset is no longer where the run found it."
+
+
+def locate_dataset(ws: Workspace, dataset: str) -> tuple[Path | None, str]:
+    """(the folder the run's image paths are relative to, ""), or (None, why its images cannot be read: one
+    sentence that never repeats a server path)."""
+    from core.common.errors import CoreError, PathNotAllowedError
     from core.datasets.sources import resolve_dataset
 
     try:
-        return resolve_dataset(dataset, ws).root
+        return resolve_dataset(dataset, ws).root, ""
+    except PathNotAllowedError as exc:  # still there, but the folders this studio may read changed since the run
+        return None, f"The run's images cannot be read here: {exc}."
     except CoreError:
-        return None
+        return None, DATASET_GONE

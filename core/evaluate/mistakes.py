@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,9 @@ from PIL import Image
 from core.common.errors import CoreError
 from core.common.workspace import Workspace
 from core.store.runs import RunStore
+
+if TYPE_CHECKING:
+    from core.evaluate.evaluation import Evaluation
 
 WORST_SHOWN = 8
 
@@ -50,21 +54,21 @@ class Explained:
     input_size: int | None = None
 
 
-def explain_rows(ws: Workspace, store: RunStore, run_id: int, root: Path | None, rows: pd.DataFrame,
-                 side: int = 320) -> list[Explained]:  # fmt: skip
-    """Grad-CAM of the predicted class for each row (``image, label, pred1, p1, p_true``), with the run's best
-    checkpoint; an image that is gone or unreadable gets its reason instead, and the others go on."""
+def explain_rows(
+    ws: Workspace, store: RunStore, ev: Evaluation, rows: pd.DataFrame, side: int = 320
+) -> list[Explained]:
+    """Grad-CAM of the predicted class for each row (``image, label, pred1, p1, p_true``) of ``ev``'s run, with its
+    best checkpoint; an image that is gone or unreadable gets its reason instead, and the others go on."""
     from core.explain.predict import load_run_predictor
 
-    predictor = load_run_predictor(ws, store, run_id)
-    return [_explained(ws, predictor, root, row, side) for row in rows.itertuples()]
+    if ev.root is None:  # no image can be opened: say why, without loading the model
+        return unexplained(rows, ev.root_problem)
+    predictor = load_run_predictor(ws, store, ev.run.run_id)
+    return [_explained(ws, predictor, ev.root, row, side) for row in rows.itertuples()]
 
 
-def _explained(ws: Workspace, predictor, root: Path | None, row, side: int) -> Explained:
+def _explained(ws: Workspace, predictor, root: Path, row, side: int) -> Explained:
     base = Explained(str(row.image), str(row.label), str(row.pred1), float(row.p1), float(row.p_true), None, None)
-    if root is None:
-        base.note = "The dataset is no longer where the run found it."
-        return base
     try:
         path = ws.confine(root / str(row.image), "image")
         pred = predictor.run(path, str(row.image), cam="gradcam", target=str(row.pred1))

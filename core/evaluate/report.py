@@ -91,8 +91,10 @@ def _cards(ev: Evaluation) -> str:
 
 def _leakage(ev: Evaluation) -> str:
     head = "<h2>Copies of training images in the test</h2>"
+    if ev.root is None:
+        return head + f"<p>Not checked: {_e(ev.root_problem)}</p>"
     if ev.honest is None:
-        return head + "<p>Not checked: the dataset is no longer where the run found it.</p>"
+        return head + "<p>Not checked when this report was made.</p>"
     h = ev.honest
     table = (f"<table><tr><th class='l'></th><th>images</th><th>accuracy</th><th>MAP@5</th></tr>"
              f"<tr><td class='l'>all {w.SPLIT_WORDS.get(ev.split, ev.split)} images</td><td>{h.n_all:,}</td>"
@@ -208,7 +210,7 @@ def report_for(ws, store, ev: Evaluation, explained: list[Explained] | None = No
     if explained is None:
         worst = worst_images(ev.frame)
         try:
-            explained = explain_rows(ws, store, ev.run.run_id, ev.root, worst)
+            explained = explain_rows(ws, store, ev, worst)
         except CoreError as exc:
             explained = unexplained(worst, f"No heat map: {exc}")
     config = settings_from_checkpoint(checkpoint_path(ws, ev.run.run_id, "best"))

@@ -43,9 +43,9 @@ def runs(base: Path) -> dict[str, object]:
 
 @pytest.fixture
 def open_page(base: Path, monkeypatch: pytest.MonkeyPatch):
-    def go(workspace: Path, run: int | None = None) -> AppTest:
+    def go(workspace: Path, run: int | None = None, roots: Path | None = None) -> AppTest:
         monkeypatch.setenv("STUDIO_WORKSPACE", str(workspace))
-        monkeypatch.setenv("STUDIO_DATA_ROOTS", str(base))
+        monkeypatch.setenv("STUDIO_DATA_ROOTS", str(roots or base))
         st.cache_resource.clear()
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run()
         if run is not None:
@@ -128,6 +128,28 @@ def test_a_run_shows_its_scores_in_words_and_a_cell_of_the_matrix_shows_its_imag
     at.button(key=f"evaluate_leaks_{runs['colours']}_test").click().run()
     assert_clean(at)
     assert "Not one of the 20 test images has a copy among the training images" in texts(at)
+
+
+def test_a_run_whose_images_cannot_be_read_keeps_its_scores_and_says_why(
+    runs, base: Path, tmp_path: Path, open_page
+) -> None:
+    """The scores come from the stored predictions; the pictures need the dataset. Each way it can be out of reach
+    gets its own reason, in words, with no server path."""
+    at = open_page(base / "ws", runs["colours"], roots=tmp_path)  # the operator narrowed the readable folders
+    assert not at.exception and "Right answers" in metrics(at)
+    words = texts(at)
+    assert "The run's images cannot be read here: the dataset is outside the folders this studio may read" in words
+    assert "no longer where" not in words and str(base) not in words
+    colours = base / "colours"
+    moved = colours.rename(base / "colours-moved")
+    try:
+        at = open_page(base / "ws", runs["colours"])
+        assert not at.exception and "Right answers" in metrics(at)
+        words = texts(at)
+        assert "The dataset is no longer where the run found it. Its copies cannot be looked for." in words
+        assert "cannot be read here" not in words and str(base) not in words
+    finally:
+        moved.rename(colours)
 
 
 def test_copies_of_training_images_in_the_test_give_two_scores_and_the_gap(runs, base: Path, open_page) -> None:

@@ -121,7 +121,7 @@ def _cell_gallery(ev: Evaluation, true: str, said: str) -> None:
     what = f"{true} {noun} the model got right" if true == said else f"{true} {noun} the model called {said}"
     st.markdown(f"**{len(rows):,} {what}**, most confident first")
     if ev.root is None:
-        st.info("The dataset is no longer where the run found it: the images cannot be shown.")
+        st.info(f"{ev.root_problem} The images cannot be shown.")
         return
     shown = rows.head(CELL_IMAGES)
     leaking = set(ev.leaks.leaking) if ev.leaks is not None else set()

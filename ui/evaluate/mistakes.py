@@ -25,7 +25,7 @@ def _explained(
 ) -> list[Explained]:
     worst = worst_images(_ev.frame)
     try:
-        return explain_rows(_ws, _store, run_id, _ev.root, worst)
+        return explain_rows(_ws, _store, _ev, worst)
     except CoreError as exc:
         return unexplained(worst, f"No heat map: {_ws.redact(str(exc))}")
 

@@ -49,8 +49,7 @@ def leakage(ev: Evaluation, run: RunRecord) -> None:
     split = w.SPLIT_WORDS[ev.split]
     st.subheader(f"Does the score hold on {split} images the model has never seen a copy of?")
     if ev.root is None:
-        st.info("The dataset is no longer where the run found it, so its copies cannot be looked for.",
-                icon=":material/folder_off:")  # fmt: skip
+        st.info(f"{ev.root_problem} Its copies cannot be looked for.", icon=":material/folder_off:")
         return
     if ev.honest is None:
         _offer_check(ev, run)
