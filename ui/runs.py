@@ -293,8 +293,12 @@ def run_actions(run: RunRecord, store: RunStore, registry: JobRegistry, ws: Work
     with delete.popover("Delete", icon=":material/delete:", disabled=run.status in ACTIVE_STATUSES):
         st.write(f"Delete **{run.name}** with its curves and checkpoints? This cannot be undone.")
         if st.button("Delete for good", type="primary", key="run_delete"):
-            train_run.delete_run(store, ws, run.run_id)
-            st.rerun()
+            try:  # the status is checked again as it is deleted: another tab may have resumed it meanwhile
+                train_run.delete_run(store, ws, run.run_id)
+            except CoreError as e:
+                st.error(f"Not deleted: {e}.")
+            else:
+                st.rerun()
 
 
 def dataset_ref(run: RunRecord):

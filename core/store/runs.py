@@ -357,14 +357,20 @@ class RunStore(RunTables):
     def delete_run(self, run_id: int) -> list[str]:
         """Delete a run with its params, metrics and artifact rows (children keep their data).
 
+        The status is read in the same transaction as the delete: a run that another tab or process queued or
+        started since the caller looked (a resume) is refused, never deleted under its job.
+
         Returns:
             The artifact paths, so the caller can delete the files.
 
         Raises:
-            RunStoreError: unknown run.
+            RunStoreError: unknown run, or a queued or running run whose owner is alive.
         """
         with self._write() as conn:
-            self._require_row(conn, run_id)
+            row = self._require_row(conn, run_id)
+            if row["status"] in ACTIVE_STATUSES and not self._liveness.crash_reason(row, time.time()):
+                raise RunStoreError(f"run {run_id} is {row['status']}; cancel it, or wait for it to end, before "
+                                    "deleting it")  # fmt: skip
             paths = [r["path"] for r in conn.execute("SELECT path FROM artifacts WHERE run_id=?", (run_id,))]
             conn.execute("DELETE FROM runs WHERE id=?", (run_id,))
         self._liveness.register(run_id, None)

@@ -210,8 +210,8 @@ def test_finish_twice_and_set_status_transitions(store: RunStore) -> None:
 
 
 def test_ids_are_never_reused_and_delete_cascades(store: RunStore, db: Path, tmp_path: Path) -> None:
-    parent = store.create_run(dataset="d", kind="search")
-    run_id = store.create_run(dataset="d", parent_id=parent)
+    parent = store.create_run(dataset="d", kind="search", status="completed")
+    run_id = store.create_run(dataset="d", parent_id=parent, status="cancelled")
     store.log_params(run_id, {"lr": 0.1})
     store.log_metrics(run_id, [("loss", 1, 1.0)])
     path = tmp_path / "model.pt"
@@ -226,6 +226,33 @@ def test_ids_are_never_reused_and_delete_cascades(store: RunStore, db: Path, tmp
     child = store.create_run(dataset="d", parent_id=parent)
     store.delete_run(parent)
     assert store.get_run(child).parent_id is None
+
+
+def test_a_run_queued_or_running_under_a_live_owner_is_never_deleted(db: Path) -> None:
+    """Tab A opened the delete confirmation of a crashed run, tab B resumed it (queued, then running), tab A
+    confirms: the store reads the status in the delete's own transaction and refuses, in words."""
+    tab_a, tab_b = RunStore(db), RunStore(db)
+    run_id = tab_a.create_run(dataset="d", status="running")
+    tamper(db, run_id, pid=2**22 + 7, instance=None, thread=None)  # its process is gone: crashed
+    assert tab_a.get_run(run_id).status == "crashed"
+    tab_b.set_status(run_id, "queued")  # tab B's Resume
+    with pytest.raises(RunStoreError, match=rf"run {run_id} is queued; cancel it"):
+        tab_a.delete_run(run_id)
+    tab_b.start_run(run_id)
+    with pytest.raises(RunStoreError, match=rf"run {run_id} is running; cancel it"):
+        tab_a.delete_run(run_id)
+    assert tab_a.get_run(run_id).status == "running"
+    tab_b.finish_run(run_id, "cancelled")
+    tab_a.delete_run(run_id)  # stopped: deleted
+    with pytest.raises(RunStoreError, match="unknown run"):
+        tab_b.get_run(run_id)
+
+
+def test_a_run_whose_owner_died_while_queued_can_be_deleted(db: Path, store: RunStore) -> None:
+    run_id = store.create_run(dataset="d")
+    tamper(db, run_id, pid=2**22 + 7, instance=None, thread=None)
+    store.delete_run(run_id)
+    assert store.list_runs() == []
 
 
 def test_list_runs_newest_first_with_filters(store: RunStore) -> None:
