@@ -69,6 +69,11 @@ def owner_columns(pid: int | None = None, thread: str | None = None) -> dict[str
     }
 
 
+# Why a run crashed, in words a page can show to anyone: never the server's pid or host name.
+PROCESS_GONE = "the program that ran it stopped before the run finished (closed, killed, or out of memory)"
+THREAD_GONE = "the training thread that ran it ended without finishing"
+
+
 class Liveness:
     """Judges the active runs of one store file; remembers which thread of this process owns which run."""
 
@@ -97,7 +102,7 @@ class Liveness:
             return self._thread_crash_reason(row)
         if process_alive(row["pid"], row["pid_start"]):
             return None
-        return f"process {row['pid']} on {row['host']} is gone"
+        return PROCESS_GONE
 
     def _thread_crash_reason(self, row: sqlite3.Row) -> str | None:
         registered = self.registered(row["id"])
@@ -108,7 +113,7 @@ class Liveness:
             return None  # owned by this process itself, which is evidently alive
         else:
             alive = find_thread(name) is not None
-        return None if alive else f"thread {name} ended without finishing"
+        return None if alive else THREAD_GONE
 
     def _stale_reason(self, row: sqlite3.Row, now: float) -> str | None:
         # Another host: its pids mean nothing here, only the heartbeat age does. A queued run that
@@ -116,4 +121,4 @@ class Liveness:
         last = row["heartbeat_at"]
         if last is None or now - last <= self.stale_after_s:
             return None
-        return f"no heartbeat for {now - last:.0f} s"
+        return f"the machine that ran it has not been heard from for {now - last:.0f} s"

@@ -277,8 +277,7 @@ class RunStore(RunTables):
         status = "crashed" if self._liveness.crash_reason(row, now) else row["status"]
         same_owner = all(row[column] == owner[column] for column in ("host", "pid", "instance", "thread"))
         if status == "running" and not same_owner:
-            where = f"thread {row['thread']} of " if row["thread"] else ""
-            raise RunStoreError(f"run {row['id']} is already running ({where}process {row['pid']} on {row['host']})")
+            raise RunStoreError(f"run {row['id']} is already running (started from another tab or command)")
         if status == "completed":
             raise RunStoreError(f"run {row['id']} is completed; it cannot be started again")
 
