@@ -16,7 +16,7 @@ Limits (``ServeLimits``), so that neither a flood nor a slow client can exhaust 
 * slow clients: a body must arrive within ``body_timeout_s`` (408); a connection whose request headers are
   not complete ``header_timeout_s`` after it opened (or after its previous answer) is closed (slowloris);
   an idle keep-alive connection is closed after ``keep_alive_s``; at most ``max_connections`` connections
-  at once, more get 503 from uvicorn (``limit_concurrency``).
+  at once, more get 503 (``GET /health`` excepted: it never waits behind work or connections).
 """
 
 from __future__ import annotations
@@ -187,13 +187,21 @@ def _header_timeout_protocol(seconds: float) -> type:
     """uvicorn's h11 protocol, closing a connection whose request headers are not complete in time.
 
     uvicorn times out idle keep-alive connections but not a request whose headers trickle in byte by byte
-    (slowloris): a few hundred of those would hold every connection slot forever.
+    (slowloris): a few hundred of those would hold every connection slot forever. It also applies the connection
+    limit itself, so that ``GET /health`` answers however many connections are open.
     """
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class HeaderTimeoutProtocol(H11Protocol):
         _header_timer: asyncio.TimerHandle | None = None
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # uvicorn's own connection limit answers 503 to every path, /health included: 64 stalled sockets made
+            # the health check fail for as long as they stalled. The same limit, applied here, spares /health.
+            self.connection_limit, self.limit_concurrency = self.limit_concurrency, None
+            self.app = _sparing_health(self.app, self)
 
         def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
             super().connection_made(transport)
@@ -226,3 +234,19 @@ def serve(predictor: Predictor, ws: Workspace, *, host: str = "127.0.0.1", port:
 
     limits = ServeLimits()
     uvicorn.Server(serve_config(build_app(predictor, ws, limits=limits), host=host, port=port, limits=limits)).run()
+
+
+def _sparing_health(app: Any, protocol: Any) -> Any:
+    """``app`` behind uvicorn's connection limit (read from ``protocol``), which ``GET /health`` bypasses."""
+
+    async def limited(scope: dict, receive: Any, send: Any) -> None:
+        limit = protocol.connection_limit
+        # This request's connection and task are counted already (uvicorn checked before adding its task).
+        over = limit is not None and (len(protocol.connections) >= limit or len(protocol.tasks) > limit)
+        if over and scope.get("path") != "/health":
+            busy = JSONResponse({"error": "the server has too many open connections; try again shortly"},
+                                status_code=503)  # fmt: skip
+            return await busy(scope, receive, send)
+        return await app(scope, receive, send)
+
+    return limited

@@ -136,6 +136,41 @@ def test_stalled_headers_are_dropped_and_the_server_keeps_answering(server) -> N
     assert _health(port) == 200
 
 
+@pytest.fixture
+def patient_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """The same limits, but stalled headers are dropped only after 30 s: long enough to look while they stall."""
+    limits = ServeLimits(**{**LIMITS.__dict__, "header_timeout_s": 30.0})
+    ws = Workspace.open(tmp_path_factory.mktemp("patient") / "ws")
+    f.write_rgb(ws.datasets / "one.png", size=(16, 16))
+    model = InferenceModel(build_model("lenet", 2).eval(), "lenet", ["a", "b"], 16, [0.5] * 3, [0.25] * 3)
+    port = free_port()
+    app = build_app(Predictor(model, source="untrained lenet"), ws, limits=limits)
+    uv = uvicorn.Server(serve_config(app, port=port, limits=limits, log_level="warning"))
+    thread = threading.Thread(target=uv.run, name="patient-server", daemon=True)
+    thread.start()
+    wait_until(lambda: _health(port) == 200, timeout=60, what="the server to answer")
+    try:
+        yield port
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_health_answers_while_every_connection_slot_is_held_by_stalled_clients(patient_server: int) -> None:
+    port = patient_server
+    stalled = [socket.create_connection(("127.0.0.1", port)) for _ in range(LIMITS.max_connections)]
+    try:
+        for sock in stalled:
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Ty")  # and nothing more (slowloris)
+        time.sleep(0.3)  # the server has accepted them all
+        assert _post_json(port, {"path": "datasets/one.png"})[0] == 503  # work waits for a free connection
+        assert _request(port, "GET", "/health") == (200, {"status": "ok", "model": "untrained lenet", "classes": 2})
+    finally:
+        for sock in stalled:
+            sock.close()
+    wait_until(lambda: _post_json(port, {"path": "datasets/one.png"})[0] == 200, timeout=30, what="slots back")
+
+
 def test_a_silent_connection_is_closed_too(server) -> None:
     port, _ = server
     with socket.create_connection(("127.0.0.1", port)) as sock:
