@@ -27,6 +27,7 @@ import pandas as pd
 from core.common.atomic import PARTIAL_SUFFIX, write_atomic
 from core.common.errors import CoreError, RunStoreError
 from core.common.workspace import Workspace
+from core.store.records import ACTIVE_STATUSES
 from core.store.runs import RunStore
 from core.train.config import TrainConfig
 from core.train.jobs import JobContext, JobRegistry
@@ -193,12 +194,35 @@ def run_distributed(ctx: JobContext, ws: Workspace, config: TrainConfig, *, resu
                     "continue from its last checkpoint")  # fmt: skip
 
 
-def _remove_partials(folder: Path) -> None:
+def _remove_partials(folder: Path) -> int:
     """Delete writes a killed process left half done (``.last.pt.<random>.partial``, tens of MB each): nothing
     reads them, and only this run's own job writes into its folder, so none of them is still being written."""
+    removed = 0
     for leftover in folder.glob(f".*{PARTIAL_SUFFIX}"):
         with contextlib.suppress(OSError):
             leftover.unlink()
+            removed += 1
+    return removed
+
+
+def remove_stale_partials(ws: Workspace, store: RunStore) -> int:
+    """Delete the half-written files of every run that no job is writing (queued and running runs keep theirs);
+    returns how many went. A kill during a run's first checkpoint leaves one that ``run_training`` never gets to
+    remove (with no ``last.pt`` the run cannot resume): the dashboard and ``train`` sweep them as they start."""
+    removed = 0
+    for folder in ws.checkpoints.glob("run-*"):
+        run_id = folder.name.removeprefix("run-")
+        if not run_id.isdecimal() or _is_active(store, int(run_id)):
+            continue
+        removed += _remove_partials(folder)
+    return removed
+
+
+def _is_active(store: RunStore, run_id: int) -> bool:
+    try:
+        return store.get_run(run_id).status in ACTIVE_STATUSES
+    except RunStoreError:  # a folder whose run was deleted from the store: nobody writes into it
+        return False
 
 
 def _keep_predictions(store: RunStore, run_id: int, folder: Path, found: dict, epoch: object) -> None:
@@ -322,6 +346,7 @@ def train_and_wait(
     Ctrl-C cancels the run cleanly (it saves its checkpoint and is resumable); SIGKILL leaves it crashed.
     """
     registry = JobRegistry(store)
+    remove_stale_partials(ws, store)
     if resume_run is not None:
         resume_training(registry, ws, resume_run, nodes=nodes)
         run_id = resume_run
