@@ -7,23 +7,29 @@
 * one JSON file per image holding the label under a key (Amazon bins: ``metadata/523.json`` with
   ``EXPECTED_QUANTITY``; the image ``523.jpg`` is found by the same stem).
 
+Every file a dataset lists stays inside its *reach* (``DatasetRef.reach``: the workspace's allowed roots, symlinks
+resolved): a metadata file that links out is listed with its reason and never opened, and a CSV row is not
+looked up through a folder that links out (``core.datasets.scan`` applies the same rule to every image). JSON
+is read through ``core.common.jsonfile`` (size, depth and type checked), so one hostile file is one problem.
+
 ``core.datasets.sources`` chooses the layout and where the files are; ``core.datasets.scan`` opens the images.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import os
 import posixpath
+import stat
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from core.common.errors import DatasetError
+from core.common.jsonfile import JsonFileError, read_json
 from core.images.opener import is_image_name, sniff_image
 
 UNLABELLED = ""  # the label of an image that has none: never a class name (a folder cannot be named "")
@@ -45,6 +51,12 @@ SPLIT_COLUMNS = ("split", "subset", "set", "fold")
 
 JUNK_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini"}
 
+# Why a listed file is not used when it leads out of the reach. Where it leads is never said: the page's audience
+# must not learn what the server holds. "not opened": the scan, the thumbnails and training never read it.
+LINK_OUTSIDE = "symlink to a file outside the dataset and outside the folders this studio may read (not opened)"
+FOLDER_OUTSIDE = "in a linked folder outside the dataset and outside the folders this studio may read (not opened)"
+METADATA_MAX_BYTES = 4 * 2**20  # one image's metadata: the Amazon bins' are ~2 KB
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -65,6 +77,18 @@ def one_line(name: str) -> str:
     if name.isprintable():
         return name
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+
+
+def real(path: Path) -> Path:
+    """``path`` with every symlink resolved. ``os.path.realpath``, not ``Path.resolve``: on Python 3.11
+    ``resolve()`` raises RuntimeError on a symlink loop."""
+    return Path(os.path.realpath(path))
+
+
+def within(path: Path, reach: Sequence[Path]) -> bool:
+    """True when ``path`` resolves (symlinks followed) inside one of the ``reach`` folders (already resolved)."""
+    resolved = real(path)
+    return any(resolved.is_relative_to(folder) for folder in reach)
 
 
 def walk_files(root: Path, skipped: list[Problem] | None = None) -> Iterator[tuple[str, Path]]:
@@ -153,9 +177,14 @@ def read_label_csv(path: Path) -> pd.DataFrame:
         DatasetError: unreadable CSV, or no column that can hold the image names or the labels.
     """
     try:
-        sep = _sniff_delimiter(path.read_text(errors="replace")[:8192])
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO named labels.csv would block the reader forever
+            raise DatasetError(f"cannot read {path.name}: not a regular file")
+        with path.open(errors="replace") as fh:
+            sep = _sniff_delimiter(fh.read(8192))
         raw = pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep, skipinitialspace=True)
-    except (OSError, ValueError, csv.Error, pd.errors.ParserError) as exc:
+    except OSError as exc:  # strerror only: the exception's own text repeats the server path
+        raise DatasetError(f"cannot read {path.name}: {exc.strerror or type(exc).__name__}") from exc
+    except (ValueError, csv.Error, pd.errors.ParserError) as exc:
         raise DatasetError(f"cannot read {path.name}: {exc}") from exc
     if raw.shape[1] < 2:
         raise DatasetError(f"{path.name} needs two columns (image, label); found {list(raw.columns)}")
@@ -193,16 +222,18 @@ def _find_column(columns: pd.Index, wanted: tuple[str, ...], exclude: tuple[str 
     return next((by_lower[w] for w in wanted if w in by_lower), None)
 
 
-def list_csv(root: Path, labels: Path) -> tuple[list[Entry], list[Problem]]:
+def list_csv(root: Path, labels: Path, reach: Sequence[Path] = ()) -> tuple[list[Entry], list[Problem]]:
     """Entries of a CSV dataset. A CSV whose label column is empty on every row lists unlabelled images (a cleaned
-    copy of a flat folder is written so); a row without a label among labelled ones is a problem."""
+    copy of a flat folder is written so); a row without a label among labelled ones is a problem. Names are never
+    looked up through a folder that leads out of ``reach`` (default: ``root`` alone)."""
+    reach = tuple(reach) or (real(root),)
     table = read_label_csv(labels)
     unlabelled = len(table) > 0 and not table["label"].astype(bool).any()
     entries: list[Entry] = []
     problems: list[Problem] = []
     seen: dict[str, int] = {}
     for row_no, (image, label, split) in enumerate(table.itertuples(index=False), start=2):
-        rel = csv_image_path(root, image)
+        rel = csv_image_path(root, image, reach)
         if not image:
             problems.append(Problem(f"{labels.name}:{row_no}", "row without an image name"))
         elif climbs_out(image):
@@ -224,15 +255,19 @@ def climbs_out(image: str) -> bool:
     return posixpath.normpath(image.replace("\\", "/").lstrip("/")).split("/")[0] == ".."
 
 
-def csv_image_path(root: Path, image: str) -> str | None:
+def csv_image_path(root: Path, image: str, reach: Sequence[Path] = ()) -> str | None:
     """The image's path relative to ``root``, trying common extensions for names given without one.
 
-    A name that climbs out of ``root`` (``../../etc/x.png``) gives None without being looked up, so a CSV
-    cannot be used to learn which files exist elsewhere. (``core.datasets.scan`` also refuses links that lead out.)
+    A name that climbs out of ``root`` (``../../etc/x.png``) gives None without being looked up, and a name
+    inside a folder that links out of ``reach`` (default: ``root`` alone) is returned as written, unlooked-up,
+    for the scan to refuse: so a CSV cannot be used to learn which files exist elsewhere. (A link to a file is
+    found as a link without following it; ``core.datasets.scan`` refuses those that lead out.)
     """
     if not image or climbs_out(image):
         return None
     name = image.replace("\\", "/").lstrip("/")
+    if not within((root / name).parent, tuple(reach) or (real(root),)):
+        return name
     candidates = [name] if Path(name).suffix else [name + ext for ext in (".jpg", ".png", ".jpeg", ".webp", ".bmp")]
     return next((c for c in candidates if (root / c).is_file() or (root / c).is_symlink()), None)
 
@@ -241,7 +276,12 @@ def json_files(metadata: Path) -> list[Path]:
     return sorted(p for p in metadata.rglob("*.json") if not hidden(p.name))
 
 
-def list_metadata(root: Path, metadata: Path, key: str) -> tuple[list[Entry], list[Problem]]:
+def list_metadata(
+    root: Path, metadata: Path, key: str, reach: Sequence[Path] = ()
+) -> tuple[list[Entry], list[Problem]]:
+    """Entries of a JSON-per-image dataset. A metadata file that links out of ``reach`` (default: ``root`` and
+    ``metadata``) is a problem and is never opened; a file that is not a usable JSON object is a problem too."""
+    reach = tuple(reach) or (real(root), real(metadata))
     by_stem: dict[str, str] = {}
     for rel, _ in walk_files(root):
         if is_image_name(rel):
@@ -250,7 +290,7 @@ def list_metadata(root: Path, metadata: Path, key: str) -> tuple[list[Entry], li
     problems: list[Problem] = []
     used: set[str] = set()
     for file in json_files(metadata):
-        label, reason = _label_from_json(file, key)
+        label, reason = _label_from_json(file, key, reach)
         rel = by_stem.get(file.stem)
         if rel is not None:
             used.add(rel)  # it has a metadata file, usable or not: one problem per image, not two
@@ -264,12 +304,23 @@ def list_metadata(root: Path, metadata: Path, key: str) -> tuple[list[Entry], li
     return entries, problems
 
 
-def _label_from_json(file: Path, key: str) -> tuple[str, str]:
+def read_metadata(file: Path, reach: Sequence[Path]) -> dict:
+    """One metadata file's object, read only when it lies inside ``reach``.
+
+    Raises:
+        JsonFileError: it links out of ``reach``, or it is not a JSON object of a sane size and depth.
+    """
+    if not within(file, reach):
+        raise JsonFileError(LINK_OUTSIDE, file.name)
+    return read_json(file, file.name, expect=dict, max_bytes=METADATA_MAX_BYTES)
+
+
+def _label_from_json(file: Path, key: str, reach: Sequence[Path]) -> tuple[str, str]:
     """(label, "") or ("", reason) for one metadata file."""
     try:
-        value: object = json.loads(file.read_text(encoding="utf-8", errors="replace"))
-    except (OSError, ValueError) as exc:
-        return "", f"{file.name}: invalid JSON ({str(exc)[:60]})"
+        value: object = read_metadata(file, reach)
+    except JsonFileError as exc:
+        return "", str(exc)
     for part in key.split("."):
         if not isinstance(value, dict) or part not in value:
             return "", f"{file.name}: no {key!r} key"
@@ -295,22 +346,27 @@ class KeyInfo:
     counts: tuple[tuple[str, int], ...] = ()  # the most common values and how many sampled files hold them
 
 
-def metadata_keys(metadata: Path, *, sample: int = 200) -> list[KeyInfo]:
+def metadata_keys(metadata: Path, *, sample: int = 200, reach: Sequence[Path] = ()) -> list[KeyInfo]:
     """Keys with a single value in the metadata files (nested keys dotted), most common first.
 
     Only keys present in at least half of the sampled files are offered: per-file keys (such as product
-    ids nested under a dict) would otherwise flood the list.
+    ids nested under a dict) would otherwise flood the list. Files that link out of ``reach`` (default:
+    ``metadata`` alone) are never opened, and files that are not usable JSON objects are passed over: neither
+    counts among the files sampled.
     """
+    reach = tuple(reach) or (real(metadata),)
     files = json_files(metadata)[:sample]
     values: dict[str, list[str]] = {}
+    n_read = 0
     for file in files:
         try:
-            doc = json.loads(file.read_text(encoding="utf-8", errors="replace"))
-        except (OSError, ValueError):
+            doc = read_metadata(file, reach)
+        except JsonFileError:
             continue
+        n_read += 1
         for key, value in _scalar_items(doc):
             values.setdefault(key, []).append(_label_text(value))
-    keep = [(k, v) for k, v in values.items() if len(v) * 2 >= max(len(files), 1)]
+    keep = [(k, v) for k, v in values.items() if len(v) * 2 >= max(n_read, 1)]
     infos = [KeyInfo(k, len(v), len(set(v)), tuple(dict.fromkeys(v))[:5], tuple(Counter(v).most_common(12)))
              for k, v in keep]  # fmt: skip
     return sorted(infos, key=lambda i: (-i.n_files, i.key))

@@ -16,7 +16,6 @@ Images of a flat folder have no label (``UNLABELLED``): they are counted in ``n_
 from __future__ import annotations
 
 import multiprocessing
-import os
 import pickle
 import threading
 import time
@@ -33,7 +32,7 @@ from core.common.cpu import usable_cores
 from core.common.diskspace import write_failure
 from core.common.errors import DatasetError, ImageError
 from core.common.naming import natural_sorted
-from core.datasets.layouts import UNLABELLED, Entry, Problem
+from core.datasets.layouts import FOLDER_OUTSIDE, LINK_OUTSIDE, UNLABELLED, Entry, Problem, real
 from core.datasets.sources import DatasetRef, list_entries
 from core.images.opener import inspect_image
 
@@ -118,7 +117,7 @@ def scan_dataset(
     """
     started = time.perf_counter()
     entries, problems = list_entries(ref)
-    stats, link_problems = _stat_entries(ref.root, entries)
+    stats, link_problems = _stat_entries(ref.root, entries, ref.reach)
     cache_file = cache_dir / "manifests" / f"{ref.key}.parquet" if cache_dir else None
     cached = filecache.read_rows(cache_file, CACHE_COLUMNS)
     todo = [e.path for e in entries if e.path in stats and filecache.stale(cached.get(e.path), stats[e.path])]
@@ -147,15 +146,16 @@ def require_labels(scan: ScanResult) -> None:
         )
 
 
-def _stat_entries(root: Path, entries: Sequence[Entry]) -> tuple[dict[str, tuple[int, int]], list[Problem]]:
-    """(size, mtime_ns) per usable path; paths that leave the dataset and vanished files become problems."""
-    real_root = _real(root)
+def _stat_entries(
+    root: Path, entries: Sequence[Entry], reach: tuple[Path, ...]
+) -> tuple[dict[str, tuple[int, int]], list[Problem]]:
+    """(size, mtime_ns) per usable path; paths that lead out of ``reach`` and vanished files become problems."""
     folder_inside: dict[Path, bool] = {}  # one realpath per folder, not per file: cheap on 100k-image rescans
     stats: dict[str, tuple[int, int]] = {}
     problems: list[Problem] = []
     for entry in entries:
         full = root / entry.path
-        outside = _outside_reason(full, real_root, folder_inside)
+        outside = _outside_reason(full, reach, folder_inside)
         if outside:
             problems.append(Problem(entry.path, outside))
             continue
@@ -169,24 +169,23 @@ def _stat_entries(root: Path, entries: Sequence[Entry]) -> tuple[dict[str, tuple
     return stats, problems
 
 
-def _outside_reason(full: Path, real_root: Path, folder_inside: dict[Path, bool]) -> str:
-    """Why ``full`` leads out of the dataset ("" if it does not).
+def _outside_reason(full: Path, reach: tuple[Path, ...], folder_inside: dict[Path, bool]) -> str:
+    """Why ``full`` leads out of ``reach`` ("" if it does not): the same rule as ``Workspace.confine``.
 
-    Folder and JSON listings never enter linked folders, but a CSV may name ``../x.jpg`` or ``linked/x.jpg``,
-    so the folder is checked as well as the file.
+    Folder and JSON listings never enter linked folders, but a CSV may name ``linked/x.jpg``, so the folder is
+    checked as well as the file. A link that stays inside the reach (another allowed folder) is followed.
     """
     if full.parent not in folder_inside:
-        folder_inside[full.parent] = _real(full.parent).is_relative_to(real_root)
+        folder_inside[full.parent] = _inside(real(full.parent), reach)
     if not folder_inside[full.parent]:
-        return "outside the dataset folder (through .. or a linked folder)"
-    if full.is_symlink() and not _real(full).is_relative_to(real_root):
-        return "symlink to a file outside the dataset (not followed)"  # where it points is not the page's to show
+        return FOLDER_OUTSIDE
+    if full.is_symlink() and not _inside(real(full), reach):
+        return LINK_OUTSIDE  # where it points is not the page's to show
     return ""
 
 
-def _real(path: Path) -> Path:
-    # os.path.realpath, not Path.resolve: on Python 3.11 resolve() raises RuntimeError on a symlink loop.
-    return Path(os.path.realpath(path))
+def _inside(resolved: Path, reach: tuple[Path, ...]) -> bool:
+    return any(resolved.is_relative_to(folder) for folder in reach)
 
 
 def inspect_many(

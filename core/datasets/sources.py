@@ -4,6 +4,10 @@ A dataset is a folder per class, a CSV of labels, or a folder of JSON metadata (
 each), given as a path, a ZIP (extracted into the workspace once), or ``sample:NAME``. Listing never
 opens an image; ``core.datasets.scan`` does that. A ``DatasetRef`` has a one-line ``spec`` that every
 command accepts as ``DATASET``, so a run can name the exact dataset it was trained on.
+
+A ref made here also carries the allowed roots of the workspace it was opened in (``roots``, not part of the
+spec): every file the dataset lists, images, metadata files, CSV rows, must resolve inside them (``reach``),
+the same rule ``Workspace.confine`` applies to typed paths.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode
 
@@ -19,6 +23,7 @@ import pandas as pd
 
 from core.common.atomic import write_atomic
 from core.common.errors import DatasetError
+from core.common.jsonfile import JsonFileError, is_regular_file, read_json
 from core.common.workspace import Workspace
 from core.datasets import samples
 from core.datasets.layouts import (
@@ -33,7 +38,9 @@ from core.datasets.layouts import (
     list_metadata,
     metadata_keys,
     read_label_csv,
+    real,
     walk_files,
+    within,
 )
 from core.images.archive import extract_zip
 from core.images.opener import is_image_name
@@ -51,6 +58,14 @@ class DatasetRef:
     metadata: Path | None = None  # metadata: the folder of JSON files
     label_key: str | None = None  # metadata: the key holding the label ("a.b" for nested keys)
     name: str = ""  # how to show it; "sample:digits" for the sample
+    # The allowed roots of the workspace that opened it (resolved); not part of the spec, nor of equality.
+    roots: tuple[Path, ...] = field(default=(), compare=False, repr=False)
+
+    @property
+    def reach(self) -> tuple[Path, ...]:
+        """The folders the files this dataset lists may resolve into: the allowed roots it was opened with; a ref
+        made without a workspace reaches only its own folders (the image root and the metadata folder)."""
+        return self.roots or tuple(real(p) for p in (self.root, self.metadata) if p is not None)
 
     @property
     def spec(self) -> str:
@@ -98,7 +113,7 @@ def resolve_dataset(
         PathNotAllowedError: a path lies outside the workspace and the allowed roots.
     """
     if samples.is_sample_ref(spec):
-        return DatasetRef("folder", samples.sample_path(spec, ws.datasets), name=spec)
+        return DatasetRef("folder", samples.sample_path(spec, ws.datasets), name=spec, roots=ws.allowed_roots)
     if spec.startswith(("csv:", "json:")):
         return _from_spec_string(spec, ws)
     path = _existing(spec, "dataset", ws)
@@ -116,7 +131,7 @@ def resolve_dataset(
         raise DatasetError(f"{spec} is neither a folder, a .csv nor a .zip")
     if label_key:  # a key only means something for JSON metadata: never scan the folder as classes instead
         return _metadata_inside(path, label_key, ws)
-    return DatasetRef("folder", path, name=path.name)
+    return DatasetRef("folder", path, name=path.name, roots=ws.allowed_roots)
 
 
 def _metadata_inside(folder: Path, label_key: str, ws: Workspace) -> DatasetRef:
@@ -191,7 +206,7 @@ def csv_ref(labels: Path, ws: Workspace, *, images: Path | None = None) -> Datas
     root = ws.confine(images, "image folder") if images else _guess_csv_images(labels, table, ws)
     if not root.is_dir():
         raise DatasetError(f"image folder not found: {ws.relative_name(root)}")
-    return DatasetRef("csv", root, labels=labels, name=labels.name)
+    return DatasetRef("csv", root, labels=labels, name=labels.name, roots=ws.allowed_roots)
 
 
 def metadata_ref(metadata: Path, label_key: str | None, ws: Workspace, *, images: Path | None = None) -> DatasetRef:
@@ -206,7 +221,7 @@ def metadata_ref(metadata: Path, label_key: str | None, ws: Workspace, *, images
     if not metadata.is_dir():
         raise DatasetError(f"metadata folder not found: {ws.relative_name(metadata)}")
     if not label_key:
-        found = ", ".join(k.key for k in metadata_keys(metadata)[:12]) or "none"
+        found = ", ".join(k.key for k in metadata_keys(metadata, reach=ws.allowed_roots)[:12]) or "none"
         raise DatasetError(f"choose the label key (--label-key); keys found in {metadata.name}: {found}")
     stems = [p.stem for p in json_files(metadata)][:200]
     if not stems:
@@ -215,7 +230,8 @@ def metadata_ref(metadata: Path, label_key: str | None, ws: Workspace, *, images
     if root is None or not _count_stem_matches(root, stems):
         parent = metadata.parent if ws.allows(metadata.parent) else metadata
         root = _best_images_folder(_candidate_folders(metadata, root, ws), stems) or root or parent
-    return DatasetRef("metadata", root, metadata=metadata, label_key=label_key, name=metadata.parent.name)
+    return DatasetRef("metadata", root, metadata=metadata, label_key=label_key, name=metadata.parent.name,
+                      roots=ws.allowed_roots)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -223,29 +239,38 @@ def metadata_ref(metadata: Path, label_key: str | None, ws: Workspace, *, images
 
 
 def list_entries(ref: DatasetRef) -> tuple[list[Entry], list[Problem]]:
-    """All images the ref names, with label and split, and the files it cannot use (with a reason)."""
+    """All images the ref names, with label and split, and the files it cannot use (with a reason).
+
+    Nothing outside ``ref.reach`` is read: metadata files and CSV rows are checked here, images by the scan.
+    """
     if ref.kind == "folder":
         entries, problems = list_folder(ref.root)
     elif ref.kind == "csv":
         assert ref.labels is not None
-        entries, problems = list_csv(ref.root, ref.labels)
+        entries, problems = list_csv(ref.root, ref.labels, ref.reach)
     elif ref.kind == "metadata":
         assert ref.metadata is not None and ref.label_key
-        entries, problems = list_metadata(ref.root, ref.metadata, ref.label_key)
+        entries, problems = list_metadata(ref.root, ref.metadata, ref.label_key, ref.reach)
     else:
         raise DatasetError(f"unknown dataset kind {ref.kind!r}; expected folder, csv or metadata")
-    return entries, problems + _zip_problems(ref.root)
+    return entries, problems + _zip_problems(ref.root, ref.reach)
 
 
-def _zip_problems(root: Path) -> list[Problem]:
-    """Members of the ZIP this dataset came from that extraction left out (unsafe names, symlinks...)."""
+def _zip_problems(root: Path, reach: tuple[Path, ...]) -> list[Problem]:
+    """Members of the ZIP this dataset came from that extraction left out (unsafe names, symlinks...).
+
+    The record is the studio's own: a regular file (never a link) inside the reach, a list of path/reason
+    pairs; anything else is not such a record and is ignored.
+    """
     for folder in (root, *list(root.parents)[:2]):
         record = folder / ZIP_SKIPPED
-        if record.is_file():
+        if is_regular_file(record) and within(record, reach):
             try:
-                return [Problem(r["path"], r["reason"]) for r in json.loads(record.read_text())]
-            except (OSError, ValueError, KeyError, TypeError):
+                rows = read_json(record, expect=list)
+            except JsonFileError:
                 return []
+            return [Problem(r["path"], r["reason"]) for r in rows
+                    if isinstance(r, dict) and isinstance(r.get("path"), str) and isinstance(r.get("reason"), str)]  # fmt: skip
     return []
 
 
@@ -338,7 +363,7 @@ def detect_dataset(folder: Path, ws: Workspace, *, label_key: str | None = None)
     meta = find_metadata_folder(folder, ws)
     if meta is not None:
         return metadata_ref(meta, label_key, ws, images=folder)
-    return DatasetRef("folder", folder, name=folder.name)
+    return DatasetRef("folder", folder, name=folder.name, roots=ws.allowed_roots)
 
 
 def find_metadata_folder(folder: Path, ws: Workspace) -> Path | None:

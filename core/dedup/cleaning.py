@@ -33,6 +33,7 @@ import pandas as pd
 from core.common.atomic import write_atomic
 from core.common.diskspace import write_failure
 from core.common.errors import DatasetError, DedupError, PathNotAllowedError
+from core.common.jsonfile import JsonFileError, is_regular_file, read_json, type_words
 from core.common.naming import natural_key
 from core.common.workspace import Workspace
 from core.datasets.sources import DatasetRef, came_from_zip, csv_ref, resolve_dataset
@@ -270,17 +271,41 @@ def clean_dataset(
 
 
 def cleaned_folders(ws: Workspace) -> list[Path]:
-    """Cleaned datasets in the workspace, newest first (``labels.csv`` is written last: present = complete)."""
-    found = [p.parent for p in ws.datasets.glob("*-cleaned-*/labels.csv") if (p.parent / CLEANING_RECORD).is_file()]
+    """Cleaned datasets in the workspace, newest first (``labels.csv`` is written last: present = complete).
+
+    A folder that links out of the allowed roots is not one: it is left out, as ``Workspace.list_folders`` does.
+    """
+    found = [p.parent for p in ws.datasets.glob("*-cleaned-*/labels.csv")
+             if (p.parent / CLEANING_RECORD).is_file() and ws.allows(p.parent)]  # fmt: skip
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
 def cleaning_record(folder: Path) -> dict:
-    """The ``cleaning.json`` of a cleaned copy (source spec, policies, counts)."""
+    """The ``cleaning.json`` of a cleaned copy (source spec, policies, counts), checked for what it must hold.
+
+    Any folder in the workspace named like a cleaned copy is offered, an extracted ZIP included, so the record is
+    untrusted until checked: a regular file (the studio never writes a link), a JSON object of a sane size and
+    depth, whose ``source`` is a text, ``policies`` a list of texts and ``counts`` whole numbers.
+
+    Raises:
+        DatasetError: the record is missing, a link, not JSON, or not shaped as the studio writes it.
+    """
+    where = f"{folder.name}: its {CLEANING_RECORD}"
+    if not is_regular_file(folder / CLEANING_RECORD):
+        raise DatasetError(f"{where} is missing or a link (the studio writes a plain file)")
     try:
-        return json.loads((folder / CLEANING_RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"{folder.name}: its {CLEANING_RECORD} cannot be read ({exc})") from exc
+        record = read_json(folder / CLEANING_RECORD, where, expect=dict)
+    except JsonFileError as exc:
+        raise DatasetError(str(exc)) from None
+    expected = {"source": (str,), "policies": (list,), "counts": (dict,), "unknown_label": (str, type(None))}
+    for key, kinds in expected.items():
+        if key in record and not isinstance(record[key], kinds):
+            raise DatasetError(f"{where} holds {type_words(record[key])} as its {key}, not {type_words(kinds[0])}")
+    if not all(isinstance(p, str) for p in record.get("policies", [])):
+        raise DatasetError(f"{where} lists policies that are not names")
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in record.get("counts", {}).values()):
+        raise DatasetError(f"{where} holds counts that are not whole numbers")
+    return record
 
 
 def open_cleaned(folder: Path, ws: Workspace) -> DatasetRef:
@@ -298,7 +323,7 @@ def open_cleaned(folder: Path, ws: Workspace) -> DatasetRef:
     if came_from_zip(folder, ws):
         return replace(csv_ref(folder / "labels.csv", ws), name=folder.name)  # images found beside the CSV
     record = cleaning_record(folder)
-    if not isinstance(record.get("source"), str):
+    if "source" not in record:
         raise DatasetError(f"{folder.name}: {CLEANING_RECORD} does not name its source dataset")
     try:
         source = resolve_dataset(record["source"], ws)

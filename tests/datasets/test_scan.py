@@ -133,7 +133,8 @@ def test_a_symlink_to_an_image_inside_the_dataset_is_followed(class_folder: Path
     assert result.classes["cat"] == 5 and result.unreadable.empty
 
 
-def test_a_csv_cannot_reach_files_outside_its_image_folder(tmp_path: Path, ws: Workspace) -> None:
+def test_a_csv_cannot_reach_files_outside_the_allowed_folders(tmp_path: Path, ws: Workspace) -> None:
+    ws = Workspace(ws.root, (Path(os.path.realpath(tmp_path / "data")),))  # tmp_path/secret is not allowed
     images = tmp_path / "data" / "images"
     f.write_rgb(images / "ok.png", size=(8, 8))
     f.write_rgb(tmp_path / "secret" / "s.png", size=(8, 8))

@@ -97,7 +97,7 @@ def _metadata() -> DatasetRef | None:
     folder = ws.confine(folder_text, "metadata folder")
     if not folder.is_dir():
         raise CoreError(f"no such folder: {folder_text}")
-    keys = metadata_keys(folder)
+    keys = metadata_keys(folder, reach=ws.allowed_roots)
     if not keys:
         raise CoreError(f"no JSON files with single-value keys in {folder_text}")
     st.dataframe(pd.DataFrame([{"key": k.key, "files": k.n_files, "distinct values": k.n_distinct,
@@ -138,14 +138,21 @@ def _cleaned() -> DatasetRef | None:
     if not found:
         st.info("No cleaned datasets yet. The Duplicates page writes them (Clean up tab).", icon=":material/info:")
         return None
-    rows = []
+    rows, usable = [], []
     for folder in found:
-        record = cleaning_record(folder)
+        try:
+            record = cleaning_record(folder)
+        except CoreError as exc:  # one bad record is a row with its reason; the others still open
+            rows.append({"name": folder.name, "from": f"cannot be opened: {ws.redact(str(exc))}"})
+            continue
+        usable.append(folder)
         counts = record.get("counts", {})
         rows.append({"name": folder.name, "from": _source_name(folder, record), "policies": ", ".join(record.get(
             "policies", [])), **{k: counts.get(k, 0) for k in ("kept", "removed", "relabelled", "moved")}})  # fmt: skip
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-    chosen = st.selectbox("Cleaned dataset", found, format_func=lambda p: p.name, key="cleaned_choice")
+    if not usable:
+        return None
+    chosen = st.selectbox("Cleaned dataset", usable, format_func=lambda p: p.name, key="cleaned_choice")
     if st.button("Open cleaned dataset", key="open_cleaned", type="primary"):
         return open_cleaned(chosen, ws)
     return None
@@ -164,8 +171,9 @@ def _source_name(folder: Path, record: dict) -> str:
 
 
 def _meta_keys_in(folder: Path) -> list[str]:
-    meta = find_metadata_folder(folder, workspace())
-    return [k.key for k in metadata_keys(meta)] if meta else []
+    ws = workspace()
+    meta = find_metadata_folder(folder, ws)
+    return [k.key for k in metadata_keys(meta, reach=ws.allowed_roots)] if meta else []
 
 
 def _roots() -> str:
