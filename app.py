@@ -7,6 +7,7 @@ sidebar of every page.
 import streamlit as st
 
 from ui.state import current_name, workspace
+from ui.text import plain
 
 st.set_page_config(page_title="Image studio", page_icon=":material/photo_camera:", layout="wide")
 
@@ -29,6 +30,6 @@ PAGES = {
 
 page = st.navigation(PAGES)
 with st.sidebar:
-    st.caption(f"Dataset: **{current_name()}**")
+    st.caption(f"Dataset: **{plain(current_name())}**")  # a folder's name: text, never Markdown
     st.caption(f"Workspace: `{workspace().root.name}`")  # its name only: the server's folders are not for the audience
 page.run()

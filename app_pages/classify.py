@@ -6,6 +6,7 @@ import streamlit as st
 
 from ui import classify as views
 from ui.state import run_store, workspace
+from ui.text import plain_list
 
 st.title("Classify")
 ws, store = workspace(), run_store()
@@ -22,7 +23,7 @@ uploads = views.source_picker()
 views.forget_others(uploads)
 if not uploads:
     st.caption(f"This model knows {len(predictor.classes):,} classes: "
-               f"{', '.join(predictor.classes[:12])}{', ...' if len(predictor.classes) > 12 else ''}.")  # fmt: skip
+               f"{plain_list(predictor.classes[:12])}{', ...' if len(predictor.classes) > 12 else ''}.")  # fmt: skip
     st.stop()
 
 if len(uploads) == 1:

@@ -5,6 +5,7 @@ import streamlit as st
 from ui.datasets import views
 from ui.datasets.picker import pick_dataset
 from ui.state import choose_dataset, current_ref, dataset_title, scan
+from ui.text import plain
 
 st.title("Datasets")
 
@@ -18,7 +19,7 @@ if ref is None:
     st.stop()
 
 head, action = st.columns([4, 1])
-head.subheader(dataset_title(ref.spec))
+head.subheader(plain(dataset_title(ref.spec)))
 rescan = action.button("Rescan", icon=":material/refresh:", help="Look for new, changed or removed files")
 result = scan(ref, force=rescan)
 

@@ -11,6 +11,7 @@ from core.dedup.groups import DEFAULT_THRESHOLDS, known_methods
 from ui.common import show_error
 from ui.duplicates import cleanup, groups, leakage, quality, session
 from ui.state import current_ref, dataset_title, scan
+from ui.text import plain
 
 METHOD_HELP = ("Perceptual hash. phash (default) is robust to resizing, re-encoding and brightness; dhash is "
                "close behind; whash and average_hash are weaker on smooth pictures (pixel checks catch the rest).")  # fmt: skip
@@ -31,7 +32,7 @@ cleanup.cleaned_banner(ref)
 session.remember("dup_method", "phash")
 session.remember("dup_threshold", DEFAULT_THRESHOLDS[st.session_state["dup_method"]])
 head = st.columns([3, 1.2, 2.4, 1.1], vertical_alignment="bottom")
-head[0].subheader(dataset_title(ref.spec))
+head[0].subheader(plain(dataset_title(ref.spec)))
 head[0].caption("Change the dataset on the Datasets page.")
 method = head[1].selectbox("Hash", known_methods(), key="dup_method", on_change=_method_changed, help=METHOD_HELP)
 threshold = head[2].slider("Threshold (bits)", 0, 16, key="dup_threshold", help=THRESHOLD_HELP)

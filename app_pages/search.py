@@ -7,6 +7,7 @@ from core.common.errors import CoreError
 from ui import search as view
 from ui.common import show_error
 from ui.state import current_ref, dataset_title, run_store, searches
+from ui.text import plain
 
 st.title("Search settings")
 ref = current_ref()
@@ -14,7 +15,7 @@ if ref is None:
     st.stop()
 store = run_store()
 known = store.list_runs(kind="search")
-with st.expander(f"New search on {dataset_title(ref.spec)}", expanded=not known, icon=":material/add:"):
+with st.expander(f"New search on {plain(dataset_title(ref.spec))}", expanded=not known, icon=":material/add:"):
     spec = view.new_search(ref.spec)
     if spec is not None:
         try:

@@ -14,6 +14,7 @@ from core.train.plan import plan_run
 from ui import lr_find, runs, train_form
 from ui.common import show_error
 from ui.state import current_ref, dataset_title, jobs, run_store, scan, workspace
+from ui.text import plain
 
 LAST_STARTED = "train_last_started"  # session key: the run this tab started last (its result is shown)
 
@@ -31,7 +32,7 @@ defaults = TrainConfig.from_dict({**start.to_dict(), "dataset": ref.spec})
 measured = best_setting(run_store(), ref.spec, defaults.arch) if prefill is None else None
 if measured is not None:  # a sweep of this dataset and network measured what runs fastest here
     defaults = replace(defaults, ranks=measured[0], threads=measured[1])
-st.caption(f"Dataset: **{dataset_title(ref.spec)}** · {len(scanned.manifest):,} images, "
+st.caption(f"Dataset: **{plain(dataset_title(ref.spec))}** · {len(scanned.manifest):,} images, "
            f"{scanned.manifest['label'].nunique()} classes · change it on the Datasets page.")  # fmt: skip
 
 plan = None
@@ -55,9 +56,9 @@ try:
     plan = plan_run(config, scanned.manifest)
     st.caption(train_form.split_caption(plan))
     for warning in plan.warnings:
-        st.warning(warning, icon=":material/warning:")
+        st.warning(plain(warning), icon=":material/warning:")
 except CoreError as exc:
-    st.error(train_form.in_words(workspace().redact(str(exc))), icon=":material/error:")
+    st.error(plain(train_form.in_words(workspace().redact(str(exc)))), icon=":material/error:")
     st.stop()
 
 estimate, go, find, _ = st.columns([1, 1, 1, 2])

@@ -9,12 +9,14 @@ from core.store.records import RunRecord
 from core.store.runs import RunStore
 from core.train.archs import arch_label
 from ui.state import workspace
+from ui.text import plain
 
 
 def show_error(exc: BaseException, what: str = "") -> None:
-    """A bad-input error in words, never a traceback, and never the workspace's place on the server's disk."""
+    """A bad-input error in words, never a traceback, and never the workspace's place on the server's disk; shown
+    as text (it may quote a file name or a label)."""
     prefix = f"{what}: " if what else ""
-    st.error(workspace().redact(f"{prefix}{exc}"), icon=":material/error:")
+    st.error(plain(workspace().redact(f"{prefix}{exc}")), icon=":material/error:")
 
 
 def count_of(n: int, noun: str) -> str:
@@ -23,7 +25,8 @@ def count_of(n: int, noun: str) -> str:
 
 
 def run_label(store: RunStore, run: RunRecord) -> str:
-    """A run in words for pickers: "Run 3 · ResNet-18 · flowers · best validation accuracy 91%"."""
+    """A run in words for pickers: "Run 3 · ResNet-18 · flowers · best validation accuracy 91%" (plain text, as
+    select boxes show it: pass it through ``plain`` before Markdown)."""
     acc = store.best_metric(run.run_id, "val_acc")
     parts = [f"Run {run.run_id}", arch_label(run.arch), dataset_title(run.dataset)]
     return " · ".join(parts + ([f"best validation accuracy {acc:.0%}"] if acc is not None else []))

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core.common.errors import CoreError
+from core.common.untrusted import whole_number
 from core.common.workspace import Workspace
 from core.store.records import ACTIVE_STATUSES, RunRecord
 from core.store.runs import RunStore
@@ -17,6 +18,7 @@ from core.train.plan import SMALL_SPLIT
 from core.train.runner import EPOCH_KEYS, RESUMABLE, STEP_KEYS
 from ui import figures
 from ui.state import dataset_title
+from ui.text import plain
 
 ARCH_WORDS = {k: a.label for k, a in ARCHS.items()}
 
@@ -34,7 +36,7 @@ def active_jobs(registry: JobRegistry, store: RunStore) -> None:
 def _job_row(job: Job, registry: JobRegistry, store: RunStore) -> None:
     p = job.progress()
     step, total = p.get("step", 0), p.get("total_steps") or 0
-    name = store.get_run(job.run_id).name
+    name = plain(store.get_run(job.run_id).name)
     left, right = st.columns([5, 1], vertical_alignment="center")
     text = f"**{name}** (run {job.run_id}) · {_phase_text(job, p)}"
     left.progress(min(step / total, 1.0) if total else 0.0, text=text)
@@ -48,7 +50,7 @@ def _phase_text(job: Job, p: dict) -> str:
         return "stopping..."
     phase = p.get("phase", job.status)
     if phase != "training":
-        return str(p.get("message") or phase)
+        return plain(p.get("message") or phase)
     eta = job.eta_s()
     # Auto epochs: the planned length is the current cycle's end (cycles) or the cap (plateau); either may end
     # sooner or (cycles) grow while the network still learns.
@@ -135,10 +137,10 @@ def run_header(store: RunStore, ws: Workspace, run: RunRecord) -> None:
     """A run's name, status and scores, each beside the number of images it was measured on."""
     summary = store.summary(run)
     splits = train_run.split_sizes(store, ws, run.run_id)
-    st.subheader(f"{run.name} · {STATUS_WORDS.get(run.status, run.status)}")
+    st.subheader(f"{plain(run.name)} · {STATUS_WORDS.get(run.status, run.status)}")
     relations(store, run)
-    if run.error:
-        st.warning(run.error, icon=":material/warning:")
+    if run.error:  # it may quote a file name or a label
+        st.warning(plain(run.error), icon=":material/warning:")
     cards = st.columns(4)
     test, best = summary["test_accuracy"], summary["best_val_acc"]
     cards[0].metric("Test accuracy", f"{test:.1%}" if test is not None else "not yet",
@@ -157,7 +159,7 @@ def relations(store: RunStore, run: RunRecord) -> None:
     """Where the run comes from, with links: a search it is a trial of, a run whose weights it started from."""
     group = run.group or ""
     links = []
-    if group.startswith("search-") and group[7:].isdigit():
+    if group.startswith("search-") and whole_number(group[7:]) is not None:
         trial = store.params(run.run_id).get("search_trial")
         words = (
             f"Trial {trial + 1} of search {group[7:]}" if isinstance(trial, int) else f"A trial of search {group[7:]}"
@@ -221,12 +223,12 @@ def run_result(store: RunStore, ws: Workspace, run_id: int) -> None:
         score = (f"**{test:.1%}** of its {n_test:,} test images get the right label" if test is not None
                  else "it has no test images, so no test score")  # fmt: skip
         best = summary["best_val_acc"]
-        st.success(f"**{run.name}** finished in {duration(run.wall_s or 0)}: {score}"
+        st.success(f"**{plain(run.name)}** finished in {duration(run.wall_s or 0)}: {score}"
                    + (f" (best validation accuracy {best:.1%})." if best is not None else "."),
                    icon=":material/check_circle:")  # fmt: skip
         small_split_warning(n_test, "test")
     else:
-        st.info(f"**{run.name}** {STATUS_WORDS.get(run.status, run.status)}" + (f": {run.error}" if run.error else "."),
+        st.info(f"**{plain(run.name)}** {STATUS_WORDS.get(run.status, run.status)}" + (f": {plain(run.error)}" if run.error else "."),
                 icon=":material/info:")  # fmt: skip
     links = st.columns(3)
     links[0].page_link(
@@ -275,7 +277,7 @@ def run_actions(run: RunRecord, store: RunStore, registry: JobRegistry, ws: Work
         try:
             train_run.resume_training(registry, ws, run.run_id)
         except CoreError as e:  # e.g. its last checkpoint was damaged since the page was drawn
-            st.error(f"This run cannot be resumed: {e}")
+            st.error(f"This run cannot be resumed: {plain(e)}")
         else:
             st.rerun()
     if rerun.button("Rerun with changes", icon=":material/tune:", key="run_rerun",
@@ -291,12 +293,12 @@ def run_actions(run: RunRecord, store: RunStore, registry: JobRegistry, ws: Work
                              file_name=f"{run.name}-best.pt", disabled=not best.is_file(), on_click="ignore",
                              icon=":material/download:", help="a state dict; load it with torch.load(weights_only=True)")  # fmt: skip
     with delete.popover("Delete", icon=":material/delete:", disabled=run.status in ACTIVE_STATUSES):
-        st.write(f"Delete **{run.name}** with its curves and checkpoints? This cannot be undone.")
+        st.write(f"Delete **{plain(run.name)}** with its curves and checkpoints? This cannot be undone.")
         if st.button("Delete for good", type="primary", key="run_delete"):
             try:  # the status is checked again as it is deleted: another tab may have resumed it meanwhile
                 train_run.delete_run(store, ws, run.run_id)
             except CoreError as e:
-                st.error(f"Not deleted: {e}.")
+                st.error(f"Not deleted: {plain(e)}.")
             else:
                 st.rerun()
 

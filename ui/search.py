@@ -8,6 +8,7 @@ from typing import Any
 import streamlit as st
 
 from core.common.errors import CoreError
+from core.common.untrusted import whole_number
 from core.experiments.results import best_trial, trial_rows, trials
 from core.experiments.search import DEFAULT_TRIALS, SearchSpec
 from core.experiments.space import METRICS, Space, SpaceError, metric, parse_space
@@ -19,6 +20,7 @@ from ui import compare
 from ui.common import show_error
 from ui.runs import STATUS_WORDS
 from ui.state import dataset_title, run_store, searches
+from ui.text import plain
 from ui.train_form import WORDS
 
 SEARCH = "search"  # URL parameter: the search shown
@@ -112,9 +114,9 @@ def pick(store: RunStore) -> RunRecord | None:
     if not found:
         return None
     by_id = {r.run_id: r for r in found}
-    wanted = st.query_params.get(SEARCH, "")
+    wanted = whole_number(st.query_params.get(SEARCH))  # "?search=²" is ignored, never int()'s ValueError
     ids = list(by_id)
-    start = ids.index(int(wanted)) if wanted.isdigit() and int(wanted) in by_id else 0
+    start = ids.index(wanted) if wanted in by_id else 0
     chosen = st.selectbox("Search", ids, index=start, format_func=lambda i: search_label(by_id[i]), key="search_pick")
     if chosen != ids[0] or SEARCH in st.query_params:
         st.query_params[SEARCH] = str(chosen)
@@ -139,7 +141,7 @@ def show_search(store: RunStore, search: RunRecord) -> None:
                 + (" · hopeless trials stop early" if spec.get("prune") else ""))  # fmt: skip
     st.caption("Varied: " + "; ".join(parse_space(spec["space"]).describe()))
     if search.error:
-        st.warning(search.error, icon=":material/warning:")
+        st.warning(plain(search.error), icon=":material/warning:")
     _controls(search, bool(driven))
     best = best_trial(rows, chosen.direction)
     if chosen.name == "test_accuracy":

@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from core.common.errors import CoreError
+from core.common.untrusted import whole_number
 from core.common.workspace import Workspace
 from core.datasets.scan import ScanResult, scan_dataset
 from core.datasets.sources import DatasetRef, dataset_title, resolve_dataset
 from core.store.runs import RunStore
 from core.train.jobs import JobRegistry
+from ui.text import plain
 
 if TYPE_CHECKING:
     from core.experiments.search import Searches
@@ -107,7 +109,7 @@ def _from_url() -> DatasetRef | None:
     try:  # confined like every path: a link cannot open a folder outside the allowed ones
         return resolve_dataset(wanted, workspace())
     except CoreError as exc:
-        st.warning(f"The dataset named in this page's address cannot be opened ({workspace().redact(str(exc))}); "
+        st.warning(f"The dataset named in this page's address cannot be opened ({plain(workspace().redact(str(exc)))}); "
                    "showing the built-in sample instead.", icon=":material/link_off:")  # fmt: skip
         return None
 
@@ -116,14 +118,13 @@ def _sample() -> DatasetRef | None:
     try:
         return resolve_dataset(DEFAULT_DATASET, workspace())
     except CoreError as exc:
-        st.error(f"The built-in sample cannot be opened: {exc}")
+        st.error(f"The built-in sample cannot be opened: {plain(exc)}")
         return None
 
 
 def url_run() -> int | None:
-    """The run named in the page's address (``?run=N``), if any."""
-    value = st.query_params.get(RUN, "")
-    return int(value) if value.isdigit() else None
+    """The run named in the page's address (``?run=N``), if any (anything but ASCII digits is ignored)."""
+    return whole_number(st.query_params.get(RUN))
 
 
 def set_url_run(run_id: int | None) -> None:
@@ -138,7 +139,7 @@ def scan(ref: DatasetRef, *, force: bool = False) -> ScanResult:
     """Scan ``ref`` once per tab (the on-disk cache makes a new tab's scan cheap), with a progress bar."""
     scans: dict[str, ScanResult] = st.session_state.setdefault(SCANS, {})
     if force or ref.spec not in scans:
-        bar = st.progress(0.0, text=f"Scanning {dataset_title(ref.spec)}...")
+        bar = st.progress(0.0, text=f"Scanning {plain(dataset_title(ref.spec))}...")
 
         def progress(done: int, total: int) -> None:
             bar.progress(done / max(total, 1), text=f"Opening images: {done:,} / {total:,}")

@@ -14,6 +14,7 @@ from typing import Any
 
 import streamlit as st
 
+from core.common.untrusted import whole_number
 from core.train.archs import ARCHS, WEIGHTS_CHOICES
 from core.train.config import LABELS, TrainConfig, choices, label_of
 from core.train.plan import RunPlan
@@ -95,7 +96,8 @@ def option(name: str, value: Any, plan: RunPlan | None) -> Any:
         return float(st.number_input(label, value=value, min_value=0.0, format="%g", help=help_text, key=key))
     if isinstance(value, list):
         text = st.text_input(label, value=", ".join(map(str, value)), help=help_text, key=key)
-        return [int(part) for part in text.replace(";", ",").split(",") if part.strip().lstrip("-").isdigit()]
+        numbers = (whole_number(part.strip(), negative=True) for part in text.replace(";", ",").split(","))
+        return [n for n in numbers if n is not None]  # "²" or "--3" is left out, never int()'s ValueError
     return st.text_input(label, value=str(value), help=help_text, key=key)
 
 

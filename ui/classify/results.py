@@ -20,6 +20,7 @@ from core.explain.methods import ALL_METHODS
 from core.explain.predict import Prediction, Predictor
 from core.images.opener import open_image
 from ui.classify.models import ModelChoice
+from ui.text import plain
 
 MAX_UPLOAD_MB = 50  # per file; the server-wide limit in .streamlit/config.toml is larger, for dataset ZIPs
 RESULTS = "classify_results"  # session key: {(upload id, model key, method, class): Prediction | error text}
@@ -117,7 +118,7 @@ def explained(predictor: Predictor, model: ModelChoice, file: Upload, method: st
     results = _results()
     if key not in results:
         try:
-            with st.spinner(f"{ALL_METHODS[method].label} on {file.name}..."):
+            with st.spinner(f"{ALL_METHODS[method].label} on {plain(file.name)}..."):
                 pred = predictor.run(file.getvalue(), file.name, cam=method, target=target or None)
             # The map comes at the image's own size; kept at the size it is shown at (a 12 MP map is 48 MB).
             scale = min(1.0, STORED_SIDE / max(pred.size))
@@ -143,8 +144,3 @@ def enlarged(picture: Image.Image, side: int = SHOWN_SIDE) -> Image.Image:
     if factor == 1:
         return picture
     return picture.resize((picture.width * factor, picture.height * factor), Image.Resampling.NEAREST)
-
-
-def plain(text: str) -> str:
-    """``text`` with the characters Markdown would act on escaped."""
-    return "".join(f"\\{c}" if c in "\\`*_[]<>#|~$" else c for c in text)

@@ -12,7 +12,8 @@ from core.explain.overlay import COLORMAPS, DEFAULT_COLORMAP, overlay
 from core.explain.predict import Prediction, Predictor
 from core.explain.words import describe_layer
 from ui.classify.models import ModelChoice
-from ui.classify.results import Result, Upload, classified, enlarged, explained, is_stored, plain
+from ui.classify.results import Result, Upload, classified, enlarged, explained, is_stored
+from ui.text import plain
 
 TOP = ""  # the class picker's "top class" entry
 TARGETS = "classify_targets"  # session key: {(model key, picture id): the class asked for}
@@ -104,15 +105,15 @@ def _images(picture: Image.Image, cam: Result | None, opacity: float, colormap: 
     if cam is None:
         right.caption("Press the button above to make this heat map.")
     elif isinstance(cam, str):
-        right.error(cam, icon=":material/error:")
+        right.error(plain(cam), icon=":material/error:")
     elif cam.cam_note:
         right.info(
-            f"**No heat map for “{plain(str(cam.cam_class))}”.** {cam.cam_note}", icon=":material/visibility_off:"
+            f"**No heat map for “{plain(cam.cam_class)}”.** {plain(cam.cam_note)}", icon=":material/visibility_off:"
         )
     else:
         # Blended at the picture's own size, then enlarged like the original: the same pixels side by side.
         blended = enlarged(overlay(picture, cam.heatmap, opacity, colormap))
-        right.image(blended, caption=f"{ALL_METHODS[cam.cam_method].label} for “{cam.cam_class}”",
+        right.image(blended, caption=f"{ALL_METHODS[cam.cam_method].label} for “{plain(cam.cam_class)}”",
                     width="stretch", output_format=fmt)  # fmt: skip
         if cam.cam_layer:  # which layer, and how coarse its map (a ResNet at 112 px: layer3 7x7, not 4x4)
             right.caption(describe_layer(cam.cam_layer, cam.cam_map, cam.input_size))

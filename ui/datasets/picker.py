@@ -30,6 +30,7 @@ from core.datasets.sources import (
 from core.dedup.cleaning import CLEANING_RECORD, cleaned_folders, cleaning_record, open_cleaned
 from ui.common import show_error
 from ui.state import workspace
+from ui.text import plain
 
 SOURCES = ("Built-in sample", "Folder", "CSV of labels", "JSON metadata", "Upload a ZIP", "Cleaned datasets")
 ZIP_LIMIT_MB = 2048
@@ -104,7 +105,7 @@ def _metadata() -> DatasetRef | None:
                                 "examples": ", ".join(k.examples)} for k in keys]), hide_index=True)  # fmt: skip
     key = st.selectbox("Label key", [k.key for k in keys], key="meta_key")
     chosen = next(k for k in keys if k.key == key)
-    preview = ", ".join(f"{value} ({n})" for value, n in chosen.counts)
+    preview = ", ".join(f"{plain(value)} ({n})" for value, n in chosen.counts)  # values from the files: text
     st.caption(f"Classes this key gives in the first {chosen.n_files} files: {preview}"
                + (f" and {chosen.n_distinct - len(chosen.counts)} more" if chosen.n_distinct > len(chosen.counts) else ""))  # fmt: skip
     images = st.text_input("Image folder (leave empty to find it by matching file names)", key="meta_images")

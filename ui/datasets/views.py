@@ -13,6 +13,7 @@ from core.datasets.thumbs import thumbnail_files
 from ui import figures
 from ui.common import count_of, show_error
 from ui.state import workspace
+from ui.text import plain
 
 ALL = "All classes"
 CLASSES_PER_PAGE = 10
@@ -35,19 +36,19 @@ def summary(result: ScanResult) -> None:
     else:
         cols[2].metric(" / ".join(SPLIT_WORDS.get(s, s) for s in splits), " / ".join(f"{n:,}" for n in splits.values()))
     cols[3].metric("Unreadable files", len(result.unreadable))
-    st.caption(f"{KIND_WORDS.get(result.ref.kind, result.ref.kind)} at `{workspace().relative_name(result.root)}` · "
+    st.caption(f"{KIND_WORDS.get(result.ref.kind, result.ref.kind)} at {plain(workspace().relative_name(result.root))} · "
                f"scanned in {result.seconds:.1f} s ({count_of(result.n_opened, 'image')} opened, the rest from the "
                "cache)")  # fmt: skip
 
 
 def balance(result: ScanResult) -> None:
     facts = explore.balance(result.manifest)
-    for warning in facts.warnings:
-        st.warning(warning, icon=":material/warning:")
+    for warning in facts.warnings:  # they name classes: text
+        st.warning(plain(warning), icon=":material/warning:")
     if result.manifest.empty:
         return
     st.plotly_chart(figures.class_balance(explore.class_counts(result.manifest)), key="balance_chart")
-    st.caption(f"Largest class '{facts.largest[0]}' ({facts.largest[1]:,}), smallest '{facts.smallest[0]}' "
+    st.caption(f"Largest class '{plain(facts.largest[0])}' ({facts.largest[1]:,}), smallest '{plain(facts.smallest[0])}' "
                f"({facts.smallest[1]:,}), ratio {facts.ratio:.1f}x.")  # fmt: skip
 
 
@@ -75,7 +76,7 @@ def _grid_by_class(result: ScanResult, rows: pd.DataFrame, per_row: int) -> None
         page = st.number_input(f"Page of classes (1-{n_pages})", 1, n_pages, 1, key="grid_class_page") - 1
     for label in labels[page * CLASSES_PER_PAGE : (page + 1) * CLASSES_PER_PAGE]:
         of_class = rows[rows["label"] == label]
-        st.markdown(f"**{label}** · {count_of(len(of_class), 'image')}")
+        st.markdown(f"**{plain(label)}** · {count_of(len(of_class), 'image')}")
         _thumbs(result, of_class.head(per_row), per_row)
 
 
@@ -94,9 +95,9 @@ def _thumbs(result: ScanResult, rows: pd.DataFrame, per_row: int) -> None:
     files = thumbnail_files([result.root / p for p in rows["path"]], workspace().cache)
     cols = st.columns(per_row)
     for col, path, thumb in zip(cols, rows["path"], files, strict=False):  # the last row may be short
-        name = path.rsplit("/", 1)[-1]
+        name = plain(path.rsplit("/", 1)[-1])  # image captions are Markdown too
         if isinstance(thumb, ImageError):
-            col.caption(f"{name}: {thumb.reason}")
+            col.caption(f"{name}: {plain(thumb.reason)}")
         else:
             col.image(str(thumb), caption=name, width="stretch")
 

@@ -11,6 +11,7 @@ import streamlit as st
 from core.common.errors import ImageError
 from core.datasets.thumbs import thumbnail_files
 from ui.state import workspace
+from ui.text import plain
 
 THUMBS_PER_ROW = 8
 
@@ -21,7 +22,8 @@ def bits(hashes: np.ndarray, other: int) -> list[int]:
 
 
 def name(path: str) -> str:
-    return path.rsplit("/", 1)[-1]
+    """A file's name, escaped for Markdown (every caller puts it in a caption)."""
+    return plain(path.rsplit("/", 1)[-1])
 
 
 def pager(n: int, per_page: int, key: str, what: str) -> int:
@@ -37,6 +39,7 @@ def pager(n: int, per_page: int, key: str, what: str) -> int:
 
 
 def thumb_grid(root: Path, paths: list[str], captions: list[str], per_row: int = THUMBS_PER_ROW) -> None:
+    """Thumbnails with their captions (Markdown: labels and names in them escaped with ``plain`` by the caller)."""
     files = thumbnail_files([root / p for p in paths], workspace().cache)
     for start in range(0, len(paths), per_row):
         cols = st.columns(per_row)
@@ -49,7 +52,7 @@ def thumb_grid(root: Path, paths: list[str], captions: list[str], per_row: int =
 
 def show_thumb(thumb: Path | ImageError) -> None:
     if isinstance(thumb, ImageError):
-        st.caption(f":material/broken_image: {thumb.reason}")
+        st.caption(f":material/broken_image: {plain(thumb.reason)}")
     else:
         st.image(str(thumb), width="stretch")
 
@@ -66,7 +69,7 @@ def pair_cards(root: Path, rows: pd.DataFrame, texts: list[str], per_row: int = 
                 files = thumbnail_files([root / row["path_a"], root / row["path_b"]], workspace().cache)
                 columns = st.columns([1, 1, 1.4])
                 for c, side, thumb in zip(columns, "ab", files, strict=False):
-                    facts = [str(row[k]) for k in (f"split_{side}", f"label_{side}") if row.get(k) not in (None, "")]
+                    facts = [plain(row[k]) for k in (f"split_{side}", f"label_{side}") if row.get(k) not in (None, "")]
                     with c.container(gap="xxsmall"):
                         show_thumb(thumb)
                         st.caption(f"{' · '.join(facts)}  \n{name(row[f'path_{side}'])}")

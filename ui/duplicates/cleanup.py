@@ -12,6 +12,7 @@ from core.dedup.cleaning import POLICIES, CleaningPlan, plan_cleaning, write_cle
 from core.dedup.groups import SPLIT_ORDER, DedupResult
 from ui.common import show_error
 from ui.state import choose_dataset, dataset_title, workspace
+from ui.text import plain
 
 CLEANED = "dedup_cleaned"  # session key: what "Write cleaned dataset" wrote (a banner while it is current)
 POLICY_TEXT = {
@@ -84,7 +85,7 @@ def cleaned_banner(ref: DatasetRef | None) -> None:
     done = st.session_state.get(CLEANED)
     if not done or ref is None or ref.spec != done["spec"]:
         return
-    st.success(f"Wrote **{done['name']}** from {done['source']}: {done['kept']:,} images kept, {done['removed']:,} "
+    st.success(f"Wrote **{plain(done['name'])}** from {plain(done['source'])}: {done['kept']:,} images kept, {done['removed']:,} "
                f"removed, {done['relabelled']:,} relabelled, {done['moved']:,} moved. It is now the current dataset "
                "(also listed under Datasets → Cleaned datasets); the source files are untouched.",
                icon=":material/check_circle:")  # fmt: skip

@@ -9,6 +9,7 @@ from core.datasets.scan import ScanResult
 from core.datasets.sources import DatasetRef
 from core.dedup.groups import DedupConfig, DedupResult, find_duplicates, group_duplicates
 from ui.state import dataset_title, workspace
+from ui.text import plain
 
 RESULTS = "dedup_results"  # session key: {(spec, method): DedupResult at the method's default threshold}
 VIEW = "dedup_view"  # session key: ((spec, method, threshold), DedupResult regrouped for the slider)
@@ -33,7 +34,7 @@ def stored(ref: DatasetRef, method: str) -> DedupResult | None:
 
 def search(ref: DatasetRef, scan: ScanResult, method: str) -> DedupResult:
     """Fingerprint (cached on disk: only new or changed files are opened) and group, with a progress bar."""
-    bar = st.progress(0.0, text=f"Fingerprinting {dataset_title(ref.spec)} ({method})...")
+    bar = st.progress(0.0, text=f"Fingerprinting {plain(dataset_title(ref.spec))} ({method})...")
 
     def progress(done: int, total: int) -> None:
         bar.progress(done / max(total, 1), text=f"Fingerprinting images ({method}): {done:,} / {total:,}")

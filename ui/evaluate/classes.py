@@ -9,6 +9,7 @@ import streamlit as st
 from core.evaluate.evaluation import Evaluation
 from core.evaluate.metrics import confused_pairs, worst_classes
 from core.evaluate.words import FEW_IMAGES, SPLIT_WORDS, pct
+from ui.text import plain
 
 
 def table_of_classes(ev: Evaluation) -> pd.DataFrame:
@@ -50,6 +51,6 @@ def classes(ev: Evaluation) -> None:
     if pairs.empty:
         st.success(f"No mistakes on the {split} images.", icon=":material/check_circle:")
         return
-    lines = [f"- **{p.true}** taken for **{p.predicted}**: {int(p.count)} image{'s' if p.count != 1 else ''} "
-             f"({pct(p.share)} of class {p.true})" for p in pairs.itertuples()]  # fmt: skip
+    lines = [f"- **{plain(p.true)}** taken for **{plain(p.predicted)}**: {int(p.count)} image{'s' if p.count != 1 else ''} "
+             f"({pct(p.share)} of class {plain(p.true)})" for p in pairs.itertuples()]  # fmt: skip
     st.markdown("\n".join(lines))

@@ -12,6 +12,7 @@ from core.evaluate.metrics import confusion_view
 from core.evaluate.mistakes import cell_images
 from core.evaluate.words import pct
 from ui.state import workspace
+from ui.text import plain
 
 CHART = "evaluate_matrix"  # the chart's selection state
 CELL = "evaluate_cell"  # the chosen cell: "true\x1fpredicted"
@@ -96,7 +97,7 @@ def matrix(ev: Evaluation) -> None:
                    placeholder="click a square above, or pick one here")  # fmt: skip
     empty = st.session_state.get(EMPTY)
     if empty and not st.session_state.get(CELL):
-        st.caption(f"No {empty[0]} image was called {empty[1]}.")
+        st.caption(f"No {plain(empty[0])} image was called {plain(empty[1])}.")
     chosen = st.session_state.get(CELL)
     if chosen:
         true, said = chosen.split(SEP)
@@ -118,10 +119,11 @@ def _cell_gallery(ev: Evaluation, true: str, said: str) -> None:
 
     rows = cell_images(ev.frame, true, said)
     noun = "image" if len(rows) == 1 else "images"
-    what = f"{true} {noun} the model got right" if true == said else f"{true} {noun} the model called {said}"
+    what = (f"{plain(true)} {noun} the model got right" if true == said
+            else f"{plain(true)} {noun} the model called {plain(said)}")  # fmt: skip
     st.markdown(f"**{len(rows):,} {what}**, most confident first")
     if ev.root is None:
-        st.info(f"{ev.root_problem} The images cannot be shown.")
+        st.info(f"{plain(ev.root_problem)} The images cannot be shown.")
         return
     shown = rows.head(CELL_IMAGES)
     leaking = set(ev.leaks.leaking) if ev.leaks is not None else set()
@@ -132,10 +134,10 @@ def _cell_gallery(ev: Evaluation, true: str, said: str) -> None:
                                     thumbs[start : start + COLUMNS], strict=False):  # fmt: skip
             with cell:
                 if isinstance(thumb, Exception):
-                    st.caption(f":red[cannot be shown: {getattr(thumb, 'reason', thumb)}]")
+                    st.caption(f":red[cannot be shown: {plain(getattr(thumb, 'reason', thumb))}]")
                 else:
                     st.image(str(thumb), width="stretch")
-                st.caption(f"{pct(row.p1)} sure · {row.image}" + (" · has a copy in training" if row.image in leaking
+                st.caption(f"{pct(row.p1)} sure · {plain(row.image)}" + (" · has a copy in training" if row.image in leaking
                                                                      else ""))  # fmt: skip
     if len(rows) > CELL_IMAGES:
         st.caption(f"The first {CELL_IMAGES} of {len(rows):,}; the report and the predictions table list them all.")

@@ -17,6 +17,7 @@ from core.train.predictions import predictions_file
 from core.train.runner import run_dir, run_splits
 from ui.common import run_label, show_error
 from ui.state import set_url_run, url_run
+from ui.text import plain
 
 SPLIT_LABELS = {"test": "Test images", "val": "Validation images"}
 SPLIT_SHORT = {"test": "Test", "val": "Validation"}
@@ -105,7 +106,7 @@ def _cannot(run: RunRecord, split: str, exc: EvaluateError) -> None:
                 "images, or train again with a test share.", icon=":material/info:")  # fmt: skip
         st.page_link("app_pages/train.py", label="Train again", icon=":material/model_training:")
         return
-    st.info(str(exc).replace(f"run {run.run_id}", f"Run {run.run_id}", 1), icon=":material/info:")
+    st.info(plain(str(exc).replace(f"run {run.run_id}", f"Run {run.run_id}", 1)), icon=":material/info:")
 
 
 def ask_for_leak_check(run: RunRecord, split: str) -> None:

@@ -15,6 +15,7 @@ from core.evaluate.mistakes import Explained, enlarged, explain_rows, overlay_of
 from core.evaluate.words import SPLIT_WORDS, calibration_sentence, pct
 from core.explain.words import describe_layer
 from core.store.runs import RunStore
+from ui.text import plain
 
 PER_ROW = 3
 
@@ -59,13 +60,13 @@ def _one(item: Explained, has_copy: bool) -> None:
         left.image(enlarged(item.picture), width="stretch", caption="the image")
         blended = overlay_of(item)
         if blended is not None:
-            right.image(enlarged(blended), width="stretch", caption=f"evidence for {item.predicted}")
-    st.markdown(f"True: **{item.label}** · said: **{item.predicted}** ({pct(item.p_predicted)} sure)")
-    st.caption(f"{pct(item.p_true, 1)} on the true class · {item.image}")
+            right.image(enlarged(blended), width="stretch", caption=f"evidence for {plain(item.predicted)}")
+    st.markdown(f"True: **{plain(item.label)}** · said: **{plain(item.predicted)}** ({pct(item.p_predicted)} sure)")
+    st.caption(f"{pct(item.p_true, 1)} on the true class · {plain(item.image)}")
     if has_copy:
         st.caption(":material/content_copy: has a copy among the training images")
     if item.note:
-        st.caption(f":orange[{item.note}]")
+        st.caption(f":orange[{plain(item.note)}]")
 
 
 def reliability_figure(cal: Calibration) -> go.Figure:

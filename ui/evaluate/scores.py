@@ -9,6 +9,7 @@ from core.evaluate import words as w
 from core.evaluate.evaluation import Evaluation
 from core.store.records import RunRecord
 from ui.evaluate.loading import ask_for_leak_check
+from ui.text import plain
 
 
 def _card(column, label: str, value: str, sentence: str, help_text: str, warning: str = "") -> None:
@@ -49,7 +50,7 @@ def leakage(ev: Evaluation, run: RunRecord) -> None:
     split = w.SPLIT_WORDS[ev.split]
     st.subheader(f"Does the score hold on {split} images the model has never seen a copy of?")
     if ev.root is None:
-        st.info(f"{ev.root_problem} Its copies cannot be looked for.", icon=":material/folder_off:")
+        st.info(f"{plain(ev.root_problem)} Its copies cannot be looked for.", icon=":material/folder_off:")
         return
     if ev.honest is None:
         _offer_check(ev, run)
