@@ -13,6 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.common.untrusted import spreadsheet_csv
 from core.experiments.compare import COLUMNS, RESULTS, compare_table
 from core.store.records import RunRecord
 from core.store.runs import RunStore
@@ -145,10 +146,14 @@ def _highlight(best: int | None):
     return style
 
 
+def table_csv(frame: pd.DataFrame) -> bytes:
+    """The table as CSV, headers in words, numbers unformatted, safe to open in a spreadsheet (a dataset or run
+    name may start with "=")."""
+    return spreadsheet_csv(in_words(frame)[list(COLUMNS)].rename(columns=COLUMNS)).encode()
+
+
 def download(frame: pd.DataFrame, name: str, key: str) -> None:
-    """The table as CSV, headers in words, numbers unformatted."""
-    words = in_words(frame)[list(COLUMNS)].rename(columns=COLUMNS)
-    st.download_button("Download as CSV", words.to_csv(index=False).encode(), file_name=name, mime="text/csv",
+    st.download_button("Download as CSV", table_csv(frame), file_name=name, mime="text/csv",
                        icon=":material/download:", key=key, on_click="ignore")  # fmt: skip
 
 

@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.common.cpu import usable_cores
+from core.common.untrusted import spreadsheet_csv
 from core.scaling.points import TASK_WORDS, sweep_task
 from core.scaling.reading import reading
 from core.scaling.sweep import SweepConfig, run_sweep
@@ -19,6 +20,7 @@ from core.store.runs import RunStore
 from core.train.jobs import Job, JobContext, JobRegistry
 from ui.common import count_of
 from ui.state import dataset_title, workspace
+from ui.text import plain
 
 KINDS = {"prep": "Preparing the data", "train": "Training: threads", "ddp": "Training: processes (distributed)"}
 TASKS = TASK_WORDS
@@ -123,7 +125,7 @@ def table_view(table: Table, store: RunStore) -> None:
     left, right = st.columns(2)
     left.plotly_chart(time_chart(table), key=f"time_{table.group}_{table.mode}")
     right.plotly_chart(speedup_chart(table), key=f"speedup_{table.group}_{table.mode}")
-    st.download_button("Download this table (CSV)", frame.to_csv(index=False), file_name=f"{table.group}.csv",
+    st.download_button("Download this table (CSV)", spreadsheet_csv(frame), file_name=f"{table.group}.csv",
                        key=f"csv_{table.group}_{table.mode}", icon=":material/download:", on_click="ignore")  # fmt: skip
 
 
@@ -176,6 +178,6 @@ def _layout(fig: go.Figure, y: str) -> None:
 
 
 def intro(dataset: str) -> str:
-    return (f"Time the same work on **{dataset_title(dataset)}** with 1, 2, ... workers; every point is stored as "
+    return (f"Time the same work on **{plain(dataset_title(dataset))}** with 1, 2, ... workers; every point is stored as "
             f"a run, so the tables below are built from the run store. This machine has "
             f"{count_of(usable_cores(), 'core')}.")  # fmt: skip

@@ -23,6 +23,7 @@ def add_parser(sub: Any, common: Any) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
+    from core.common.untrusted import spreadsheet_csv
     from core.datasets.sources import spec_paths
     from core.evaluate.evaluation import evaluate_run, evaluation_json, predictions_table, text_summary
 
@@ -34,7 +35,7 @@ def cmd_evaluate(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
     lines = [text_summary(ev)]
     if args.predictions:
         target = Path(args.predictions)
-        write_atomic(target, predictions_table(ev).to_csv(index=False).encode())
+        write_atomic(target, spreadsheet_csv(predictions_table(ev)).encode())  # labels may start with "="
         result["predictions_file"] = str(target)
         lines.append(f"predictions: {target}")
     if args.report:

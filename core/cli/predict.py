@@ -48,13 +48,14 @@ def _predictor(args: argparse.Namespace, ws: Workspace):
 
 
 def cmd_predict(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
+    from core.common.untrusted import spreadsheet_safe
     from core.explain.predict import predict_many, predictions_table
 
     predictor = _predictor(args, ws)
     rows = predict_many(predictor, args.images, cam=args.cam, cam_out=Path(args.cam_out) if args.cam_out else None,
                         target=args.target)  # fmt: skip
     if args.csv:
-        predictions_table(rows).to_csv(args.csv, index=False)
+        spreadsheet_safe(predictions_table(rows)).to_csv(args.csv, index=False)  # labels may start with "="
     return rows, "\n".join(_line(r) for r in rows)
 
 

@@ -30,6 +30,7 @@ import pandas as pd
 
 from core.common.errors import DatasetError
 from core.common.jsonfile import JsonFileError, read_json
+from core.common.untrusted import from_spreadsheet
 from core.images.opener import is_image_name, sniff_image
 
 UNLABELLED = ""  # the label of an image that has none: never a class name (a folder cannot be named "")
@@ -189,7 +190,9 @@ def read_label_csv(path: Path) -> pd.DataFrame:
     if raw.shape[1] < 2:
         raise DatasetError(f"{path.name} needs two columns (image, label); found {list(raw.columns)}")
     image_col, label_col = _pick_columns(raw, path.name)
-    out = pd.DataFrame({"image": raw[image_col].str.strip(), "label": raw[label_col].str.strip()})
+    # A table the studio exported (``evaluate --predictions``) quotes formula-like cells for spreadsheets: unquoted.
+    image, label = (raw[c].str.strip().map(from_spreadsheet) for c in (image_col, label_col))
+    out = pd.DataFrame({"image": image, "label": label})
     split_col = _find_column(raw.columns, SPLIT_COLUMNS, exclude=(image_col, label_col))
     out["split"] = raw[split_col].str.strip().str.lower().map(lambda s: SPLIT_NAMES.get(s, "")) if split_col else ""
     return out

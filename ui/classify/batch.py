@@ -6,10 +6,12 @@ from __future__ import annotations
 import streamlit as st
 from PIL import Image, ImageOps
 
+from core.common.untrusted import spreadsheet_csv
 from core.explain import predict
 from core.explain.predict import Predictor
 from ui.classify.models import ModelChoice
-from ui.classify.results import Result, Upload, classified, is_stored, plain
+from ui.classify.results import Result, Upload, classified, is_stored
+from ui.text import plain
 
 THUMB_SIDE = 150
 GALLERY_COLUMNS = 6
@@ -38,10 +40,10 @@ def batch(predictor: Predictor, model: ModelChoice, files: list[Upload]) -> list
 
 
 def predictions_csv(files: list[Upload], preds: list[Result]) -> bytes:
-    """The batch as the same table ``predict --csv`` writes."""
+    """The batch as the same table ``predict --csv`` writes (safe to open in a spreadsheet)."""
     rows = [{"image": f.name, "error": p} if isinstance(p, str) else p.to_json() | {"image": f.name}
             for f, p in zip(files, preds, strict=True)]  # fmt: skip
-    return predict.predictions_table(rows).to_csv(index=False).encode()
+    return spreadsheet_csv(predict.predictions_table(rows)).encode()
 
 
 def gallery(files: list[Upload], preds: list[Result]) -> None:
@@ -60,7 +62,7 @@ def gallery(files: list[Upload], preds: list[Result]) -> None:
                 else:
                     st.image(_thumb(pred.picture), width="stretch")
                     st.markdown(f"**{plain(str(pred.top[0]['label']))}** · {float(pred.top[0]['p']):.0%}")
-                st.caption(file.name)
+                st.caption(plain(file.name))
 
 
 def _thumb(picture: Image.Image) -> Image.Image:

@@ -6,9 +6,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from core.common.untrusted import spreadsheet_safe
 from core.dedup.groups import DedupResult
 from ui.common import count_of
 from ui.duplicates.cards import bits, name, pager, pair_cards, thumb_grid
+from ui.text import plain, plain_list
 
 GROUPS_PER_PAGE = 10
 PAIRS_PER_PAGE = 10
@@ -98,10 +100,10 @@ def _group_card(result: DedupResult, g, members: pd.DataFrame, hashes: pd.Series
         else:
             distance = f"{d} bits"
         captions.append(
-            f"**{m.label}** · {m.split or 'unsplit'}  \n{name(m.path)}  \n{m.width}×{m.height} · {distance}"
+            f"**{plain(m.label)}** · {m.split or 'unsplit'}  \n{name(m.path)}  \n{m.width}×{m.height} · {distance}"
         )
     with st.container(border=True):
-        st.markdown(f"**Group {g.group + 1}** · {g.size} images · {kind}{flags}  \nlabels {', '.join(map(str, g.labels))}"
+        st.markdown(f"**Group {g.group + 1}** · {g.size} images · {kind}{flags}  \nlabels {plain_list(g.labels)}"
                     f" · splits {', '.join(g.splits)}")  # fmt: skip
         thumb_grid(result.ref.root, shown["path"].tolist(), captions, CARD_PER_ROW)
         if len(members) > len(shown):
@@ -109,7 +111,8 @@ def _group_card(result: DedupResult, g, members: pd.DataFrame, hashes: pd.Series
 
 
 def groups_csv(result: DedupResult) -> str:
-    """One row per image in a group, with its group's description: what the CSV download holds."""
+    """One row per image in a group, with its group's description: what the CSV download holds (safe to open in a
+    spreadsheet: a label or a file name may start with "=")."""
     columns = ["group", "kind", "size", "conflict", "leak", "max_distance", "path", "label", "split", "width", "height"]
     if result.groups.empty:
         return ",".join(columns) + "\n"
@@ -118,7 +121,7 @@ def groups_csv(result: DedupResult) -> str:
     ]
     rows = result.members.merge(described, on="group")
     rows["group"] = rows["group"] + 1  # numbered as on the page
-    return rows[columns].to_csv(index=False, lineterminator="\n")
+    return spreadsheet_safe(rows[columns]).to_csv(index=False, lineterminator="\n")
 
 
 def borderline(result: DedupResult) -> None:
