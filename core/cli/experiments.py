@@ -95,9 +95,12 @@ def _space_text(value: str) -> str:
     """The space's JSON: given inline (starts with ``{``) or read from the file named."""
     if value.lstrip().startswith("{"):
         return value
+    from core.experiments.space import SPACE_MAX_BYTES
+
     path = Path(value).expanduser()
-    try:
-        return path.read_text()
+    try:  # one byte past the limit is enough for parse_space to refuse it; any bytes decode (a PNG given by mistake)
+        with path.open("rb") as fh:
+            return fh.read(SPACE_MAX_BYTES + 1).decode("utf-8", errors="replace")
     except OSError as exc:
         raise CoreError(f"cannot read the search space {value}: {exc.strerror or exc}") from None
 

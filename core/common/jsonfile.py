@@ -71,7 +71,7 @@ def parse_json(
     max_depth: int = MAX_DEPTH,
 ) -> Any:
     """The document ``text`` holds, if it is at most ``max_bytes`` long, nested at most ``max_depth`` levels
-    (objects and lists), and of type ``expect``. Invalid UTF-8 is replaced, as a text editor would show it.
+    (objects and lists), and of type ``expect`` (``object``: any). Invalid UTF-8 is replaced, as a text editor would show it.
 
     Raises:
         JsonFileError: too large, not JSON, too deep, or not of type ``expect``.
@@ -88,11 +88,12 @@ def parse_json(
         raise JsonFileError(f"nested deeper than {max_depth} levels", what) from None
     except ValueError as exc:  # JSONDecodeError, and integers too long to convert
         detail = f"{exc.msg} at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else str(exc)[:80]
-        raise JsonFileError(f"invalid JSON ({detail})", what) from None
+        raise JsonFileError(f"not valid JSON ({detail})", what) from None
     if _depth_over(doc, max_depth):
         raise JsonFileError(f"nested deeper than {max_depth} levels", what)
-    if not isinstance(doc, expect) or (isinstance(doc, bool) and bool not in _as_tuple(expect)):
-        raise JsonFileError(f"holds {type_words(doc)}, not {' or '.join(map(type_words, _as_tuple(expect)))}", what)
+    kinds = _as_tuple(expect)
+    if not (bool in kinds or object in kinds if isinstance(doc, bool) else isinstance(doc, kinds)):  # True is an int
+        raise JsonFileError(f"holds {type_words(doc)}, not {' or '.join(map(type_words, kinds))}", what)
     return doc
 
 

@@ -14,12 +14,12 @@ Every value is checked as the training command would check it, so a bad one is r
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import MISSING, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from core.common.errors import CoreError
+from core.common.jsonfile import JsonFileError, parse_json
 from core.train.config import ConfigError, TrainConfig, label_of
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ METHODS = ("random", "grid")
 GRID_STEPS = 3  # values a range contributes to a grid when it does not say
 NOT_SEARCHED = ("dataset", "ranks", "from_run")  # one dataset per search; one process per trial; one parent
 RANGE_KEYS = {"low", "high", "log", "steps"}
+SPACE_MAX_BYTES = 2**20  # a space names a few options: a megabyte is thousands of values
 FIELD_TYPES = {f.name: list if f.default is MISSING else type(f.default) for f in fields(TrainConfig)}
 
 
@@ -140,11 +141,11 @@ def parse_space(raw: dict[str, Any] | str) -> Space:
     Raises:
         SpaceError: not an object, an unknown or unsearchable option, an empty list, a bad range or value.
     """
-    if isinstance(raw, str):
+    if isinstance(raw, str):  # a file's or a form's text: size and nesting bounded, never a RecursionError
         try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise SpaceError(f"the search space is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+            raw = parse_json(raw, expect=object, max_bytes=SPACE_MAX_BYTES)
+        except JsonFileError as exc:
+            raise SpaceError(f"the search space is {exc.reason}") from None
     if not isinstance(raw, dict) or not raw:
         raise SpaceError('the search space must be a JSON object naming at least one option, e.g. {"lr": [0.01, 0.1]}')
     options: dict[str, Choice | Range] = {}

@@ -108,3 +108,72 @@ def test_runs_text_keeps_one_line_per_run_when_a_dataset_name_holds_a_newline(tm
     store.close()
     lines = _ok(core(ws, "runs", json_out=False)).stdout.splitlines()
     assert len(lines) == 2 and lines[1].rstrip().endswith("holiday photos")
+
+
+# --- hostile files a dataset lists, and a hostile search space (issue 22) -------------------------------------
+
+SECRETS = ("hunter2-token", "root-password-77")
+DEEP = "[" * 100_000  # RecursionError in json.loads: a traceback and exit 1 before the fix
+
+
+def _refused(done: subprocess.CompletedProcess) -> str:
+    """The one ``error:`` line of a refused command (exit 2, no traceback)."""
+    assert done.returncode == 2, (done.returncode, done.stderr[-3000:])
+    assert "Traceback" not in done.stderr and done.stderr.startswith("error: "), done.stderr[-3000:]
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    return done.stderr
+
+
+def _bins(folder: Path, extra: dict[str, str]) -> Path:
+    """``folder/images/{1,2,3}.jpg`` and ``folder/metadata/{1,3}.json`` (label cat) plus ``extra`` metadata texts."""
+    from tests import imagefactory as f
+
+    (folder / "metadata").mkdir(parents=True)
+    for stem in ("1", "2", "3"):
+        f.write_rgb(folder / "images" / f"{stem}.jpg", size=(8, 8), seed=int(stem))
+    for stem, text in {"1": '{"label": "cat"}', "3": '{"label": "cat"}', **extra}.items():
+        (folder / "metadata" / f"{stem}.json").write_text(text)
+    return folder
+
+
+def test_scan_lists_a_metadata_file_linked_outside_and_shows_nothing_of_it(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, ws: Path
+) -> None:
+    elsewhere = tmp_path_factory.mktemp("elsewhere")  # beside tmp_path (the data root), not inside it
+    (elsewhere / "creds.json").write_text(json.dumps({"label": SECRETS[0], "password": SECRETS[1]}))
+    bins = _bins(tmp_path / "bins", {})
+    (bins / "metadata" / "2.json").symlink_to(elsewhere / "creds.json")
+    done = _ok(core(ws, "scan", str(bins), "--label-key", "label"))
+    summary = json.loads(done.stdout)
+    assert summary["classes"] == {"cat": 2}
+    assert [u["path"] for u in summary["unreadable"]] == ["images/2.jpg"]
+    assert "outside the folders this studio may read" in summary["unreadable"][0]["reason"]
+    assert not any(s in done.stdout + done.stderr for s in (*SECRETS, str(elsewhere)))
+    # Without a key, the keys offered come from the files inside the allowed folders only.
+    assert "password" not in _refused(core(ws, "scan", str(bins), "--metadata", str(bins / "metadata")))
+
+
+def test_scan_lists_a_metadata_file_nested_100000_deep_and_uses_the_others(tmp_path: Path, ws: Path) -> None:
+    bins = _bins(tmp_path / "bins", {"2": DEEP})
+    summary = json.loads(_ok(core(ws, "scan", str(bins), "--label-key", "label")).stdout)
+    assert summary["classes"] == {"cat": 2}
+    assert summary["unreadable"] == [{"path": "images/2.jpg", "reason": "2.json: nested deeper than 64 levels"}]
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (DEEP.encode(), "nested deeper than 64 levels"),
+        (b"\x89PNG\r\n\x1a\n\0\0", "not valid JSON"),
+        (b'{"lr": [' + b"0.1, " * 300_000 + b"0.2]}", "too large"),
+    ],  # fmt: skip
+    ids=["deep", "binary", "large"],
+)
+def test_search_refuses_a_hostile_space_file_in_one_line(tmp_path: Path, ws: Path, content: bytes, words: str) -> None:
+    from tests import imagefactory as f
+
+    for label in ("a", "b"):
+        f.write_rgb(tmp_path / "pets" / label / "0.png", size=(8, 8))
+    (tmp_path / "space.json").write_bytes(content)
+    stderr = _refused(core(ws, "search", str(tmp_path / "pets"), "--space", str(tmp_path / "space.json")))
+    assert f"the search space is {words}" in stderr, stderr

@@ -42,8 +42,8 @@ def bins_with(folder: Path, hostile: dict[str, str]) -> Path:
         (DEEP, "nested deeper than 64 levels"),
         ("[" * 100 + "]" * 100, "nested deeper than 64 levels"),  # parses, but nothing downstream should walk it
         ('{"a": ' * 65 + "1" + "}" * 65, "nested deeper than 64 levels"),
-        ('{"a": 1,', "invalid JSON"),
-        ("1" * 5000, "invalid JSON"),  # past Python's integer-conversion limit: a ValueError, not JSONDecodeError
+        ('{"a": 1,', "not valid JSON"),
+        ("1" * 5000, "not valid JSON"),  # past Python's integer-conversion limit: a ValueError, not JSONDecodeError
         ("[]", "holds a list, not an object"),
         ("true", "holds true or false, not an object"),
         ("null", "holds null, not an object"),

@@ -217,7 +217,7 @@ def test_each_unusable_bin_image_is_one_problem_with_the_reason(bins, ws: Worksp
     by_path = {p.path: p.reason for p in problems}
 
     assert sorted(p.path for p in problems) == ["106.jpg", "107.jpg", "108.jpg"]  # once each
-    assert "invalid JSON" in by_path["106.jpg"]
+    assert "not valid JSON" in by_path["106.jpg"]
     assert "no 'EXPECTED_QUANTITY' key" in by_path["107.jpg"]
     assert by_path["108.jpg"] == "no metadata file for this image"
 
