@@ -35,6 +35,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from core.common.errors import CoreError, ImageError, PathNotAllowedError
+from core.common.untrusted import whole_number
 from core.common.workspace import Workspace
 from core.explain.predict import Predictor
 
@@ -118,9 +119,9 @@ async def _source(request: Request, ws: Workspace, limits: ServeLimits) -> tuple
         raise _HTTPError(415, f"Content-Type {kind or '(none)'} is not accepted; send image/jpeg, image/png or "
                               "application/json with {\"path\": ...}")  # fmt: skip
     limit = min(limits.max_json_bytes, limits.max_bytes) if kind == "application/json" else limits.max_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise _HTTPError(413, f"the body is {int(declared):,} bytes; the limit is {limit:,}")
+    declared = whole_number(request.headers.get("content-length"))  # "²" is no size: the read below counts
+    if declared is not None and declared > limit:
+        raise _HTTPError(413, f"the body is {declared:,} bytes; the limit is {limit:,}")
     body = await _read_limited(request, limit)
     if kind in IMAGE_TYPES:
         if not body:
