@@ -25,6 +25,7 @@ from pathlib import Path
 
 from core.common.cpu import usable_cores
 from core.common.errors import CoreError
+from core.common.untrusted import whole_number
 from core.common.workspace import Workspace
 from core.store.runs import RunStore
 from core.train.config import TrainConfig
@@ -44,7 +45,7 @@ class Nodes:
     def check(self) -> Nodes:
         if self.count < 1 or not 0 <= self.rank < self.count:
             raise CoreError(f"--node-rank {self.rank} with --nnodes {self.count}: expected 0 <= node rank < nnodes")
-        if self.count > 1 and (":" not in self.endpoint or not self.endpoint.rsplit(":", 1)[1].isdigit()):
+        if self.count > 1 and (":" not in self.endpoint or whole_number(self.endpoint.rsplit(":", 1)[1]) is None):
             raise CoreError(f"--nnodes {self.count} needs --rdzv-endpoint HOST:PORT (node 0's address), "
                             f"got {self.endpoint!r}")  # fmt: skip
         return self
