@@ -5,11 +5,14 @@ symlinks; ``extract_zip`` refuses the first and skips the others. It checks ever
 directory declares *before* writing a byte, then counts the real bytes while streaming, because
 headers can lie and Python 3.11.7's ``zipfile`` predates the overlapping-entry check (CVE-2024-0450).
 It writes into a temporary folder beside the destination and renames it into place, so a failed
-extraction never leaves half a dataset behind.
+extraction never leaves half a dataset behind. A disk too small for the archive is said in words (what it
+unpacks to, what is free): before writing when the declared sizes already do not fit, and when a write fails
+for want of space (``ENOSPC``, ``EDQUOT``: small files take whole blocks) or over the process's file-size limit.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import lzma
 import os
@@ -26,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from core.common.diskspace import FULL_ERRNOS, DiskFullError, free_bytes, write_failure
 from core.common.errors import ArchiveError
 from core.images.opener import is_image_name
 
@@ -44,6 +48,10 @@ _LOCAL_SIGNATURE = b"PK\x03\x04"
 _ENCRYPTED = 0x1  # general purpose flag bit 0
 
 Source = str | os.PathLike[str] | bytes | BinaryIO
+
+
+class ArchiveSpaceError(ArchiveError, DiskFullError):
+    """Too little disk space (or quota, or file-size limit) to extract the archive; nothing was left behind."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,7 @@ def extract_zip(source: Source, dest: Path, *, limits: ZipLimits = ZipLimits()) 
         ArchiveError: ``dest`` exists, the source is not a readable ZIP, or the archive is refused
             (too many members, too large, possible zip bomb, encrypted, corrupt). Nothing is left
             behind: neither ``dest`` nor the temporary folder.
+        ArchiveSpaceError: (an ArchiveError) the disk is too small for it; nothing is left behind either.
     """
     dest = Path(dest)
     if dest.exists() or dest.is_symlink():
@@ -109,15 +118,59 @@ def extract_zip(source: Source, dest: Path, *, limits: ZipLimits = ZipLimits()) 
         _check_declared(members, limits, budget)
         _check_overlaps(fp, members, zf.start_dir)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        # Same filesystem as dest, so the final rename is atomic.
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+        _check_space(dest.parent, members)
+        tmp: Path | None = None
         try:
+            # Same filesystem as dest, so the final rename is atomic.
+            tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
             tally = _extract_members(zf, members, tmp, limits, budget)
             _move_into_place(tmp, dest)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException as exc:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            full = _space_error(exc, dest.parent, members)  # measured after the partial copy is gone
+            if full is not None:
+                raise full from None
             raise
     return ExtractResult(_dataset_root(dest), tally.n_files, tally.n_bytes, tally.skipped)
+
+
+# --- disk space ----------------------------------------------------------------------------------
+
+
+def _check_space(folder: Path, members: list[zipfile.ZipInfo]) -> None:
+    """Refuse before writing a byte when the bytes the archive declares cannot fit in ``folder``'s free space.
+
+    Only a certain refusal: the bytes themselves, not the blocks they will take (file systems differ there).
+    """
+    free = free_bytes(folder)
+    if free is not None and sum(info.file_size for info in members) > free:
+        raise ArchiveSpaceError(_space_message(folder, members, free, "nothing was written"))
+
+
+def _space_error(exc: BaseException, folder: Path, members: list[zipfile.ZipInfo]) -> ArchiveSpaceError | None:
+    """The words for a write that failed for want of space (or over ``ulimit -f``); None for any other failure."""
+    if not isinstance(exc, OSError) or exc.errno not in (*FULL_ERRNOS, errno.EFBIG):
+        return None
+    if exc.errno == errno.EFBIG:
+        return ArchiveSpaceError(str(write_failure(exc, folder, "nothing of the ZIP was kept")))
+    quota = " (over this user's disk quota)" if exc.errno == errno.EDQUOT else ""
+    return ArchiveSpaceError(_space_message(folder, members, free_bytes(folder), "the part written was removed", quota))
+
+
+def _space_message(folder: Path, members: list[zipfile.ZipInfo], free: int | None, kept: str, quota: str = "") -> str:
+    """What the archive needs (its bytes, and the whole blocks its files take) and what is free, in MB (10^6 bytes,
+    as ``diskspace`` and ``df -H`` say)."""
+    try:
+        block = os.statvfs(folder).f_frsize or 4096
+    except OSError:
+        block = 4096
+    files = [info.file_size for info in members if not info.is_dir()]
+    on_disk = sum(-(-size // block) * block for size in files)
+    have = "an unknown amount" if free is None else f"{free / 1e6:.1f} MB"
+    return (f"not enough disk space to extract the ZIP{quota}: its {len(files):,} files hold {sum(files) / 1e6:.1f} MB "
+            f"(about {on_disk / 1e6:.1f} MB on this disk, in {block // 1024} KB blocks) and {have} is free in "
+            f"{os.fspath(folder)}; {kept}: free some space and try again")  # fmt: skip
 
 
 # --- opening -------------------------------------------------------------------------------------

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import io
+import json
+import random
+import resource
+import shutil
 import struct
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -13,6 +19,7 @@ from core.common.errors import ArchiveError
 from core.images import archive
 from core.images.archive import ExtractResult, ZipLimits, extract_zip
 from tests import imagefactory as factory
+from tests.support import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -339,3 +346,81 @@ def _understate_last_member(data: bytes, declared: int) -> bytes:
     struct.pack_into("<L", patched, central + 24, declared)
     struct.pack_into("<L", patched, local + 22, declared)
     return bytes(patched)
+
+
+# --- a disk too small (issue 22): words instead of [Errno 28], nothing left behind --------------------------------
+#
+# A real full disk needs a small file system: ``unshare`` gives the child its own mount namespace (as an unprivileged
+# user where user namespaces are allowed) with a 1 MiB tmpfs, and the extraction runs there; where that is not
+# allowed the two tmpfs tests are skipped. ``ulimit -f`` (RLIMIT_FSIZE) needs no privilege: the same code path with
+# EFBIG instead of ENOSPC, so the cleanup and the words are checked everywhere.
+
+EXTRACT = """
+import json, os, sys
+from pathlib import Path
+from core.common.errors import ArchiveError
+from core.images.archive import extract_zip
+target = Path(sys.argv[1])
+try:
+    extract_zip(Path(sys.argv[2]), target / "ds")
+    out = {"error": None}
+except ArchiveError as exc:
+    out = {"error": str(exc), "kind": type(exc).__name__}
+out["left"] = sorted(os.listdir(target))
+print(json.dumps(out))
+"""
+NO_TMPFS = 97  # the child's exit status when the private tmpfs could not be mounted
+
+
+def _random_members(count: int, size: int) -> dict[str, bytes]:
+    rng = random.Random(count * size)  # incompressible: the archive is as large as what it unpacks to
+    return {f"cat/{i}.png": rng.randbytes(size) for i in range(count)}
+
+
+def _extract_on_small_tmpfs(tmp_path: Path, members: dict[str, bytes]) -> dict:
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare is not installed: no private tmpfs to fill")
+    source = factory.write_zip(tmp_path / "upload.zip", members)
+    small = tmp_path / "small"
+    small.mkdir()
+    mount = f'mount -t tmpfs -o size=1m tmpfs "$1" || exit {NO_TMPFS}; exec "$2" -c "$3" "$1" "$4"'
+    cmd = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", mount, "sh", str(small), sys.executable,
+           EXTRACT, str(source)]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    if done.returncode == NO_TMPFS or (done.returncode and done.stderr.startswith("unshare:")):
+        pytest.skip(f"no private tmpfs here: {done.stderr.strip()[:200]}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+def test_a_zip_larger_than_the_free_space_is_refused_before_writing_in_words(tmp_path: Path) -> None:
+    out = _extract_on_small_tmpfs(tmp_path, _random_members(3, 600_000))
+    assert out["kind"] == "ArchiveSpaceError" and "Errno" not in out["error"], out
+    assert "not enough disk space to extract the ZIP: its 3 files hold 1.8 MB" in out["error"]
+    assert "1.0 MB is free" in out["error"] and "nothing was written" in out["error"]
+    assert out["left"] == []
+
+
+def test_a_disk_that_fills_while_extracting_is_said_in_words_and_nothing_is_left(tmp_path: Path) -> None:
+    # 600 files of 200 bytes declare 0.1 MB, which fits; each takes a whole 4 KB page, so the disk fills half-way.
+    out = _extract_on_small_tmpfs(tmp_path, _random_members(600, 200))
+    assert out["kind"] == "ArchiveSpaceError" and "Errno" not in out["error"], out
+    assert "its 600 files hold 0.1 MB (about 2.5 MB on this disk, in 4 KB blocks)" in out["error"]
+    assert "MB is free in" in out["error"] and "the part written was removed" in out["error"]
+    assert out["left"] == []  # neither the dataset nor its .partial folder
+
+
+def test_a_file_size_limit_while_extracting_is_said_in_words_and_nothing_is_left(tmp_path: Path) -> None:
+    source = factory.write_zip(tmp_path / "upload.zip", _random_members(2, 2 * 2**20))
+    (tmp_path / "out").mkdir()
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, 2**20))
+
+    done = subprocess.run([sys.executable, "-c", EXTRACT, str(tmp_path / "out"), str(source)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, preexec_fn=limit_file_size)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout)
+    assert out["kind"] == "ArchiveSpaceError" and "Errno" not in out["error"], out
+    assert out["error"].startswith("file too large") and "ulimit -f" in out["error"]
+    assert "nothing of the ZIP was kept" in out["error"] and out["left"] == []
