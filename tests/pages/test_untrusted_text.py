@@ -107,6 +107,35 @@ def assert_shown_as_text(at: AppTest, *expected: str) -> None:
         assert fragment in joined, (fragment, texts)
 
 
+# --- the escape -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "escaped"),
+    [
+        (BEACON, r"!\[b\](http://127.0.0.1:9/beacon.png)"),
+        (HTML, r"\<img src=x onerror=alert(1)\>"),
+        ("$x^2$ :red[z] ~~s~~ `c` *e* a|b", r"\$x^2\$ :red\[z\] \~\~s\~\~ \`c\` \*e\* a\|b"),
+        ("back\\slash", r"back\\slash"),
+        ("new_whale", "new_whale"),  # an underscore between letters never emphasises: left as it is
+        ("_e_ __s__", r"\_e\_ \_\_s\_\_"),
+        ("&lt;img&gt; & co", r"\&lt;img\&gt; & co"),  # an entity would turn into "<"
+        ("- item", r"\- item"),  # a list, a heading, a rule when the text starts a block
+        ("1. item", r"1\. item"),
+        ("## big", r"\## big"),
+        ("---", r"\---"),
+        ("-1", "-1"),
+        ("#3 in 2.5", "#3 in 2.5"),
+        ("two\nlines\r\n# h", "two lines # h"),  # one line: a line break would start a new block
+        (3, "3"),
+    ],
+)
+def test_plain_escapes_what_markdown_would_act_on_and_nothing_else(text, escaped: str) -> None:
+    from ui.text import plain
+
+    assert plain(text) == escaped
+
+
 # --- Markdown: labels, file names, dataset names and errors are text ------------------------------------------
 
 
