@@ -18,6 +18,8 @@ from core.common.workspace import Workspace
 from core.store.runs import RunStore
 from core.train.config import TrainConfig, choices
 
+INTERRUPTED_EXIT = 130  # a shell's code for a program stopped by Ctrl-C
+
 
 def add_parser(sub: Any, common: Any) -> None:
 
@@ -63,14 +65,20 @@ def config_from_args(args: argparse.Namespace, ws: Workspace) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
+    from core.train.launch import Nodes, sigterm_cancels
+
+    nodes = Nodes(args.nnodes, args.node_rank, args.rdzv_endpoint).check()
+    with sigterm_cancels():  # a SIGTERM stops the run cleanly, its processes with it
+        if nodes.rank > 0:  # another machine: it trains its ranks, node 0 records the run
+            return _other_node(args, ws, RunStore(ws.runs_db), nodes)
+        return _node_0(args, ws, nodes)
+
+
+def _node_0(args: argparse.Namespace, ws: Workspace, nodes: Any) -> tuple[Any, str]:
     from core.datasets.sources import spec_paths
-    from core.train.launch import Nodes
     from core.train.runner import result_json, train_and_wait
 
     store = RunStore(ws.runs_db)
-    nodes = Nodes(args.nnodes, args.node_rank, args.rdzv_endpoint).check()
-    if nodes.rank > 0:  # another machine: it trains its ranks, node 0 records the run
-        return _other_node(args, ws, store, nodes)
     if args.resume is not None:
         if args.dataset:
             raise CoreError("--resume RUN continues a run with its own dataset and settings; drop DATASET")
@@ -93,7 +101,11 @@ def _other_node(args: argparse.Namespace, ws: Workspace, store: RunStore, nodes:
     if args.resume is not None:  # the same run continues on every machine: its settings come from node 0
         raise CoreError("on machines other than node 0, give the same DATASET and options as node 0, not --resume")
     config = config_from_args(args, ws)
-    code = run_torchrun(torchrun_argv(ws, config, 0, resume=False, nodes=nodes), threads_per_rank(config))
+    try:
+        code = run_torchrun(torchrun_argv(ws, config, 0, resume=False, nodes=nodes), threads_per_rank(config),
+                            nodes=nodes)  # fmt: skip
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: this machine's ranks were stopped
+        code = INTERRUPTED_EXIT
     result = {"node_rank": nodes.rank, "nnodes": nodes.count, "ranks": config.ranks, "exit_code": code}
     return (
         result,

@@ -5,12 +5,16 @@
 Rank 0 does what a training thread does (``runner.run_training``: the split, metrics, checkpoints, the
 stored test predictions) and stores the status it ended with; the other ranks prepare the same data (rank
 0's split, sent to them) and train their shard. This module is an entry point: nothing imports it.
+
+A rank first holds its run's lock and follows its torchrun (``core.train.lifeline``): it is killed when torchrun
+dies, and stops at once when torchrun is gone already, before it writes anything.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import threading
 import time
@@ -20,7 +24,7 @@ from core.common.errors import CoreError
 from core.common.workspace import Workspace
 from core.datasets.sources import spec_paths
 from core.store.runs import RunStore
-from core.train import distributed
+from core.train import distributed, lifeline
 from core.train.config import TrainConfig
 from core.train.fit import fit
 from core.train.jobs import JobContext
@@ -30,6 +34,8 @@ from core.train.runner import checkpoint_path, run_dir, run_training
 
 
 def main(argv: list[str] | None = None) -> int:
+    lifeline.hold_from_environment()
+    lifeline.die_with_parent(signal.SIGKILL)  # a rank without its torchrun would write over a run on its own
     args = _parser().parse_args(argv)
     config = TrainConfig.from_dict(json.loads(args.config)).validate()
     # The launcher resolved the dataset (confined where it had to be): its paths are trusted here.

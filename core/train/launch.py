@@ -10,16 +10,29 @@ rank 0 had finished. A run whose rank 0 stored no status failed (a rank died): i
 Several machines: every machine runs ``python -m core train DATASET --ranks R --nnodes M --node-rank K
 --rdzv-endpoint HOST:PORT`` with the same settings (the dataset at the same path on each); node 0 owns the run,
 the others only train.
+
+What listens (``core.train.torchrun`` has the details): on one machine, everything on 127.0.0.1 (torchrun's
+stores, and gloo/nccl between ranks on the loopback interface). On several, node 0's store listens on the
+``--rdzv-endpoint`` address, and gloo/nccl on the interface each machine reaches that address through (an
+operator's ``GLOO_SOCKET_IFNAME`` / ``NCCL_SOCKET_IFNAME`` wins): none of it is authenticated, so the endpoint
+belongs on a private network. ``torchrun`` runs as ``core.train.torchrun`` and dies with the launcher, its ranks
+with it (``core.train.lifeline``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -28,10 +41,13 @@ from core.common.errors import CoreError
 from core.common.untrusted import whole_number
 from core.common.workspace import Workspace
 from core.store.runs import RunStore
+from core.train import lifeline
 from core.train.config import TrainConfig
 
 STATUS_PARAM = "ddp_status"  # what rank 0 stored as the run's end: completed | cancelled
 POLL_S = 0.5
+LOOPBACK, LOOPBACK_INTERFACE = "127.0.0.1", "lo"
+_SIOCGIFADDR = 0x8915  # Linux ioctl: an interface's IPv4 address
 
 
 @dataclass(frozen=True)
@@ -60,9 +76,10 @@ def torchrun_argv(ws: Workspace, config: TrainConfig, run_id: int, *, resume: bo
                   extra: dict | None = None) -> list[str]:  # fmt: skip
     """The ``torchrun`` command of one machine (``python -m torch.distributed.run``, the same program)."""
     nodes = nodes or Nodes()
-    argv = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={config.ranks}"]
-    if nodes.count == 1:
-        argv.append("--standalone")  # a rendezvous on a free local port
+    argv = [sys.executable, "-m", "core.train.torchrun", f"--nproc-per-node={config.ranks}"]
+    if nodes.count == 1:  # --standalone, on 127.0.0.1 rather than "localhost": a rendezvous on a free local port
+        argv += ["--rdzv-backend=c10d", f"--rdzv-endpoint={LOOPBACK}:0", f"--rdzv-id={uuid.uuid4()}",
+                 f"--local-addr={LOOPBACK}"]  # fmt: skip
     else:  # static rendezvous: node 0 listens at the endpoint, the others connect to it
         argv += [f"--nnodes={nodes.count}", f"--node-rank={nodes.rank}", f"--rdzv-endpoint={nodes.endpoint}"]
     argv += ["-m", "core.train.ddp_worker", "--workspace", str(ws.root), "--run-id", str(run_id),
@@ -74,9 +91,17 @@ def torchrun_argv(ws: Workspace, config: TrainConfig, run_id: int, *, resume: bo
     return argv
 
 
-def run_torchrun(argv: list[str], threads: int, cancel: threading.Event | None = None) -> int:
-    """Start ``argv`` in its own process group and wait; ``cancel`` stops every rank. Returns the exit code."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": _pythonpath()}
+def run_torchrun(argv: list[str], threads: int, cancel: threading.Event | None = None, *, nodes: Nodes | None = None,
+                 run_folder: Path | None = None) -> int:  # fmt: skip
+    """Start ``argv`` in its own process group and wait; ``cancel`` stops every rank. Returns the exit code.
+
+    Call it from a thread that waits to the end (the kernel stops torchrun when the thread that started it
+    ends); ``run_folder``: the run whose lock its processes hold (``core.train.lifeline``)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": _pythonpath(), **network_env(nodes or Nodes()),
+           lifeline.PARENT_ENV: str(os.getpid())}  # fmt: skip
+    env.pop(lifeline.RUN_FOLDER_ENV, None)
+    if run_folder is not None:
+        env[lifeline.RUN_FOLDER_ENV] = str(run_folder)
     proc = subprocess.Popen(argv, env=env, start_new_session=True)
     try:
         while proc.poll() is None:
@@ -89,6 +114,54 @@ def run_torchrun(argv: list[str], threads: int, cancel: threading.Event | None =
             proc.wait(60)
         raise
     return proc.returncode
+
+
+def network_env(nodes: Nodes) -> dict[str, str]:
+    """The interface gloo (CPU) and nccl (CUDA) listen on for the other ranks: loopback on one machine (where
+    they would otherwise take the address the host name resolves to); on several, the one this machine
+    reaches node 0 through, unless the operator named one."""
+    if nodes.count == 1:
+        return {"GLOO_SOCKET_IFNAME": LOOPBACK_INTERFACE, "NCCL_SOCKET_IFNAME": LOOPBACK_INTERFACE}
+    found = interface_towards(nodes.endpoint.rsplit(":", 1)[0].strip("[]"))
+    return {name: os.environ.get(name) or found for name in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME") if found}
+
+
+def interface_towards(host: str) -> str | None:
+    """The name of the network interface this machine reaches ``host`` through (IPv4); None when unknown."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((host, 9))  # a UDP "connect" only picks the route: nothing is sent
+            local = probe.getsockname()[0]
+    except OSError:
+        return None
+    return next((name for _, name in socket.if_nameindex() if _ipv4_of(name) == local), None)
+
+
+def _ipv4_of(interface: str) -> str | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            reply = fcntl.ioctl(s.fileno(), _SIOCGIFADDR, struct.pack("256s", interface.encode()[:15]))
+        except OSError:  # no IPv4 address on it
+            return None
+    return socket.inet_ntoa(reply[20:24])
+
+
+@contextlib.contextmanager
+def sigterm_cancels() -> Iterator[None]:
+    """While a run is waited for in this process's main thread, SIGTERM is a Ctrl-C: the run is cancelled
+    cleanly (its ranks stopped, its status ``cancelled``) instead of this process vanishing mid-run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def stored_status(store: RunStore, run_id: int) -> str | None:

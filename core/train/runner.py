@@ -31,6 +31,7 @@ from core.store.records import ACTIVE_STATUSES
 from core.store.runs import RunStore
 from core.train.config import TrainConfig
 from core.train.jobs import JobContext, JobRegistry
+from core.train.lifeline import processes_alive
 
 if TYPE_CHECKING:  # torch is imported only by the runs that use it
     from core.train.distributed import DistContext
@@ -99,6 +100,9 @@ def resume_training(registry: JobRegistry, ws: Workspace, run_id: int, *, nodes:
         raise RunStoreError(f"run {run_id} is {run.status}; only {', '.join(RESUMABLE)} runs can be resumed")
     if not checkpoint_path(ws, run_id, "last").is_file():
         raise RunStoreError(f"run {run_id} has no checkpoint to resume from (it stopped before its first epoch)")
+    if processes_alive(run_dir(ws, run_id)):  # ranks of its last start (core.train.lifeline): two sets would collide
+        raise RunStoreError(f"run {run_id} still has processes training on this machine; resume it once they have "
+                            "stopped (they stop with the program that started them)")  # fmt: skip
     config = _at_its_own_size(TrainConfig.from_dict(run.config), checkpoint_path(ws, run_id, "last"))
     registry.store.set_status(run_id, "queued")
     registry.submit(run_id, lambda ctx: _work(ctx, ws, config, resume=True, nodes=nodes))
@@ -184,7 +188,7 @@ def run_distributed(ctx: JobContext, ws: Workspace, config: TrainConfig, *, resu
     ctx.store.describe(ctx.run_id, threads=threads_per_rank(config), processes=world)
     ctx.report(phase="preparing", message=f"starting {config.ranks} training processes")
     argv = torchrun_argv(ws, config, ctx.run_id, resume=resume, nodes=nodes, extra=extra)
-    code = run_torchrun(argv, threads_per_rank(config), ctx.cancel)
+    code = run_torchrun(argv, threads_per_rank(config), ctx.cancel, nodes=nodes, run_folder=run_dir(ws, ctx.run_id))
     status = stored_status(ctx.store, ctx.run_id)
     if status:
         return status
