@@ -10,12 +10,12 @@ import streamlit as st
 from core.common.errors import CoreError
 from core.common.untrusted import whole_number
 from core.experiments.results import best_trial, trial_rows, trials
-from core.experiments.search import DEFAULT_TRIALS, SearchSpec
+from core.experiments.search import DEFAULT_TRIALS, MAX_TRIALS, SearchSpec
 from core.experiments.space import METRICS, Space, SpaceError, metric, parse_space
 from core.store.records import RunRecord
 from core.store.runs import RunStore
 from core.train.archs import ARCHS
-from core.train.config import AUGMENT_CHOICES, OPTIMIZERS, TrainConfig, choices
+from core.train.config import AUGMENT_CHOICES, OPTIMIZERS, TrainConfig, choices, limits
 from ui import compare
 from ui.common import show_error
 from ui.runs import STATUS_WORDS
@@ -50,8 +50,9 @@ def new_search(dataset: str) -> SearchSpec | None:
                     "try them.")  # fmt: skip
         vary_lr = st.checkbox("Learning rate: drawn on a log scale between", value=True, key="search_vary_lr")
         low_col, high_col, _ = st.columns([1, 1, 2])
-        low = low_col.number_input("from", value=0.01, min_value=1e-6, format="%g", key="search_lr_low")
-        high = high_col.number_input("to", value=0.3, min_value=1e-6, format="%g", key="search_lr_high")
+        top = float(limits("lr")[1])  # the training option's own bound (core.train.config.BOUNDS)
+        low = low_col.number_input("from", value=0.01, min_value=1e-6, max_value=top, format="%g", key="search_lr_low")
+        high = high_col.number_input("to", value=0.3, min_value=1e-6, max_value=top, format="%g", key="search_lr_high")
         values = {}
         for cols in (list(LISTS)[:4], list(LISTS)[4:]):
             for col, name in zip(st.columns(4), cols, strict=False):
@@ -62,7 +63,7 @@ def new_search(dataset: str) -> SearchSpec | None:
         method_col, trials_col, metric_col, prune_col = st.columns(4)
         method = method_col.radio("Method", ["random", "grid"], key="search_method", horizontal=True,
                                   format_func={"random": "Random draws", "grid": "Every combination"}.get)  # fmt: skip
-        n = trials_col.number_input("Trials", value=4, min_value=1, max_value=200, step=1, key="search_trials",
+        n = trials_col.number_input("Trials", value=4, min_value=1, max_value=MAX_TRIALS, step=1, key="search_trials",
                                     help="Random: how many draws. Every combination: at most this many of them.")  # fmt: skip
         ranked = metric_col.selectbox("Best by", list(METRICS), format_func=lambda m: METRICS[m].words,
                                       key="search_metric")  # fmt: skip

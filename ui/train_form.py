@@ -16,7 +16,7 @@ import streamlit as st
 
 from core.common.untrusted import whole_number
 from core.train.archs import ARCHS, WEIGHTS_CHOICES
-from core.train.config import LABELS, TrainConfig, choices, label_of
+from core.train.config import LABELS, TrainConfig, choices, label_of, limits
 from core.train.plan import RunPlan
 
 ESSENTIALS = ("arch", "weights", "epochs")
@@ -91,9 +91,13 @@ def option(name: str, value: Any, plan: RunPlan | None) -> Any:
     if isinstance(value, bool):
         return st.toggle(label, value=value, help=help_text, key=key)
     if isinstance(value, int):
-        return int(st.number_input(label, value=value, min_value=0, step=1, help=help_text, key=key))
+        low, high = _widened(name, value)
+        return int(st.number_input(label, value=value, min_value=int(low), max_value=int(high), step=1,
+                                   help=help_text, key=key))  # fmt: skip
     if isinstance(value, float):
-        return float(st.number_input(label, value=value, min_value=0.0, format="%g", help=help_text, key=key))
+        low, high = _widened(name, value)
+        return float(st.number_input(label, value=value, min_value=float(low), max_value=float(high), format="%g",
+                                     help=help_text, key=key))  # fmt: skip
     if isinstance(value, list):
         text = st.text_input(label, value=", ".join(map(str, value)), help=help_text, key=key)
         numbers = (whole_number(part.strip(), negative=True) for part in text.replace(";", ",").split(","))
@@ -122,8 +126,19 @@ def _zero_is_auto(name: str, value: Any, chosen: Any, key: str, label: str, help
         return 0 if isinstance(value, int) else 0.0
     start = value or _number_like(chosen, value)
     if isinstance(value, int) and not isinstance(value, bool):
-        return int(st.number_input(label, value=int(start) or 1, min_value=1, step=1, key=key))
-    return float(st.number_input(label, value=float(start) or 0.01, min_value=0.0, format="%g", key=key))
+        start = int(start) or 1
+        high = _widened(name, start)[1]
+        return int(st.number_input(label, value=start, min_value=1, max_value=int(high), step=1, key=key))
+    start = float(start) or 0.01
+    high = _widened(name, start)[1]
+    return float(st.number_input(label, value=start, min_value=0.0, max_value=float(high), format="%g", key=key))
+
+
+def _widened(name: str, value: float) -> tuple[float, float]:
+    """The option's limits (``core.train.config.limits``), widened to hold ``value``: a run recorded before a
+    bound existed still shows its settings (validation then says what is wrong, in words)."""
+    low, high = limits(name)
+    return min(low, value), max(high, value)
 
 
 def parent_run(value: int, key: str, label: str) -> int:

@@ -20,23 +20,28 @@ from core.train.config import TrainConfig
 
 
 def add_parsers(sub: Any, common: Any, help_lines: dict[str, str]) -> None:
-    from core.cli.train import add_config_option
+    from core.cli.train import add_config_option, bounded
+    from core.experiments.search import MAX_TRIALS
     from core.experiments.space import METHODS, METRICS
-    from core.train.config import choices
+    from core.train.config import BOUNDS, Bound, choices
+    from core.train.lr_find import MAX_STEPS, MIN_STEPS
 
     search = sub.add_parser("search", help=help_lines["search"])
     search.add_argument("dataset", metavar="DATASET", nargs="?", help="a folder, a .csv, a .zip, or sample:digits")
     search.add_argument("--space", metavar="FILE.json", help='the options to vary: {"optimizer": ["sgd", "adam"], '
                         '"lr": {"low": 0.001, "high": 0.3, "log": true}} (a file, or the JSON itself)')  # fmt: skip
-    search.add_argument("--trials", type=int, default=0, help="trials to run (default: the whole grid; random: 8)")
+    search.add_argument("--trials", type=bounded(Bound(0, MAX_TRIALS), int), default=0,
+                        help=f"trials to run (default: the whole grid; random: 8), at most {MAX_TRIALS}")  # fmt: skip
     search.add_argument("--method", choices=METHODS, default="random", help="random draws, or every combination")
     search.add_argument("--metric", choices=list(METRICS), default="val_acc", help="what the best trial is chosen by")
     search.add_argument("--prune", action="store_true", help="cut hopeless trials short (successive halving)")
-    search.add_argument("--search-seed", type=int, default=0, help="seed of the random draws and the grid's order")
+    search.add_argument("--search-seed", type=bounded(BOUNDS["seed"], int), default=0,
+                        help="seed of the random draws and the grid's order")  # fmt: skip
     search.add_argument("--resume", type=int, metavar="SEARCH", help="continue a stopped search")
     finder = sub.add_parser("lr-find", help=help_lines["lr-find"])
     finder.add_argument("dataset", metavar="DATASET", nargs="?", help="a folder, a .csv, a .zip, or sample:digits")
-    finder.add_argument("--steps", type=int, default=100, help="training steps of the sweep (fastai: 100)")
+    finder.add_argument("--steps", type=bounded(Bound(MIN_STEPS, MAX_STEPS), int), default=100,
+                        help=f"training steps of the sweep (fastai: 100; {MIN_STEPS} to {MAX_STEPS})")  # fmt: skip
     for parser in (search, finder):
         for f in fields(TrainConfig):
             if f.name != "dataset":

@@ -8,6 +8,7 @@ Every ``TrainConfig`` field is an option (``--batch-size``, ``--label-smoothing`
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import MISSING, Field, fields
@@ -16,7 +17,7 @@ from typing import Any
 from core.common.errors import CoreError
 from core.common.workspace import Workspace
 from core.store.runs import RunStore
-from core.train.config import TrainConfig, choices
+from core.train.config import BOUNDS, MILESTONE_BOUND, Bound, TrainConfig, choices
 
 INTERRUPTED_EXIT = 130  # a shell's code for a program stopped by Ctrl-C
 
@@ -45,12 +46,43 @@ def add_config_option(parser: argparse.ArgumentParser, f: Field, choices: tuple[
     if isinstance(default, bool):
         parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
     elif isinstance(default, list):
-        parser.add_argument(flag, type=int, nargs="+", default=None, metavar="N", help=help_text)
+        parser.add_argument(flag, type=bounded(MILESTONE_BOUND, int), nargs="+", default=None, metavar="N",
+                            help=help_text)  # fmt: skip
     elif f.name == "weights":  # a choice or a file path
         parser.add_argument(flag, default=None, metavar="none|imagenet|FILE", help=help_text)
+    elif f.name in BOUNDS:  # every number has its bounds (core.train.config.BOUNDS)
+        parser.add_argument(flag, type=bounded(BOUNDS[f.name], type(default)), default=None, help=help_text)
     else:
-        kind = type(default) if isinstance(default, int | float) else str
-        parser.add_argument(flag, type=kind, choices=choices, default=None, help=help_text)
+        parser.add_argument(flag, type=str, choices=choices, default=None, help=help_text)
+
+
+def bounded(bound: Bound, kind: type) -> Callable[[str], Any]:
+    """An argparse type: a whole number (``kind`` int) or a finite number within ``bound``, else an error in words
+    (argparse then prints ``error: argument --x: ...`` and exits 2)."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+        if kind is int:
+            if not value.is_integer():
+                raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+            value = int(text) if text.strip().lstrip("+-").isdigit() else int(value)  # exact for long digit strings
+        if value < bound.low:
+            raise argparse.ArgumentTypeError(f"{text} is too small: at least {_n(bound.low)}")
+        if value > bound.high or (bound.below and value >= bound.high):
+            raise argparse.ArgumentTypeError(f"{text} is too large: " + ("below " if bound.below else "at most ")
+                                             + _n(bound.high))  # fmt: skip
+        return value
+
+    return parse
+
+
+def _n(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 def config_from_args(args: argparse.Namespace, ws: Workspace) -> TrainConfig:

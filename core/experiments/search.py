@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     import optuna
 
 DEFAULT_TRIALS = 8  # a random search that does not say how many
+# Each trial is a training run: 1,000 of even one minute each keep two cores busy for 17 hours.
+MAX_TRIALS = 1000
 POLL_S = 0.5  # how often a driver reads its trials' scores
 STUDY_FILE = "optuna.sqlite"
 SH_MIN_EPOCHS = 1  # successive halving: the first rung is after epoch 1 ...
@@ -69,11 +71,15 @@ class SearchSpec:
             raise SpaceError(f"method {self.method!r}; choose one of: {', '.join(METHODS)}")
         metric(self.metric)
         self.base.validate()
-        if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 0:
-            raise SpaceError(f"trials {self.trials!r}: expected a whole number >= 1")
-        size = self.space.grid_size()
-        trials = self.trials or (size if self.method == "grid" else DEFAULT_TRIALS)
-        return replace(self, trials=min(trials, size) if self.method == "grid" else trials)
+        if isinstance(self.trials, bool) or not isinstance(self.trials, int) or not 0 <= self.trials <= MAX_TRIALS:
+            raise SpaceError(f"trials {self.trials!r}: expected a whole number from 0 to {MAX_TRIALS} (0: the whole "
+                             f"grid, or {DEFAULT_TRIALS} random draws)")  # fmt: skip
+        if self.method != "grid":
+            return replace(self, trials=self.trials or DEFAULT_TRIALS)
+        size = self.space.grid_size()  # refuses a grid too large to list
+        if not self.trials and size > MAX_TRIALS:
+            raise SpaceError(f"the whole grid is {size:,} trials, more than {MAX_TRIALS:,}: say how many to try")
+        return replace(self, trials=min(self.trials or size, size))
 
     def to_dict(self) -> dict[str, Any]:
         return {"base": self.base.to_dict(), "space": space_json(self.space), "trials": self.trials,

@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 
 METHODS = ("random", "grid")
 GRID_STEPS = 3  # values a range contributes to a grid when it does not say
+# Bounds on the space itself (each value is bounded by core.train.config.BOUNDS), checked by arithmetic before any
+# list is built: a range of 10**7 steps took 8 s and 1.1 GB just to be checked.
+MAX_STEPS = 100  # values one range gives a grid: a finer grid of one option is a random search's job
+MAX_VALUES = 100  # values in one list (each one is checked as the training command would)
+MAX_GRID = 10_000  # combinations of a grid: Optuna's grid sampler lists them all up front; 10x the most trials
 NOT_SEARCHED = ("dataset", "ranks", "from_run")  # one dataset per search; one process per trial; one parent
 RANGE_KEYS = {"low", "high", "log", "steps"}
 SPACE_MAX_BYTES = 2**20  # a space names a few options: a megabyte is thousands of values
@@ -90,6 +95,10 @@ class Range:
             points = [self.low + (self.high - self.low) * i / (self.steps - 1) for i in range(self.steps)]
         return list(dict.fromkeys(self._cast(p) for p in points))  # whole numbers may coincide
 
+    def most_values(self) -> int:
+        """An upper bound of ``len(self.grid())``, by arithmetic (whole numbers: no more than lie in the range)."""
+        return min(self.steps, int(self.high) - int(self.low) + 1) if self.integer else self.steps
+
     def _cast(self, value: float) -> float | int:
         return int(round(value)) if self.integer else float(f"{value:.6g}")
 
@@ -117,11 +126,19 @@ class Space:
         return out
 
     def grid(self) -> dict[str, list[Any]]:
-        """Every option's values for a grid search."""
+        """Every option's values for a grid search; raises SpaceError when there would be too many combinations."""
+        self._check_grid()
         return {n: list(o.values) if isinstance(o, Choice) else o.grid() for n, o in self.options.items()}
 
     def grid_size(self) -> int:
+        """Combinations of a grid search (raises SpaceError above ``MAX_GRID``, before any list is built)."""
         return math.prod(len(values) for values in self.grid().values())
+
+    def _check_grid(self) -> None:
+        most = math.prod(len(o.values) if isinstance(o, Choice) else o.most_values() for o in self.options.values())
+        if most > MAX_GRID:
+            raise SpaceError(f"a grid of up to {most:,} combinations: a grid search takes at most {MAX_GRID:,} "
+                             "combinations; give fewer values or steps, or use random draws")  # fmt: skip
 
     def describe(self) -> list[str]:
         """One line per option, in words, for pages and the command line."""
@@ -182,6 +199,9 @@ def _choice(name: str, spec: Any) -> Choice:
     if not isinstance(spec, list) or not spec:
         raise SpaceError(f"{name}: give a non-empty list of values or a range {{\"low\": ..., \"high\": ...}}, "
                          f"got {spec!r}")  # fmt: skip
+    if len(spec) > MAX_VALUES:
+        raise SpaceError(f"{name}: at most {MAX_VALUES} values in a list, got {len(spec):,}; a range draws from an "
+                         "interval")  # fmt: skip
     values = tuple(dict.fromkeys(_value(name, v) for v in spec))
     for value in values:
         _check(name, value)
@@ -212,6 +232,9 @@ def _range(name: str, spec: dict[str, Any]) -> Range:
     log, steps = spec.get("log", False), spec.get("steps", GRID_STEPS)
     if not isinstance(log, bool) or isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise SpaceError(f'{name}: "log" is true or false and "steps" a whole number >= 1')
+    if steps > MAX_STEPS:
+        raise SpaceError(f'{name}: "steps" is at most {MAX_STEPS} (got {steps:,}): a grid that fine is a random '
+                         "search's job")  # fmt: skip
     if not low < high or (log and low <= 0):
         raise SpaceError(f"{name}: a range needs low < high" + (" and low > 0 on a log scale" if log else ""))
     for value in (low, high):

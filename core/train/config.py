@@ -41,7 +41,9 @@ goes on exactly as if it had never stopped.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
+from numbers import Integral, Real
 from typing import Any
 
 from core.common.errors import CoreError
@@ -123,6 +125,107 @@ LABELS = {
 }
 
 
+@dataclass(frozen=True)
+class Bound:
+    """The values a numeric option may take: ``low <= value <= high`` (``< high`` when ``below``), finite."""
+
+    low: float
+    high: float
+    below: bool = False  # high itself is not allowed (a share, or a factor that must stay under 1)
+
+
+MAX_IMAGE_SIDE = 1024
+MAX_EPOCHS = 1000
+MAX_BATCH = 4096
+MAX_RANKS = 64
+MAX_THREADS = 256
+
+# Every numeric option's bounds, read by validation, the Train form (number_input min/max), the command line
+# (argparse) and search spaces. The upper bounds are set where no real run goes, so that a typo or a hostile
+# value is refused before it costs memory or days; why each is where it is:
+BOUNDS: dict[str, Bound] = {
+    # A run number (0 = none): past 2**31 SQLite still counts, but no workspace holds that many runs.
+    "from_run": Bound(0, 2**31 - 1),
+    # 0.1 is usual when fine-tuning and 1 trains the backbone like the head; a backbone 10x faster has no use.
+    "backbone_lr_factor": Bound(0, 10),
+    # 0 = automatic (at most 224). 1024 px is 4.6x ImageNet's training side: 3 MB per decoded image (1,000
+    # images are 3 GB of cache) and 21x the compute of 224 px; no classifier the studio trains gains from more.
+    "image_size": Bound(0, MAX_IMAGE_SIDE),
+    # 0 = automatic (at most AUTO_MAX_EPOCHS). Published CIFAR/ImageNet schedules stop at a few hundred; 1,000
+    # epochs of the 1,800 digits are already hours on a 2-core CPU.
+    "epochs": Bound(0, MAX_EPOCHS),
+    # 32-256 is usual on a CPU; 4096 is the large-batch ImageNet recipes' size, spread there over many GPUs.
+    "batch_size": Bound(1, MAX_BATCH),
+    # 0 = the optimizer's usual. The highest usual rate is Adadelta's 1.0 (SGD's large-batch peaks stay under
+    # 10); 10 only diverges.
+    "lr": Bound(0, 10),
+    "momentum": Bound(0, 1, below=True),  # 1 would never forget a gradient
+    # Usual values are 1e-5 to 0.1 (AdamW 0.05); at 1 the penalty outweighs the data.
+    "weight_decay": Bound(0, 1),
+    "plateau_patience": Bound(1, MAX_EPOCHS),  # a patience longer than the longest run never acts
+    "gamma": Bound(0, 1, below=True),  # a factor that lowers the rate
+    "warmup_epochs": Bound(0, MAX_EPOCHS),  # no warm-up is longer than the longest run
+    "label_smoothing": Bound(0, 1, below=True),  # 1 would spread the whole target over the other classes
+    # A class is topped up to this many draws per epoch: 10,000 images is a large class already, and every
+    # class below it would be repeated up to it (epochs of classes x 10,000 images).
+    "rare_threshold": Bound(1, 10_000),
+    "early_stop_patience": Bound(0, MAX_EPOCHS),  # as plateau_patience (0 = never stop early)
+    "val_fraction": Bound(0, 1, below=True),  # shares; together under 1 (checked in validate)
+    "test_fraction": Bound(0, 1, below=True),
+    # numpy's seeds are 32-bit; every seed in range is as good as any other.
+    "seed": Bound(0, 2**32 - 1),
+    # Threads per training process (0 = automatic): the largest CPU servers have 256 cores; above the cores
+    # threads only slow a run down, and each OpenMP thread takes its own stack.
+    "threads": Bound(0, MAX_THREADS),
+    # Processes on one machine: at most one per usable core there (checked when the run is submitted:
+    # core.train.memory.cores_problem), never more than 64 (each loads its own torch, about 0.9 GB).
+    "ranks": Bound(1, MAX_RANKS),
+    # Steps between progress reports: past a million the run reports nothing at all.
+    "log_every": Bound(1, 1_000_000),
+}
+MILESTONE_BOUND = Bound(1, MAX_EPOCHS)  # each step-schedule milestone is an epoch of the longest run
+
+
+def bound_error(name: str, value: object, whole: bool) -> str | None:
+    """Why ``value`` is not allowed for the option ``name`` (a finite number within ``BOUNDS[name]``), or None.
+
+    The check behind :meth:`TrainConfig.validate`, so behind search spaces too; the command line's option types
+    (``core.cli.train.bounded``) read the same ``BOUNDS``.
+    """
+    b = BOUNDS[name]
+    if isinstance(value, bool) or not isinstance(value, Real):
+        return f"{name} {value!r}: expected a number"
+    if not math.isfinite(value):
+        return f"{name} {value!r}: expected a finite number"
+    if whole and not isinstance(value, Integral):
+        return f"{name} {value!r}: expected a whole number"
+    if value < b.low:
+        return f"{name} {value!r}: expected a number >= {_num(b.low)}"
+    if value > b.high or (b.below and value >= b.high):
+        return f"{name} {value!r}: expected a number " + (f"in [{_num(b.low)}, {_num(b.high)})" if b.below
+                                                         else f"<= {_num(b.high)}")  # fmt: skip
+    return None
+
+
+def limits(name: str) -> tuple[float, float]:
+    """(lowest, highest) value of the option ``name`` on this machine, for the page's widgets: its bounds, and
+    for ``ranks`` at most the usable cores (as ``core.train.memory.cores_problem`` checks for one machine)."""
+    from core.common.cpu import usable_cores
+
+    bound = BOUNDS[name]
+    return bound.low, min(bound.high, usable_cores()) if name == "ranks" else bound.high
+
+
+def whole_number(name: str) -> bool:
+    """Whether the option ``name`` takes whole numbers (its default is an int)."""
+    default = next(f.default for f in fields(TrainConfig) if f.name == name)
+    return isinstance(default, int) and not isinstance(default, bool)
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run. JSON-safe; stored with the run and in every checkpoint."""
@@ -187,32 +290,22 @@ class TrainConfig:
         return self
 
     def _check_numbers(self) -> None:
-        _at_least("epochs", self.epochs, 0)
-        _at_least("plateau_patience", self.plateau_patience, 1)
-        _at_least("batch_size", self.batch_size, 1)
-        _at_least("image_size", self.image_size, 0)
-        _at_least("lr", self.lr, 0)
-        _at_least("backbone_lr_factor", self.backbone_lr_factor, 0)
-        _at_least("weight_decay", self.weight_decay, 0)
-        _at_least("warmup_epochs", self.warmup_epochs, 0)
-        _at_least("rare_threshold", self.rare_threshold, 1)
-        _at_least("early_stop_patience", self.early_stop_patience, 0)
-        _at_least("threads", self.threads, 0)
-        _at_least("from_run", self.from_run, 0)
-        _at_least("ranks", self.ranks, 1)
-        _at_least("log_every", self.log_every, 1)
-        _between("momentum", self.momentum, 0, 1)
-        _between("label_smoothing", self.label_smoothing, 0, 1)
-        _between("gamma", self.gamma, 0, 1)
-        if (
-            not 0 <= self.val_fraction < 1
-            or not 0 <= self.test_fraction < 1
-            or self.val_fraction + self.test_fraction >= 1
-        ):
+        for name in BOUNDS:
+            problem = bound_error(name, getattr(self, name), whole_number(name))
+            if problem:
+                raise ConfigError(problem)
+        if self.val_fraction + self.test_fraction >= 1:
             raise ConfigError(f"val_fraction {self.val_fraction} and test_fraction {self.test_fraction}: each in [0, 1) "
                               "and together under 1")  # fmt: skip
-        if not all(isinstance(m, int) and m >= 1 for m in self.milestones):
-            raise ConfigError(f"milestones {self.milestones}: expected whole epoch numbers >= 1")
+        self._check_milestones()
+
+    def _check_milestones(self) -> None:
+        m = self.milestones
+        if not isinstance(m, list) or len(m) > MAX_EPOCHS:
+            raise ConfigError(f"milestones: a list of at most {MAX_EPOCHS} milestones (epochs)")
+        low, high = int(MILESTONE_BOUND.low), int(MILESTONE_BOUND.high)
+        if not all(isinstance(e, Integral) and not isinstance(e, bool) and low <= e <= high for e in m):
+            raise ConfigError(f"milestones {m}: expected whole epoch numbers from {low} to {high}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (stored with the run and in checkpoints)."""
@@ -247,16 +340,6 @@ def choices() -> dict[str, tuple[str, ...]]:
 def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"{name} {value!r} is not allowed; choose one of: {', '.join(allowed)}")
-
-
-def _at_least(name: str, value: float, low: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= low:
-        raise ConfigError(f"{name} {value!r}: expected a number >= {low}")
-
-
-def _between(name: str, value: float, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value < high:
-        raise ConfigError(f"{name} {value!r}: expected a number in [{low}, {high})")
 
 
 def resolve_config(config: TrainConfig, typical_side: int, grayscale: bool) -> TrainConfig:

@@ -33,10 +33,12 @@ from torch import nn
 from core.common.errors import CoreError
 from core.common.workspace import Workspace
 from core.train.config import TrainConfig
+from core.train.plan import check_run
 
 START_LR = 1e-7
 END_LR = 10.0
 STEPS = 100
+MIN_STEPS, MAX_STEPS = 20, 1000  # fewer cannot show a valley; 1,000 steps are 10x fastai's sweep already
 SMOOTH_BETA = 0.98  # fastai's AvgSmoothLoss
 DIVERGED = 4.0  # the sweep stops when the smoothed loss is this many times its lowest value
 RULE = "valley"
@@ -75,11 +77,12 @@ def find_lr(config: TrainConfig, ws: Workspace, *, steps: int = STEPS, start_lr:
     """
     from core.train.prepare import prepare
 
-    if steps < 20 or not 0 < start_lr < end_lr:
-        raise CoreError(f"a learning-rate sweep needs at least 20 steps and 0 < start < end (got {steps} steps, "
-                        f"{start_lr:g} to {end_lr:g})")  # fmt: skip
+    if not MIN_STEPS <= steps <= MAX_STEPS or not 0 < start_lr < end_lr:
+        raise CoreError(f"a learning-rate sweep needs at least {MIN_STEPS} steps (at most {MAX_STEPS}) and 0 < start "
+                        f"< end (got {steps} steps, {start_lr:g} to {end_lr:g})")  # fmt: skip
     began = time.perf_counter()
     config = _with_parent(config.validate(), ws)
+    check_run(replace(config, ranks=1), ws)  # it trains as a run would, in this process: refused if it cannot fit
     _say(progress, "reading the images", 0.0)
     data = prepare(config, ws)
     with tempfile.TemporaryDirectory(prefix="lr-find-") as scratch:

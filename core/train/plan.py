@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from core.common.errors import DatasetError
+from core.common.errors import CoreError, DatasetError
+from core.common.workspace import Workspace
 from core.train.archs import arch_info
-from core.train.config import TrainConfig, resolve_config
+from core.train.config import ConfigError, TrainConfig, label_of, resolve_config
+from core.train.memory import MemoryEstimate, RunTooBigError, cores_problem, estimate_memory, memory_problem
 from core.train.splits import SPLITS, make_splits
 
 # Below this many images a split's accuracy moves in steps of 5 points or more and says little.
@@ -27,6 +29,7 @@ class RunPlan:
     config: TrainConfig  # every auto choice resolved
     splits: dict[str, int]  # images per split (train, val, test), as the run will make them
     n_classes: int
+    memory: MemoryEstimate  # what the run will take (core.train.memory)
     warnings: list[str] = field(default_factory=list)  # sentences for people, most important first
 
 
@@ -37,7 +40,39 @@ def plan_run(config: TrainConfig, manifest: pd.DataFrame) -> RunPlan:
     resolved = resolve_config(config.validate(), side, gray)
     counts = {s: int((splits["split"] == s).sum()) for s in SPLITS}
     n_classes = int(splits["label"].nunique())
-    return RunPlan(resolved, counts, n_classes, _warnings(resolved, counts))
+    memory = estimate_memory(resolved, sum(counts.values()), counts["train"], n_classes)
+    refusals = [cores_problem(resolved, name=label_of("ranks")), memory_problem(memory)]
+    return RunPlan(resolved, counts, n_classes, memory,
+                   [p[0].upper() + p[1:] for p in refusals if p] + _warnings(resolved, counts))  # fmt: skip
+
+
+def check_run(config: TrainConfig, ws: Workspace, nodes: int = 1) -> RunPlan | None:
+    """Refuse ``config`` (validated) before it queues, new or resumed: more processes than this machine's cores
+    (one machine), or more memory than is free, in words with the estimate (``core.train.memory``).
+
+    Reads the dataset's scan from the manifest cache (a first scan of a new dataset reads its headers, which the
+    run would do anyway). Returns the plan; None when the data cannot be read (the run then fails with the
+    dataset's own reason, as before).
+
+    Raises:
+        RunTooBigError: too many processes, or not enough memory.
+    """
+    from core.datasets.scan import scan_dataset
+    from core.datasets.sources import resolve_dataset
+
+    problem = cores_problem(config, nodes)
+    if problem:
+        raise RunTooBigError(problem)
+    try:
+        plan = plan_run(config, scan_dataset(resolve_dataset(config.dataset, ws), ws.cache).manifest)
+    except ConfigError:  # settings this data cannot train with (an input too small for the network)
+        raise
+    except CoreError:
+        return None
+    problem = memory_problem(plan.memory)
+    if problem:
+        raise RunTooBigError(problem)
+    return plan
 
 
 def image_facts(manifest: pd.DataFrame, splits: pd.DataFrame) -> tuple[int, bool]:

@@ -75,6 +75,9 @@ def submit_training(registry: JobRegistry, ws: Workspace, config: TrainConfig, *
         parent = registry.store.get_run(config.from_run)
         config = child_config(config, parent, checkpoint_path(ws, parent.run_id))
     config.validate()
+    from core.train.plan import check_run  # here: the plan needs torch (its network's size)
+
+    check_run(config, ws, nodes.count if nodes else 1)  # too many processes or too little memory: refused here
     run_id = create_training_run(registry.store, config, group=group, parent_id=parent_id or config.from_run or None)
     registry.submit(run_id, lambda ctx: _work(ctx, ws, config, resume=False, nodes=nodes, extra=extra))
     return run_id
@@ -104,6 +107,9 @@ def resume_training(registry: JobRegistry, ws: Workspace, run_id: int, *, nodes:
         raise RunStoreError(f"run {run_id} still has processes training on this machine; resume it once they have "
                             "stopped (they stop with the program that started them)")  # fmt: skip
     config = _at_its_own_size(TrainConfig.from_dict(run.config), checkpoint_path(ws, run_id, "last"))
+    from core.train.plan import check_run
+
+    check_run(config, ws, nodes.count if nodes else 1)  # memory may have shrunk since it first started
     registry.store.set_status(run_id, "queued")
     registry.submit(run_id, lambda ctx: _work(ctx, ws, config, resume=True, nodes=nodes))
 

@@ -96,7 +96,7 @@ def prepared(tiny: tuple[Workspace, Path]) -> PreparedData:
         ("lr", -1.0, "lr -1.0: expected a number >= 0"),
         ("momentum", 1.5, "momentum 1.5: expected a number in [0, 1)"),
         ("val_fraction", 0.9, "val_fraction 0.9 and test_fraction 0.15"),
-        ("milestones", [0], "milestones [0]: expected whole epoch numbers >= 1"),
+        ("milestones", [0], "milestones [0]: expected whole epoch numbers from 1 to 1000"),
     ],
 )
 def test_validate_names_the_bad_value_and_the_allowed_ones(name: str, value: object, message: str) -> None:
