@@ -63,9 +63,12 @@ except CoreError as exc:
 
 estimate, go, find, _ = st.columns([1, 1, 1, 2])
 if estimate.button("Estimate the time", icon=":material/timer:", key="train_estimate"):
-    with st.spinner("Timing a few real training steps..."):
-        seconds = estimate_epoch_seconds(config, scanned.manifest)
-    st.info(runs.estimate_text(seconds, config), icon=":material/timer:")
+    try:
+        with st.spinner("Timing a few real training steps..."):
+            seconds = estimate_epoch_seconds(config, scanned.manifest)
+        st.info(runs.estimate_text(seconds, config), icon=":material/timer:")
+    except CoreError as exc:  # a run too big for the memory: its steps are not timed either
+        show_error(exc)
 if find.button("Find a learning rate", icon=":material/query_stats:", key="train_find_lr",
                help="A short sweep of rising rates on the training images (fastai's lr_find); the rate it suggests "
                "goes into the learning-rate field. Nothing is saved."):  # fmt: skip

@@ -14,6 +14,7 @@ from torch import nn
 from core.train.checkpoints import device_for
 from core.train.config import TrainConfig
 from core.train.fit import _memory_format
+from core.train.memory import RunTooBigError, memory_problem
 from core.train.optim import Precision, build_optimizer, choose_precision
 from core.train.plan import plan_run
 from core.train.prepare import PreparedData
@@ -26,6 +27,9 @@ def estimate_epoch_seconds(config: TrainConfig, data: PreparedData | pd.DataFram
         config: the run's config.
         data: the prepared data, or just a scan manifest (random pixels of the right size are used then).
         steps: timed steps, after one untimed warm-up step.
+
+    Raises:
+        RunTooBigError: given a manifest, a run of ``config`` would not fit in the free memory (nothing is built).
     """
     from core.train.models import build_model
 
@@ -53,6 +57,9 @@ def _estimate_inputs(config: TrainConfig, data: PreparedData | pd.DataFrame) -> 
     if isinstance(data, PreparedData):
         return data.config, len(data.indices["train"]), len(data.indices["val"])
     plan = plan_run(config, data)
+    problem = memory_problem(plan.memory)
+    if problem:  # the timed steps take a real batch of the run's size: what the run cannot hold, neither can they
+        raise RunTooBigError(problem)
     return plan.config, plan.splits["train"], plan.splits["val"]
 
 

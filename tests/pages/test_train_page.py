@@ -1,6 +1,6 @@
 """AppTest for the Train page's bounds (issue 22): the number widgets take their limits from core, a value beyond
-them is not taken, and a run too big for this machine's memory is warned about before the click and refused on it,
-in words, before anything is queued."""
+them is not taken, and a run too big for this machine's memory is warned about before the click and refused on it
+(and its time is not estimated with a batch of that size), in words, before anything is queued."""
 
 from __future__ import annotations
 
@@ -60,6 +60,9 @@ def test_a_run_too_big_for_memory_is_said_before_the_click_and_refused_on_it(col
     assert not at.exception
     warned = [w.value for w in at.warning if "would need about" in w.value]
     assert len(warned) == 1 and "of memory;" in warned[0] and "is free on this machine" in warned[0], warned
+    at.button(key="train_estimate").click().run()  # its timed steps would take a batch of that size: not built
+    assert not at.exception
+    assert any("this run would need about" in e.value for e in at.error), [e.value for e in at.error]
     at.button(key="train_start").click().run()
     assert not at.exception
     errors = [e.value for e in at.error]
