@@ -35,3 +35,21 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not reached in {timeout:g} s")
         time.sleep(interval)
+
+
+def cancel_after_first_checkpoint(registry, run_id: int, last: Path) -> None:
+    """Press Cancel at the first step after ``last`` (the run's ``last.pt``) appears, however fast the machine.
+
+    Waiting for the file and then cancelling raced the training on a tiny dataset: the run sometimes finished
+    every epoch in between and ended ``completed``. Call it right after submitting or resuming (the job decodes
+    its images before its first step, so no step is missed). Then ``registry.wait(run_id)`` as usual.
+    """
+    context = registry.get(run_id).context
+    report = context.report
+
+    def report_then_cancel(**values) -> None:
+        report(**values)
+        if "step" in values and last.is_file():
+            context.cancel.set()
+
+    context.report = report_then_cancel

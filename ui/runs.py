@@ -10,6 +10,7 @@ from core.common.untrusted import whole_number
 from core.common.workspace import Workspace
 from core.store.records import ACTIVE_STATUSES, RunRecord
 from core.store.runs import RunStore
+from core.train import run_folder
 from core.train import runner as train_run
 from core.train.archs import ARCHS
 from core.train.config import FIRST_CYCLE, TrainConfig, effective_schedule, label_of, planned_epochs
@@ -136,7 +137,7 @@ def _pair(frame: pd.DataFrame, losses: tuple[str, ...], accs: tuple[str, ...], x
 def run_header(store: RunStore, ws: Workspace, run: RunRecord) -> None:
     """A run's name, status and scores, each beside the number of images it was measured on."""
     summary = store.summary(run)
-    splits = train_run.split_sizes(store, ws, run.run_id)
+    splits = run_folder.split_sizes(store, ws, run.run_id)
     st.subheader(f"{plain(run.name)} · {STATUS_WORDS.get(run.status, run.status)}")
     relations(store, run)
     if run.error:  # it may quote a file name or a label
@@ -191,7 +192,7 @@ def runs_table(store: RunStore, ws: Workspace, runs: list[RunRecord]) -> pd.Data
     rows = []
     for run in runs:
         summary = store.summary(run)
-        n_test = train_run.split_sizes(store, ws, run.run_id).get("test")
+        n_test = run_folder.split_sizes(store, ws, run.run_id).get("test")
         rows.append({"run_id": run.run_id, "name": run.name, "status": STATUS_WORDS.get(run.status, run.status),
                      "network": ARCH_WORDS.get(run.arch or "", "chosen when it starts"),
                      "dataset": dataset_title(run.dataset), "best_val_acc": _percent(summary["best_val_acc"]),
@@ -218,7 +219,7 @@ def run_result(store: RunStore, ws: Workspace, run_id: int) -> None:
     except CoreError:
         return
     summary = store.summary(run)
-    n_test, test = train_run.split_sizes(store, ws, run_id).get("test", 0), summary["test_accuracy"]
+    n_test, test = run_folder.split_sizes(store, ws, run_id).get("test", 0), summary["test_accuracy"]
     if run.status == "completed":
         score = (f"**{test:.1%}** of its {n_test:,} test images get the right label" if test is not None
                  else "it has no test images, so no test score")  # fmt: skip
@@ -267,7 +268,7 @@ TRAIN_PREFILL = "train_prefill"  # session key: a run's config to start the Trai
 def run_actions(run: RunRecord, store: RunStore, registry: JobRegistry, ws: Workspace) -> None:
     """Resume, rerun with changes, download the best checkpoint, delete."""
     resume, rerun, child, download, delete = st.columns(5)
-    resumable = run.status in RESUMABLE and train_run.checkpoint_path(ws, run.run_id, "last").is_file()
+    resumable = run.status in RESUMABLE and run_folder.checkpoint_path(ws, run.run_id, "last").is_file()
     why = (
         "continues from its last checkpoint with the same run id"
         if resumable
@@ -284,7 +285,7 @@ def run_actions(run: RunRecord, store: RunStore, registry: JobRegistry, ws: Work
                     help="opens the Train form filled in with this run's settings"):  # fmt: skip
         st.session_state[TRAIN_PREFILL] = dict(run.config)
         st.switch_page("app_pages/train.py")
-    best = train_run.checkpoint_path(ws, run.run_id, "best")
+    best = run_folder.checkpoint_path(ws, run.run_id, "best")
     if child.button("Start a run from it", icon=":material/call_split:", key="run_child", disabled=not best.is_file(),
                     help="opens the Train form starting from this run's best weights (on the dataset chosen there)"):  # fmt: skip
         st.session_state[TRAIN_PREFILL] = {"from_run": run.run_id}
@@ -296,7 +297,7 @@ def run_actions(run: RunRecord, store: RunStore, registry: JobRegistry, ws: Work
         st.write(f"Delete **{plain(run.name)}** with its curves and checkpoints? This cannot be undone.")
         if st.button("Delete for good", type="primary", key="run_delete"):
             try:  # the status is checked again as it is deleted: another tab may have resumed it meanwhile
-                train_run.delete_run(store, ws, run.run_id)
+                run_folder.delete_run(store, ws, run.run_id)
             except CoreError as e:
                 st.error(f"Not deleted: {plain(e)}.")
             else:

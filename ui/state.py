@@ -54,7 +54,7 @@ def run_store() -> RunStore:
 @st.cache_resource(show_spinner=False)
 def jobs() -> JobRegistry:
     # One registry per server process: training threads outlive reruns, page changes and browser tabs.
-    from core.train.runner import remove_stale_partials
+    from core.train.run_folder import remove_stale_partials
 
     remove_stale_partials(workspace(), run_store())  # what runs killed mid-write left behind, before any job starts
     return JobRegistry(run_store())

@@ -143,7 +143,7 @@ def _widened(name: str, value: float) -> tuple[float, float]:
 
 def parent_run(value: int, key: str, label: str) -> int:
     """ "Start from run": no, or a training run with a best checkpoint (newest first), named in words."""
-    from core.train.runner import checkpoint_path
+    from core.train.run_folder import checkpoint_path
     from ui.state import run_store, workspace
 
     store, ws = run_store(), workspace()
@@ -171,7 +171,7 @@ def with_parent(config: TrainConfig) -> TrainConfig:
     """A child's config with its parent's network (so what automatic chose is shown right); raises ConfigError."""
     if not config.from_run:
         return config
-    from core.train.runner import checkpoint_path
+    from core.train.run_folder import checkpoint_path
     from core.train.transfer import child_config
     from ui.state import run_store, workspace
 

@@ -61,7 +61,7 @@ def latest_completed(store: RunStore) -> RunRecord | None:
 def check_evaluable(ws: Workspace, run: RunRecord, split: str) -> pd.DataFrame:
     """The run's stored split when ``split`` of ``run`` can be evaluated; otherwise an :class:`EvaluateError`
     that says what to do."""
-    from core.train.runner import run_splits
+    from core.train.run_folder import run_splits
 
     if split not in SPLITS:
         raise EvaluateError(f"split {split!r} cannot be evaluated; choose one of: {', '.join(SPLITS)}")
@@ -95,7 +95,7 @@ def load_predictions(ws: Workspace, store: RunStore, run: RunRecord, split: str)
     """
     from core.common.errors import RunStoreError
     from core.train.predictions import predict_split, predictions_file, write_predictions
-    from core.train.runner import checkpoint_path, run_dir, run_splits
+    from core.train.run_folder import checkpoint_path, run_dir, run_splits
 
     target = predictions_file(run_dir(ws, run.run_id), split)
     if not target.is_file():

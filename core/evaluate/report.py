@@ -205,7 +205,7 @@ def report_for(ws, store, ev: Evaluation, explained: list[Explained] | None = No
     """The report of ``ev``: heat maps of its worst images (unless given) and the settings from its best checkpoint."""
     from core.common.errors import CoreError
     from core.evaluate.mistakes import explain_rows, unexplained, worst_images
-    from core.train.runner import checkpoint_path
+    from core.train.run_folder import checkpoint_path
 
     if explained is None:
         worst = worst_images(ev.frame)

@@ -107,7 +107,7 @@ def _honest_scores(store: RunStore, ws: Workspace, runs: list[RunRecord], mode: 
     """run id -> (test accuracy without leaking images or None, leaking images) for the completed runs with stored
     test predictions whose leak check ``mode`` allows; the duplicate groups are found once per dataset."""
     from core.train.predictions import predictions_file
-    from core.train.runner import run_dir
+    from core.train.run_folder import run_dir
 
     if mode not in LEAKS:
         raise ValueError(f"leaks {mode!r}; choose one of: {', '.join(LEAKS)}")
@@ -142,7 +142,7 @@ def _duplicate_groups(ws: Workspace, dataset: str, mode: str) -> pd.DataFrame | 
 def _honest(ws: Workspace, run: RunRecord, file: Any, members: pd.DataFrame) -> tuple[float | None, int] | None:
     from core.evaluate.leakage import honest_score, leaks_from_groups
     from core.train.predictions import read_predictions
-    from core.train.runner import run_splits
+    from core.train.run_folder import run_splits
 
     splits = run_splits(ws, run.run_id)
     if splits is None:

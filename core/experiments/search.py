@@ -233,7 +233,8 @@ class _Driver:
         """An open trial of a resumed search: watch it, continue its run, tell how it ended, or start it again."""
         import optuna
 
-        from core.train.runner import RESUMABLE, checkpoint_path, delete_run, resume_training
+        from core.train.run_folder import checkpoint_path, delete_run
+        from core.train.runner import RESUMABLE, resume_training
 
         trial = optuna.trial.Trial(study, frozen._trial_id)
         run = self._run_of(frozen.user_attrs.get("run_id"))
@@ -295,7 +296,7 @@ class _Driver:
 
     def _halt(self, study: optuna.Study) -> None:
         """Stop: cancel the running trials, wait for them to save their checkpoints, drop the ones never started."""
-        from core.train.runner import delete_run
+        from core.train.run_folder import delete_run
 
         for run_id in self.flight:
             self.registry.cancel(run_id)

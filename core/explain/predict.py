@@ -183,7 +183,7 @@ def square_map_to_image(heat: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def run_checkpoint(ws: Workspace, store: RunStore, run_id: int | None) -> tuple[int, Path]:
     """The best checkpoint of ``run_id`` (default: the latest completed run that has one)."""
-    from core.train.runner import checkpoint_path
+    from core.train.run_folder import checkpoint_path
 
     if run_id is None:
         for run in store.list_runs(status="completed", kind="train"):

@@ -30,7 +30,8 @@ from core.train.fit import fit
 from core.train.jobs import JobContext
 from core.train.launch import STATUS_PARAM
 from core.train.prepare import prepare
-from core.train.runner import checkpoint_path, run_dir, run_training
+from core.train.run_folder import checkpoint_path, run_dir
+from core.train.runner import run_training
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -102,7 +102,7 @@ def _with_parent(config: TrainConfig, ws: Workspace) -> TrainConfig:
     if not config.from_run:
         return config
     from core.store.runs import RunStore
-    from core.train.runner import checkpoint_path
+    from core.train.run_folder import checkpoint_path
     from core.train.transfer import child_config
 
     parent = RunStore(ws.runs_db).get_run(config.from_run)
@@ -113,7 +113,7 @@ def _weights(config: TrainConfig, data: Any, ws: Workspace, scratch: Path) -> st
     """The starting weights of the sweep's network: a child's are made as its run would make them."""
     if not config.from_run:
         return config.weights
-    from core.train.runner import checkpoint_path
+    from core.train.run_folder import checkpoint_path
     from core.train.transfer import starting_weights
 
     return str(starting_weights(checkpoint_path(ws, config.from_run), data, scratch))

@@ -14,8 +14,6 @@ step ``STEP_KEYS`` (step = global step) and per epoch ``EPOCH_KEYS`` (step = epo
 
 from __future__ import annotations
 
-import contextlib
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -24,14 +22,22 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from core.common.atomic import PARTIAL_SUFFIX, write_atomic
+from core.common.atomic import write_atomic
 from core.common.errors import CoreError, RunStoreError
 from core.common.workspace import Workspace
-from core.store.records import ACTIVE_STATUSES
 from core.store.runs import RunStore
 from core.train.config import TrainConfig
 from core.train.jobs import JobContext, JobRegistry
 from core.train.lifeline import processes_alive
+from core.train.run_folder import (
+    SPLIT_NAMES,
+    checkpoint_path,
+    load_splits,
+    remove_partials,
+    remove_stale_partials,
+    run_dir,  # fmt: skip
+    save_splits,
+)
 
 if TYPE_CHECKING:  # torch is imported only by the runs that use it
     from core.train.distributed import DistContext
@@ -40,19 +46,6 @@ if TYPE_CHECKING:  # torch is imported only by the runs that use it
 STEP_KEYS = ("train_loss", "train_acc", "lr", "images_per_s")
 EPOCH_KEYS = ("epoch_train_loss", "epoch_train_acc", "val_loss", "val_acc", "epoch_s")
 RESUMABLE = ("crashed", "cancelled", "failed")
-SPLIT_NAMES = ("train", "val", "test")
-
-
-SPLITS_FILE = "splits.csv"
-
-
-def run_dir(ws: Workspace, run_id: int) -> Path:
-    return ws.checkpoints / f"run-{run_id}"
-
-
-def checkpoint_path(ws: Workspace, run_id: int, kind: str = "best") -> Path:
-    """``kind`` is ``best`` (by the run's chosen metric) or ``last`` (where it stopped, mid-epoch after a cancel)."""
-    return run_dir(ws, run_id) / f"{kind}.pt"
 
 
 def create_training_run(store: RunStore, config: TrainConfig, *, group: str | None = None,
@@ -124,14 +117,6 @@ def _at_its_own_size(config: TrainConfig, last: Path) -> TrainConfig:
     return replace(config, image_size=int(load_checkpoint(last)["image_size"]))
 
 
-def delete_run(store: RunStore, ws: Workspace, run_id: int) -> None:
-    """Delete the run's record, metrics and its checkpoint folder (only ever inside the workspace)."""
-    store.delete_run(run_id)
-    folder = run_dir(ws, run_id)
-    if folder.is_dir() and folder.resolve().is_relative_to(ws.checkpoints.resolve()):
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 # ---------------------------------------------------------------------------------------------------
 # The job's work
 
@@ -148,17 +133,16 @@ def run_training(
 
     folder = run_dir(ws, ctx.run_id)
     folder.mkdir(parents=True, exist_ok=True)
-    _remove_partials(folder)
+    remove_partials(folder)
     ctx.report(phase="preparing", message="reading the images")
-    splits = _load_splits(folder) if resume else None
+    splits = load_splits(folder) if resume else None
     prepared = prepare(config, ws, progress=_prepare_progress(ctx), splits=splits)
     if dist is not None:  # the other ranks train on exactly this split
         from core.train.distributed import broadcast_object
 
         broadcast_object(prepared.splits, dist)
     if splits is None:
-        _save_splits(folder, prepared.splits)
-        ctx.store.add_artifact(ctx.run_id, "splits", folder / SPLITS_FILE)
+        ctx.store.add_artifact(ctx.run_id, "splits", save_splits(folder, prepared.splits))
         # What every automatic choice became: the Compare page's columns.
         ctx.store.log_params(ctx.run_id, {"settings": prepared.config.to_dict()})
     if config.from_run and not resume:  # a child run: the parent's weights, ready for the child's classes
@@ -204,37 +188,6 @@ def run_distributed(ctx: JobContext, ws: Workspace, config: TrainConfig, *, resu
                     "continue from its last checkpoint")  # fmt: skip
 
 
-def _remove_partials(folder: Path) -> int:
-    """Delete writes a killed process left half done (``.last.pt.<random>.partial``, tens of MB each): nothing
-    reads them, and only this run's own job writes into its folder, so none of them is still being written."""
-    removed = 0
-    for leftover in folder.glob(f".*{PARTIAL_SUFFIX}"):
-        with contextlib.suppress(OSError):
-            leftover.unlink()
-            removed += 1
-    return removed
-
-
-def remove_stale_partials(ws: Workspace, store: RunStore) -> int:
-    """Delete the half-written files of every run that no job is writing (queued and running runs keep theirs);
-    returns how many went. A kill during a run's first checkpoint leaves one that ``run_training`` never gets to
-    remove (with no ``last.pt`` the run cannot resume): the dashboard and ``train`` sweep them as they start."""
-    removed = 0
-    for folder in ws.checkpoints.glob("run-*"):
-        run_id = folder.name.removeprefix("run-")
-        if not run_id.isdecimal() or _is_active(store, int(run_id)):
-            continue
-        removed += _remove_partials(folder)
-    return removed
-
-
-def _is_active(store: RunStore, run_id: int) -> bool:
-    try:
-        return store.get_run(run_id).status in ACTIVE_STATUSES
-    except RunStoreError:  # a folder whose run was deleted from the store: nobody writes into it
-        return False
-
-
 def _keep_predictions(store: RunStore, run_id: int, folder: Path, found: dict, epoch: object) -> None:
     """The test images' predictions beside the checkpoints: the Evaluate page and command read them from there."""
     from core.train.predictions import from_probabilities, predictions_file, write_predictions
@@ -254,30 +207,6 @@ def _prepare_progress(ctx: JobContext):
         ctx.report(phase="preparing", message=f"decoding images {done:,}/{total:,}", step=0, total_steps=0)
 
     return progress
-
-
-def split_sizes(store: RunStore, ws: Workspace | None, run_id: int) -> dict[str, int]:
-    """Images per split of a run: as it recorded them when it started, else (a run from before they were
-    recorded) counted from its ``splits.csv``; empty when neither exists yet."""
-    params = store.params(run_id)
-    if all(f"n_{s}" in params for s in SPLIT_NAMES):
-        return {s: int(params[f"n_{s}"]) for s in SPLIT_NAMES}
-    frame = _load_splits(run_dir(ws, run_id)) if ws is not None else None
-    return {s: int((frame["split"] == s).sum()) for s in SPLIT_NAMES} if frame is not None else {}
-
-
-def _save_splits(folder: Path, splits: pd.DataFrame) -> None:
-    write_atomic(folder / SPLITS_FILE, splits.to_csv(index=False))
-
-
-def run_splits(ws: Workspace, run_id: int) -> pd.DataFrame | None:
-    """The run's stored ``path, label, split`` rows (``splits.csv``), or None when it has none."""
-    return _load_splits(run_dir(ws, run_id))
-
-
-def _load_splits(folder: Path) -> pd.DataFrame | None:
-    file = folder / SPLITS_FILE
-    return pd.read_csv(file, dtype=str, keep_default_na=False) if file.is_file() else None
 
 
 class _MetricLogger:

@@ -14,7 +14,7 @@ from core.cli.main import main
 from core.common.workspace import Workspace
 from core.store.runs import RunStore
 from core.train.predictions import predictions_file, read_predictions
-from core.train.runner import run_dir
+from core.train.run_folder import run_dir
 from tests.evaluate.runs import LEAK_CLASSES, MISLABELLED, N_COPIES, N_FRESH_TEST, colour_folders, leaky_photos, train
 
 CONTRACT = {"run_id", "split", "n", "accuracy", "top5", "macro", "per_class", "confusion", "map5", "ece", "log_loss",

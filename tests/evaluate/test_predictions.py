@@ -11,6 +11,7 @@ import pytest
 from core.common.workspace import Workspace
 from core.evaluate.evaluation import evaluate_run
 from core.store.runs import RunStore
+from core.train import run_folder
 from core.train import runner as train_run
 from core.train.predictions import PredictionsError, predictions_file, read_predictions
 from tests.evaluate.runs import MISLABELLED, SPLIT_SIZES, colour_folders, train
@@ -26,7 +27,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, int]:
 def test_a_completed_run_keeps_its_test_predictions_beside_its_checkpoints(trained) -> None:
     ws, run_id = trained
     store = RunStore(ws.runs_db)
-    path = predictions_file(train_run.run_dir(ws, run_id), "test")
+    path = predictions_file(run_folder.run_dir(ws, run_id), "test")
     assert path.is_file()
     assert {a["kind"] for a in store.artifacts(run_id)} >= {"test_predictions"}
     stored = read_predictions(path)
@@ -51,7 +52,7 @@ def test_a_completed_run_keeps_its_test_predictions_beside_its_checkpoints(train
 def test_a_run_from_before_predictions_were_kept_is_predicted_once_from_its_best_checkpoint(trained) -> None:
     ws, run_id = trained
     store = RunStore(ws.runs_db)
-    path = predictions_file(train_run.run_dir(ws, run_id), "test")
+    path = predictions_file(run_folder.run_dir(ws, run_id), "test")
     original = read_predictions(path).frame
     path.unlink()  # as a run finished before this version left it
     ev = evaluate_run(ws, store, run_id, leaks="skip")
@@ -68,7 +69,7 @@ def test_the_val_split_is_predicted_once_and_stored_the_same_way(trained) -> Non
     ws, run_id = trained
     ev = evaluate_run(ws, RunStore(ws.runs_db), run_id, split="val", leaks="skip")
     assert ev.metrics.n == 3 * SPLIT_SIZES["val"]
-    assert predictions_file(train_run.run_dir(ws, run_id), "val").is_file()
+    assert predictions_file(run_folder.run_dir(ws, run_id), "val").is_file()
     assert set(ev.frame["image"]) == {p for p in ev.splits["path"] if p.startswith("val/")}
 
 

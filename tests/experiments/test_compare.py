@@ -11,6 +11,7 @@ import pytest
 from core.common.workspace import Workspace
 from core.experiments.compare import COLUMNS, compare_table, family
 from core.store.runs import RunStore
+from core.train import run_folder
 from core.train import runner as train_run
 from core.train.config import TrainConfig
 from core.train.jobs import JobRegistry
@@ -47,7 +48,7 @@ def test_the_table_holds_what_each_run_used_and_scored(leaky: tuple[Path, set[st
     assert p.best_val_acc == store.best_metric(parent, "val_acc")
     assert p.test_accuracy == store.latest_metrics(parent)["test_accuracy"]
     assert p.n_leaking == len(planted)  # the copies of training pictures planted in test
-    predictions = train_run.run_dir(ws, parent) / "test_predictions.parquet"
+    predictions = run_folder.run_dir(ws, parent) / "test_predictions.parquet"
     import pandas as pd
 
     frame = pd.read_parquet(predictions)

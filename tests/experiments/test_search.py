@@ -15,6 +15,7 @@ from core.experiments.results import search_json, trials
 from core.experiments.search import STUDY_FILE, Searches, SearchSpec
 from core.experiments.space import parse_space
 from core.store.runs import RunStore
+from core.train import run_folder
 from core.train import runner as train_run
 from core.train.config import TrainConfig
 from core.train.jobs import JobRegistry
@@ -100,7 +101,7 @@ def test_a_stopped_search_cancels_its_trials_and_resumes_them_to_the_end(searchi
     assert stopped and {r.status for r in stopped} <= {"cancelled", "completed"}  # nothing left queued or running
     assert any(r.status == "cancelled" for r in stopped)
     for run in stopped:  # a stopped trial keeps its checkpoint: it continues on resume
-        assert run.status == "completed" or train_run.checkpoint_path(ws, run.run_id, "last").is_file()
+        assert run.status == "completed" or run_folder.checkpoint_path(ws, run.run_id, "last").is_file()
     open_trials = [t for t in _study(ws, search_id).trials if t.state == optuna.trial.TrialState.RUNNING]
     assert {t.user_attrs["run_id"] for t in open_trials} == {r.run_id for r in stopped if r.status == "cancelled"}
 

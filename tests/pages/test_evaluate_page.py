@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.common.workspace import Workspace
 from core.store.runs import RunStore
-from core.train.runner import run_splits
+from core.train.run_folder import run_splits
 from tests.evaluate.runs import LEAK_CLASSES, N_COPIES, colour_folders, leaky_photos, train
 from tests.support import ROOT
 

@@ -10,10 +10,11 @@ from streamlit.testing.v1 import AppTest
 
 from core.common.workspace import Workspace
 from core.store.runs import RunStore
+from core.train import run_folder
 from core.train import runner as train_run
 from core.train.config import TrainConfig
 from tests import imagefactory as fx
-from tests.support import ROOT, wait_until
+from tests.support import ROOT, cancel_after_first_checkpoint
 
 TIMEOUT = 120
 
@@ -44,8 +45,7 @@ def test_delete_confirmed_in_one_tab_after_another_tab_resumed_the_run_is_refuse
     store = RunStore(ws.runs_db)
     config = TrainConfig(dataset=str(folder), arch="lenet", epochs=40, batch_size=8, log_every=1)
     run_id = train_run.submit_training(jobs(), ws, config)
-    wait_until(train_run.checkpoint_path(ws, run_id, "last").is_file, timeout=300, what="the first checkpoint")
-    jobs().cancel(run_id)
+    cancel_after_first_checkpoint(jobs(), run_id, run_folder.checkpoint_path(ws, run_id, "last"))
     jobs().wait(run_id, timeout=120)
 
     tab_a, tab_b = _runs_page(), _runs_page()  # both show the stopped run, Delete and Resume enabled
@@ -58,6 +58,6 @@ def test_delete_confirmed_in_one_tab_after_another_tab_resumed_the_run_is_refuse
     errors = " ".join(e.value for e in tab_a.error)
     assert "Not deleted" in errors and "cancel it" in errors, errors
     assert store.get_run(run_id).status in ("queued", "running")
-    assert train_run.run_dir(ws, run_id).is_dir()
+    assert run_folder.run_dir(ws, run_id).is_dir()
     tab_b.run()
     assert not tab_b.exception

@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.common.workspace import Workspace
 from core.store.runs import RunStore
-from core.train import runner as train_run
+from core.train import run_folder
 from tests.support import ROOT
 
 
@@ -24,15 +24,15 @@ def test_the_dashboard_removes_what_a_killed_first_checkpoint_left(fresh_workspa
     active = store.create_run(dataset="sample:digits")  # queued by this (living) process
     leftovers = {}
     for run_id in (crashed, active):
-        folder = train_run.run_dir(ws, run_id)
+        folder = run_folder.run_dir(ws, run_id)
         folder.mkdir(parents=True)
         leftovers[run_id] = folder / ".last.pt.k2j3h4.partial"
         leftovers[run_id].write_bytes(b"half a checkpoint")
-    (train_run.run_dir(ws, crashed) / "splits.csv").write_text("path,label,split\n")
+    (run_folder.run_dir(ws, crashed) / "splits.csv").write_text("path,label,split\n")
     assert store.get_run(crashed).status == "crashed"
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
     at.switch_page("app_pages/runs.py").run()
     assert not at.exception
-    assert not leftovers[crashed].exists() and (train_run.run_dir(ws, crashed) / "splits.csv").exists()
+    assert not leftovers[crashed].exists() and (run_folder.run_dir(ws, crashed) / "splits.csv").exists()
     assert leftovers[active].exists()  # a queued run's job may be about to write it

@@ -11,11 +11,12 @@ from streamlit.testing.v1 import AppTest
 
 from core.common.workspace import Workspace
 from core.store.runs import RunStore
+from core.train import run_folder
 from core.train import runner as train_run
 from core.train.config import TrainConfig
 from core.train.jobs import JobRegistry
 from tests import imagefactory as fx
-from tests.support import ROOT, wait_until
+from tests.support import ROOT, cancel_after_first_checkpoint
 from ui import runs
 
 TIMEOUT = 120
@@ -177,10 +178,8 @@ def test_runs_page_resumes_a_cancelled_run_and_deletes_it(colours: Path, fresh_w
     registry = jobs()
     config = TrainConfig(dataset=str(colours), arch="lenet", epochs=3, batch_size=8, log_every=1)
     second = train_run.submit_training(registry, workspace, config)
-    last = train_run.checkpoint_path(workspace, second, "last")
-
-    wait_until(last.is_file, timeout=300, what="the first checkpoint")
-    registry.cancel(second)
+    last = run_folder.checkpoint_path(workspace, second, "last")
+    cancel_after_first_checkpoint(registry, second, last)
     registry.wait(second, timeout=120)
     at.run()
     at.dataframe[0]  # newest first: the cancelled run is selected by default
@@ -199,7 +198,7 @@ def test_runs_page_resumes_a_cancelled_run_and_deletes_it(colours: Path, fresh_w
     at.button(key="run_delete").click().run()
     assert not at.exception
     assert [r.run_id for r in store.list_runs()] == [run_id]
-    assert not train_run.run_dir(workspace, second).exists()
+    assert not run_folder.run_dir(workspace, second).exists()
 
 
 def test_runs_page_warns_when_the_runs_data_leaks(tmp_path: Path, fresh_workspace: Path) -> None:

@@ -14,6 +14,7 @@ from core.common.cpu import usable_cores
 from core.common.errors import CoreError
 from core.common.workspace import Workspace
 from core.store.runs import RunStore
+from core.train import run_folder
 from core.train import runner as train_run
 from core.train.config import BOUNDS, ConfigError, TrainConfig
 from core.train.jobs import JobRegistry
@@ -96,7 +97,7 @@ def test_a_resume_that_cannot_fit_in_memory_is_refused(tmp_path: Path, tiny: Pat
     store = RunStore(ws.runs_db)
     run_id = train_run.create_training_run(store, TrainConfig(dataset=str(tiny), **TOO_BIG))
     store.set_status(run_id, "cancelled")
-    last = train_run.checkpoint_path(ws, run_id, "last")
+    last = run_folder.checkpoint_path(ws, run_id, "last")
     last.parent.mkdir(parents=True)
     last.write_bytes(b"a checkpoint")  # never read: the refusal comes first
     with pytest.raises(CoreError, match="this run would need about"):

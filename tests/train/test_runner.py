@@ -18,12 +18,13 @@ import pytest
 from core.cli.main import main
 from core.common.workspace import Workspace
 from core.store.runs import RunStore
+from core.train import run_folder
 from core.train import runner as train_run
 from core.train.checkpoints import load_checkpoint
 from core.train.config import TrainConfig
 from core.train.jobs import JobRegistry
 from tests import imagefactory as f
-from tests.support import ROOT, wait_until
+from tests.support import ROOT, cancel_after_first_checkpoint, wait_until
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 
@@ -61,7 +62,7 @@ def test_a_run_trains_in_the_background_and_records_everything(shapes: Path, ws:
     assert len(steps) >= 2  # per-step curve points, not only epochs
     kinds = {a["kind"] for a in store.artifacts(run_id)}
     assert kinds >= {"best", "last", "splits"}
-    splits = (train_run.run_dir(ws, run_id) / train_run.SPLITS_FILE).read_text()
+    splits = (run_folder.run_dir(ws, run_id) / run_folder.SPLITS_FILE).read_text()
     assert splits.startswith("path,label,split")
 
 
@@ -69,9 +70,7 @@ def test_cancel_then_resume_keeps_the_run_id_and_every_epoch(shapes: Path, ws: W
     store = RunStore(ws.runs_db)
     registry = JobRegistry(store)
     run_id = train_run.submit_training(registry, ws, _config(shapes, epochs=3))
-    last = train_run.checkpoint_path(ws, run_id, "last")
-    wait_until(last.is_file, timeout=300, what="the first checkpoint")  # cancel after the first epoch
-    registry.cancel(run_id)
+    cancel_after_first_checkpoint(registry, run_id, run_folder.checkpoint_path(ws, run_id, "last"))
     assert registry.wait(run_id, timeout=120).status == "cancelled"
     assert store.get_run(run_id).status == "cancelled"
     train_run.resume_training(registry, ws, run_id)
@@ -89,15 +88,14 @@ def test_a_run_resumes_at_the_size_its_checkpoint_has_though_the_automatic_choic
     store = RunStore(ws.runs_db)
     registry = JobRegistry(store)
     run_id = train_run.submit_training(registry, ws, _config(shapes, epochs=3, image_size=32))  # auto: 16 px
-    wait_until(train_run.checkpoint_path(ws, run_id, "last").is_file, timeout=300, what="the first checkpoint")
-    registry.cancel(run_id)
+    cancel_after_first_checkpoint(registry, run_id, run_folder.checkpoint_path(ws, run_id, "last"))
     assert registry.wait(run_id, timeout=120).status == "cancelled"
     store.describe(run_id, config={**store.get_run(run_id).config, "image_size": 0})  # as the older version stored it
     train_run.resume_training(registry, ws, run_id)
     job = registry.wait(run_id, timeout=300)
     assert job.status == "completed", job.error
     assert [e["epoch"] for e in train_run.result_json(store, run_id, ws)["epochs"]] == [1, 2, 3]
-    assert load_checkpoint(train_run.checkpoint_path(ws, run_id, "last"))["image_size"] == 32
+    assert load_checkpoint(run_folder.checkpoint_path(ws, run_id, "last"))["image_size"] == 32
 
 
 def test_resume_refuses_runs_that_cannot_resume(shapes: Path, ws: Workspace) -> None:
@@ -116,9 +114,9 @@ def test_delete_removes_the_checkpoints_too(shapes: Path, ws: Workspace) -> None
     registry = JobRegistry(store)
     run_id = train_run.submit_training(registry, ws, _config(shapes, epochs=1))
     registry.wait(run_id, timeout=300)
-    folder = train_run.run_dir(ws, run_id)
+    folder = run_folder.run_dir(ws, run_id)
     assert folder.is_dir()
-    train_run.delete_run(store, ws, run_id)
+    run_folder.delete_run(store, ws, run_id)
     assert not folder.exists()
     assert store.list_runs() == []
 

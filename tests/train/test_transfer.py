@@ -15,6 +15,7 @@ import torch
 from core.common.workspace import Workspace
 from core.datasets import samples
 from core.store.runs import RunStore
+from core.train import run_folder
 from core.train import runner as train_run
 from core.train.config import ConfigError, TrainConfig
 from core.train.jobs import JobRegistry
@@ -49,7 +50,7 @@ def test_a_child_takes_its_parents_network_and_records_it(tmp_path: Path, ws: Wo
     run = store.get_run(child)
     assert run.parent_id == parent and run.arch == "lenet" and run.config["from_run"] == parent
     assert train_run.result_json(store, child, ws)["parent_id"] == parent
-    state = torch.load(train_run.run_dir(ws, child) / PARENT_WEIGHTS, weights_only=True)
+    state = torch.load(run_folder.run_dir(ws, child) / PARENT_WEIGHTS, weights_only=True)
     assert state["classifier.2.weight"].shape == (2, 128)  # a head for the child's two classes
     settings = store.params(child)["settings"]
     assert settings["normalize"] == "dataset" and settings["lr"] == pytest.approx(0.01)  # own statistics; a tenth
@@ -59,7 +60,7 @@ def test_the_same_classes_keep_the_parents_head(tmp_path: Path, ws: Workspace) -
     data = str(_folder(tmp_path / "three", COLOURS))
     parent = _train(ws, dataset=data)
     child = _train(ws, dataset=data, from_run=parent)
-    assert not (train_run.run_dir(ws, child) / PARENT_WEIGHTS).exists()  # started from best.pt itself
+    assert not (run_folder.run_dir(ws, child) / PARENT_WEIGHTS).exists()  # started from best.pt itself
 
 
 def test_children_that_cannot_start_from_their_parent_are_refused(tmp_path: Path, ws: Workspace) -> None:

@@ -13,7 +13,7 @@ from core.explain import predict
 from core.explain.predict import Predictor
 from core.store.runs import RunStore
 from core.train.archs import ARCHS
-from core.train.runner import checkpoint_path
+from core.train.run_folder import checkpoint_path
 from core.train.weights import imagenet_weights_file
 from ui.common import run_label, show_error
 

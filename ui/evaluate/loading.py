@@ -14,7 +14,7 @@ from core.evaluate.leakage import fingerprints_ready
 from core.store.records import RunRecord
 from core.store.runs import RunStore
 from core.train.predictions import predictions_file
-from core.train.runner import run_dir, run_splits
+from core.train.run_folder import run_dir, run_splits
 from ui.common import run_label, show_error
 from ui.state import set_url_run, url_run
 from ui.text import plain
