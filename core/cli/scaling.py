@@ -18,19 +18,27 @@ def add_parsers(sub: Any, common: Any) -> None:
                    "threads over a fixed number of steps; ddp: torch.distributed ranks")  # fmt: skip
     p.add_argument("dataset", metavar="DATASET", help="a folder, a .csv, a .zip, or sample:digits")
     p.add_argument("--workers", default="1,2", help="worker counts, comma-separated (default 1,2)")
-    p.add_argument("--repeats", type=int, default=3, help="points per worker count; tables show the median (3)")
-    p.add_argument("--threads-per-worker", type=int, default=0,
+    p.add_argument("--repeats", type=_bounded("repeats"), default=3,
+                   help="points per worker count; tables show the median (3)")  # fmt: skip
+    p.add_argument("--threads-per-worker", type=_bounded("threads_per_worker"), default=0,
                    help="torch threads per worker (default: cores / workers, never oversubscribed)")  # fmt: skip
     p.add_argument("--mode", choices=("processes", "threads"), default="processes", help="prep: processes or threads")
     p.add_argument("--task", choices=("copy", "fingerprint"), default="copy", help="prep: what to time (copy)")
-    p.add_argument("--steps", type=int, default=30, help="train: timed training steps per point (30)")
-    p.add_argument("--epochs", type=int, default=1, help="ddp: epochs per point (1)")
+    p.add_argument("--steps", type=_bounded("steps"), default=30, help="train: timed training steps per point (30)")
+    p.add_argument("--epochs", type=_bounded("epochs"), default=1, help="ddp: epochs per point (1)")
     p.add_argument("--arch", default="auto", help="train and ddp: the network (auto)")
     common(p)
     q = sub.add_parser("scaling", help="tables of workers against time: speedup, efficiency, serial fraction")
     q.add_argument("--group", help="only this sweep (e.g. sweep-12)")
     q.add_argument("--all", action="store_true", help="also points measured beside other work or resumed")
     common(q)
+
+
+def _bounded(name: str) -> Any:
+    from core.cli.train import bounded
+    from core.scaling.config import SWEEP_BOUNDS
+
+    return bounded(SWEEP_BOUNDS[name], int)
 
 
 def cmd_sweep(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:

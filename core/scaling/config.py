@@ -5,8 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from core.common.errors import CoreError
+from core.train.config import MAX_EPOCHS, MAX_RANKS, MAX_THREADS, Bound
 
 KINDS = ("prep", "train", "ddp")
+MAX_WORKER_COUNTS = 16  # distinct worker counts in one sweep: 1..16 already covers every core count that matters
+# The numbers of a sweep, read by its validation, the command line and the Scaling page. Each point is a run: a
+# sweep is (worker counts x repeats) runs, so both are bounded, and so is the work of each point.
+SWEEP_BOUNDS: dict[str, Bound] = {
+    "workers": Bound(1, MAX_RANKS),  # processes, threads or ranks: the training bound on processes
+    "repeats": Bound(1, 20),  # the tables show the median; past 20 repeats it no longer moves
+    "threads_per_worker": Bound(0, MAX_THREADS),  # 0 = cores / workers
+    "steps": Bound(1, 10_000),  # train: timed steps per point (30 by default; 10,000 is hours on a CPU)
+    "epochs": Bound(1, MAX_EPOCHS),  # ddp: epochs per point
+}
 
 
 @dataclass
@@ -27,12 +38,20 @@ class SweepConfig:
     def validate(self) -> SweepConfig:
         if self.kind not in KINDS:
             raise CoreError(f"unknown sweep {self.kind!r}; choose one of: {', '.join(KINDS)}")
-        if not self.workers or any(not isinstance(n, int) or n < 1 for n in self.workers):
-            raise CoreError(f"workers must be whole numbers >= 1, got {self.workers}")
-        if self.repeats < 1 or self.threads_per_worker < 0 or self.steps < 1 or self.epochs < 1:
-            raise CoreError("repeats, steps and epochs must be at least 1 and threads_per_worker at least 0")
+        if not self.workers or len(set(self.workers)) > MAX_WORKER_COUNTS:
+            raise CoreError(f"workers: give 1 to {MAX_WORKER_COUNTS} worker counts, got {len(set(self.workers))}")
+        for n in self.workers:
+            _check("workers", n)
+        for name in ("repeats", "threads_per_worker", "steps", "epochs"):
+            _check(name, getattr(self, name))
         self.workers = sorted(set(self.workers))
         return self
 
     def threads_for(self, workers: int, cores: int) -> int:
         return self.threads_per_worker or max(1, cores // workers)
+
+
+def _check(name: str, value: object) -> None:
+    bound = SWEEP_BOUNDS[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not bound.low <= value <= bound.high:
+        raise CoreError(f"{name} {value!r}: expected a whole number from {bound.low:g} to {bound.high:g}")

@@ -97,3 +97,23 @@ def test_as_a_real_process_the_refusal_is_exit_2_without_a_traceback(colours: Pa
                           timeout=300)  # fmt: skip
     assert done.returncode == 2 and done.stdout == "", done.stderr
     assert done.stderr.count("\n") == 1 and "at most 1024" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        (["--steps", "10000000"], "argument --steps: 10000000 is too large: at most 10000"),
+        (["--repeats", "1000000"], "argument --repeats: 1000000 is too large: at most 20"),
+        (["--epochs", "1e12"], "argument --epochs: 1e12 is too large: at most 1000"),
+        (["--threads-per-worker", "100000"], "argument --threads-per-worker: 100000 is too large: at most 256"),
+        (["--workers", "1,100000"], "workers 100000: expected a whole number from 1 to 64"),
+        (["--workers", ",".join(map(str, range(1, 18)))], "give 1 to 16 worker counts, got 17"),
+    ],
+)
+def test_a_sweep_beyond_its_bounds_is_refused_before_any_point_runs(
+    options: list[str], says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = tmp_path / "ws"
+    err = _refused(["sweep", "train", "sample:digits", *options, "--workspace", str(ws)], capsys)
+    assert says in err, err
+    assert RunStore(ws / "runs.sqlite").list_runs() == []
