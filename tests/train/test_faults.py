@@ -135,7 +135,7 @@ def test_many_kills_at_random_moments_lose_nothing(tmp_path: Path, seed: int) ->
 
 
 def test_a_start_removes_partial_files_a_killed_write_left(tmp_path: Path) -> None:
-    from core.train import runner
+    from core.train import run_folder
 
     folder = tmp_path / "run"
     folder.mkdir()
@@ -143,7 +143,7 @@ def test_a_start_removes_partial_files_a_killed_write_left(tmp_path: Path) -> No
     for p in leftovers:
         p.write_bytes(b"\0" * 1000)
     (folder / "last.pt").write_bytes(b"kept")
-    runner._remove_partials(folder)
+    assert run_folder.remove_partials(folder) == 2
     assert not any(p.exists() for p in leftovers) and (folder / "last.pt").read_bytes() == b"kept"
 
 
