@@ -7,6 +7,8 @@ traceback.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class CoreError(Exception):
     """Bad input: the message says what was received and what was expected."""
@@ -39,3 +41,21 @@ class PathNotAllowedError(CoreError):
 
 class RunStoreError(CoreError):
     """An unknown run, or a run in a state that does not allow the action."""
+
+
+class ChoiceError(CoreError):
+    """A value that is not one of the allowed ones. ``field``, ``value`` and ``allowed`` let a page word it
+    (the field's label, the allowed values in words) without reading the message; the message is the command
+    line's, in one wording for every choice: ``optimizer 'sdg': choose one of sgd, adam``."""
+
+    def __init__(self, field: str, value: object, allowed: Sequence[object]) -> None:
+        self.field = field
+        self.value = value
+        self.allowed = tuple(allowed)
+        super().__init__(f"{field} {value!r}: choose one of {', '.join(map(str, self.allowed))}")
+
+
+def check_choice(field: str, value: object, allowed: Sequence[object]) -> None:
+    """Raise :class:`ChoiceError` unless ``value`` is one of ``allowed``."""
+    if value not in allowed:
+        raise ChoiceError(field, value, allowed)
