@@ -14,7 +14,7 @@ from core.train import run_folder
 from core.train import runner as train_run
 from core.train.archs import ARCHS
 from core.train.config import FIRST_CYCLE, TrainConfig, effective_schedule, label_of, planned_epochs
-from core.train.jobs import Job, JobRegistry
+from core.train.jobs import Job, JobRegistry, Progress
 from core.train.plan import SMALL_SPLIT
 from core.train.runner import EPOCH_KEYS, RESUMABLE, STEP_KEYS
 from ui import figures
@@ -36,35 +36,33 @@ def active_jobs(registry: JobRegistry, store: RunStore) -> None:
 
 def _job_row(job: Job, registry: JobRegistry, store: RunStore) -> None:
     p = job.progress()
-    step, total = p.get("step", 0), p.get("total_steps") or 0
     name = plain(store.get_run(job.run_id).name)
     left, right = st.columns([5, 1], vertical_alignment="center")
     text = f"**{name}** (run {job.run_id}) · {_phase_text(job, p)}"
-    left.progress(min(step / total, 1.0) if total else 0.0, text=text)
+    left.progress(p.fraction, text=text)
     if right.button("Cancel", key=f"cancel_{job.run_id}", icon=":material/stop:", disabled=job.context.cancel.is_set()):
         registry.cancel(job.run_id)
         st.toast(f"Stopping {name}: it saves a checkpoint and stops at its next step.")
 
 
-def _phase_text(job: Job, p: dict) -> str:
+def _phase_text(job: Job, p: Progress) -> str:
     if job.context.cancel.is_set():
         return "stopping..."
-    phase = p.get("phase", job.status)
-    if phase != "training":
-        return plain(p.get("message") or phase)
-    eta = job.eta_s()
+    if p.phase != "training":
+        return plain(p.message or p.phase)
+    eta = p.eta_s()
     # Auto epochs: the planned length is the current cycle's end (cycles) or the cap (plateau); either may end
     # sooner or (cycles) grow while the network still learns.
-    planned, cap, open_ended = p.get("epochs", "?"), p.get("max_epochs"), bool(p.get("until_converged"))
+    planned, cap, open_ended = p.epochs or "?", p.max_epochs, p.until_converged
     capped = open_ended and planned == cap
-    epoch_text = f"epoch {p.get('epoch', 0)}/{planned}"
+    epoch_text = f"epoch {p.epoch}/{planned}"
     if open_ended:
         epoch_text += (
             " (ends once it stops learning)" if capped else f" (more only while it still learns, at most {cap})"
         )
-    parts = [epoch_text, f"step {p.get('step', 0):,}/{p.get('total_steps', 0):,}"]
-    if p.get("images_per_s"):
-        parts.append(f"{p['images_per_s']:,.0f} img/s")
+    parts = [epoch_text, f"step {p.step:,}/{p.total_steps:,}"]
+    if p.images_per_s:
+        parts.append(f"{p.images_per_s:,.0f} img/s")
     if eta is not None:
         parts.append(f"at most {duration(eta)} left" if capped else f"about {duration(eta)} left")
     return " · ".join(parts)

@@ -95,9 +95,9 @@ def sweeps_running(registry: JobRegistry, store: RunStore) -> bool:
 
 def _sweep_row(job: Job, registry: JobRegistry) -> None:
     p = job.progress()
-    done, total = p.get("step", 0), p.get("total_steps") or 0
+    done, total = p.step, p.total_steps
     eta = job.eta_s()
-    text = f"Sweep {job.run_id}: point {min(done + 1, total)} of {total} · {p.get('message', 'starting')}"
+    text = f"Sweep {job.run_id}: point {min(done + 1, total)} of {total} · {p.message or 'starting'}"
     if eta is not None:
         text += f" · about {eta:,.0f} s left"
     left, right = st.columns([5, 1], vertical_alignment="center")

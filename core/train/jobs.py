@@ -6,8 +6,8 @@ run id and a ``work`` function, starts the work on a daemon thread when a core i
 it ended (completed, cancelled, failed). A thread that dies in any other way, or a server that exits,
 leaves the run ``running`` with a dead owner, which the run store reports as ``crashed`` (resumable).
 
-Threads are counted (research/cpu-training.md): processes x threads above the core count made training
-2-3x slower. So at most ``cores`` jobs run at once, the rest wait in a queue, and the budget is
+Threads are counted: processes x threads above the core count made training 2-3x slower (measured on a
+2-core machine). So at most ``cores`` jobs run at once, the rest wait in a queue, and the budget is
 ``cores // running jobs`` torch threads per job: one job gets every core, two jobs on two cores get one
 thread each (measured here: 154-173 img/s in total, against 120 for two jobs at two threads).
 ``torch.set_num_threads`` turned out to be per thread once a thread has used torch (OpenMP keeps the
@@ -23,7 +23,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from core.common.cpu import set_torch_threads, usable_cores
@@ -35,6 +35,50 @@ from core.store.runs import RunStore
 Work = Callable[["JobContext"], str]
 
 
+@dataclass(frozen=True)
+class Progress:
+    """What a job last reported, for its progress line: typed, so a reader cannot ask for a key nobody writes.
+
+    ``epochs`` is the planned length (None until training starts; the cycles schedule may lengthen it), ``max_epochs``
+    its cap when the run trains ``until_converged``. ``first_step``/``first_step_at``: where the step rate is counted
+    from (a resumed run starts at its checkpoint's step, not at 0).
+    """
+
+    phase: str = "queued"  # queued | starting | preparing | training | completed | cancelled | failed
+    message: str = ""
+    step: int = 0
+    total_steps: int = 0
+    epoch: int = 0
+    epochs: int | None = None
+    max_epochs: int | None = None
+    until_converged: bool = False
+    images_per_s: float | None = None
+    first_step: int = 0
+    first_step_at: float | None = None
+    updated_at: float = 0.0
+
+    def updated(self, **values: Any) -> Progress:
+        """This progress with ``values`` replaced (an unknown name is a TypeError); a None leaves a value as it was,
+        and a new phase without a message drops the last phase's message."""
+        given = {k: v for k, v in values.items() if v is not None}
+        if given.get("phase", self.phase) != self.phase:
+            given.setdefault("message", "")
+        return replace(self, **given, updated_at=time.time())
+
+    @property
+    def fraction(self) -> float:
+        """Share of the planned steps done, 0..1 (0 while the total is not known)."""
+        return min(self.step / self.total_steps, 1.0) if self.total_steps else 0.0
+
+    def eta_s(self, now: float | None = None) -> float | None:
+        """Seconds left, from the step rate since the first step was reported; None until known."""
+        if not self.step or not self.total_steps or self.first_step_at is None or self.first_step >= self.step:
+            return None
+        elapsed = max((time.time() if now is None else now) - self.first_step_at, 1e-6)
+        rate = (self.step - self.first_step) / elapsed
+        return max(0.0, (self.total_steps - self.step) / rate)
+
+
 @dataclass
 class JobContext:
     """What a running job sees: its run, its cancel flag, and a place to report progress."""
@@ -44,17 +88,18 @@ class JobContext:
     cancel: threading.Event
     budget: Callable[[], int]  # the torch threads this job may use now (changes as other jobs start and end)
     _applied: int = 0
-    _progress: dict[str, Any] = field(default_factory=dict)
+    _progress: Progress = field(default_factory=Progress)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def report(self, **values: Any) -> None:
-        """Progress for the UI (phase, step, total_steps, epoch, epochs, ...); merged into the last report."""
+        """Progress for the UI: the named fields of :class:`Progress` (phase, step, total_steps, epoch, epochs, ...)
+        replaced, the others kept from the last report."""
         with self._lock:
-            self._progress.update(values, updated_at=time.time())
+            self._progress = self._progress.updated(**values)
 
-    def progress(self) -> dict[str, Any]:
+    def progress(self) -> Progress:
         with self._lock:
-            return dict(self._progress)
+            return self._progress
 
     def sync_threads(self) -> int:
         """Apply the current thread budget to the calling (job) thread; cheap when it has not changed."""
@@ -82,17 +127,12 @@ class Job:
     def done(self) -> bool:
         return self.status in FINAL_STATUSES
 
-    def progress(self) -> dict[str, Any]:
+    def progress(self) -> Progress:
         return self.context.progress()
 
     def eta_s(self) -> float | None:
         """Seconds left, from the step rate since the first step was reported; None until known."""
-        p = self.progress()
-        step, total, first = p.get("step"), p.get("total_steps"), p.get("first_step_at")
-        if not step or not total or first is None or p.get("first_step", 0) >= step:
-            return None
-        rate = (step - p.get("first_step", 0)) / max(time.time() - first, 1e-6)
-        return max(0.0, (total - step) / rate)
+        return self.progress().eta_s()
 
 
 class JobRegistry:

@@ -92,7 +92,7 @@ def test_cancel_a_running_job_and_a_queued_one(store: RunStore) -> None:
     a, b = store.create_run(dataset="d"), store.create_run(dataset="d")
     registry.submit(a, _until_cancelled())
     registry.submit(b, _until_cancelled())
-    _wait_for(lambda: registry.get(a).progress().get("step", 0) > 2)
+    _wait_for(lambda: registry.get(a).progress().step > 2)
     assert registry.cancel(b)  # queued: cancelled at once, never started
     assert store.get_run(b).status == "cancelled"
     assert store.get_run(b).started_at is None
