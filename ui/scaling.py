@@ -3,9 +3,6 @@ charts and plain-words reading of the stored points."""
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict
-
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -14,10 +11,10 @@ from core.common.cpu import usable_cores
 from core.common.untrusted import spreadsheet_csv
 from core.scaling.points import TASK_WORDS, sweep_task
 from core.scaling.reading import reading
-from core.scaling.sweep import SweepConfig, run_sweep
+from core.scaling.sweep import SweepConfig, submit_sweep
 from core.scaling.tables import Table
 from core.store.runs import RunStore
-from core.train.jobs import Job, JobContext, JobRegistry
+from core.train.jobs import Job, JobRegistry
 from ui.common import count_of
 from ui.state import dataset_title, workspace
 from ui.text import plain
@@ -67,22 +64,8 @@ def _more(config: SweepConfig, cores: int) -> None:
 
 
 def start_sweep(config: SweepConfig, registry: JobRegistry, store: RunStore) -> int:
-    config.validate()
-    sweep_id = store.create_run(dataset=config.dataset, kind="sweep", config=asdict(config))
-    ws = workspace()
-
-    def work(ctx: JobContext) -> str:
-        began = time.time()
-
-        def progress(done: int, total: int, what: str) -> None:
-            ctx.report(phase="training", step=done, total_steps=total, message=what, first_step=0,
-                       first_step_at=began)  # fmt: skip
-
-        run_sweep(config, ws, ctx.store, sweep_id=ctx.run_id, progress=progress, cancel=ctx.cancel)
-        return "cancelled" if ctx.cancel.is_set() else "completed"
-
-    registry.submit(sweep_id, work)
-    return sweep_id
+    """The command line's sweep, queued on the page's registry (``core.scaling.sweep.submit_sweep``)."""
+    return submit_sweep(registry, workspace(), config)
 
 
 def sweeps_running(registry: JobRegistry, store: RunStore) -> bool:

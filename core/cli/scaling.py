@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict
 from typing import Any
 
 from core.common.errors import CoreError
@@ -43,7 +42,7 @@ def _bounded(name: str) -> Any:
 
 def cmd_sweep(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
     from core.datasets.sources import resolve_dataset
-    from core.scaling.sweep import SweepConfig, run_sweep
+    from core.scaling.sweep import SweepConfig, sweep_and_wait
 
     try:
         workers = [int(w) for w in args.workers.split(",") if w.strip()]
@@ -52,20 +51,14 @@ def cmd_sweep(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
     dataset = resolve_dataset(args.dataset, ws).spec  # stored as a spec every page and command can open again
     config = SweepConfig(kind=args.kind, dataset=dataset, workers=workers, repeats=args.repeats,
                          threads_per_worker=args.threads_per_worker, mode=args.mode, task=args.task,
-                         steps=args.steps, epochs=args.epochs, arch=args.arch).validate()  # fmt: skip
-    store = RunStore(ws.runs_db)
-    sweep_id = store.create_run(dataset=dataset, kind="sweep", config=asdict(config), status="running")
-    quiet = args.json
-    try:
-        runs = run_sweep(config, ws, store, sweep_id=sweep_id,
-                         progress=None if quiet else lambda done, total, what: _say(f"point {done + 1}/{total}: {what}"))  # fmt: skip
-    except BaseException as exc:
-        store.finish_run(sweep_id, "failed" if isinstance(exc, Exception) else "cancelled", error=str(exc))
-        raise
-    store.finish_run(sweep_id, "completed")
-    lines = [f"sweep-{sweep_id}: {len(runs)} points stored (runs {', '.join(map(str, runs))})",
-             f"tables: python -m core scaling --group sweep-{sweep_id}"]  # fmt: skip
-    return {"sweep_id": sweep_id, "group": f"sweep-{sweep_id}", "runs": runs}, "\n".join(lines)
+                         steps=args.steps, epochs=args.epochs, arch=args.arch)  # fmt: skip
+    # The Scaling page's path (core.scaling.sweep.submit_sweep), waited for here; Ctrl-C stops it between points.
+    say = None if args.json else lambda done, total, what: _say(f"point {done + 1}/{total}: {what}")
+    swept = sweep_and_wait(ws, RunStore(ws.runs_db), config, on_point=say)
+    group = f"sweep-{swept.sweep_id}"
+    lines = [f"{group} {swept.status}: {len(swept.runs)} points stored (runs {', '.join(map(str, swept.runs))})",
+             f"tables: python -m core scaling --group {group}"]  # fmt: skip
+    return {"sweep_id": swept.sweep_id, "group": group, "status": swept.status, "runs": swept.runs}, "\n".join(lines)
 
 
 def cmd_scaling(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:

@@ -12,6 +12,10 @@ worker, images, cores) and its timed section in the metric ``time_s``. Repeats a
 
 By default a point never runs more threads than the machine has cores: threads per worker = cores / workers.
 More only when asked (``threads_per_worker``), and such points are marked oversubscribed in the tables.
+
+One lifecycle for the page and the command line: :func:`submit_sweep` records the sweep as a queued run and
+times its points in a job on the registry (the Scaling page polls it, its Stop button cancels it);
+:func:`sweep_and_wait` is the same call waited for in this process (``python -m core sweep``, Ctrl-C cancels).
 """
 
 from __future__ import annotations
@@ -22,17 +26,78 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from core.common.cpu import set_torch_threads, usable_cores
+from core.common.errors import CoreError
 from core.common.workspace import Workspace
 from core.scaling.config import KINDS, SweepConfig
 from core.store.runs import RunStore
+from core.train.jobs import JobContext, JobRegistry
 
-__all__ = ["KINDS", "SweepConfig", "run_sweep", "measured"]
+__all__ = ["KINDS", "SweepConfig", "run_sweep", "measured", "submit_sweep", "sweep_and_wait", "Swept"]
 
 Progress = Callable[[int, int, str], None]  # (points done, points in all, what runs now)
+
+
+@dataclass(frozen=True)
+class Swept:
+    """How a waited sweep ended: its run, its status (completed, cancelled) and its points' runs, in order."""
+
+    sweep_id: int
+    status: str
+    runs: list[int]
+
+
+def submit_sweep(registry: JobRegistry, ws: Workspace, config: SweepConfig, *,
+                 on_point: Progress | None = None) -> int:  # fmt: skip
+    """Queue the sweep ``config`` on ``registry``; returns the sweep's run id at once.
+
+    The sweep is a queued run of kind ``sweep``; its job times every point in turn (reported on the job's progress,
+    and to ``on_point`` from the job's thread when given), stops before the next point once cancelled, and ends the
+    run completed, cancelled or failed (the registry records the error).
+
+    Raises:
+        CoreError: the settings are out of their bounds (nothing is recorded then).
+    """
+    config.validate()
+    sweep_id = registry.store.create_run(dataset=config.dataset, kind="sweep", config=asdict(config))
+    registry.submit(sweep_id, lambda ctx: _sweep_job(ctx, ws, config, on_point))
+    return sweep_id
+
+
+def _sweep_job(ctx: JobContext, ws: Workspace, config: SweepConfig, on_point: Progress | None) -> str:
+    began = time.time()
+
+    def progress(done: int, total: int, what: str) -> None:
+        ctx.report(phase="training", step=done, total_steps=total, message=what, first_step=0, first_step_at=began)
+        if on_point is not None:
+            on_point(done, total, what)
+
+    run_sweep(config, ws, ctx.store, sweep_id=ctx.run_id, progress=progress, cancel=ctx.cancel)
+    return "cancelled" if ctx.cancel.is_set() else "completed"
+
+
+def sweep_and_wait(ws: Workspace, store: RunStore, config: SweepConfig, *,
+                   on_point: Progress | None = None) -> Swept:  # fmt: skip
+    """:func:`submit_sweep`, waited for in this process. Ctrl-C cancels it as the page's Stop does: the point
+    being timed finishes, no other starts, and the sweep ends cancelled with the points it has.
+
+    Raises:
+        CoreError: bad settings, or the sweep failed (its error, in words).
+    """
+    registry = JobRegistry(store)
+    sweep_id = submit_sweep(registry, ws, config, on_point=on_point)
+    try:
+        job = registry.wait(sweep_id)
+    except KeyboardInterrupt:
+        registry.cancel(sweep_id)
+        job = registry.wait(sweep_id)
+    if job.status == "failed":
+        raise CoreError(f"sweep {sweep_id} failed: {job.error}")
+    points = [run.run_id for run in reversed(store.list_runs(group=f"sweep-{sweep_id}"))]  # oldest first
+    return Swept(sweep_id, job.status, points)
 
 
 def run_sweep(config: SweepConfig, ws: Workspace, store: RunStore, *, sweep_id: int | None = None,

@@ -104,3 +104,115 @@ def test_the_command_line_sweeps_then_prints_the_table(photos: Path, tmp_path: P
     assert "speedup" in capsys.readouterr().out
     assert main(["sweep", "prep", str(photos), "--workers", "1,x", "--workspace", ws]) == 2
     assert capsys.readouterr().err.startswith("error: --workers")
+
+
+# -- one lifecycle: the page and the command line start a sweep through core.scaling.sweep.submit_sweep --------
+
+
+@pytest.fixture
+def submitted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
+    """(run id, kind) of every run queued on any job registry during the test (the real submit runs)."""
+    from core.train.jobs import JobRegistry
+
+    seen: list[tuple[int, str]] = []
+    real = JobRegistry.submit
+
+    def submit(self: JobRegistry, run_id: int, work):  # noqa: ANN001, ANN202 - the registry's own signature
+        seen.append((run_id, self.store.get_run(run_id).kind))
+        return real(self, run_id, work)
+
+    monkeypatch.setattr(JobRegistry, "submit", submit)
+    return seen
+
+
+def test_a_submitted_sweep_is_a_queued_run_whose_job_times_every_point(photos: Path, ws: Workspace) -> None:
+    from core.scaling.sweep import submit_sweep
+    from core.train.jobs import JobRegistry
+
+    store = RunStore(ws.runs_db)
+    registry = JobRegistry(store, cores=1)
+    blocker = store.create_run(dataset="elsewhere")  # holds the only core: the sweep waits in the queue
+    registry.submit(blocker, lambda ctx: "cancelled" if ctx.cancel.wait(60) else "completed")
+    seen: list[str] = []
+    config = SweepConfig(kind="prep", dataset=str(photos), workers=[1, 2], repeats=1, mode="threads")
+    sweep_id = submit_sweep(registry, ws, config, on_point=lambda done, total, what: seen.append(what))
+    assert store.get_run(sweep_id).status == "queued" and store.get_run(sweep_id).kind == "sweep"
+    registry.cancel(blocker)
+    job = registry.wait(sweep_id, timeout=120)
+    assert job.status == "completed" and store.get_run(sweep_id).status == "completed"
+    assert seen == ["1 worker, repeat 1", "2 workers, repeat 1"]
+    [table] = stored_tables(store, include_flagged=True)
+    assert table.group == f"sweep-{sweep_id}" and [r.workers for r in table.rows] == [1, 2]
+
+
+def test_a_cancelled_sweep_stops_before_its_next_point(photos: Path, ws: Workspace) -> None:
+    from core.scaling.sweep import submit_sweep
+    from core.train.jobs import JobRegistry
+
+    store = RunStore(ws.runs_db)
+    registry = JobRegistry(store)
+    config = SweepConfig(kind="prep", dataset=str(photos), workers=[1, 2], repeats=5, mode="threads")
+    holder: dict[str, int] = {}
+    sweep_id = holder["id"] = submit_sweep(registry, ws, config,
+                                           on_point=lambda done, total, what: registry.cancel(holder["id"]))  # fmt: skip
+    job = registry.wait(sweep_id, timeout=120)
+    assert job.status == "cancelled" and store.get_run(sweep_id).status == "cancelled"
+    points = store.list_runs(group=f"sweep-{sweep_id}")
+    assert len(points) == 1 and points[0].status == "completed"  # the point under way ends; no other starts
+
+
+def test_a_failing_sweep_ends_failed_with_its_error_in_words(ws: Workspace, tmp_path: Path) -> None:
+    from core.scaling.sweep import sweep_and_wait
+
+    store = RunStore(ws.runs_db)
+    gone = SweepConfig(kind="prep", dataset=str(tmp_path / "not-there"), workers=[1], repeats=1)
+    with pytest.raises(CoreError, match=r"^sweep \d+ failed: "):
+        sweep_and_wait(ws, store, gone)
+    [sweep] = store.list_runs(kind="sweep")
+    assert sweep.status == "failed" and sweep.error and "Traceback" not in sweep.error
+
+
+def test_the_command_line_sweep_is_the_pages_job(photos: Path, tmp_path: Path, capsys, submitted) -> None:
+    import json
+
+    from core.cli.main import main
+
+    ws = str(tmp_path / "cli-ws")
+    assert main(["sweep", "prep", str(photos), "--workers", "1,2", "--repeats", "1", "--mode", "threads",
+                 "--workspace", ws, "--json"]) == 0  # fmt: skip
+    swept = json.loads(capsys.readouterr().out)
+    assert (swept["sweep_id"], "sweep") in submitted  # queued on a registry as the Scaling page queues it
+    assert swept["status"] == "completed" and len(swept["runs"]) == 2
+    store = RunStore(Workspace.open(ws).runs_db)
+    assert [store.get_run(r).group for r in swept["runs"]] == [swept["group"]] * 2
+
+
+def test_ctrl_c_stops_a_command_line_sweep_between_points_without_a_traceback(photos: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support import ROOT, wait_until
+
+    ws = tmp_path / "cli-ws"
+    err = tmp_path / "err.txt"
+    with err.open("w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "core", "sweep", "prep", str(photos), "--workers", "1,2",
+                                 "--repeats", "20", "--mode", "threads", "--workspace", str(ws)],
+                                cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                                stderr=stderr, text=True)  # fmt: skip
+        try:
+            wait_until(lambda: "point 1/40" in err.read_text(), timeout=120, what="the first point", process=proc)
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+    text = err.read_text()
+    assert proc.returncode == 0 and "Traceback" not in text, text
+    assert out.startswith("sweep-") and " cancelled: " in out.splitlines()[0]
+    store = RunStore(Workspace.open(ws).runs_db)
+    [sweep] = store.list_runs(kind="sweep")
+    points = store.list_runs(group=f"sweep-{sweep.run_id}")
+    assert sweep.status == "cancelled" and 1 <= len(points) < 40
+    assert all(p.status == "completed" for p in points)  # the point under way finished; none was cut off
