@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from core.common.workspace import Workspace
@@ -21,14 +22,18 @@ def add_parser(sub: Any, common: Any, dataset_args: Any) -> None:
                    help="write a cleaned dataset: keep-one, prefer-known, drop-conflicts, move-leaks")  # fmt: skip
     p.add_argument("--unknown-label", metavar="L", help="the label meaning 'not identified' (e.g. new_whale)")
     p.add_argument("--name", help="name of the cleaned dataset (default <dataset>-cleaned-<hash>)")
+    p.add_argument("--csv", metavar="FILE.csv", help="write every grouped image as a row (group, kind, flags, path, "
+                   "label, split, size): the Duplicates page's download, safe to open in a spreadsheet")  # fmt: skip
     p.add_argument("--workers", type=int, default=None, help="decoding threads (default: usable cores)")
     common(p)
 
 
 def cmd_dedup(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
+    from core.common.atomic import write_atomic
     from core.datasets.sources import resolve_dataset
     from core.dedup.cleaning import clean_dataset, parse_policies
     from core.dedup.groups import DedupConfig, find_duplicates
+    from core.dedup.tables import groups_csv
 
     ref = resolve_dataset(args.dataset, ws, labels=args.labels, images=args.images,
                           metadata=args.metadata, label_key=args.label_key)  # fmt: skip
@@ -36,11 +41,17 @@ def cmd_dedup(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
     config = DedupConfig(method=args.hash, threshold=args.threshold, verify=not args.no_verify, workers=args.workers)
     result = find_duplicates(ref, ws.cache, config)
     lines = result.text_lines()
+    written = {}
+    if args.csv:
+        target = Path(args.csv)
+        write_atomic(target, groups_csv(result.groups, result.members).encode())
+        written["csv"] = str(target)
+        lines.append(f"groups CSV: {target}")
     if policies is None:
-        return result.summary(), "\n".join(lines)
+        return {**result.summary(), **written}, "\n".join(lines)
     plan, cleaned = clean_dataset(result, policies, ws, unknown_label=args.unknown_label, name=args.name)
     summary = plan.summary(cleaned)
     lines.append(f"cleaned dataset: {summary['n_images']} images, {len(summary['removed'])} removed, "
                  f"{len(summary['relabelled'])} relabelled, {len(summary['moved'])} moved")  # fmt: skip
     lines.append(f"use it as DATASET: {cleaned.spec}")
-    return result.summary(cleaned=summary), "\n".join(lines)
+    return {**result.summary(cleaned=summary), **written}, "\n".join(lines)

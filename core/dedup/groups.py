@@ -43,6 +43,7 @@ from core.dedup.fingerprints import (
 )
 from core.dedup.hamming import BITS, near_pairs
 from core.dedup.leakage import SPLIT_ORDER, LeakageReport, leakage_from_members
+from core.dedup.tables import Borderline
 from core.dedup.verify import DEFAULT_MIN_CORRELATION, verify_pairs
 
 LOOK_ALIKE_COLUMNS = ["path_a", "path_b", "distance", "correlation", "residual"]
@@ -126,6 +127,12 @@ class DedupResult:
         return int((self.groups["size"] - 1).sum()) if len(self.groups) else 0
 
     @property
+    def near_threshold(self) -> Borderline:
+        """The borderline pairs counted by distance: what one or two bits more or less would change."""
+        assert self.config.threshold is not None
+        return Borderline(self.config.threshold, self.config.borderline, self.borderline)
+
+    @property
     def failed(self) -> pd.DataFrame:
         """Unreadable files: the scan's and those that failed to decode while hashing (path, reason)."""
         return pd.concat([self.scan.unreadable, self.hashes.failed], ignore_index=True)
@@ -155,6 +162,7 @@ class DedupResult:
                 }
                 for r in self.look_alikes.itertuples()
             ],  # fmt: skip
+            "borderline": self.near_threshold.to_dict(),
             "settings": {**asdict(self.config), "search_limit": self.config.limit},
             "unreadable": self.failed.to_dict("records"),
             "seconds": round(self.seconds, 3),
@@ -179,6 +187,7 @@ class DedupResult:
         if len(self.look_alikes):
             lines.append(f"{len(self.look_alikes)} look-alike pairs: similar pictures that are not copies "
                          "(not grouped, not counted as leaks; --json lists them)")  # fmt: skip
+        lines.append(self.near_threshold.text_line())
         lines += [f"unreadable: {one_line(r.path)}: {r.reason}" for r in self.failed.itertuples()]
         lines += [f"warning: {w}" for w in self.hashes.warnings]
         return lines

@@ -22,9 +22,10 @@ from core.datasets.sources import DatasetRef, resolve_dataset
 from core.dedup.cleaning import plan_cleaning
 from core.dedup.groups import DEFAULT_THRESHOLDS, DedupConfig, find_duplicates, group_duplicates
 from core.dedup.quality import QualityThresholds, quality_report
+from core.dedup.tables import groups_csv
 from tests import imagefactory as f
 from tests.support import ROOT
-from ui.duplicates import groups, leakage, session
+from ui.duplicates import leakage, session
 
 PAGE = "app_pages/duplicates.py"
 TIMEOUT = 60
@@ -299,7 +300,7 @@ def test_csv_export_lists_every_image_of_every_group(planted: DatasetRef) -> Non
     at = page_on(planted)
     assert at.get("download_button")[0].label == "Download all groups (CSV)"
     result = result_of(at)
-    frame = pd.read_csv(io.StringIO(groups.groups_csv(result)))
+    frame = pd.read_csv(io.StringIO(groups_csv(result.groups, result.members)))  # as dedup --csv writes it
     assert list(frame.columns) == ["group", "kind", "size", "conflict", "leak", "max_distance", "path", "label",
                                    "split", "width", "height"]  # fmt: skip
     assert len(frame) == len(result.members) == 14 and sorted(frame["group"].unique()) == list(range(1, 8))

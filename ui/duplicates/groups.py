@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.common.untrusted import spreadsheet_safe
 from core.dedup.groups import DedupResult
+from core.dedup.tables import groups_csv
 from ui.common import count_of
 from ui.duplicates.cards import bits, name, pager, pair_cards, thumb_grid
 from ui.text import plain, plain_list
@@ -65,8 +65,9 @@ def groups(result: DedupResult) -> None:
     left, _, right = st.columns([2, 1, 1], vertical_alignment="bottom")
     with left:
         page = pager(len(shown), GROUPS_PER_PAGE, "dup_page", "groups")
-    right.download_button("Download all groups (CSV)", data=lambda: groups_csv(result), file_name="duplicate-groups.csv",
-                       mime="text/csv", key="dup_csv", icon=":material/download:", on_click="ignore")  # fmt: skip
+    right.download_button("Download all groups (CSV)", data=lambda: groups_csv(result.groups, result.members),
+                          file_name="duplicate-groups.csv", mime="text/csv", key="dup_csv", icon=":material/download:",
+                          on_click="ignore")  # fmt: skip
     if shown.empty:
         st.info("No group matches these filters.")
         return
@@ -110,53 +111,25 @@ def _group_card(result: DedupResult, g, members: pd.DataFrame, hashes: pd.Series
             st.caption(f"... and {len(members) - len(shown)} more images in this group (all of them are in the CSV)")
 
 
-def groups_csv(result: DedupResult) -> str:
-    """One row per image in a group, with its group's description: what the CSV download holds (safe to open in a
-    spreadsheet: a label or a file name may start with "=")."""
-    columns = ["group", "kind", "size", "conflict", "leak", "max_distance", "path", "label", "split", "width", "height"]
-    if result.groups.empty:
-        return ",".join(columns) + "\n"
-    described = result.groups.rename(columns={"distance": "max_distance"})[
-        ["group", "kind", "size", "conflict", "leak", "max_distance"]
-    ]
-    rows = result.members.merge(described, on="group")
-    rows["group"] = rows["group"] + 1  # numbered as on the page
-    return spreadsheet_safe(rows[columns]).to_csv(index=False, lineterminator="\n")
-
-
 def borderline(result: DedupResult) -> None:
-    threshold, margin = result.config.threshold, result.config.borderline
-    pairs = result.borderline
-    st.markdown(f"The pairs of **this dataset** whose hashes differ by {max(threshold - margin, 0)} to "
-                f"{threshold + margin} bits. A pair is grouped when it is within the threshold **and** looks alike on "
-                "pixels (thumbnail correlation, same colours); exact copies are not listed.")  # fmt: skip
+    near = result.near_threshold  # counted in core (core.dedup.tables.Borderline), as dedup --json reports them
+    threshold, margin, pairs = near.threshold, near.margin, near.pairs
+    st.markdown(f"The pairs of **this dataset** whose hashes differ by {near.low} to {near.high} bits. A pair is "
+                "grouped when it is within the threshold **and** looks alike on pixels (thumbnail correlation, same "
+                "colours); exact copies are not listed.")  # fmt: skip
     if pairs.empty:
         st.info(f"No pair of images lies within {margin} bits of the threshold: moving it a little changes nothing.")
         return
-    alike = pairs["verified"].to_numpy(bool)
-    dist = pairs["distance"].to_numpy(int)
-    c1, c2, c3, c4 = st.columns([1, 1, 1, 2])
-    if threshold > 0:
-        c1.metric(f"At {threshold - 1} bits", f"-{int((alike & (dist == threshold)).sum())} pairs",
-                  help="Grouped now, dropped with one bit less")  # fmt: skip
-    c2.metric(f"At {threshold + 1} bits", f"+{int((alike & (dist == threshold + 1)).sum())} pairs",
-              help="Look alike, added with one bit more")  # fmt: skip
-    c3.metric(f"At {threshold + 2} bits", f"+{int((alike & (dist > threshold) & (dist <= threshold + 2)).sum())} pairs",
-              help="Look alike, added with two bits more")  # fmt: skip
-    table = (
-        pairs.assign(alike=alike)
-        .groupby("distance")
-        .agg(pairs=("alike", "size"), look_alike=("alike", "sum"), grouped_now=("counted", "sum"))
-        .reset_index()
-        .rename(columns={"distance": "bits", "pairs": "candidate pairs", "look_alike": "look alike",
-                         "grouped_now": "grouped now"})
-    )  # fmt: skip
-    c4.dataframe(table, hide_index=True, width="stretch")
+    helps = {threshold - 1: "Grouped now, dropped with one bit less", threshold + 1: "Look alike, added with one bit "
+             "more", threshold + 2: "Look alike, added with two bits more"}  # fmt: skip
+    columns = st.columns([1, 1, 1, 2])
+    for column, (at, change) in zip(columns[3 - len(near.changes()) : 3], near.changes().items(), strict=True):
+        column.metric(f"At {at} bits", f"{change:+d} pairs", help=helps[at])
+    columns[3].dataframe(near.by_distance(), hide_index=True, width="stretch")
     if result.config.method == "phash":
         st.caption("phash distances are always even (its bits split at the median): odd thresholds act like the "
                    "even one below them.")  # fmt: skip
-    grouped = pairs[pairs["counted"]].sort_values("distance", ascending=False, kind="stable")
-    outside = pairs[alike & ~pairs["counted"].to_numpy(bool)].sort_values("distance", kind="stable")
+    grouped, outside = near.grouped(), near.outside()
     page = pager(max(len(grouped), len(outside)), PAIRS_PER_PAGE // 2, "dup_border_page", "pairs on each side")
     part = slice(page * (PAIRS_PER_PAGE // 2), (page + 1) * (PAIRS_PER_PAGE // 2))
     left, right = st.columns(2)
@@ -168,8 +141,8 @@ def borderline(result: DedupResult) -> None:
                 st.caption("None within the margin.")
             pair_cards(result.ref.root, rows.iloc[part], [_border_text(r, threshold) for r in rows.iloc[part].itertuples()],
                         per_row=1)  # fmt: skip
-    low, high = max(threshold - margin, 0), threshold + margin
-    with st.expander(f"All {len(pairs):,} pairs {low} to {high} bits apart, including those that differ on pixels"):
+    with st.expander(f"All {len(pairs):,} pairs {near.low} to {near.high} bits apart, including those that differ on "
+                     "pixels"):  # fmt: skip
         st.dataframe(pairs, hide_index=True, width="stretch")
 
 
