@@ -4,6 +4,7 @@ workers against time, built from the runs it stored."""
 import streamlit as st
 
 from core.scaling.points import stored_tables
+from core.store.records import group_words
 from ui import scaling as views
 from ui.state import current_ref, jobs, run_store
 
@@ -37,6 +38,6 @@ if not tables:
             "on the built-in digits.", icon=":material/info:")  # fmt: skip
     st.stop()
 groups = list(dict.fromkeys(t.group for t in reversed(tables)))
-group = st.selectbox("Sweep", groups, format_func=lambda g: g.replace("sweep-", "Sweep "), key="scaling_group")
+group = st.selectbox("Sweep", groups, format_func=lambda g: group_words(g).capitalize(), key="scaling_group")
 for table in [t for t in tables if t.group == group]:
     views.table_view(table, store)

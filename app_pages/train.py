@@ -47,7 +47,7 @@ weights_file = st.file_uploader("...or start from a weights file of your own", t
 values |= train_form.advanced(defaults, plan)
 if measured is not None:
     st.caption(f"Processes ({measured[0]}) and threads ({measured[1]}) start from the fastest setting "
-               f"{measured[2].replace('sweep-', 'sweep ')} measured (Scaling page).")  # fmt: skip
+               f"{measured[2].words} measured (Scaling page).")  # fmt: skip
 
 try:
     if weights_file is not None:

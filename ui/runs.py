@@ -6,7 +6,6 @@ import pandas as pd
 import streamlit as st
 
 from core.common.errors import CoreError
-from core.common.untrusted import whole_number
 from core.common.workspace import Workspace
 from core.store.records import ACTIVE_STATUSES, RunRecord
 from core.store.runs import RunStore
@@ -156,14 +155,12 @@ def run_header(store: RunStore, ws: Workspace, run: RunRecord) -> None:
 
 def relations(store: RunStore, run: RunRecord) -> None:
     """Where the run comes from, with links: a search it is a trial of, a run whose weights it started from."""
-    group = run.group or ""
+    search = run.in_group("search")
     links = []
-    if group.startswith("search-") and whole_number(group[7:]) is not None:
+    if search is not None:
         trial = store.params(run.run_id).get("search_trial")
-        words = (
-            f"Trial {trial + 1} of search {group[7:]}" if isinstance(trial, int) else f"A trial of search {group[7:]}"
-        )
-        links.append(("app_pages/search.py", words, {"search": group[7:]}, ":material/travel_explore:"))
+        words = f"Trial {trial + 1} of search {search}" if isinstance(trial, int) else f"A trial of search {search}"
+        links.append(("app_pages/search.py", words, {"search": str(search)}, ":material/travel_explore:"))
     parent = run.config.get("from_run")
     if parent:
         links.append(

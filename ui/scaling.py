@@ -13,6 +13,7 @@ from core.scaling.points import TASK_WORDS, sweep_task
 from core.scaling.reading import reading
 from core.scaling.sweep import SweepConfig, submit_sweep
 from core.scaling.tables import Table
+from core.store.records import group_words
 from core.store.runs import RunStore
 from core.train.jobs import Job, JobRegistry
 from ui.common import count_of
@@ -94,10 +95,7 @@ def table_view(table: Table, store: RunStore) -> None:
     the reading in words and a CSV."""
     title = KINDS["ddp"] if table.mode == "ddp" else KINDS.get(table.kind, table.kind)
     task = sweep_task(store, table.group)
-    st.markdown(
-        f"**{title}**{f' ({task})' if task else ''} · {table.group.replace('sweep-', 'sweep ')} · "
-        f"workers are {table.mode}"
-    )
+    st.markdown(f"**{title}**{f' ({task})' if task else ''} · {group_words(table.group)} · workers are {table.mode}")
     frame = pd.DataFrame([r.to_json() for r in table.rows])
     shown = frame[list(COLUMNS)].rename(columns=COLUMNS)
     st.dataframe(_words(shown), hide_index=True, width="stretch")

@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.common.errors import CoreError
 from core.common.untrusted import whole_number
-from core.experiments.results import best_trial, trial_rows, trials
+from core.experiments.results import best_trial, search_group, trial_rows, trials
 from core.experiments.search import DEFAULT_TRIALS, MAX_TRIALS, SearchSpec
 from core.experiments.space import METRICS, Space, SpaceError, metric, parse_space
 from core.store.records import RunRecord
@@ -157,7 +157,7 @@ def show_search(store: RunStore, search: RunRecord) -> None:
     compare.show(frame, f"search_table_{search.run_id}", best=best["run_id"] if best else None, select=False)
     if best is not None:
         _best(best, chosen.words)
-    compare.download(frame, f"search-{search.run_id}.csv", f"search_csv_{search.run_id}")
+    compare.download(frame, f"{search_group(search.run_id)}.csv", f"search_csv_{search.run_id}")
     compare.settings_chart(frame, f"search_chart_{search.run_id}")
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from core.common.errors import CoreError
 from core.common.workspace import Workspace
+from core.store.records import RunGroup
 from core.store.runs import RunStore
 
 
@@ -55,7 +56,7 @@ def cmd_sweep(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
     # The Scaling page's path (core.scaling.sweep.submit_sweep), waited for here; Ctrl-C stops it between points.
     say = None if args.json else lambda done, total, what: _say(f"point {done + 1}/{total}: {what}")
     swept = sweep_and_wait(ws, RunStore(ws.runs_db), config, on_point=say)
-    group = f"sweep-{swept.sweep_id}"
+    group = str(RunGroup("sweep", swept.sweep_id))
     lines = [f"{group} {swept.status}: {len(swept.runs)} points stored (runs {', '.join(map(str, swept.runs))})",
              f"tables: python -m core scaling --group {group}"]  # fmt: skip
     return {"sweep_id": swept.sweep_id, "group": group, "status": swept.status, "runs": swept.runs}, "\n".join(lines)

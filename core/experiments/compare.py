@@ -68,7 +68,7 @@ def _row(store: RunStore, run: RunRecord, metrics: pd.DataFrame, honest: tuple[f
         "test_accuracy": float(test.iloc[-1]) if len(test) else np.nan,
         "test_accuracy_clean": _clean(honest), "n_leaking": honest[1] if honest else None,
         "wall_s": run.wall_s, "images_per_s": values["images_per_s"].median() if len(values["images_per_s"]) else np.nan,
-        "parent_id": run.parent_id, "search_id": _search_id(run), "trial": params.get("search_trial"),
+        "parent_id": run.parent_id, "search_id": run.in_group("search"), "trial": params.get("search_trial"),
     }  # fmt: skip
 
 
@@ -85,15 +85,10 @@ def _status(run: RunRecord, params: dict) -> str:
     return "pruned" if run.status == "cancelled" and params.get("search_outcome") == "pruned" else run.status
 
 
-def _search_id(run: RunRecord) -> int | None:
-    group = run.group or ""
-    return int(group.removeprefix("search-")) if group.startswith("search-") and group[7:].isdigit() else None
-
-
 def family(run: RunRecord, params: dict | None = None) -> str:
     """How a run is related to others, in words: ``search 12 · trial 3``, ``from run 5``, both, or ""."""
     parts = []
-    search = _search_id(run)
+    search = run.in_group("search")
     if search is not None:
         trial = (params or {}).get("search_trial")
         parts.append(f"search {search}" + (f" · trial {trial + 1}" if isinstance(trial, int) else ""))

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.store.records import RunRecord
+from core.store.records import RunGroup, RunRecord
 from core.store.runs import RunStore
 
 
-def search_group(search_id: int) -> str:
-    """The run-store group of a search's trials (also its Optuna study's name)."""
-    return f"search-{search_id}"
+def search_group(search_id: int) -> RunGroup:
+    """The run-store group of a search's trials (printed, also its Optuna study's name)."""
+    return RunGroup("search", search_id)
 
 
 def pruned(store: RunStore, run_id: int) -> bool:

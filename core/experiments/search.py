@@ -219,7 +219,7 @@ class _Driver:
         params = dict(params if params is not None else trial.params)
         try:
             config = replace(self.spec.base, **params).validate()
-            run_id = submit_training(self.registry, self.ws, config, group=search_group(self.search_id),
+            run_id = submit_training(self.registry, self.ws, config, group=str(search_group(self.search_id)),
                                      parent_id=self.search_id)  # fmt: skip
         except CoreError as exc:  # settings that cannot train together: this trial fails, the search goes on
             trial.set_user_attr("error", str(exc))
@@ -321,7 +321,7 @@ def open_study(ws: Workspace, search_id: int, spec: SearchSpec) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pruner = (optuna.pruners.SuccessiveHalvingPruner(min_resource=SH_MIN_EPOCHS, reduction_factor=SH_REDUCTION)
               if spec.prune else optuna.pruners.NopPruner())  # fmt: skip
-    study = optuna.create_study(storage=_storage(ws), study_name=search_group(search_id), load_if_exists=True,
+    study = optuna.create_study(storage=_storage(ws), study_name=str(search_group(search_id)), load_if_exists=True,
                                 direction=metric(spec.metric).direction, pruner=pruner,
                                 sampler=optuna.samplers.RandomSampler(seed=spec.seed))  # fmt: skip
     if spec.method == "grid":

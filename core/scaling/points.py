@@ -7,7 +7,7 @@ import time
 
 from core.common.errors import RunStoreError
 from core.scaling.tables import Point, Table, scaling_tables
-from core.store.records import RunRecord
+from core.store.records import RunGroup, RunRecord
 from core.store.runs import RunStore
 
 POINT_KINDS = ("prep", "train")
@@ -48,17 +48,17 @@ TASK_WORDS = {"copy": "split and copy into train/val/test folders", "fingerprint
 
 def sweep_task(store: RunStore, group: str) -> str:
     """What a preparation sweep timed, in words ("" for other sweeps or a group that is not a sweep's)."""
-    run_id = group.removeprefix("sweep-")
-    if not run_id.isdigit():
+    sweep = RunGroup.parse(group)
+    if sweep is None or sweep.kind != "sweep":
         return ""
     try:
-        config = store.get_run(int(run_id)).config
+        config = store.get_run(sweep.id).config
     except RunStoreError:  # a deleted sweep run: its points still make a table, without the words
         return ""
     return TASK_WORDS.get(config.get("task", ""), "") if config.get("kind") == "prep" else ""
 
 
-def best_setting(store: RunStore, dataset: str, arch: str) -> tuple[int, int, str] | None:
+def best_setting(store: RunStore, dataset: str, arch: str) -> tuple[int, int, RunGroup] | None:
     """(ranks, threads per rank, sweep group) of the fastest fair point of the newest training sweep of this
     dataset and network (a ``train`` sweep measures threads with one rank; a ``ddp`` sweep both); None without
     one. The Train page starts from it."""
@@ -66,11 +66,12 @@ def best_setting(store: RunStore, dataset: str, arch: str) -> tuple[int, int, st
         config = sweep.config
         if config.get("kind") not in ("train", "ddp") or sweep.dataset != dataset or config.get("arch", "auto") != arch:
             continue
-        tables = stored_tables(store, f"sweep-{sweep.run_id}")
+        group = RunGroup("sweep", sweep.run_id)
+        tables = stored_tables(store, str(group))
         rows = [r for t in tables for r in t.rows if not r.oversubscribed]
         if rows:
             best = max(rows, key=lambda r: r.images_per_s)
             if best.mode == "threads":
-                return 1, best.workers, f"sweep-{sweep.run_id}"
-            return best.workers, best.threads_per_worker, f"sweep-{sweep.run_id}"
+                return 1, best.workers, group
+            return best.workers, best.threads_per_worker, group
     return None

@@ -33,6 +33,7 @@ from core.common.cpu import set_torch_threads, usable_cores
 from core.common.errors import CoreError
 from core.common.workspace import Workspace
 from core.scaling.config import KINDS, SweepConfig
+from core.store.records import RunGroup
 from core.store.runs import RunStore
 from core.train.jobs import JobContext, JobRegistry
 
@@ -96,7 +97,7 @@ def sweep_and_wait(ws: Workspace, store: RunStore, config: SweepConfig, *,
         job = registry.wait(sweep_id)
     if job.status == "failed":
         raise CoreError(f"sweep {sweep_id} failed: {job.error}")
-    points = [run.run_id for run in reversed(store.list_runs(group=f"sweep-{sweep_id}"))]  # oldest first
+    points = [run.run_id for run in reversed(store.list_runs(group=RunGroup("sweep", sweep_id)))]  # oldest first
     return Swept(sweep_id, job.status, points)
 
 
@@ -109,7 +110,7 @@ def run_sweep(config: SweepConfig, ws: Workspace, store: RunStore, *, sweep_id: 
     config.validate()
     if sweep_id is None:
         sweep_id = store.create_run(dataset=config.dataset, kind="sweep", config=asdict(config), status="running")
-    group = f"sweep-{sweep_id}"
+    group = str(RunGroup("sweep", sweep_id))
     timer = _timer(config, ws)
     plan = [n for _ in range(config.repeats) for n in config.workers]
     done: list[int] = []

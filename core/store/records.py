@@ -1,5 +1,6 @@
-"""What the run store hands out: the run statuses and ``RunRecord`` (one row of ``runs``), built from the row
-by the column list of ``core.store.schema``."""
+"""What the run store hands out: the run statuses, ``RunRecord`` (one row of ``runs``, built from the row by the
+column list of ``core.store.schema``) and ``RunGroup``, the group a run belongs to (a search's trials, a sweep's
+points), parsed from and printed to its stored string here and nowhere else."""
 
 from __future__ import annotations
 
@@ -20,6 +21,48 @@ ACTIVE_STATUSES: tuple[str, ...] = ("queued", "running")
 FINAL_STATUSES: tuple[str, ...] = ("completed", "cancelled", "failed")
 # Columns whose record field has another name; pid_start and instance stay internal (liveness only).
 _FIELD_OF_COLUMN = {"id": "run_id", "run_group": "group", "pid_start": None, "instance": None}
+
+
+@dataclass(frozen=True)
+class RunGroup:
+    """The runs one search (its trials) or one sweep (its points) made: ``RunGroup("search", 12)``.
+
+    Stored as ``search-12`` in the ``run_group`` column, as every workspace so far holds it; ``str()`` writes that
+    form and :meth:`parse` reads it back.
+    """
+
+    kind: str  # one of GROUP_KINDS
+    id: int  # the run id of the search or sweep itself
+
+    def __post_init__(self) -> None:
+        if self.kind not in GROUP_KINDS or isinstance(self.id, bool) or not isinstance(self.id, int) or self.id < 1:
+            raise RunStoreError(f"not a run group: {self.kind!r} {self.id!r}")
+
+    def __str__(self) -> str:
+        return f"{self.kind}-{self.id}"
+
+    @property
+    def words(self) -> str:
+        """The group as a page says it: ``search 12``."""
+        return f"{self.kind} {self.id}"
+
+    @classmethod
+    def parse(cls, text: str | None) -> RunGroup | None:
+        """The group a stored string names; None for no group or a string this studio does not write."""
+        kind, _, number = (text or "").partition("-")
+        # ASCII digits only, no sign, no leading zero: exactly what __str__ writes ("sweep-²" and "search-07" are not).
+        if kind not in GROUP_KINDS or not number.isascii() or not number.isdigit() or number.startswith("0"):
+            return None
+        return cls(kind, int(number))
+
+
+GROUP_KINDS: tuple[str, ...] = ("search", "sweep")
+
+
+def group_words(text: str | None) -> str:
+    """A stored group as a page says it: ``sweep 12`` for ``sweep-12``; any other string as it is."""
+    group = RunGroup.parse(text)
+    return group.words if group is not None else (text or "")
 
 
 @dataclass(frozen=True)
@@ -52,6 +95,16 @@ class RunRecord:
     cpu_model: str | None = None
     cpu_count: int | None = None
     thread: str | None = None
+
+    @property
+    def run_group(self) -> RunGroup | None:
+        """The search or sweep the run belongs to, parsed from ``group``; None for a run of its own."""
+        return RunGroup.parse(self.group)
+
+    def in_group(self, kind: str) -> int | None:
+        """The id of the ``kind`` group (search, sweep) the run belongs to; None when it belongs to none."""
+        group = self.run_group
+        return group.id if group is not None and group.kind == kind else None
 
     @property
     def wall_s(self) -> float | None:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.common.diskspace import DiskFullError, disk_full_message, is_disk_full
 from core.common.errors import RunStoreError
@@ -33,6 +33,9 @@ from core.store.liveness import Liveness, find_thread, owner_columns
 from core.store.metrics import RunTables
 from core.store.records import ACTIVE_STATUSES, FINAL_STATUSES, RunRecord, check_status, crashed_record, record
 from core.store.schema import SELECT_RUNS, connect, prepare_file
+
+if TYPE_CHECKING:
+    from core.store.records import RunGroup
 
 # Connections inherited through fork(): SQLite must not use (nor close) them in the child.
 _FORKED_CONNECTIONS: list[sqlite3.Connection] = []
@@ -188,7 +191,7 @@ class RunStore(RunTables):
         name: str | None = None,
         arch: str | None = None,
         config: dict | None = None,
-        group: str | None = None,
+        group: RunGroup | str | None = None,
         threads: int | None = None,
         processes: int | None = None,
         device: str | None = None,
@@ -213,7 +216,7 @@ class RunStore(RunTables):
         running = status == "running"
         columns = {
             "kind": kind,
-            "run_group": group,
+            "run_group": None if group is None else str(group),
             "status": status,
             "dataset": str(dataset),
             "arch": arch,
@@ -389,7 +392,7 @@ class RunStore(RunTables):
         return self._effective(rows)[0]
 
     def list_runs(
-        self, *, status: str | None = None, kind: str | None = None, group: str | None = None
+        self, *, status: str | None = None, kind: str | None = None, group: RunGroup | str | None = None
     ) -> list[RunRecord]:
         """Runs newest first, filtered on the effective status, kind and group.
 
@@ -402,7 +405,7 @@ class RunStore(RunTables):
             stored = ("crashed", *ACTIVE_STATUSES) if status == "crashed" else (check_status(status),)
             where.append(f"status IN ({', '.join('?' * len(stored))})")
             args += stored
-        for column, value in (("kind", kind), ("run_group", group)):
+        for column, value in (("kind", kind), ("run_group", None if group is None else str(group))):
             if value is not None:
                 where.append(f"{column}=?")
                 args.append(value)
