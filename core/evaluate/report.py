@@ -18,6 +18,7 @@ import pandas as pd
 from PIL import Image
 
 from core.common.atomic import write_atomic
+from core.common.words import SPLITS, choice_word, duration, metric_word, split_word
 from core.datasets.sources import dataset_title
 from core.evaluate import words as w
 from core.evaluate.evaluation import Evaluation
@@ -26,6 +27,7 @@ from core.evaluate.mistakes import Explained, enlarged, overlay_of
 from core.evaluate.svg import reliability_svg
 from core.explain.words import describe_layer
 from core.train.archs import arch_label
+from core.train.config import label_of
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
@@ -39,9 +41,7 @@ th{background:#f4f4f4}td.l,th.l{text-align:left}.cm td{min-width:2.2em;text-alig
 .imgs{display:flex;flex-wrap:wrap;gap:14px}.img{width:330px;font-size:.9em}.img img{width:160px;
 image-rendering:auto}.small{color:#666;font-size:.85em}
 """
-SETTING_WORDS = {"optimizer": "Optimizer", "lr": "Peak learning rate", "batch_size": "Images per step",
-                 "schedule": "Learning-rate schedule", "augment": "Augmentation", "label_smoothing": "Label smoothing",
-                 "freeze": "Layers kept fixed", "seed": "Seed"}  # fmt: skip
+SETTINGS = ("optimizer", "lr", "batch_size", "schedule", "augment", "label_smoothing", "freeze", "seed")
 
 
 def build_report(ev: Evaluation, explained: list[Explained], settings: list[tuple[str, str]]) -> str:
@@ -51,7 +51,7 @@ def build_report(ev: Evaluation, explained: list[Explained], settings: list[tupl
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Evaluation of run "
              f"{ev.run.run_id}</title><style>{STYLE}</style></head><body>",
              f"<h1>How good is run {ev.run.run_id}? {_e(arch_label(ev.run.arch))} on {_e(name)}</h1>",
-             f"<p class='small'>Measured on the {m.n:,} {w.SPLIT_WORDS.get(ev.split, ev.split)} images the model "
+             f"<p class='small'>Measured on the {m.n:,} {split_word(ev.split)} images the model "
              f"never trained on, {m.n_classes} classes. Report made {time.strftime('%Y-%m-%d %H:%M')}.</p>"]  # fmt: skip
     leaking = set(ev.leaks.leaking) if ev.leaks is not None else set()
     parts += [_cards(ev), _leakage(ev), _confusion(ev), _classes(ev), _worst(explained, leaking),
@@ -76,13 +76,14 @@ def _card(value: str, title: str, sentence: str, warning: str = "") -> str:
 
 def _cards(ev: Evaluation) -> str:
     m = ev.metrics
-    cards = [_card(w.pct(m.accuracy, 1), "Accuracy", w.accuracy_sentence(m.accuracy, m.n, ev.split),
+    cards = [_card(w.pct(m.accuracy, 1), metric_word("accuracy"), w.accuracy_sentence(m.accuracy, m.n, ev.split),
                    w.few_images_warning(m.n, m.accuracy)),
-             _card(w.pct(m.top_k_accuracy, 1), f"Top-{m.top_k} accuracy", w.top_k_sentence(m.top_k_accuracy, m.n, m.top_k)),
-             _card(f"{m.map5:.3f}", "MAP@5", w.map5_sentence(m.map5)),
-             _card(f"{m.macro['f1']:.3f}", "Macro F1", w.f1_sentence(m.macro["f1"], m.n_classes)),
-             _card(f"{m.log_loss:.3f}", "Log loss", w.log_loss_sentence(m.log_loss, m.n_classes)),
-             _card(w.pct(m.calibration.ece, 1), "Calibration error", w.calibration_sentence(m.calibration))]  # fmt: skip
+             _card(w.pct(m.top_k_accuracy, 1), metric_word("top_k_accuracy", k=m.top_k),
+                   w.top_k_sentence(m.top_k_accuracy, m.n, m.top_k)),
+             _card(f"{m.map5:.3f}", metric_word("map5"), w.map5_sentence(m.map5)),
+             _card(f"{m.macro['f1']:.3f}", metric_word("macro_f1"), w.f1_sentence(m.macro["f1"], m.n_classes)),
+             _card(f"{m.log_loss:.3f}", metric_word("log_loss"), w.log_loss_sentence(m.log_loss, m.n_classes)),
+             _card(w.pct(m.calibration.ece, 1), metric_word("ece"), w.calibration_sentence(m.calibration))]  # fmt: skip
     macro = (f"<p class='small'>Macro precision {m.macro['precision']:.3f}, recall {m.macro['recall']:.3f}; "
              f"weighted by class size: precision {m.weighted['precision']:.3f}, recall {m.weighted['recall']:.3f}, "
              f"F1 {m.weighted['f1']:.3f}.</p>")  # fmt: skip
@@ -97,7 +98,7 @@ def _leakage(ev: Evaluation) -> str:
         return head + "<p>Not checked when this report was made.</p>"
     h = ev.honest
     table = (f"<table><tr><th class='l'></th><th>images</th><th>accuracy</th><th>MAP@5</th></tr>"
-             f"<tr><td class='l'>all {w.SPLIT_WORDS.get(ev.split, ev.split)} images</td><td>{h.n_all:,}</td>"
+             f"<tr><td class='l'>all {split_word(ev.split)} images</td><td>{h.n_all:,}</td>"
              f"<td>{w.pct(h.accuracy_all, 1)}</td><td>{h.map5_all:.3f}</td></tr>"
              f"<tr><td class='l'>without a copy in train</td><td>{h.n_clean:,}</td><td>{w.pct(h.accuracy_clean, 1)}"
              f"</td><td>{'n/a' if h.map5_clean is None else f'{h.map5_clean:.3f}'}</td></tr></table>")  # fmt: skip
@@ -186,15 +187,13 @@ def _settings(settings: list[tuple[str, str]]) -> str:
 
 def _dataset(ev: Evaluation) -> str:
     counts = ev.splits.pivot_table(index="label", columns="split", values="path", aggfunc="count", fill_value=0)
-    counts = counts.reindex(columns=[s for s in ("train", "val", "test") if s in counts.columns])
+    counts = counts.reindex(columns=[s for s in SPLITS if s in counts.columns])
     total = ev.split_counts()
-    head = "".join(f"<th>{_e(w.SPLIT_WORDS.get(s, s) if s != 'train' else 'training')}</th>" for s in counts.columns)
+    head = "".join(f"<th>{_e(split_word(s))}</th>" for s in counts.columns)
     rows = "".join(f"<tr><td class='l'>{_e(label)}</td>" + "".join(f"<td>{int(v)}</td>" for v in row) + "</tr>"
                    for label, row in counts.head(50).iterrows())  # fmt: skip
     more = f"<p class='small'>First 50 of {len(counts)} classes.</p>" if len(counts) > 50 else ""
-    summary = ", ".join(
-        f"{total.get(s, 0):,} {'training' if s == 'train' else w.SPLIT_WORDS[s]}" for s in ("train", "val", "test")
-    )
+    summary = ", ".join(f"{total.get(s, 0):,} {split_word(s)}" for s in SPLITS)
     return (
         f"<h2>The data</h2><p>{_e(dataset_title(ev.run.dataset))}: {sum(total.values()):,} images in "
         f"{len(counts)} classes ({summary}).</p><table><tr><th class='l'>class</th>{head}</tr>{rows}</table>{more}"
@@ -218,19 +217,20 @@ def report_for(ws, store, ev: Evaluation, explained: list[Explained] | None = No
 
 
 def run_settings(run, checkpoint_config: dict | None, epoch: int | None) -> list[tuple[str, str]]:
-    """The run's settings in words (the resolved config from its best checkpoint when given)."""
+    """The run's settings in words, named and worded as the Train page names them (the resolved config from its
+    best checkpoint when given)."""
     config = checkpoint_config or run.config
     weights = str(config.get("weights", "none"))
-    rows = [("Network", arch_label(run.arch or config.get("arch"))),
-            ("Starting weights", {"none": "random (trained from scratch)", "imagenet": "ImageNet (pretrained)"}
-             .get(weights, "a weights file")),
-            ("Image size", f"{config.get('image_size') or 'chosen from the images'} px" if config.get("image_size")
-             else "chosen from the images")]  # fmt: skip
-    rows += [(label, str(config[key])) for key, label in SETTING_WORDS.items() if key in config]
+    size = config.get("image_size")
+    rows = [(label_of("arch"), arch_label(run.arch or config.get("arch"))),
+            (label_of("weights"), choice_word("weights", weights) if weights in ("none", "imagenet") else
+             "a weights file"),
+            (label_of("image_size"), f"{size} px" if size else "chosen from the images")]  # fmt: skip
+    rows += [(label_of(key), choice_word(key, config[key])) for key in SETTINGS if key in config]
     if epoch:
         rows.append(("Epoch of the saved model (best on validation)", str(epoch)))
     if run.wall_s:
-        rows.append(("Training time", f"{run.wall_s / 60:.1f} min" if run.wall_s >= 60 else f"{run.wall_s:.0f} s"))
+        rows.append(("Training time", duration(run.wall_s)))
     return rows
 
 

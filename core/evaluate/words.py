@@ -1,4 +1,5 @@
-"""The sentences that explain each number to someone who does not program: the page and the report share them.
+"""The sentences that explain each number to someone who does not program: the page and the report share them
+(with the names of the metrics and splits, from ``core.common.words``).
 
 Every sentence says what the number means for the user's own images, with counts, and says when it could
 mislead (too few images, copies of training images in the test).
@@ -8,24 +9,20 @@ from __future__ import annotations
 
 import math
 
+from core.common.words import split_word
 from core.evaluate.calibration import Calibration
 from core.evaluate.leakage import HonestScore
 
 FEW_IMAGES = 20  # below this a score moves by 5+ points per image: say so beside it
-SPLIT_WORDS = {"test": "test", "val": "validation"}
 
 
 def pct(value: float | None, digits: int = 0) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.{digits}f}%"
 
 
-def _split(split: str) -> str:
-    return SPLIT_WORDS.get(split, split)
-
-
 def accuracy_sentence(accuracy: float, n: int, split: str = "test") -> str:
     right = round(accuracy * n)
-    return f"{right:,} of {n:,} {_split(split)} images get the right label ({pct(accuracy, 1)})."
+    return f"{right:,} of {n:,} {split_word(split)} images get the right label ({pct(accuracy, 1)})."
 
 
 def top_k_sentence(value: float, n: int, k: int) -> str:
@@ -84,7 +81,7 @@ def likely_range(right: int, n: int) -> tuple[float, float]:
 
 def leakage_sentence(score: HonestScore, split: str = "test") -> str:
     """What the two scores mean: all images, and only those without a copy in train."""
-    words = _split(split)
+    words = split_word(split)
     if score.n_leaking == 0:
         return (f"Not one of the {score.n_all:,} {words} images has a copy among the training images: the score "
                 "is measured on images the model never saw.")  # fmt: skip

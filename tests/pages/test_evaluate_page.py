@@ -164,3 +164,18 @@ def test_copies_of_training_images_in_the_test_give_two_scores_and_the_gap(runs,
     assert shown["With a copy in training"] == str(len(runs["planted"]))
     assert f"All {n_all} test images" in shown and f"The {n_clean} without a copy in training" in shown
     assert f"{len(runs['planted'])} of the {n_all} test images have a copy" in texts(at)
+
+
+def test_the_report_names_each_score_as_the_page_does(runs, base: Path, open_page) -> None:
+    import html
+    import re
+
+    from core.evaluate.evaluation import evaluate_run
+    from core.evaluate.report import build_report, run_settings
+
+    at = open_page(base / "ws", runs["colours"])
+    ws = Workspace.open(base / "ws").with_roots(base)
+    ev = evaluate_run(ws, RunStore(ws.runs_db), runs["colours"], "test", leaks="skip")
+    report = build_report(ev, [], run_settings(ev.run, None, None))
+    cards = [html.unescape(t) for t in re.findall(r"<div class='card'>(.*?)<b>", report)]
+    assert len(cards) == 6 and [m.label for m in at.metric][:6] == cards

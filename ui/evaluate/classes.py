@@ -6,16 +6,17 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from core.common.words import split_word
 from core.evaluate.evaluation import Evaluation
 from core.evaluate.metrics import confused_pairs, worst_classes
-from core.evaluate.words import FEW_IMAGES, SPLIT_WORDS, pct
+from core.evaluate.words import FEW_IMAGES, pct
 from ui.text import plain
 
 
 def table_of_classes(ev: Evaluation) -> pd.DataFrame:
     """The per-class table in words, worst F1 first."""
     rows = worst_classes(ev.metrics)
-    split = SPLIT_WORDS[ev.split]
+    split = split_word(ev.split)
     note = [("no " + split + " images" if n == 0 else f"only {n}: rough" if n < FEW_IMAGES else "")
             for n in rows["support"]]  # fmt: skip
     mistaken = [
@@ -32,7 +33,7 @@ def table_of_classes(ev: Evaluation) -> pd.DataFrame:
 def classes(ev: Evaluation) -> None:
     st.subheader("Class by class, worst first")
     table = table_of_classes(ev)
-    split = SPLIT_WORDS[ev.split]
+    split = split_word(ev.split)
     st.dataframe(table, hide_index=True, width="stretch", key="evaluate_classes", column_config={
         "Share right": st.column_config.ProgressColumn(
             format="%.0f%%", min_value=0, max_value=100,

@@ -8,11 +8,12 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.common.errors import CoreError
+from core.common.words import split_word
 from core.common.workspace import Workspace
 from core.evaluate.calibration import Calibration
 from core.evaluate.evaluation import Evaluation
 from core.evaluate.mistakes import Explained, enlarged, explain_rows, overlay_of, unexplained, worst_images
-from core.evaluate.words import SPLIT_WORDS, calibration_sentence, pct
+from core.evaluate.words import calibration_sentence, pct
 from core.explain.words import describe_layer
 from core.store.runs import RunStore
 from ui.text import plain
@@ -41,7 +42,7 @@ def worst(items: list[Explained], ev: Evaluation) -> None:
     leaking = set(ev.leaks.leaking) if ev.leaks is not None else set()
     st.subheader("Its most confident mistakes, and what it looked at")
     if not items:
-        st.success(f"No mistakes on the {SPLIT_WORDS[ev.split]} images.", icon=":material/check_circle:")
+        st.success(f"No mistakes on the {split_word(ev.split)} images.", icon=":material/check_circle:")
         return
     layer = next((i for i in items if i.layer), None)
     st.caption("The images it got wrong while most sure, worst first. Beside each, where the evidence for the "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.common.words import metric_word, split_word
 from core.evaluate import words as w
 from core.evaluate.evaluation import Evaluation
 from core.store.records import RunRecord
@@ -23,22 +24,22 @@ def _card(column, label: str, value: str, sentence: str, help_text: str, warning
 def cards(ev: Evaluation) -> None:
     """Six cards: the number, one sentence, and beside a score on fewer than ``FEW_IMAGES`` images a warning (the
     full one with the likely range under the accuracy, a short one under the others)."""
-    m, split = ev.metrics, w.SPLIT_WORDS[ev.split]
+    m, split = ev.metrics, split_word(ev.split)
     st.subheader(f"How good is it? Scored on {m.n:,} {split} images it never trained on")
     few = f"Only {m.n} images: treat this as rough." if m.n < w.FEW_IMAGES else ""
     rows = [
-        ("Right answers", w.pct(m.accuracy, 1), w.accuracy_sentence(m.accuracy, m.n, ev.split),
+        (metric_word("accuracy"), w.pct(m.accuracy, 1), w.accuracy_sentence(m.accuracy, m.n, ev.split),
          "Accuracy: the share of images whose top guess is the true label.", w.few_images_warning(m.n, m.accuracy)),
-        (f"Right within {m.top_k} guesses", w.pct(m.top_k_accuracy, 1), w.top_k_sentence(m.top_k_accuracy, m.n, m.top_k),
+        (metric_word("top_k_accuracy", k=m.top_k), w.pct(m.top_k_accuracy, 1), w.top_k_sentence(m.top_k_accuracy, m.n, m.top_k),
          f"Top-{m.top_k} accuracy. With more than 5 classes this is top-5 accuracy.", few),
-        ("Whale score (MAP@5)", f"{m.map5:.3f}", w.map5_sentence(m.map5),
+        (metric_word("map5"), f"{m.map5:.3f}", w.map5_sentence(m.map5),
          "Mean average precision at 5, as Kaggle's humpback whale competition scored it.", few),
-        ("Balance across classes (F1)", f"{m.macro['f1']:.3f}", w.f1_sentence(m.macro["f1"], m.n_classes),
+        (metric_word("macro_f1"), f"{m.macro['f1']:.3f}", w.f1_sentence(m.macro["f1"], m.n_classes),
          f"Macro F1. Precision {m.macro['precision']:.3f}, recall {m.macro['recall']:.3f} (averaged over classes); "
          f"weighted by class size: F1 {m.weighted['f1']:.3f}.", few),
-        ("Surprise (log loss)", f"{m.log_loss:.3f}", w.log_loss_sentence(m.log_loss, m.n_classes),
+        (metric_word("log_loss"), f"{m.log_loss:.3f}", w.log_loss_sentence(m.log_loss, m.n_classes),
          "Mean cross-entropy of the true labels: lower is better.", few),
-        ("Confidence error", w.pct(m.calibration.ece, 1), w.calibration_sentence(m.calibration),
+        (metric_word("ece"), w.pct(m.calibration.ece, 1), w.calibration_sentence(m.calibration),
          "Expected calibration error over 15 confidence bins (see the reliability diagram below).", few),
     ]  # fmt: skip
     for start in (0, 3):
@@ -47,7 +48,7 @@ def cards(ev: Evaluation) -> None:
 
 
 def leakage(ev: Evaluation, run: RunRecord) -> None:
-    split = w.SPLIT_WORDS[ev.split]
+    split = split_word(ev.split)
     st.subheader(f"Does the score hold on {split} images the model has never seen a copy of?")
     if ev.root is None:
         st.info(f"{plain(ev.root_problem)} Its copies cannot be looked for.", icon=":material/folder_off:")
@@ -76,7 +77,7 @@ def leakage(ev: Evaluation, run: RunRecord) -> None:
 
 def _offer_check(ev: Evaluation, run: RunRecord) -> None:
     n = len(ev.splits)
-    st.info(f"Not checked yet: looking for copies of the {w.SPLIT_WORDS[ev.split]} images among the training "
+    st.info(f"Not checked yet: looking for copies of the {split_word(ev.split)} images among the training "
             f"images reads each of the dataset's {n:,} images once (then it is remembered). A copy in training "
             "makes the score look better than it will be on new images.", icon=":material/content_copy:")  # fmt: skip
     if st.button("Look for copies", key=f"evaluate_leaks_{run.run_id}_{ev.split}", icon=":material/search:"):

@@ -1,0 +1,103 @@
+"""The studio's words for what it stores: run statuses, splits, the choice values of training options, metric
+names and durations. The pages, the command line's text output and the HTML report all read them here, so one
+thing has one name wherever a person meets it. (Option names are ``core.train.config.LABELS``; network names
+``core.train.archs.arch_label``, from the architecture registry.)
+
+Only words: nothing here decides anything, and the stored values (``completed``, ``val``, ``crop-flip``) stay what
+the command line takes and the run store holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+# -- runs -------------------------------------------------------------------------------------------------------
+
+STATUS_WORDS: Mapping[str, str] = {
+    "queued": "waiting", "running": "training", "completed": "finished", "cancelled": "stopped", "failed": "failed",
+    "crashed": "interrupted", "pruned": "cut short (hopeless)",
+}  # fmt: skip
+
+
+def status_word(status: str) -> str:
+    """A run's status as a person says it ("finished" for ``completed``); an unknown one as it is."""
+    return STATUS_WORDS.get(status, status)
+
+
+# -- splits -----------------------------------------------------------------------------------------------------
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")  # the split names every stored split uses, in this order
+SPLIT_WORDS: Mapping[str, str] = {"train": "training", "val": "validation", "test": "test"}
+
+
+def split_word(split: str) -> str:
+    """``val`` -> "validation", as in "the 40 validation images"."""
+    return SPLIT_WORDS.get(split, split)
+
+
+# -- choices ----------------------------------------------------------------------------------------------------
+
+AUTOMATIC = "Automatic"  # ``auto`` and 0-means-automatic values before the run resolves them
+CHOICE_WORDS: Mapping[str, Mapping[str, str]] = {
+    "weights": {"none": "Random (from scratch)", "imagenet": "ImageNet (pretrained)"},
+    "freeze": {"none": "Nothing frozen", "backbone": "Backbone (train the head only)",
+               "all-but-last": "All but the last stage"},
+    "schedule": {"cycles": "Cycles (as long as it learns)", "plateau": "Drop on plateau", "onecycle": "One cycle",
+                 "cosine": "Cosine", "step": "Steps at given epochs", "none": "Constant"},
+    "augment": {"none": "None", "flip": "Flips", "crop": "Shifts", "crop-flip": "Shifts and flips",
+                "strong": "Strong (shifts, flips, rotation, colour)"},
+    "normalize": {"dataset": "The dataset's own statistics", "imagenet": "ImageNet statistics"},
+    "best_metric": {"val_acc": "Validation accuracy", "val_loss": "Validation loss"},
+    "optimizer": {"sgd": "SGD (momentum)", "adam": "Adam", "adamw": "AdamW", "adadelta": "Adadelta",
+                  "rmsprop": "RMSprop"},
+    "device": {"cpu": "CPU", "cuda": "GPU (CUDA)"},
+    "amp": {"off": "Off (32-bit)", "fp16": "16-bit (fp16)", "bf16": "bfloat16"},
+}  # fmt: skip
+
+
+def choice_word(option: str, value: object) -> str:
+    """A training option's value in words: "Shifts and flips" for augment ``crop-flip``, "Automatic" for ``auto``;
+    a value without words (a number, a file name) as it is written."""
+    if value == "auto":
+        return AUTOMATIC
+    words = CHOICE_WORDS.get(option, {})
+    return words.get(value, str(value)) if isinstance(value, str) else str(value)
+
+
+# -- metrics ----------------------------------------------------------------------------------------------------
+
+METRIC_WORDS: Mapping[str, str] = {
+    "accuracy": "Right answers",
+    "top_k_accuracy": "Right within {k} guesses",
+    "map5": "Whale score (MAP@5)",
+    "macro_f1": "Balance across classes (F1)",
+    "log_loss": "Surprise (log loss)",
+    "ece": "Confidence error",
+    "val_acc": "Validation accuracy",
+    "val_loss": "Validation loss",
+    "best_val_acc": "Best validation accuracy",
+    "test_accuracy": "Test accuracy",
+    "test_accuracy_clean": "Test accuracy without leaking images",
+}
+
+
+def metric_word(metric: str, *, k: int = 5) -> str:
+    """A metric's name as the Evaluate page, the report, Compare and the command line show it."""
+    return METRIC_WORDS.get(metric, metric).format(k=k)
+
+
+# -- time -------------------------------------------------------------------------------------------------------
+
+
+def duration(seconds: float) -> str:
+    """A span of time as a person reads it: "4.2 s", "45 s", "3 min 05 s", "2 h 05 min"."""
+    if seconds < 9.95:
+        return f"{max(seconds, 0.0):.1f} s"
+    whole = int(round(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    minutes, whole = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes} min {whole:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
