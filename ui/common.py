@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.common.words import choice_word
 from core.datasets.sources import dataset_title
 from core.store.records import RunRecord
 from core.store.runs import RunStore
@@ -30,3 +31,11 @@ def run_label(store: RunStore, run: RunRecord) -> str:
     acc = store.best_metric(run.run_id, "val_acc")
     parts = [f"Run {run.run_id}", arch_label(run.arch), dataset_title(run.dataset)]
     return " · ".join(parts + ([f"best validation accuracy {acc:.0%}"] if acc is not None else []))
+
+
+def value_word(option: str, value: object) -> str:
+    """A training option's value in words: a network by the architecture registry's name, any other choice by
+    ``core.common.words`` ("Automatic" for ``auto``)."""
+    if option == "arch" and value != "auto":
+        return arch_label(str(value))
+    return choice_word(option, value)

@@ -14,18 +14,15 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.common.untrusted import spreadsheet_csv
+from core.common.words import duration, status_word
 from core.experiments.compare import COLUMNS, RESULTS, compare_table
 from core.store.records import RunRecord
 from core.store.runs import RunStore
-from core.train.archs import ARCHS
+from ui.common import value_word
 from ui.figures import RUN_COLOURS
-from ui.runs import STATUS_WORDS, duration
 from ui.state import dataset_title, workspace
-from ui.train_form import WORDS
 
-STATUS = {**STATUS_WORDS, "pruned": "cut short (hopeless)", "cancelled": "stopped"}
-CHOICE_WORDS = {"arch": {k: a.label for k, a in ARCHS.items()}, "optimizer": WORDS["optimizer"],
-                "freeze": {**WORDS["freeze"], "none": "Nothing frozen"}, "augment": WORDS["augment"]}  # fmt: skip
+CHOICES = ("arch", "optimizer", "freeze", "augment")  # the settings shown in words (core.common.words)
 PERCENT = ("best_val_acc", "test_accuracy", "test_accuracy_clean")
 # Results first: they are what a person compares; the settings that explain them follow.
 SHOWN = ["run_id", "name", "status", "family", "best_val_acc", "test_accuracy", "test_accuracy_clean", "n_leaking",
@@ -56,10 +53,10 @@ def table(store: RunStore, runs: list[RunRecord], leaks: str = "cached") -> pd.D
 def in_words(frame: pd.DataFrame) -> pd.DataFrame:
     """The rows as a person reads them: statuses, networks and choices in words, datasets by their titles."""
     out = frame.copy()
-    out["status"] = out["status"].map(lambda s: STATUS.get(s, s))
+    out["status"] = out["status"].map(status_word)
     out["dataset"] = out["dataset"].map(dataset_title)
-    for column, words in CHOICE_WORDS.items():
-        out[column] = out[column].map(lambda v, w=words: w.get(v, v) if v is not None else None)
+    for column in CHOICES:
+        out[column] = out[column].map(lambda v, c=column: value_word(c, v) if isinstance(v, str) else v)
     for column in ("family", "arch", "optimizer", "freeze", "augment"):
         out[column] = out[column].fillna("—")  # a setting an older run left automatic: not recorded as resolved
     return out
@@ -120,10 +117,10 @@ def _filter_word(column: str, value: str) -> str:
     if column == "dataset":
         return dataset_title(value)
     if column == "status":
-        return STATUS.get(value, value)
+        return status_word(value)
     if column == "family" and not value:
         return "on its own"
-    return CHOICE_WORDS.get(column, {}).get(value, value)
+    return value_word(column, value) if column in CHOICES else value
 
 
 def show(frame: pd.DataFrame, key: str, *, best: int | None = None, select: bool = True) -> list[int]:

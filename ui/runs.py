@@ -6,21 +6,21 @@ import pandas as pd
 import streamlit as st
 
 from core.common.errors import CoreError
+from core.common.words import AUTOMATIC, duration, status_word
 from core.common.workspace import Workspace
 from core.store.records import ACTIVE_STATUSES, RunRecord
 from core.store.runs import RunStore
 from core.train import run_folder
 from core.train import runner as train_run
-from core.train.archs import ARCHS
+from core.train.archs import arch_label
 from core.train.config import FIRST_CYCLE, TrainConfig, effective_schedule, label_of, planned_epochs
 from core.train.jobs import Job, JobRegistry, Progress
 from core.train.plan import SMALL_SPLIT
 from core.train.runner import EPOCH_KEYS, RESUMABLE, STEP_KEYS
 from ui import figures
+from ui.common import value_word
 from ui.state import dataset_title
 from ui.text import plain
-
-ARCH_WORDS = {k: a.label for k, a in ARCHS.items()}
 
 
 def active_jobs(registry: JobRegistry, store: RunStore) -> None:
@@ -82,17 +82,6 @@ def estimate_text(seconds: float, config: TrainConfig) -> str:
             f"({seconds * epochs / 60:,.1f} min).")  # fmt: skip
 
 
-def duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
-
-
 def curves(store: RunStore, runs: list[RunRecord]) -> None:
     """Loss and accuracy of the given runs: per epoch (train and validation) and per step (with the learning rate
     and a smoothing control), overlaid in distinct colours when several."""
@@ -135,7 +124,7 @@ def run_header(store: RunStore, ws: Workspace, run: RunRecord) -> None:
     """A run's name, status and scores, each beside the number of images it was measured on."""
     summary = store.summary(run)
     splits = run_folder.split_sizes(store, ws, run.run_id)
-    st.subheader(f"{plain(run.name)} · {STATUS_WORDS.get(run.status, run.status)}")
+    st.subheader(f"{plain(run.name)} · {status_word(run.status)}")
     relations(store, run)
     if run.error:  # it may quote a file name or a label
         st.warning(plain(run.error), icon=":material/warning:")
@@ -174,8 +163,6 @@ def any_active(runs: list[RunRecord]) -> bool:
     return any(r.status in ACTIVE_STATUSES for r in runs)
 
 
-STATUS_WORDS = {"queued": "waiting", "running": "training", "completed": "finished", "cancelled": "stopped",
-                "failed": "failed", "crashed": "interrupted"}  # fmt: skip
 TABLE_COLUMNS = {"run_id": "Run", "name": "Name", "status": "Status", "network": "Network", "dataset": "Dataset",
                  "best_val_acc": "Best validation accuracy", "test_accuracy": "Test accuracy",
                  "test_images": "Test images", "wall_s": "Time", "error": "Problem"}  # fmt: skip
@@ -188,8 +175,8 @@ def runs_table(store: RunStore, ws: Workspace, runs: list[RunRecord]) -> pd.Data
     for run in runs:
         summary = store.summary(run)
         n_test = run_folder.split_sizes(store, ws, run.run_id).get("test")
-        rows.append({"run_id": run.run_id, "name": run.name, "status": STATUS_WORDS.get(run.status, run.status),
-                     "network": ARCH_WORDS.get(run.arch or "", "chosen when it starts"),
+        rows.append({"run_id": run.run_id, "name": run.name, "status": status_word(run.status),
+                     "network": arch_label(run.arch) if run.arch else "chosen when it starts",
                      "dataset": dataset_title(run.dataset), "best_val_acc": _percent(summary["best_val_acc"]),
                      "test_accuracy": _percent(summary["test_accuracy"]),
                      "test_images": f"{n_test:,}" if n_test is not None else "—",
@@ -224,7 +211,7 @@ def run_result(store: RunStore, ws: Workspace, run_id: int) -> None:
                    icon=":material/check_circle:")  # fmt: skip
         small_split_warning(n_test, "test")
     else:
-        st.info(f"**{plain(run.name)}** {STATUS_WORDS.get(run.status, run.status)}" + (f": {plain(run.error)}" if run.error else "."),
+        st.info(f"**{plain(run.name)}** {status_word(run.status)}" + (f": {plain(run.error)}" if run.error else "."),
                 icon=":material/info:")  # fmt: skip
     links = st.columns(3)
     links[0].page_link(
@@ -243,18 +230,18 @@ def small_split_warning(n: int, what: str) -> None:
 
 def config_view(run: RunRecord) -> None:
     """Every setting of the run, named in words, with what ``auto`` became once the run started."""
-    rows = [{"Setting": label_of(k), "Value": _value_words(v)} for k, v in run.config.items() if k != "dataset"]
+    rows = [{"Setting": label_of(k), "Value": _value_words(k, v)} for k, v in run.config.items() if k != "dataset"]
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
 
-def _value_words(value: object) -> str:
+def _value_words(option: str, value: object) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, list):
         return ", ".join(map(str, value)) or "none"
-    if value == 0 or value == "auto":
-        return "automatic"
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    if value == 0:
+        return AUTOMATIC
+    return f"{value:g}" if isinstance(value, float) else value_word(option, value)
 
 
 TRAIN_PREFILL = "train_prefill"  # session key: a run's config to start the Train form from ("rerun with changes")

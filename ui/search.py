@@ -9,6 +9,7 @@ import streamlit as st
 
 from core.common.errors import CoreError
 from core.common.untrusted import whole_number
+from core.common.words import AUTOMATIC, STATUS_WORDS
 from core.experiments.results import best_trial, search_group, trial_rows, trials
 from core.experiments.search import DEFAULT_TRIALS, MAX_TRIALS, SearchSpec
 from core.experiments.space import METRICS, Space, SpaceError, metric, parse_space
@@ -17,11 +18,9 @@ from core.store.runs import RunStore
 from core.train.archs import ARCHS
 from core.train.config import AUGMENT_CHOICES, OPTIMIZERS, TrainConfig, choices, limits
 from ui import compare
-from ui.common import show_error
-from ui.runs import STATUS_WORDS
+from ui.common import show_error, value_word
 from ui.state import dataset_title, run_store, searches
 from ui.text import plain
-from ui.train_form import WORDS
 
 SEARCH = "search"  # URL parameter: the search shown
 LISTS = {  # option -> (label, values offered, chosen at first)
@@ -33,14 +32,11 @@ LISTS = {  # option -> (label, values offered, chosen at first)
     "image_size": ("Input size (px)", [0, 16, 32, 64, 112, 128, 224], [0]),
     "augment": ("Augmentation", list(AUGMENT_CHOICES), ["auto"]),
 }
-VALUE_WORDS = {**{k: WORDS.get(k, {}) for k in LISTS}, "arch": {"auto": "Automatic", **WORDS["arch"]},
-               "image_size": {0: "Automatic"}}  # fmt: skip
-SEARCH_STATUS = {**STATUS_WORDS, "running": "searching", "completed": "finished", "cancelled": "stopped"}
+SEARCH_STATUS = {**STATUS_WORDS, "running": "searching"}  # a search runs trials: it is not itself training
 
 
 def _word(name: str, value: Any) -> str:
-    words = VALUE_WORDS.get(name, {})
-    return str(words.get(value, "Automatic" if value == "auto" else value))
+    return AUTOMATIC if name == "image_size" and value == 0 else value_word(name, value)
 
 
 def new_search(dataset: str) -> SearchSpec | None:

@@ -15,7 +15,8 @@ from typing import Any
 import streamlit as st
 
 from core.common.untrusted import whole_number
-from core.train.archs import ARCHS, WEIGHTS_CHOICES
+from core.common.words import CHOICE_WORDS
+from core.train.archs import ARCHS, WEIGHTS_CHOICES, arch_label
 from core.train.config import LABELS, TrainConfig, choices, label_of, limits
 from core.train.plan import RunPlan
 
@@ -29,22 +30,9 @@ ADVANCED = {
     "Augmentation and device": ["augment", "normalize", "device", "amp", "threads", "ranks"],
 }  # fmt: skip
 ZERO_IS_AUTO = ("epochs", "image_size", "lr", "threads")  # 0 means "let the studio choose"
-WORDS = {  # choice values in words (the values themselves stay what the command line takes)
-    "arch": {k: a.label for k, a in ARCHS.items()},
-    "weights": {"none": "Random (from scratch)", "imagenet": "ImageNet (pretrained)"},
-    "freeze": {"none": "Nothing frozen", "backbone": "Backbone (train the head only)",
-               "all-but-last": "All but the last stage"},
-    "schedule": {"cycles": "Cycles (as long as it learns)", "plateau": "Drop on plateau", "onecycle": "One cycle",
-                 "cosine": "Cosine", "step": "Steps at given epochs", "none": "Constant"},
-    "augment": {"none": "None", "flip": "Flips", "crop": "Shifts", "crop-flip": "Shifts and flips",
-                "strong": "Strong (shifts, flips, rotation, colour)"},
-    "normalize": {"dataset": "The dataset's own statistics", "imagenet": "ImageNet statistics"},
-    "best_metric": {"val_acc": "Validation accuracy", "val_loss": "Validation loss"},
-    "optimizer": {"sgd": "SGD (momentum)", "adam": "Adam", "adamw": "AdamW", "adadelta": "Adadelta",
-                  "rmsprop": "RMSprop"},
-    "device": {"cpu": "CPU", "cuda": "GPU (CUDA)"},
-    "amp": {"off": "Off (32-bit)", "fp16": "16-bit (fp16)", "bf16": "bfloat16"},
-}  # fmt: skip
+# Choice values in words (core.common.words; networks by the architecture registry): the values themselves stay
+# what the command line takes.
+WORDS = {**CHOICE_WORDS, "arch": {k: arch_label(k) for k in ARCHS}}
 CHOICES = {**choices(), "weights": WEIGHTS_CHOICES}
 HELP = TrainConfig.help()
 

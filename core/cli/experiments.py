@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.common.errors import CoreError
+from core.common.words import duration
 from core.common.workspace import Workspace
 from core.train.config import TrainConfig
 
@@ -83,7 +84,7 @@ def cmd_lr_find(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
     finding = find_lr(_config(args, ws), ws, steps=args.steps)
     out = finding.to_json()
     text = (f"suggested learning rate {finding.suggested:.3g} for {finding.config.optimizer} ({RULE} rule), from "
-            f"{len(finding.lrs)} steps of rates {finding.lrs[0]:.1g} to {finding.lrs[-1]:.2g} in {finding.seconds:.1f} s"
+            f"{len(finding.lrs)} steps of rates {finding.lrs[0]:.1g} to {finding.lrs[-1]:.2g} in {duration(finding.seconds)}"
             + ("; the loss blew up at the end, as it should" if finding.diverged else ""))  # fmt: skip
     return out, text
 
@@ -136,7 +137,7 @@ def _trial_line(row: dict) -> str:
 
 def _search_text(result: dict) -> str:
     lines = [f"search {result['search_id']} {result['status']}: {len(result['trials'])} trials "
-             f"({result['method']}, by {result['metric']}), {result['wall_s'] or 0:.1f} s"]  # fmt: skip
+             f"({result['method']}, by {result['metric']}), {duration(result['wall_s'] or 0)}"]  # fmt: skip
     lines += [_trial_line(row) for row in result["trials"]]
     best = result["best_run_id"]
     lines.append(f"best: run {best} ({result['best_value']:.4f})" if best is not None else "best: none finished")

@@ -19,6 +19,7 @@ from core.cli import predict as cli_predict
 from core.cli import scaling as cli_scaling
 from core.cli import train as cli_train
 from core.common.errors import CoreError
+from core.common.words import duration
 from core.common.workspace import Workspace
 from core.store.records import STATUSES
 from core.store.runs import RunStore
@@ -134,10 +135,10 @@ def cmd_runs(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
     rows = [store.summary(run) for run in store.list_runs(status=args.status)]
     if not rows:
         return rows, "no runs yet"
-    header = f"{'id':>4}  {'status':<10} {'arch':<14} {'best val acc':>12} {'wall s':>8}  dataset"
+    header = f"{'id':>4}  {'status':<10} {'arch':<14} {'best val acc':>12} {'time':>11}  dataset"
     lines = [header] + [
         f"{r['run_id']:>4}  {r['status']:<10} {str(r['arch'] or '-'):<14} {_fmt(r['best_val_acc'], '.4f'):>12} "
-        f"{_fmt(r['wall_s'], '.1f'):>8}  {_one_line(str(r['dataset']))}"
+        f"{'-' if r['wall_s'] is None else duration(r['wall_s']):>11}  {_one_line(str(r['dataset']))}"
         for r in rows
     ]
     return rows, "\n".join(lines)

@@ -187,13 +187,15 @@ def predictions_table(ev: Evaluation) -> pd.DataFrame:
 
 def text_summary(ev: Evaluation) -> str:
     """What ``evaluate`` prints without ``--json``."""
+    from core.common.words import metric_word
     from core.evaluate.words import accuracy_sentence, leakage_sentence
 
     m = ev.metrics
+    scores = {"accuracy": m.accuracy, "top_k_accuracy": m.top_k_accuracy, "map5": m.map5, "macro_f1": m.macro["f1"],
+              "log_loss": m.log_loss, "ece": m.calibration.ece}  # fmt: skip
     lines = [f"run {ev.run.run_id} ({ev.run.arch or '?'}), {ev.split} split: {m.n} images, {m.n_classes} classes",
-             accuracy_sentence(m.accuracy, m.n, ev.split),
-             f"accuracy {m.accuracy:.4f}  top-{m.top_k} {m.top_k_accuracy:.4f}  MAP@5 {m.map5:.4f}  "
-             f"macro F1 {m.macro['f1']:.4f}  log loss {m.log_loss:.4f}  ECE {m.calibration.ece:.4f}"]  # fmt: skip
+             accuracy_sentence(m.accuracy, m.n, ev.split)]  # fmt: skip
+    lines += [f"  {metric_word(k, k=m.top_k) + ':':<32} {v:.4f}" for k, v in scores.items()]  # the page's names
     if ev.honest is not None:
         lines.append(leakage_sentence(ev.honest, ev.split))
     return "\n".join(lines)

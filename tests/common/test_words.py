@@ -53,3 +53,25 @@ def test_every_status_and_split_has_words() -> None:
 def test_metric_names() -> None:
     assert metric_word("top_k_accuracy", k=3) == "Right within 3 guesses"
     assert metric_word("map5") == "Whale score (MAP@5)" and metric_word("unknown") == "unknown"
+
+
+def _lines_matching(pattern: str, *, besides: tuple[str, ...] = ("core/common/words.py",)) -> list[str]:
+    import re
+
+    from tests.support import ROOT
+
+    found = []
+    for folder in ("core", "ui", "app_pages"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if str(path.relative_to(ROOT)) in besides:
+                continue
+            text = path.read_text().splitlines()
+            found += [f"{path.relative_to(ROOT)}:{n}" for n, line in enumerate(text, 1) if re.search(pattern, line)]
+    return found
+
+
+def test_each_word_list_is_written_once() -> None:
+    assert _lines_matching(r"def _?duration\(") == []  # time in words
+    assert _lines_matching(r"""["']completed["']: ["']finished""") == []  # run statuses in words
+    assert _lines_matching(r"""["']crop-flip["']: ["']""") == []  # choice values in words
+    assert len(_lines_matching(r"\.label for \w+, \w+ in ARCHS", besides=())) <= 1  # networks: arch_label

@@ -7,6 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
+from core.common.words import duration
 from core.explain.methods import ALL_METHODS, DEFAULT_METHOD
 from core.explain.overlay import COLORMAPS, DEFAULT_COLORMAP, overlay
 from core.explain.predict import Prediction, Predictor
@@ -61,14 +62,10 @@ def single(predictor: Predictor, model: ModelChoice, file: Upload) -> None:
 def _slow_warning(predictor: Predictor, method: str) -> None:
     with st.spinner("Measuring how long it will take on this model..."):
         cost = predictor.slow_cam_cost()
-    when = "a few seconds" if cost.seconds < 5 else f"about {_duration(cost.seconds)}"
+    when = "a few seconds" if cost.seconds < 5 else f"about {duration(cost.seconds)}"
     st.warning(f"{ALL_METHODS[method].label.removesuffix(' (slow)')} runs the model once per channel of the "
                f"explained layer: {cost.channels:,} passes at {cost.ms_per_pass:.1f} ms each here, so "
                f"{when} for this picture.", icon=":material/hourglass_top:")  # fmt: skip
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} seconds" if seconds < 90 else f"{seconds / 60:.0f} minutes"
 
 
 def _cam_controls(predictor: Predictor, model: ModelChoice, pred: Prediction,
