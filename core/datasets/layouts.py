@@ -31,6 +31,7 @@ import pandas as pd
 from core.common.errors import DatasetError
 from core.common.jsonfile import JsonFileError, read_json
 from core.common.untrusted import from_spreadsheet
+from core.datasets.labels import label_text
 from core.images.opener import is_image_name, sniff_image
 
 UNLABELLED = ""  # the label of an image that has none: never a class name (a folder cannot be named "")
@@ -62,8 +63,11 @@ METADATA_MAX_BYTES = 4 * 2**20  # one image's metadata: the Amazon bins' are ~2 
 @dataclass(frozen=True)
 class Entry:
     path: str  # relative to DatasetRef.root, with forward slashes
-    label: str
+    label: str  # as ``labels.label_text`` writes it, whichever format it came from
     split: str  # "train" | "val" | "test" | ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "label", label_text(self.label))  # the one place every format's labels pass
 
 
 @dataclass(frozen=True)
@@ -330,14 +334,7 @@ def _label_from_json(file: Path, key: str, reach: Sequence[Path]) -> tuple[str, 
         value = value[part]
     if isinstance(value, dict | list) or value is None or str(value).strip() == "":
         return "", f"{file.name}: {key!r} holds no single value"
-    return _label_text(value), ""
-
-
-def _label_text(value: object) -> str:
-    # 5 and 5.0 are the same bin count; JSON writers differ in which they emit.
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
+    return label_text(value), ""
 
 
 @dataclass(frozen=True)
@@ -368,7 +365,7 @@ def metadata_keys(metadata: Path, *, sample: int = 200, reach: Sequence[Path] = 
             continue
         n_read += 1
         for key, value in _scalar_items(doc):
-            values.setdefault(key, []).append(_label_text(value))
+            values.setdefault(key, []).append(label_text(value))
     keep = [(k, v) for k, v in values.items() if len(v) * 2 >= max(n_read, 1)]
     infos = [KeyInfo(k, len(v), len(set(v)), tuple(dict.fromkeys(v))[:5], tuple(Counter(v).most_common(12)))
              for k, v in keep]  # fmt: skip
