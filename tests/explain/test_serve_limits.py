@@ -138,8 +138,9 @@ def test_stalled_headers_are_dropped_and_the_server_keeps_answering(server) -> N
 
 @pytest.fixture
 def patient_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """The same limits, but stalled headers are dropped only after 30 s: long enough to look while they stall."""
-    limits = ServeLimits(**{**LIMITS.__dict__, "header_timeout_s": 30.0})
+    """The same limits, but stalled headers and bodies are dropped only after 30 s: long enough to look while they
+    stall, however busy the machine."""
+    limits = ServeLimits(**{**LIMITS.__dict__, "header_timeout_s": 30.0, "body_timeout_s": 30.0})
     ws = Workspace.open(tmp_path_factory.mktemp("patient") / "ws")
     f.write_rgb(ws.datasets / "one.png", size=(16, 16))
     model = InferenceModel(build_model("lenet", 2).eval(), "lenet", ["a", "b"], 16, [0.5] * 3, [0.25] * 3)
@@ -162,8 +163,8 @@ def test_health_answers_while_every_connection_slot_is_held_by_stalled_clients(p
     try:
         for sock in stalled:
             sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Ty")  # and nothing more (slowloris)
-        time.sleep(0.3)  # the server has accepted them all
-        assert _post_json(port, {"path": "datasets/one.png"})[0] == 503  # work waits for a free connection
+        # Work waits for a free connection: 503 once the server has taken them all in (at once on a quiet machine).
+        wait_until(lambda: _post_json(port, {"path": "datasets/one.png"})[0] == 503, timeout=30, what="503")
         assert _request(port, "GET", "/health") == (200, {"status": "ok", "model": "untrained lenet", "classes": 2})
     finally:
         for sock in stalled:
@@ -187,11 +188,13 @@ def test_a_body_that_stalls_gets_408_and_frees_its_slot(server) -> None:
     assert _post_json(port, {"path": "datasets/one.png"})[0] == 200  # the slot was given back
 
 
-def test_requests_beyond_the_work_slots_wait_then_get_503(server) -> None:
-    port, _ = server
+def test_requests_beyond_the_work_slots_wait_then_get_503(patient_server: int) -> None:
+    port = patient_server
     with socket.create_connection(("127.0.0.1", port)) as holder:  # holds the only slot while its body trickles
         holder.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 50\r\n\r\n")
-        time.sleep(0.2)
+        # The holder has the slot once a request gets 503 (a fixed pause raced the server on a busy machine); its
+        # body may stall for 30 s, so the slot stays taken while the three below wait their 1 s each.
+        wait_until(lambda: _post_json(port, {"path": "datasets/one.png"})[0] == 503, timeout=30, what="slot held")
         with ThreadPoolExecutor(3) as pool:
             answers = list(pool.map(lambda _: _post_json(port, {"path": "datasets/one.png"}), range(3)))
     assert [status for status, _ in answers] == [503] * 3
