@@ -1,8 +1,14 @@
-"""Shared fixtures: a workspace in ``tmp_path`` and tiny real datasets in every layout the studio reads.
+"""Shared fixtures: a workspace in ``tmp_path``, tiny real datasets in every layout the studio reads, and the
+trained runs many tests read.
 
 Every image is a real file a few hundred bytes long, written by ``tests/imagefactory.py``; nothing is mocked.
 An autouse guard points the default workspace at a temporary folder, so no test (nor a child process it
 starts, which inherits the environment) ever writes into the repository's ``./workspace``.
+
+Trained runs are made once per pytest run (session fixtures, each in a workspace of its own): ``trained_digits``
+(the default recipe on the sample digits), ``trained_colours`` (a 1-epoch LeNet on the colour classes) and
+``trained_colour_folders`` (the evaluation's colour folders with two planted mistakes). Read them; a test that changes a
+workspace works on its own copy (``tests.support.copy_workspace``).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import pytest
 from core.common.workspace import DATA_ROOTS_ENV, WORKSPACE_ENV, Workspace
 from core.datasets import samples
 from tests import imagefactory as f
+from tests.support import TrainedRun, train_to_the_end
 
 SYSTEM_FILE = Path("/etc/passwd")  # any readable file outside every dataset
 
@@ -54,6 +61,38 @@ def digits_ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     ws = Workspace.open(tmp_path_factory.mktemp("digits-ws"))
     samples.sample_path("sample:digits", ws.datasets)
     return ws
+
+
+# --- trained runs, one of each per pytest run -------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def trained_digits(digits_ws: Workspace, tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
+    """The default recipe (a config naming only the dataset) trained to its end on the sample digits (about 99%
+    test accuracy in seconds), in a workspace of its own that reads the sample from ``digits_ws``."""
+    ws = Workspace.open(tmp_path_factory.mktemp("trained-digits") / "ws").with_roots(digits_ws.datasets)
+    return train_to_the_end(ws, dataset=str(digits_ws.datasets / "sample-digits"))
+
+
+@pytest.fixture(scope="session")
+def trained_colours(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
+    """Run 1 of its workspace: one LeNet epoch on ``datasets/colours`` (the colour classes, 16 non-square 16x12 px
+    images each), a few seconds. For the tests that classify and explain with *a* trained model."""
+    ws = Workspace.open(tmp_path_factory.mktemp("trained-colours") / "ws")
+    dataset = f.write_colour_classes(ws.datasets / "colours", 16, size=(16, 12))
+    return train_to_the_end(ws, dataset=str(dataset), arch="lenet", epochs=1, batch_size=16, log_every=1)
+
+
+@pytest.fixture(scope="session")
+def trained_colour_folders(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
+    """Run 1 of its workspace: three LeNet epochs on the evaluation's colour folders (train/val/test, two test
+    images planted under the wrong class: ``tests.evaluate.runs.colour_folders``). For the evaluation tests."""
+    from tests.evaluate.runs import colour_folders
+
+    base = tmp_path_factory.mktemp("colours-run")
+    ws = Workspace.open(base / "ws").with_roots(base)
+    return train_to_the_end(ws, dataset=str(colour_folders(base / "colours")), arch="lenet", epochs=3,
+                            batch_size=16)  # fmt: skip
 
 
 # --- folder per class ------------------------------------------------------------------------------

@@ -39,11 +39,19 @@ def write_rgb(
     return _save(Image.fromarray(_pattern(size, color, seed)), path, fmt)
 
 
-def write_colour_classes(root: str | Path, per_class: int, size: tuple[int, int] = (12, 12)) -> Path:
-    """``root/<colour>/<i>.png`` for each of :data:`COLOURS`: a folder-per-class dataset of textured colours."""
-    for label, colour in COLOURS.items():
+def write_colour_classes(
+    root: str | Path,
+    per_class: int,
+    size: tuple[int, int] = (12, 12),
+    *,
+    labels: tuple[str, ...] = tuple(COLOURS),
+    seed: int = 0,
+) -> Path:
+    """``root/<colour>/<i>.png`` (``i`` from 0) for each of ``labels`` (names of :data:`COLOURS`): a folder-per-class
+    dataset of textured colours. The one writer of the colour classes; image ``i`` is drawn with seed ``seed + i``."""
+    for label in labels:
         for i in range(per_class):
-            write_rgb(Path(root) / label / f"{i}.png", size=size, color=colour, seed=i)
+            write_rgb(Path(root) / label / f"{i}.png", size=size, color=COLOURS[label], seed=seed + i)
     return Path(root)
 
 

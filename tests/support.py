@@ -1,12 +1,17 @@
-"""What many tests share that is not a fixture: the repository root and one way to wait for something."""
+"""What many tests share that is not a fixture: the repository root, one way to wait for something, one way to
+train a run to its end, and a copy of a trained workspace for a test that changes it."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+
+from core.common.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository: where app.py and core/ are
 T = TypeVar("T")
@@ -53,3 +58,41 @@ def cancel_after_first_checkpoint(registry, run_id: int, last: Path) -> None:
             context.cancel.set()
 
     context.report = report_then_cancel
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """A completed run and the workspace that holds it (see the session fixtures in ``tests/conftest.py``)."""
+
+    ws: Workspace
+    run_id: int
+    dataset: Path  # the data it was trained on
+
+    def result(self) -> dict:
+        """The run's ``train --json`` object (status, epochs, test metrics)."""
+        from core.store.runs import RunStore
+        from core.train.runner import result_json
+
+        return result_json(RunStore(self.ws.runs_db), self.run_id, self.ws)
+
+
+def train_to_the_end(ws: Workspace, **config: object) -> TrainedRun:
+    """Train ``TrainConfig(**config)`` in ``ws`` through the job registry (as the page and the CLI do) to its end."""
+    from core.store.runs import RunStore
+    from core.train import runner
+    from core.train.config import TrainConfig
+    from core.train.jobs import JobRegistry
+
+    registry = JobRegistry(RunStore(ws.runs_db))
+    run_id = runner.submit_training(registry, ws, TrainConfig(**config))
+    job = registry.wait(run_id, timeout=900)
+    assert job.status == "completed", job.error
+    return TrainedRun(ws, run_id, Path(str(config["dataset"])))
+
+
+def copy_workspace(trained: TrainedRun, dest: Path) -> TrainedRun:
+    """The same run in a copy of its workspace at ``dest``, for a test that adds to or changes it. Its data roots
+    stay the original's: the run's dataset is read where it was trained."""
+    shutil.copytree(trained.ws.root, dest, symlinks=True)
+    ws = Workspace.open(dest).with_roots(trained.ws.root, *trained.ws.extra_roots)
+    return TrainedRun(ws, trained.run_id, trained.dataset)

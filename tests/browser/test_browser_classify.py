@@ -14,27 +14,18 @@ import pytest
 from core.common.workspace import Workspace
 from core.explain.predict import load_run_predictor
 from core.store.runs import RunStore
-from core.train import runner as train_run
-from core.train.config import TrainConfig
-from core.train.jobs import JobRegistry
 from tests import imagefactory as fx
 from tests.app_server import running_app
+from tests.support import TrainedRun, copy_workspace
 
 pytestmark = pytest.mark.browser
 COLOURS = fx.COLOURS
 
 
 @pytest.fixture(scope="module")
-def trained_ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
-    """A workspace with one completed LeNet run on 3 colour classes (12x12 px, 2 epochs: a few seconds)."""
-    base = tmp_path_factory.mktemp("browser-classify")
-    fx.write_colour_classes(base / "colours", 16)
-    ws = Workspace.open(base / "ws").with_roots(base)
-    registry = JobRegistry(RunStore(ws.runs_db))
-    config = TrainConfig(dataset=str(base / "colours"), arch="lenet", epochs=2, batch_size=16)
-    run_id = train_run.submit_training(registry, ws, config)
-    assert registry.wait(run_id, timeout=300).status == "completed"
-    return ws
+def trained_ws(trained_colours: TrainedRun, tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """A workspace with one completed LeNet run on 3 colour classes (the session's, copied: the app writes in it)."""
+    return copy_workspace(trained_colours, tmp_path_factory.mktemp("browser-classify") / "ws").ws
 
 
 @pytest.fixture(scope="module")

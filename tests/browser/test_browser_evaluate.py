@@ -14,23 +14,21 @@ from core.common.workspace import DATA_ROOTS_ENV, Workspace
 from core.evaluate.evaluation import evaluate_run
 from core.store.runs import RunStore
 from tests.app_server import running_app
-from tests.evaluate.runs import colour_folders, train
+from tests.support import TrainedRun, copy_workspace
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def trained_ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
-    base = tmp_path_factory.mktemp("browser-evaluate")
-    ws = Workspace.open(base / "ws").with_roots(base)
-    train(ws, colour_folders(base / "colours"), epochs=3)
-    return ws
+def trained_ws(trained_colour_folders: TrainedRun, tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """The session's colour-folders run in a copy of its workspace (the app writes in it)."""
+    return copy_workspace(trained_colour_folders, tmp_path_factory.mktemp("browser-evaluate") / "ws").ws
 
 
 @pytest.fixture(scope="module")
-def server(trained_ws: Workspace) -> Iterator[str]:
+def server(trained_ws: Workspace, trained_colour_folders: TrainedRun) -> Iterator[str]:
     with pytest.MonkeyPatch.context() as env:  # the app may read the run's dataset (its folder is a data root)
-        env.setenv(DATA_ROOTS_ENV, str(trained_ws.root.parent))
+        env.setenv(DATA_ROOTS_ENV, str(trained_colour_folders.dataset.parent))
         with running_app(trained_ws.root) as url:
             yield url
 

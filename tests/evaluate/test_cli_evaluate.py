@@ -15,7 +15,8 @@ from core.common.workspace import Workspace
 from core.store.runs import RunStore
 from core.train.predictions import predictions_file, read_predictions
 from core.train.run_folder import run_dir
-from tests.evaluate.runs import LEAK_CLASSES, MISLABELLED, N_COPIES, N_FRESH_TEST, colour_folders, leaky_photos, train
+from tests.evaluate.runs import LEAK_CLASSES, MISLABELLED, N_COPIES, N_FRESH_TEST, leaky_photos, train
+from tests.support import TrainedRun, copy_workspace
 
 CONTRACT = {"run_id", "split", "n", "accuracy", "top5", "macro", "per_class", "confusion", "map5", "ece", "log_loss",
             "leakage"}  # fmt: skip
@@ -36,9 +37,10 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def colours_run(base: Path) -> tuple[Workspace, int]:
-    ws = Workspace.open(base / "ws").with_roots(base)
-    return ws, train(ws, colour_folders(base / "colours"), epochs=3)
+def colours_run(trained_colour_folders: TrainedRun, base: Path) -> tuple[Workspace, int]:
+    """The session's colour-folders run in a copy of its workspace (a test adds runs to it)."""
+    run = copy_workspace(trained_colour_folders, base / "ws")
+    return run.ws, run.run_id
 
 
 @pytest.fixture(scope="module")
@@ -127,11 +129,13 @@ def test_the_report_is_one_self_contained_html_file_with_the_metrics(colours_run
         assert f">{label}<" in page
 
 
-def test_runs_that_cannot_be_scored_get_one_line_and_exit_2(colours_run, base: Path, capsys) -> None:
+def test_runs_that_cannot_be_scored_get_one_line_and_exit_2(colours_run, trained_colour_folders: TrainedRun,
+                                                             capsys) -> None:  # fmt: skip
     ws, _ = colours_run
+    colours = trained_colour_folders.dataset
     store = RunStore(ws.runs_db)
-    queued = store.create_run(dataset=str(base / "colours"), kind="train")
-    no_test = train(ws, base / "colours" / "train", epochs=1, test_fraction=0.0)
+    queued = store.create_run(dataset=str(colours), kind="train")
+    no_test = train(ws, colours / "train", epochs=1, test_fraction=0.0)
     cases = {"12345": "unknown run 12345", str(queued): "still training",
              str(no_test): "has no test images"}  # fmt: skip
     for run, message in cases.items():

@@ -14,14 +14,15 @@ from core.store.runs import RunStore
 from core.train import run_folder
 from core.train import runner as train_run
 from core.train.predictions import PredictionsError, predictions_file, read_predictions
-from tests.evaluate.runs import MISLABELLED, SPLIT_SIZES, colour_folders, train
+from tests.evaluate.runs import MISLABELLED, SPLIT_SIZES
+from tests.support import TrainedRun, copy_workspace
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, int]:
-    base = tmp_path_factory.mktemp("eval-predictions")
-    ws = Workspace.open(base / "ws").with_roots(base)
-    return ws, train(ws, colour_folders(base / "colours"), epochs=3)
+def trained(trained_colour_folders: TrainedRun, tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, int]:
+    """The session's colour-folders run in a copy of its workspace (these tests remove and remake its files)."""
+    run = copy_workspace(trained_colour_folders, tmp_path_factory.mktemp("eval-predictions") / "ws")
+    return run.ws, run.run_id
 
 
 def test_a_completed_run_keeps_its_test_predictions_beside_its_checkpoints(trained) -> None:

@@ -1,7 +1,7 @@
 """The ``predict`` command (core.predict + core.cli_predict) on a real, freshly trained run.
 
-One tiny LeNet run is trained once per module (a few seconds) on 3 colour classes of non-square 16x12 px
-images; every test then classifies real files through ``core.__main__.main`` and reads its JSON.
+The session's tiny LeNet run on 3 colour classes of non-square 16x12 px images (``trained_colours``, in a copy of
+its workspace); every test classifies real files through ``core.__main__.main`` and reads its JSON.
 """
 
 from __future__ import annotations
@@ -20,13 +20,11 @@ from core.explain.methods import ALL_METHODS, METHODS, SLOW_METHODS
 from core.explain.overlay import overlay
 from core.explain.predict import TOP_K, imagenet_categories
 from core.store.runs import RunStore
-from core.train import runner as train_run
-from core.train.config import TrainConfig
-from core.train.jobs import JobRegistry
 from core.train.weights import OFFLINE_ENV, imagenet_weights_file
 from tests import imagefactory as f
+from tests.support import TrainedRun, copy_workspace, train_to_the_end
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+COLOURS = f.COLOURS
 CONTRACT_KEYS = {"image", "top", "ms"}
 CAM_KEYS = {"cam_method", "cam_class", "cam_ms", "cam", "cam_layer", "cam_map"}  # which layer, its map h x w
 
@@ -40,25 +38,13 @@ class Trained:
 
 
 def _train(ws: Workspace, dataset: Path) -> int:
-    registry = JobRegistry(RunStore(ws.runs_db))
-    config = TrainConfig(dataset=str(dataset), arch="lenet", epochs=1, batch_size=16)
-    run_id = train_run.submit_training(registry, ws, config)
-    job = registry.wait(run_id, timeout=300)
-    assert job.status == "completed", job.error
-    return run_id
-
-
-def _write_dataset(root: Path, colours: dict[str, tuple[int, int, int]], n: int = 16) -> Path:
-    for label, colour in colours.items():
-        for i in range(n):
-            f.write_rgb(root / label / f"{i}.png", size=(16, 12), color=colour, seed=i)
-    return root
+    return train_to_the_end(ws, dataset=str(dataset), arch="lenet", epochs=1, batch_size=16).run_id
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    ws = Workspace.open(tmp_path_factory.mktemp("predict") / "ws")
-    run_id = _train(ws, _write_dataset(ws.datasets / "colours", COLOURS))
+def trained(trained_colours: TrainedRun, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    run = copy_workspace(trained_colours, tmp_path_factory.mktemp("predict") / "ws")
+    ws, run_id = run.ws, run.run_id
     images = ws.root / "to-classify"
     f.write_rgb(images / "wide.png", size=(20, 12), color=COLOURS["red"], seed=3)  # 20 wide, 12 tall
     f.write_rgb(images / "photo.jpg", size=(14, 18), color=COLOURS["blue"], seed=4)  # taller than wide
@@ -339,9 +325,9 @@ def test_imagenet_categories_come_with_torchvision() -> None:
 def test_default_run_is_the_latest_completed_one(trained: Trained, tmp_path_factory, capsys) -> None:
     """Without --run: the newest completed run with a checkpoint, not a newer queued or checkpoint-less one."""
     ws = Workspace.open(tmp_path_factory.mktemp("default-run") / "ws")
-    first = _train(ws, _write_dataset(ws.datasets / "three", COLOURS, n=8))
-    two = {k: COLOURS[k] for k in ("red", "blue")}
-    second = _train(ws, _write_dataset(ws.datasets / "two", two, n=8))
+    first = _train(ws, f.write_colour_classes(ws.datasets / "three", 8, size=(16, 12)))
+    two = ("red", "blue")
+    second = _train(ws, f.write_colour_classes(ws.datasets / "two", 8, size=(16, 12), labels=two))
     store = RunStore(ws.runs_db)
     no_checkpoint = store.create_run(dataset=str(ws.datasets / "two"))
     store.set_status(no_checkpoint, "completed")  # completed, yet no best.pt

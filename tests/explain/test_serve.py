@@ -25,14 +25,11 @@ from core.common.workspace import Workspace
 from core.explain.predict import Predictor, load_run_predictor
 from core.explain.serve import build_app
 from core.store.runs import RunStore
-from core.train import runner as train_run
-from core.train.config import TrainConfig
-from core.train.jobs import JobRegistry
 from tests import imagefactory as f
 from tests.app_server import free_port
-from tests.support import ROOT, wait_until
+from tests.support import ROOT, TrainedRun, copy_workspace, wait_until
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+COLOURS = f.COLOURS
 STARTUP_S = 120  # importing torch and loading the checkpoint on a busy 2-core machine
 
 
@@ -47,18 +44,10 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, int]:
-    ws = Workspace.open(tmp_path_factory.mktemp("serve") / "ws")
-    dataset = ws.datasets / "colours"
-    for label, colour in COLOURS.items():
-        for i in range(16):
-            f.write_rgb(dataset / label / f"{i}.png", size=(16, 12), color=colour, seed=i)
-    registry = JobRegistry(RunStore(ws.runs_db))
-    run_id = train_run.submit_training(registry, ws, TrainConfig(dataset=str(dataset), arch="lenet", epochs=1,
-                                                                 batch_size=16))  # fmt: skip
-    job = registry.wait(run_id, timeout=300)
-    assert job.status == "completed", job.error
-    return ws, run_id
+def trained(trained_colours: TrainedRun, tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, int]:
+    """The session's colour run in a copy of its workspace (the server's request images are added to it)."""
+    run = copy_workspace(trained_colours, tmp_path_factory.mktemp("serve") / "ws")
+    return run.ws, run.run_id
 
 
 def _request(port: int, method: str, path: str, body=None, headers: dict | None = None,

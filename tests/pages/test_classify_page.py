@@ -18,11 +18,8 @@ from streamlit.testing.v1 import AppTest, app_test
 from core.common.workspace import Workspace
 from core.explain.predict import Prediction, load_run_predictor
 from core.store.runs import RunStore
-from core.train import runner as train_run
-from core.train.config import TrainConfig
-from core.train.jobs import JobRegistry
 from tests import imagefactory as fx
-from tests.support import ROOT
+from tests.support import ROOT, TrainedRun, copy_workspace
 from ui import classify as views
 
 TIMEOUT = 120
@@ -30,17 +27,9 @@ COLOURS = fx.COLOURS
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A workspace with one completed LeNet run on 3 colour classes of 12x12 px (1 epoch, a few seconds)."""
-    base = tmp_path_factory.mktemp("classify")
-    data = base / "colours"
-    fx.write_colour_classes(data, 16)
-    ws = Workspace.open(base / "ws").with_roots(base)
-    registry = JobRegistry(RunStore(ws.runs_db))
-    config = TrainConfig(dataset=str(data), arch="lenet", epochs=1, batch_size=16, log_every=1)
-    run_id = train_run.submit_training(registry, ws, config)
-    assert registry.wait(run_id, timeout=300).status == "completed"
-    return ws.root
+def trained(trained_colours: TrainedRun, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workspace with one completed LeNet run on 3 colour classes (the session's, copied: the page writes in it)."""
+    return copy_workspace(trained_colours, tmp_path_factory.mktemp("classify") / "ws").ws.root
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import torch
 from core.store.runs import RunStore
 from core.train.batches import Batches
 from tests.app_server import free_port
-from tests.support import ROOT, wait_until
+from tests.support import ROOT, TrainedRun, wait_until
 
 
 def _batches(n: int, rank: int, world: int, shuffle: bool) -> Batches:
@@ -61,8 +61,8 @@ def _result(proc: subprocess.Popen, timeout: float = 900) -> dict:
 
 
 @pytest.mark.slow
-def test_two_ranks_train_the_sample_to_the_accuracy_of_one(tmp_path: Path) -> None:
-    one = _result(_train(tmp_path / "ws", "sample:digits"))
+def test_two_ranks_train_the_sample_to_the_accuracy_of_one(tmp_path: Path, trained_digits: TrainedRun) -> None:
+    one = trained_digits.result()  # the same default recipe in one process (the session's run)
     two = _result(_train(tmp_path / "ws", "sample:digits", "--ranks", "2"))
     assert one["status"] == two["status"] == "completed"
     assert one["test"]["accuracy"] >= 0.97 and two["test"]["accuracy"] >= 0.97
@@ -71,7 +71,8 @@ def test_two_ranks_train_the_sample_to_the_accuracy_of_one(tmp_path: Path) -> No
     run = store.get_run(two["run_id"])
     assert run.processes == 2 and run.threads == max(1, (os.cpu_count() or 2) // 2)
     assert store.params(two["run_id"])["ddp_status"] == "completed"
-    sizes = [{k: store.params(r)[k] for k in ("n_train", "n_val", "n_test")} for r in (one["run_id"], two["run_id"])]
+    runs = ((RunStore(trained_digits.ws.runs_db), one["run_id"]), (store, two["run_id"]))
+    sizes = [{k: where.params(run_id)[k] for k in ("n_train", "n_val", "n_test")} for where, run_id in runs]
     assert sizes[0] == sizes[1] == {"n_train": 1257, "n_val": 270, "n_test": 270}  # the splits, not rank 0's shard
 
 
