@@ -25,8 +25,7 @@ if ref is None:
 scanned = scan(ref)
 prefill = st.session_state.pop(runs.TRAIN_PREFILL, None)
 if prefill is not None:  # "Rerun with changes": the widgets start from that run's settings, not from their state
-    for key in [k for k in st.session_state if str(k).startswith("train_")]:
-        del st.session_state[key]
+    runs.forget_form(st.session_state)
 start = TrainConfig.from_dict({**TrainConfig().to_dict(), **(prefill or {})})
 defaults = TrainConfig.from_dict({**start.to_dict(), "dataset": ref.spec})
 measured = best_setting(run_store(), ref.spec, defaults.arch) if prefill is None else None

@@ -35,8 +35,9 @@ CHART_RESULTS = {k: COLUMNS[k] for k in RESULTS}
 
 
 @st.cache_data(show_spinner=False, ttl=2)
-def _table(_store: RunStore, ids: tuple[int, ...], stamp: tuple, leaks: str) -> pd.DataFrame:
+def _table(_store: RunStore, ids: tuple[int, ...], stamp: tuple, leaks: str, root: str) -> pd.DataFrame:
     # Cached for the runs as they are now (status, end): a page rerun does not re-read every predictions file.
+    # ``root`` (the workspace) is in the key: run ids and their stamps repeat in a copied workspace.
     runs = [r for r in (_store.list_runs(kind="train")) if r.run_id in set(ids)]
     order = {run_id: i for i, run_id in enumerate(ids)}
     return compare_table(_store, workspace(), sorted(runs, key=lambda r: order[r.run_id]), leaks=leaks)
@@ -47,7 +48,7 @@ def table(store: RunStore, runs: list[RunRecord], leaks: str = "cached") -> pd.D
     stamp = tuple((r.run_id, r.status, r.ended_at) for r in runs)
     if any(r.status in ("queued", "running") for r in runs):  # scores grow while runs train: read them fresh
         return compare_table(store, workspace(), runs, leaks=leaks)
-    return _table(store, tuple(r.run_id for r in runs), stamp, leaks)
+    return _table(store, tuple(r.run_id for r in runs), stamp, leaks, str(workspace().root))
 
 
 def in_words(frame: pd.DataFrame) -> pd.DataFrame:

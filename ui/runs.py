@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
+from dataclasses import fields
+
 import pandas as pd
 import streamlit as st
 
@@ -245,6 +248,18 @@ def _value_words(option: str, value: object) -> str:
 
 
 TRAIN_PREFILL = "train_prefill"  # session key: a run's config to start the Train form from ("rerun with changes")
+FORM_EXTRAS = ("train_weights_parent", "train_weights_file")  # the form's widgets that are not an option's own
+
+
+def forget_form(state: MutableMapping) -> None:
+    """Drop the Train form's widget values from the tab's ``state``, so the form starts from a prefill ("Rerun with
+    changes", "Start a run from it", a found learning rate): each option's widget (``train_<option>``) and its
+    "automatic" box (``train_<option>_auto``), and the weights widgets. The tab's other state stays, the run it
+    started last (``train_last_started``, whose result the page shows) included."""
+    options = {f"train_{f.name}" for f in fields(TrainConfig)}
+    form = [k for k in state if k in options or str(k).removesuffix("_auto") in options or k in FORM_EXTRAS]
+    for key in form:
+        del state[key]
 
 
 def run_actions(run: RunRecord, store: RunStore, registry: JobRegistry, ws: Workspace) -> None:

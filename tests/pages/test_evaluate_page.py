@@ -46,7 +46,8 @@ def open_page(base: Path, monkeypatch: pytest.MonkeyPatch):
     def go(workspace: Path, run: int | None = None, roots: Path | None = None) -> AppTest:
         monkeypatch.setenv("STUDIO_WORKSPACE", str(workspace))
         monkeypatch.setenv("STUDIO_DATA_ROOTS", str(roots or base))
-        st.cache_resource.clear()
+        st.cache_resource.clear()  # a server started on this workspace and these roots: no cache of the last one
+        st.cache_data.clear()
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run()
         if run is not None:
             at.query_params["run"] = str(run)

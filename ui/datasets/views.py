@@ -16,6 +16,7 @@ from ui.state import workspace
 from ui.text import plain
 
 ALL = "All classes"
+DRAWN = "projections_drawn"  # session key: the 2-D views this tab asked for (the views themselves: _projection)
 CLASSES_PER_PAGE = 10
 KIND_WORDS = {"folder": "A folder per class", "csv": "A CSV of labels", "metadata": "One JSON file per image"}
 SPLIT_WORDS = {"train": "Train", "val": "validation", "test": "test", UNSPLIT: "not split"}
@@ -145,19 +146,29 @@ def projection(result: ScanResult) -> None:
     limit = c2.slider("Images (sampled per class)", 100, 5000, embed.DEFAULT_MAX_POINTS, 100, key="proj_points")
     st.caption("Each dot is one image, reduced to 16x16 pixels. Classes that form separate clouds are easy to "
                "tell apart; overlapping clouds are where a model will struggle. Lasso dots to see their images.")  # fmt: skip
-    cache: dict = st.session_state.setdefault("projections", {})
+    drawn: set = st.session_state.setdefault(DRAWN, set())
     key = (result.ref.spec, method, limit, len(result.manifest))
-    if key not in cache and not st.button(f"Draw the {method.upper()} view", type="primary", key="proj_go"):
+    if key not in drawn and not st.button(f"Draw the {method.upper()} view", type="primary", key="proj_go"):
         return
-    if key not in cache:
+    try:
         with st.spinner(f"Computing {method.upper()} of up to {limit:,} images..."):
-            try:
-                sample = embed.sample_per_class(result.manifest, limit)
-                cache[key] = embed.projection_frame(result.root, sample, method, cache_dir=workspace().cache)
-            except CoreError as exc:
-                show_error(exc)
-                return
-    _projection_chart(result, cache[key], method)
+            frame = _projection(str(workspace().root), *key, result)
+    except CoreError as exc:
+        show_error(exc)
+        return
+    drawn.add(key)
+    _projection_chart(result, frame, method)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _projection(root: str, spec: str, method: str, limit: int, n_images: int, _result: ScanResult) -> pd.DataFrame:
+    """A 2-D view, kept once for every tab of this server (each gets its own copy), the 8 last asked for.
+
+    ``root`` is the workspace (its cache, and what a dataset spec means); ``n_images`` tells a rescanned dataset's
+    view from the one before.
+    """
+    sample = embed.sample_per_class(_result.manifest, limit)
+    return embed.projection_frame(_result.root, sample, method, cache_dir=workspace().cache)
 
 
 def _projection_chart(result: ScanResult, frame: pd.DataFrame, method: str) -> None:

@@ -6,14 +6,14 @@ import pandas as pd
 import streamlit as st
 
 from core.common.errors import CoreError
+from core.datasets.scan import ScanResult
 from core.datasets.sources import DatasetRef
+from core.dedup.fingerprints import fingerprint_cache
 from core.dedup.groups import SPLIT_ORDER, DedupResult, LeakageReport, cached_leakage_report
 from ui.duplicates.cards import pager, pair_cards
 from ui.duplicates.groups import PAIRS_PER_PAGE
 from ui.duplicates.session import CURRENT, RESULTS
 from ui.state import SCANS, workspace
-
-LEAKS = "leakage_reports"  # session key: {spec: LeakageReport} computed for leakage_notice
 
 
 def leak_sentence(counts: dict[str, int]) -> str:
@@ -78,19 +78,22 @@ def _known_leakage(ref: DatasetRef) -> LeakageReport | None:
     for (spec, _), result in reversed(st.session_state.get(RESULTS, {}).items()):
         if spec == ref.spec:
             return result.leakage
-    reports: dict = st.session_state.setdefault(LEAKS, {})
-    if ref.spec not in reports:
-        try:
-            with st.spinner("Checking for copies across splits..."):
-                report = cached_leakage_report(
-                    ref, workspace().cache, scan=st.session_state.get(SCANS, {}).get(ref.spec)
-                )
-        except CoreError:
-            return None
-        if report is None:  # not fingerprinted yet: ask again next time (another tab may hash it meanwhile)
-            return None
-        reports[ref.spec] = report
-    return reports[ref.spec]
+    ws = workspace()
+    try:  # not fingerprinted yet: nothing to say, and asked again next time (another tab may hash it meanwhile)
+        stamp = fingerprint_cache(ref, ws.cache).stat().st_mtime_ns
+    except OSError:
+        return None
+    try:
+        return _leak_report(str(ws.root), ref.spec, stamp, ref, st.session_state.get(SCANS, {}).get(ref.spec))
+    except CoreError:
+        return None
+
+
+@st.cache_data(show_spinner="Checking for copies across splits...", max_entries=32)
+def _leak_report(root: str, spec: str, stamp: int, _ref: DatasetRef, _scan: ScanResult | None) -> LeakageReport | None:
+    """Kept for every tab of this server until the fingerprints change (``stamp``: their cache file's time, so a new
+    search of the dataset, on any tab, is reported), per workspace (``root``)."""
+    return cached_leakage_report(_ref, workspace().cache, scan=_scan)
 
 
 def leakage_notice(ref: DatasetRef | None) -> None:

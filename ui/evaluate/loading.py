@@ -68,9 +68,11 @@ def _stamp(path: Path) -> int:
     return path.stat().st_mtime_ns if path.is_file() else 0
 
 
-@st.cache_resource(show_spinner=False, max_entries=8)
+@st.cache_data(show_spinner=False, max_entries=8)
 def _evaluation(run_id: int, split: str, leaks: str, stamp: int, root: str, _ws: Workspace,
                 _store: RunStore) -> Evaluation:  # fmt: skip
+    # cache_data, not cache_resource: every session gets its own copy, so nothing one page does to its frames
+    # reaches another user's page.
     return evaluate_run(_ws, _store, run_id, split, leaks=leaks)
 
 

@@ -23,7 +23,7 @@ PER_ROW = 3
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _explained(
-    run_id: int, split: str, stamp: tuple, _ws: Workspace, _store: RunStore, _ev: Evaluation
+    run_id: int, split: str, stamp: tuple, root: str, _ws: Workspace, _store: RunStore, _ev: Evaluation
 ) -> list[Explained]:
     worst = worst_images(_ev.frame)
     try:
@@ -35,7 +35,8 @@ def _explained(
 def explained(ws: Workspace, store: RunStore, ev: Evaluation) -> list[Explained]:
     stamp = (len(ev.frame), float(ev.frame["loss"].sum()), ev.predictions.meta.get("made"))
     with st.spinner("Drawing what the model looked at in its worst mistakes..."):
-        return _explained(ev.run.run_id, ev.split, stamp, ws, store, ev)
+        # The workspace is in the key: run ids repeat across workspaces.
+        return _explained(ev.run.run_id, ev.split, stamp, str(ws.root), ws, store, ev)
 
 
 def worst(items: list[Explained], ev: Evaluation) -> None:
