@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.common.errors import ChoiceError
 from core.common.words import choice_word
 from core.datasets.sources import dataset_title
 from core.store.records import RunRecord
 from core.store.runs import RunStore
 from core.train.archs import arch_label
+from core.train.config import label_of
 from ui.state import workspace
 from ui.text import plain
 
@@ -17,7 +19,16 @@ def show_error(exc: BaseException, what: str = "") -> None:
     """A bad-input error in words, never a traceback, and never the workspace's place on the server's disk; shown
     as text (it may quote a file name or a label)."""
     prefix = f"{what}: " if what else ""
-    st.error(plain(workspace().redact(f"{prefix}{exc}")), icon=":material/error:")
+    st.error(plain(workspace().redact(f"{prefix}{error_words(exc)}")), icon=":material/error:")
+
+
+def error_words(exc: BaseException) -> str:
+    """An error as a page says it: a choice outside the allowed ones by the option's name and the choices in words,
+    from the error's fields (the message is the command line's); any other error as its message."""
+    if isinstance(exc, ChoiceError):
+        allowed = ", ".join(value_word(exc.field, v) for v in exc.allowed)
+        return f"{label_of(exc.field)}: “{value_word(exc.field, exc.value)}” is not one of the choices ({allowed})"
+    return str(exc)
 
 
 def count_of(n: int, noun: str) -> str:

@@ -28,9 +28,8 @@ PERCENT = ("best_val_acc", "test_accuracy", "test_accuracy_clean")
 SHOWN = ["run_id", "name", "status", "family", "best_val_acc", "test_accuracy", "test_accuracy_clean", "n_leaking",
          "arch", "optimizer", "lr", "batch_size", "epochs", "freeze", "image_size", "augment", "wall_s", "images_per_s"]  # fmt: skip
 # Settings a chart can put against a result; categories are drawn as their words.
-CHART_SETTINGS = {"lr": "Learning rate", "batch_size": "Images per step", "epochs": "Epochs trained",
-                  "image_size": "Input size (px)", "optimizer": "Optimizer", "arch": "Network", "freeze": "Frozen layers",
-                  "augment": "Augmentation"}  # fmt: skip
+CHART_SETTINGS = {k: COLUMNS[k] for k in ("lr", "batch_size", "epochs", "image_size", "optimizer", "arch", "freeze",
+                                           "augment")}  # fmt: skip
 CHART_RESULTS = {k: COLUMNS[k] for k in RESULTS}
 
 

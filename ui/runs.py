@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from core.common.errors import CoreError
-from core.common.words import AUTOMATIC, duration, status_word
+from core.common.words import AUTOMATIC, duration, metric_word, status_word
 from core.common.workspace import Workspace
 from core.store.records import ACTIVE_STATUSES, RunRecord
 from core.store.runs import RunStore
@@ -133,11 +133,11 @@ def run_header(store: RunStore, ws: Workspace, run: RunRecord) -> None:
         st.warning(plain(run.error), icon=":material/warning:")
     cards = st.columns(4)
     test, best = summary["test_accuracy"], summary["best_val_acc"]
-    cards[0].metric("Test accuracy", f"{test:.1%}" if test is not None else "not yet",
+    cards[0].metric(metric_word("test_accuracy"), f"{test:.1%}" if test is not None else "not yet",
                     help=f"Share of the {splits.get('test', 0):,} test images, never used in training, that get "
                          "the right label (best checkpoint)." if test is not None else
                          "Measured on the test images once the run finishes.")  # fmt: skip
-    cards[1].metric("Best validation accuracy", f"{best:.1%}" if best is not None else "not yet",
+    cards[1].metric(metric_word("best_val_acc"), f"{best:.1%}" if best is not None else "not yet",
                     help=f"The best epoch's score on the {splits.get('val', 0):,} validation images.")  # fmt: skip
     cards[2].metric("Epochs", f"{len(store.metrics(run.run_id, ['epoch_s'])):,}")
     cards[3].metric("Time", duration(run.wall_s) if run.wall_s is not None else "not started")
@@ -167,7 +167,7 @@ def any_active(runs: list[RunRecord]) -> bool:
 
 
 TABLE_COLUMNS = {"run_id": "Run", "name": "Name", "status": "Status", "network": "Network", "dataset": "Dataset",
-                 "best_val_acc": "Best validation accuracy", "test_accuracy": "Test accuracy",
+                 "best_val_acc": metric_word("best_val_acc"), "test_accuracy": metric_word("test_accuracy"),
                  "test_images": "Test images", "wall_s": "Time", "error": "Problem"}  # fmt: skip
 
 

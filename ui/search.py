@@ -16,22 +16,23 @@ from core.experiments.space import METRICS, Space, SpaceError, metric, parse_spa
 from core.store.records import RunRecord
 from core.store.runs import RunStore
 from core.train.archs import ARCHS
-from core.train.config import AUGMENT_CHOICES, OPTIMIZERS, TrainConfig, choices, limits
+from core.train.config import AUGMENT_CHOICES, OPTIMIZERS, TrainConfig, choices, label_of, limits
 from ui import compare
 from ui.common import show_error, value_word
 from ui.state import dataset_title, run_store, searches
 from ui.text import plain
 
 SEARCH = "search"  # URL parameter: the search shown
-LISTS = {  # option -> (label, values offered, chosen at first)
-    "optimizer": ("Optimizer", list(OPTIMIZERS), ["sgd", "adam"]),
-    "batch_size": ("Images per step", [16, 32, 64, 128, 256], [64]),
-    "epochs": ("Epochs", [1, 2, 3, 4, 6, 8, 12, 24], [2]),
-    "arch": ("Network", ["auto", *ARCHS], ["auto"]),
-    "freeze": ("Frozen layers", list(choices()["freeze"]), ["none"]),
-    "image_size": ("Input size (px)", [0, 16, 32, 64, 112, 128, 224], [0]),
-    "augment": ("Augmentation", list(AUGMENT_CHOICES), ["auto"]),
+OFFERED = {  # option -> (values offered, chosen at first)
+    "optimizer": (list(OPTIMIZERS), ["sgd", "adam"]),
+    "batch_size": ([16, 32, 64, 128, 256], [64]),
+    "epochs": ([1, 2, 3, 4, 6, 8, 12, 24], [2]),
+    "arch": (["auto", *ARCHS], ["auto"]),
+    "freeze": (list(choices()["freeze"]), ["none"]),
+    "image_size": ([0, 16, 32, 64, 112, 128, 224], [0]),
+    "augment": (list(AUGMENT_CHOICES), ["auto"]),
 }
+LISTS = {name: (label_of(name), *rest) for name, rest in OFFERED.items()}  # option -> (label, offered, chosen)
 SEARCH_STATUS = {**STATUS_WORDS, "running": "searching"}  # a search runs trials: it is not itself training
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from core.common.atomic import write_atomic
+from core.common.words import SCORED_SPLITS
 from core.common.workspace import Workspace
 from core.store.runs import RunStore
 
@@ -15,7 +16,7 @@ from core.store.runs import RunStore
 def add_parser(sub: Any, common: Any) -> None:
     p = sub.add_parser("evaluate", help="how good a finished run is: metrics, mistakes, copies of train in test")
     p.add_argument("run", type=int, metavar="RUN", help="a completed training run")
-    p.add_argument("--split", choices=("test", "val"), default="test", help="the images to score (default: test)")
+    p.add_argument("--split", choices=SCORED_SPLITS, default="test", help="the images to score (default: test)")
     p.add_argument("--predictions", metavar="FILE.csv", help="write one row per image: image, label, pred1, p1 .. "
                    "pred5, p5")  # fmt: skip
     p.add_argument("--report", metavar="FILE.html", help="write a self-contained HTML report (opens offline)")

@@ -55,7 +55,8 @@ class ChoiceError(CoreError):
         super().__init__(f"{field} {value!r}: choose one of {', '.join(map(str, self.allowed))}")
 
 
-def check_choice(field: str, value: object, allowed: Sequence[object]) -> None:
-    """Raise :class:`ChoiceError` unless ``value`` is one of ``allowed``."""
+def check_choice(field: str, value: object, allowed: Sequence[object], error: type[ChoiceError] = ChoiceError) -> None:
+    """Raise ``error`` (:class:`ChoiceError` or a subclass that is also a domain's error) unless ``value`` is one of
+    ``allowed``."""
     if value not in allowed:
-        raise ChoiceError(field, value, allowed)
+        raise error(field, value, allowed)

@@ -27,6 +27,7 @@ def status_word(status: str) -> str:
 # -- splits -----------------------------------------------------------------------------------------------------
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")  # the split names every stored split uses, in this order
+SCORED_SPLITS: tuple[str, ...] = ("test", "val")  # what a finished run can be scored on (it trained on the other)
 SPLIT_WORDS: Mapping[str, str] = {"train": "training", "val": "validation", "test": "test"}
 
 

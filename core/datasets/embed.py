@@ -16,7 +16,7 @@ import pandas as pd
 from PIL import Image
 
 from core.common.atomic import write_atomic
-from core.common.errors import CoreError, ImageError
+from core.common.errors import CoreError, ImageError, check_choice
 from core.images.opener import open_image
 
 METHODS = ("pca", "tsne")
@@ -63,8 +63,7 @@ def project(features: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndar
     Raises:
         CoreError: an unknown method, or fewer than 3 images.
     """
-    if method not in METHODS:
-        raise CoreError(f"unknown projection {method!r}; expected one of {', '.join(METHODS)}")
+    check_choice("projection", method, METHODS)
     if len(features) < 3:
         raise CoreError(f"a {method.upper()} view needs at least 3 readable images; got {len(features)}")
     from sklearn.decomposition import PCA

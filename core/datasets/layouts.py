@@ -36,8 +36,9 @@ from core.images.opener import is_image_name, sniff_image
 
 UNLABELLED = ""  # the label of an image that has none: never a class name (a folder cannot be named "")
 
-SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-               "dev": "val", "test": "test", "testing": "test"}  # fmt: skip
+# What a split folder or a CSV split column may call a split (any case) -> its name (core.common.words.SPLITS).
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "dev": "val", "test": "test", "testing": "test"}  # fmt: skip
 
 
 IMAGE_COLUMNS = ("image", "images", "img", "image_id", "imageid", "image_name", "image_path", "filename",
@@ -138,7 +139,7 @@ def list_folder(root: Path) -> tuple[list[Entry], list[Problem]]:
     flat = bool(images) and all("/" not in rel for rel in images)
     for rel in images:
         parts = rel.split("/")
-        split = SPLIT_NAMES.get(parts[0].lower(), "") if split_layout else ""
+        split = SPLIT_ALIASES.get(parts[0].lower(), "") if split_layout else ""
         class_parts = parts[1:] if split else parts
         if flat:
             entries.append(Entry(rel, UNLABELLED, ""))
@@ -171,7 +172,7 @@ def _kind_of(rel: str) -> str:
 def _has_split_folders(root: Path) -> bool:
     """True when the top level holds train/val/test folders that themselves hold class folders."""
     tops = [p for p in root.iterdir() if p.is_dir() and not hidden(p.name)] if root.is_dir() else []
-    splits = [p for p in tops if p.name.lower() in SPLIT_NAMES]
+    splits = [p for p in tops if p.name.lower() in SPLIT_ALIASES]
     return bool(splits) and any(any(c.is_dir() for c in p.iterdir()) for p in splits)
 
 
@@ -198,7 +199,7 @@ def read_label_csv(path: Path) -> pd.DataFrame:
     image, label = (raw[c].str.strip().map(from_spreadsheet) for c in (image_col, label_col))
     out = pd.DataFrame({"image": image, "label": label})
     split_col = _find_column(raw.columns, SPLIT_COLUMNS, exclude=(image_col, label_col))
-    out["split"] = raw[split_col].str.strip().str.lower().map(lambda s: SPLIT_NAMES.get(s, "")) if split_col else ""
+    out["split"] = raw[split_col].str.strip().str.lower().map(lambda s: SPLIT_ALIASES.get(s, "")) if split_col else ""
     return out
 
 

@@ -32,6 +32,7 @@ from core.common.cpu import usable_cores
 from core.common.diskspace import write_failure
 from core.common.errors import DatasetError, ImageError
 from core.common.naming import natural_sorted
+from core.common.words import SPLITS
 from core.datasets.layouts import FOLDER_OUTSIDE, LINK_OUTSIDE, UNLABELLED, Entry, Problem, real
 from core.datasets.sources import DatasetRef, list_entries
 from core.images.opener import inspect_image
@@ -76,7 +77,7 @@ class ScanResult:
     @cached_property
     def splits(self) -> dict[str, int]:
         counts = self.manifest["split"].replace("", UNSPLIT).value_counts()
-        order = [s for s in ("train", "val", "test", UNSPLIT) if s in counts.index]
+        order = [s for s in (*SPLITS, UNSPLIT) if s in counts.index]
         return {s: int(counts[s]) for s in order}
 
     def summary(self) -> dict[str, object]:

@@ -27,7 +27,7 @@ from core.common.jsonfile import JsonFileError, is_regular_file, read_json
 from core.common.workspace import Workspace
 from core.datasets import samples
 from core.datasets.layouts import (
-    SPLIT_NAMES,
+    SPLIT_ALIASES,
     Entry,
     Problem,
     csv_image_path,
@@ -340,7 +340,7 @@ def extract_upload(data: bytes | Path, filename: str, ws: Workspace) -> Path:
 def _single_top_folder(dest: Path) -> Path:
     """The one folder wrapping the dataset, if any; a lone folder of images is a class folder and is kept."""
     visible = [p for p in dest.iterdir() if not hidden(p.name)]
-    if len(visible) != 1 or not visible[0].is_dir() or visible[0].name.lower() in SPLIT_NAMES:
+    if len(visible) != 1 or not visible[0].is_dir() or visible[0].name.lower() in SPLIT_ALIASES:
         return dest
     only_images = all(p.is_file() and is_image_name(p.name) for p in visible[0].iterdir() if not hidden(p.name))
     return dest if only_images else visible[0]

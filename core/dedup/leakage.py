@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from core.common.words import SPLITS
+
 if TYPE_CHECKING:
     from core.dedup.fingerprints import HashTable
 
-SPLIT_ORDER = ("train", "val", "test")
+SPLIT_ORDER = SPLITS  # train, val, test: an image of a later split with a copy in an earlier one leaks
 SPLIT_PAIRS = (("train", "val"), ("train", "test"), ("val", "test"))
 
 

@@ -13,21 +13,43 @@ from typing import Any
 
 import pandas as pd
 
-from core.common.errors import CoreError
+from core.common.errors import ChoiceError, CoreError, check_choice
+from core.common.words import SCORED_SPLITS
 from core.common.workspace import Workspace
-from core.evaluate.leakage import HonestScore, LeakCheck, find_leaks, fingerprints_ready, honest_score, locate_dataset
+from core.evaluate.leakage import (
+    LEAK_CHECKS,
+    HonestScore,
+    LeakCheck,
+    find_leaks,
+    fingerprints_ready,
+    honest_score,
+    locate_dataset,
+)
 from core.evaluate.metrics import Metrics, compute_metrics
-from core.store.records import RunRecord
+from core.store.records import ACTIVE_STATUSES, RunRecord
 from core.store.runs import RunStore
 from core.train.predictions import TOP_K, StoredPredictions, read_predictions
 
-SPLITS = ("test", "val")
-ACTIVE = ("queued", "running")
-LEAKS = ("compute", "cached", "skip")  # find copies now / only when fingerprints are cached / not at all
+SPLITS = SCORED_SPLITS
+ACTIVE = ACTIVE_STATUSES
 
 
 class EvaluateError(CoreError):
     """A run that cannot be evaluated (still training, stopped early, no images in the split asked for)."""
+
+
+class EvaluateChoiceError(EvaluateError, ChoiceError):
+    """A split or leak check that is not one of the allowed ones."""
+
+
+class EmptySplitError(EvaluateError):
+    """A run that kept no images aside for ``split`` (its share was 0): a page offers the other split."""
+
+    def __init__(self, run_id: int, split: str) -> None:
+        self.run_id, self.split = run_id, split
+        purpose = "the final test" if split == "test" else "validation"
+        super().__init__(f"run {run_id} has no {split} images: its dataset kept none aside for {purpose}; train again "
+                         f"with a {split} share above 0")  # fmt: skip
 
 
 @dataclass
@@ -63,8 +85,7 @@ def check_evaluable(ws: Workspace, run: RunRecord, split: str) -> pd.DataFrame:
     that says what to do."""
     from core.train.run_folder import run_splits
 
-    if split not in SPLITS:
-        raise EvaluateError(f"split {split!r} cannot be evaluated; choose one of: {', '.join(SPLITS)}")
+    check_choice("split", split, SPLITS, EvaluateChoiceError)
     if run.kind != "train":
         raise EvaluateError(f"run {run.run_id} is a {run.kind} run, not a training run")
     if run.status in ACTIVE:
@@ -76,13 +97,8 @@ def check_evaluable(ws: Workspace, run: RunRecord, split: str) -> pd.DataFrame:
     if splits is None:
         raise EvaluateError(f"run {run.run_id} has no record of which images it kept aside (its splits.csv)")
     if not (splits["split"] == split).any():
-        raise EvaluateError(f"run {run.run_id} has no {split} images: its dataset kept none aside for "
-                            f"{_purpose(split)}; train again with a {split} share above 0")  # fmt: skip
+        raise EmptySplitError(run.run_id, split)
     return splits
-
-
-def _purpose(split: str) -> str:
-    return "the final test" if split == "test" else "validation"
 
 
 def load_predictions(ws: Workspace, store: RunStore, run: RunRecord, split: str) -> StoredPredictions:
@@ -142,10 +158,9 @@ def _the_run(store: RunStore, run_id: int | None) -> RunRecord:
 def leak_check(
     ws: Workspace, run: RunRecord, splits: pd.DataFrame, split: str, mode: str, root: Path | None
 ) -> LeakCheck | None:
-    """The copies of ``split``'s images in train, per ``mode`` (see :data:`LEAKS`); None when not checked (or
-    ``root``, the dataset's folder, cannot be read)."""
-    if mode not in LEAKS:
-        raise EvaluateError(f"leaks {mode!r}; choose one of: {', '.join(LEAKS)}")
+    """The copies of ``split``'s images in train, per ``mode`` (see ``core.evaluate.leakage.LEAK_CHECKS``); None
+    when not checked (or ``root``, the dataset's folder, cannot be read)."""
+    check_choice("leaks", mode, LEAK_CHECKS, EvaluateChoiceError)
     if mode == "skip" or root is None:
         return None
     if mode == "cached" and not fingerprints_ready(ws, run.dataset):

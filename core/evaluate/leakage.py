@@ -19,6 +19,11 @@ import pandas as pd
 from core.common.workspace import Workspace
 from core.evaluate.metrics import map_at_5
 
+# How a score looks for copies, as the Evaluate and Compare pages and the command line ask for it: ``compute`` finds
+# them now (fingerprinting the dataset once, cached), ``cached`` only where the fingerprints are cached already (a
+# page must not start a pass over every image on its own), ``skip`` never.
+LEAK_CHECKS: tuple[str, ...] = ("compute", "cached", "skip")
+
 
 @dataclass
 class LeakCheck:

@@ -18,22 +18,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.common.errors import check_choice
+from core.common.words import metric_word
 from core.common.workspace import Workspace
+from core.evaluate.leakage import LEAK_CHECKS
 from core.store.records import RunRecord
 from core.store.runs import RunStore
+from core.train.config import label_of
 
-# Column -> what a person calls it (the page's headers and the CSV's).
+# Column -> what a person calls it (the page's headers and the CSV's): the settings by the Train page's names, the
+# scores by the names the Evaluate page and the report give them.
 COLUMNS = {
     "run_id": "Run", "name": "Name", "status": "Status", "family": "Part of", "dataset": "Dataset",
-    "arch": "Network", "optimizer": "Optimizer", "lr": "Learning rate", "batch_size": "Images per step",
-    "epochs": "Epochs trained", "freeze": "Frozen layers", "image_size": "Input size (px)", "augment": "Augmentation",
-    "best_val_acc": "Best validation accuracy", "test_accuracy": "Test accuracy",
-    "test_accuracy_clean": "Test accuracy without leaking images", "n_leaking": "Leaking test images",
-    "wall_s": "Time (s)", "images_per_s": "Training images per second",
+    **{k: label_of(k) for k in ("arch", "optimizer", "lr", "batch_size")}, "epochs": "Epochs trained",
+    **{k: label_of(k) for k in ("freeze", "image_size", "augment")},
+    **{k: metric_word(k) for k in ("best_val_acc", "test_accuracy", "test_accuracy_clean")},
+    "n_leaking": "Leaking test images", "wall_s": "Time (s)", "images_per_s": "Training images per second",
 }  # fmt: skip
 SETTINGS = ("optimizer", "lr", "batch_size", "freeze", "image_size", "augment")
 RESULTS = ("best_val_acc", "test_accuracy", "test_accuracy_clean", "wall_s", "images_per_s")
-LEAKS = ("cached", "compute", "skip")  # the leak check: only with cached fingerprints / always / never
 
 
 def compare_table(store: RunStore, ws: Workspace, runs: list[RunRecord], *, leaks: str = "cached") -> pd.DataFrame:
@@ -104,8 +107,7 @@ def _honest_scores(store: RunStore, ws: Workspace, runs: list[RunRecord], mode: 
     from core.train.predictions import predictions_file
     from core.train.run_folder import run_dir
 
-    if mode not in LEAKS:
-        raise ValueError(f"leaks {mode!r}; choose one of: {', '.join(LEAKS)}")
+    check_choice("leaks", mode, LEAK_CHECKS)
     out: dict[int, tuple] = {}
     groups: dict[str, pd.DataFrame | None] = {}
     for run in runs:

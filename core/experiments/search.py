@@ -31,7 +31,7 @@ import traceback
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from core.common.errors import CoreError, RunStoreError
+from core.common.errors import CoreError, RunStoreError, check_choice
 from core.common.workspace import Workspace
 from core.experiments.results import metric_value, pruned, search_group
 from core.experiments.space import METHODS, Space, SpaceError, metric, parse_space, space_json
@@ -66,9 +66,8 @@ class SearchSpec:
     seed: int = 0
 
     def checked(self) -> SearchSpec:
-        """A copy with ``trials`` settled (a grid is capped at its size); raises SpaceError or ConfigError."""
-        if self.method not in METHODS:
-            raise SpaceError(f"method {self.method!r}; choose one of: {', '.join(METHODS)}")
+        """A copy with ``trials`` settled (a grid is capped at its size); raises SpaceError, ChoiceError or ConfigError."""
+        check_choice("method", self.method, METHODS)
         metric(self.metric)
         self.base.validate()
         if isinstance(self.trials, bool) or not isinstance(self.trials, int) or not 0 <= self.trials <= MAX_TRIALS:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from core.common.errors import RunStoreError
+from core.common.errors import ChoiceError, RunStoreError, check_choice
 from core.store.schema import RUN_COLUMNS
 
 STATUSES: tuple[str, ...] = ("queued", "running", "completed", "cancelled", "failed", "crashed")
@@ -127,9 +127,13 @@ def crashed_record(row: sqlite3.Row, reason: str, now: float) -> RunRecord:
     return replace(record(row), status="crashed", error=reason, ended_at=row["heartbeat_at"] or now)
 
 
+class StatusError(RunStoreError, ChoiceError):
+    """A run status that is not one of the allowed ones."""
+
+
 def check_status(status: str, allowed: Sequence[str] = STATUSES) -> str:
-    if status not in allowed:
-        raise RunStoreError(f"bad run status {status!r}: expected one of {', '.join(allowed)}")
+    """``status`` when it is one of ``allowed``; a :class:`StatusError` otherwise."""
+    check_choice("status", status, allowed, StatusError)
     return status
 
 

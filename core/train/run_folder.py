@@ -17,12 +17,13 @@ import pandas as pd
 
 from core.common.atomic import PARTIAL_SUFFIX, write_atomic
 from core.common.errors import RunStoreError
+from core.common.words import SPLITS
 from core.common.workspace import Workspace
 from core.store.records import ACTIVE_STATUSES
 from core.store.runs import RunStore
 from core.train.lifeline import processes_alive
 
-SPLIT_NAMES = ("train", "val", "test")
+SPLIT_NAMES = SPLITS  # the one list (core.common.words)
 SPLITS_FILE = "splits.csv"
 
 

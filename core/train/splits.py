@@ -15,8 +15,7 @@ import pandas as pd
 
 from core.common.errors import DatasetError
 from core.common.naming import natural_sorted
-
-SPLITS = ("train", "val", "test")
+from core.common.words import SPLITS
 
 
 def make_splits(

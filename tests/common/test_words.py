@@ -75,3 +75,8 @@ def test_each_word_list_is_written_once() -> None:
     assert _lines_matching(r"""["']completed["']: ["']finished""") == []  # run statuses in words
     assert _lines_matching(r"""["']crop-flip["']: ["']""") == []  # choice values in words
     assert len(_lines_matching(r"\.label for \w+, \w+ in ARCHS", besides=())) <= 1  # networks: arch_label
+
+
+def test_the_split_names_are_listed_once() -> None:
+    assert _lines_matching(r"""\(["']train["'], ["']val["'], ["']test["']""") == []
+    assert _lines_matching(r"""\(["']test["'], ["']val["']\)""") == []

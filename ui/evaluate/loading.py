@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.common.errors import CoreError
 from core.common.workspace import Workspace
-from core.evaluate.evaluation import ACTIVE, EvaluateError, Evaluation, check_evaluable, evaluate_run
+from core.evaluate.evaluation import ACTIVE, EmptySplitError, EvaluateError, Evaluation, check_evaluable, evaluate_run
 from core.evaluate.leakage import fingerprints_ready
 from core.store.records import RunRecord
 from core.store.runs import RunStore
@@ -102,7 +102,7 @@ def load(ws: Workspace, store: RunStore, run: RunRecord, split: str) -> Evaluati
 
 
 def _cannot(run: RunRecord, split: str, exc: EvaluateError) -> None:
-    if split == "test" and "has no test images" in str(exc):
+    if isinstance(exc, EmptySplitError) and exc.split == "test":
         st.info(f"Run {run.run_id} kept no images aside for a final test (its test share was 0), so there is "
                 "nothing to score it on. Pick Validation under “Score on” above to score it on its validation "
                 "images, or train again with a test share.", icon=":material/info:")  # fmt: skip
