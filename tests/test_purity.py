@@ -1,4 +1,4 @@
-"""The layering rules of DESIGN.md: core/ never imports Streamlit, its stage packages import downward only, no
+"""The layering rules (ARCHITECTURE.md): core/ never imports Streamlit, its stage packages import downward only, no
 import circles, no module over ~400 lines, a light run store, and pages that never import torch."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The command line: ``python -m core <command> ...``. It only parses and dispatches; the work is in core.
 
-Contract (see DESIGN.md): every command takes ``--workspace DIR`` and ``--json``; exit 0 on success; bad
-input gives one ``error: ...`` line on stderr and exit 2, never a traceback.
+Contract (scripts and tests outside the project rely on it): every command takes ``--workspace DIR`` and
+``--json``; exit 0 on success; bad input gives one ``error: ...`` line on stderr and exit 2, never a traceback.
 """
 
 from __future__ import annotations

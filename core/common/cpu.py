@@ -1,7 +1,8 @@
 """How many cores this process may use, so parallel work never oversubscribes them.
 
 On the 2-core machines this product targets, processes x threads above the core count made training
-2-3x slower (see shared/research/cpu-training.md), so every parallel part asks here first.
+2-3x slower (measured: two 2-thread ResNet-18 trainings at once gave 84 img/s in all, one alone 130-202), so
+every parallel part asks here first.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 :func:`explain` classifies one image and returns a heat map for the chosen class (default: the top one).
 
 Fast path (every method in :data:`METHODS`). The library's default path records a graph for the whole network
-and back-propagates into every parameter: about 3x a plain forward on a CPU (research/gradcam-and-weights.md
-section 6), and it fails on a frozen backbone. Here one forward hook on the target layer *cuts* the network
+and back-propagates into every parameter: about 3x a plain forward on a CPU (ResNet-18, 224 px, 2 cores: 194 ms
+against 59), and it fails on a frozen backbone. Here one forward hook on the target layer *cuts* the network
 there: everything below the cut runs under ``torch.no_grad()``; the layer's output A becomes a fresh autograd
 leaf and autograd is switched on for the rest of that same forward (the head: pooling + classifier for a
 ResNet or MobileNet, ``pool`` + ``classifier`` for LeNet). ``torch.autograd.grad`` then gives dScore/dA through

@@ -29,7 +29,7 @@ CAM_MIN_MAP_SIDE = 7
 # 240 test images): upscaled to 112 px the Grad-CAM peak fell inside the object for 96.7% of them (layer3 7x7)
 # against 86.2% at 96 px (6x6), test accuracy 100% against 98.8%, for 1.24-1.42x the training time. Above 224 (the
 # ImageNet training size) the cost grows with the square of the side on a CPU that does ~50-80 GFLOP/s
-# (research/cpu-training.md) for little gain on the small datasets the studio sees.
+# (measured on the 2-core machine) for little gain on the small datasets the studio sees.
 _MIN_TORCHVISION_SIDE = CAM_MIN_MAP_SIDE * 16
 _MAX_TORCHVISION_SIDE = 224
 

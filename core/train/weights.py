@@ -3,7 +3,7 @@
 * ``weights="imagenet"``: torchvision's ImageNet weights. A file already in the torch hub cache
   (``torch.hub.get_dir()/checkpoints``) is loaded *by us*, with ``torch.load(weights_only=True)`` after its
   SHA-256 has been checked against the 8 hex digits in its name. torchvision's own loader would do
-  neither on a cache hit (research/gradcam-and-weights.md section 8: a planted pickle ran code). A missing
+  neither on a cache hit (checked: a pickle planted as ``resnet34-b627a593.pth`` ran code). A missing
   file is downloaded with torch.hub's downloader (which checks the hash); offline, or with
   ``STUDIO_OFFLINE=1``, :class:`WeightsUnavailable` says which file to place where.
 * ``weights="<path>"``: a local state-dict file (a torchvision-style ``.pth``/``.pt`` or a studio

@@ -1,4 +1,4 @@
-"""Tests for the command line (core.__main__) against the contract in DESIGN.md, on real datasets."""
+"""Tests for the command line (core.__main__) against its contract (core/cli/main.py), on real datasets."""
 
 from __future__ import annotations
 

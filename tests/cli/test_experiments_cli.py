@@ -1,5 +1,5 @@
-"""``python -m core search``, ``lr-find`` and ``train --from-run``: the command-line contract of DESIGN.md, on real
-runs (a small colour folder; LeNet for an epoch or two)."""
+"""``python -m core search``, ``lr-find`` and ``train --from-run``: the command-line contract (core/cli/main.py), on
+real runs (a small colour folder; LeNet for an epoch or two)."""
 
 from __future__ import annotations
 
