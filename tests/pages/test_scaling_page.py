@@ -96,3 +96,34 @@ def test_the_train_page_starts_from_the_fastest_measured_setting(fresh_workspace
     assert at.number_input(key="train_ranks").value == 1
     assert not at.checkbox(key="train_threads_auto").value and at.number_input(key="train_threads").value == 2
     assert any(f"sweep {sweep}" in c.value for c in at.caption)
+
+
+def test_a_sweep_waiting_for_a_core_is_queued_and_its_stop_cancels_it(photos: Path) -> None:
+    """The page queues the sweep as the command line does (core.scaling.sweep.submit_sweep): while other jobs hold
+    every core it waits, shown with its Stop button, and Stop ends it cancelled before any point ran."""
+    import threading
+
+    from ui.state import jobs, run_store
+
+    registry, store = jobs(), run_store()
+    release = threading.Event()
+    holders = [store.create_run(dataset="elsewhere") for _ in range(registry.cores)]
+    for run_id in holders:
+        registry.submit(run_id, lambda ctx: "completed" if release.wait(120) else "cancelled")
+    try:
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+        at.session_state["dataset"] = resolve_dataset(str(photos), Workspace.open())
+        at.run()
+        at.switch_page(PAGE).run()
+        at.button(key="sweep_start").click().run()
+        assert not at.exception, at.exception
+        [sweep] = store.list_runs(kind="sweep")
+        assert sweep.status == "queued" and registry.get(sweep.run_id).status == "queued"
+        at.button(key=f"sweep_stop_{sweep.run_id}").click().run()
+        assert not at.exception, at.exception
+        assert store.get_run(sweep.run_id).status == "cancelled"
+        assert store.list_runs(group=f"sweep-{sweep.run_id}") == []  # no point ran
+    finally:
+        release.set()
+        for run_id in holders:
+            registry.wait(run_id, timeout=60)
