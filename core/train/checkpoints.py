@@ -1,7 +1,7 @@
 """Checkpoints: the one file format that training writes and inference, resume and Grad-CAM read.
 
-A checkpoint is a plain dict of tensors and Python primitives (DESIGN.md: "checkpoints are data, not
-code"), so ``torch.load(weights_only=True)`` reads it and a planted pickle cannot run. Its keys are the
+A checkpoint is a plain dict of tensors and Python primitives (checkpoints are data,
+not code), so ``torch.load(weights_only=True)`` reads it and a planted pickle cannot run. Its keys are the
 contract between the training loop and every reader:
 
     format (1), model (state dict), arch, num_classes, classes, image_size, mean, std, freeze, epoch, step,
