@@ -191,10 +191,10 @@ def test_the_compare_csv_quotes_a_formula_dataset_name(payload: dict, monkeypatc
 
 def test_the_duplicate_groups_csv_quotes_formula_labels(payload: dict) -> None:
     from core.dedup.groups import DedupConfig, find_duplicates
-    from ui.duplicates.groups import groups_csv
+    from core.dedup.tables import groups_csv
 
     ws = payload["ws"]
     result = find_duplicates(resolve_dataset(str(payload["csv"]), ws), ws.cache, DedupConfig())
-    text = groups_csv(result)
+    text = groups_csv(result.groups, result.members)
     assert_spreadsheet_safe(text)
     assert "'" + FORMULA in set(pd.read_csv(io.StringIO(text), dtype=str)["label"])  # train/b0.png and its copy
