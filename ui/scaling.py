@@ -9,6 +9,7 @@ import streamlit as st
 
 from core.common.cpu import usable_cores
 from core.common.untrusted import spreadsheet_csv
+from core.common.words import duration
 from core.scaling.points import TASK_WORDS, sweep_task
 from core.scaling.reading import reading
 from core.scaling.sweep import SweepConfig, submit_sweep
@@ -83,7 +84,7 @@ def _sweep_row(job: Job, registry: JobRegistry) -> None:
     eta = job.eta_s()
     text = f"Sweep {job.run_id}: point {min(done + 1, total)} of {total} · {p.message or 'starting'}"
     if eta is not None:
-        text += f" · about {eta:,.0f} s left"
+        text += f" · about {duration(eta)} left"
     left, right = st.columns([5, 1], vertical_alignment="center")
     left.progress(done / total if total else 0.0, text=text)
     if right.button("Stop", key=f"sweep_stop_{job.run_id}", icon=":material/stop:"):

@@ -48,7 +48,7 @@ def test_datasets_page_opens_on_the_sample_with_counts() -> None:
     assert metrics["Images"] == "1,797"
     assert metrics["Classes"] == "10"
     assert metrics["Unreadable files"] == "0"
-    assert metrics["Train / validation / test"] == "1,257 / 270 / 270"
+    assert metrics["Training / validation / test"] == "1,257 / 270 / 270"
 
 
 def test_datasets_page_opens_a_typed_folder_and_lists_broken_files(tmp_path: Path) -> None:

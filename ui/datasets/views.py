@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pandas as pd
 import streamlit as st
 
 from core.common.errors import CoreError, ImageError
 from core.common.naming import natural_sorted
+from core.common.words import SPLITS, duration, split_word
 from core.datasets import embed, explore
 from core.datasets.scan import UNSPLIT, ScanResult
 from core.datasets.thumbs import thumbnail_files
@@ -19,7 +22,6 @@ ALL = "All classes"
 DRAWN = "projections_drawn"  # session key: the 2-D views this tab asked for (the views themselves: _projection)
 CLASSES_PER_PAGE = 10
 KIND_WORDS = {"folder": "A folder per class", "csv": "A CSV of labels", "metadata": "One JSON file per image"}
-SPLIT_WORDS = {"train": "Train", "val": "validation", "test": "test", UNSPLIT: "not split"}
 MODE_WORDS = {"1": "black and white", "L": "grayscale", "LA": "grayscale + transparency", "P": "palette colours",
               "PA": "palette + transparency", "RGB": "colour", "RGBA": "colour + transparency", "CMYK": "CMYK (print)",
               "YCbCr": "colour (YCbCr)", "I": "grayscale, 32-bit", "I;16": "grayscale, 16-bit", "F": "floating point"}  # fmt: skip
@@ -31,15 +33,20 @@ def summary(result: ScanResult) -> None:
     cols[1].metric("Classes", len(result.classes))
     splits = result.splits
     if list(splits) == [UNSPLIT]:
-        cols[2].metric("Train / validation / test", "made by training",
+        cols[2].metric(_splits_title(SPLITS), "made by training",
                        help="No train/val/test folders: each run sets aside a share of every class for validation "
                             "and test itself (15% each by default), the same way every time.")  # fmt: skip
     else:
-        cols[2].metric(" / ".join(SPLIT_WORDS.get(s, s) for s in splits), " / ".join(f"{n:,}" for n in splits.values()))
+        cols[2].metric(_splits_title(list(splits)), " / ".join(f"{n:,}" for n in splits.values()))
     cols[3].metric("Unreadable files", len(result.unreadable))
     st.caption(f"{KIND_WORDS.get(result.ref.kind, result.ref.kind)} at {plain(workspace().relative_name(result.root))} · "
-               f"scanned in {result.seconds:.1f} s ({count_of(result.n_opened, 'image')} opened, the rest from the "
+               f"scanned in {duration(result.seconds)} ({count_of(result.n_opened, 'image')} opened, the rest from the "
                "cache)")  # fmt: skip
+
+
+def _splits_title(splits: Sequence[str]) -> str:
+    """ "Training / validation / test": the splits in the studio's words (core.common.words)."""
+    return " / ".join(split_word(s) if s != UNSPLIT else "not split" for s in splits).capitalize()
 
 
 def balance(result: ScanResult) -> None:
