@@ -1,7 +1,8 @@
 """Train: the few choices that matter on top (the rest under Advanced), what automatic chose, warnings before
-the start, an estimate, the runs training now and the result of the last one."""
+the start, an estimate, the runs training now and the result of the last one.
 
-from dataclasses import replace
+The run's plan is made once per page run, after the widgets (``core.train.plan.preview``): the "Automatic: ..."
+captions, the estimate, the learning-rate finder and the run the Start button queues all use that one plan."""
 
 import streamlit as st
 
@@ -10,9 +11,8 @@ from core.scaling.points import best_setting
 from core.train import runner as train_run
 from core.train.config import TrainConfig
 from core.train.estimate import estimate_epoch_seconds
-from core.train.plan import plan_run
+from core.train.plan import preview
 from ui import lr_find, runs, train_form
-from ui.common import show_error
 from ui.state import current_ref, dataset_title, jobs, run_store, scan, workspace
 from ui.text import plain
 
@@ -26,63 +26,59 @@ scanned = scan(ref)
 prefill = st.session_state.pop(runs.TRAIN_PREFILL, None)
 if prefill is not None:  # "Rerun with changes": the widgets start from that run's settings, not from their state
     runs.forget_form(st.session_state)
-start = TrainConfig.from_dict({**TrainConfig().to_dict(), **(prefill or {})})
-defaults = TrainConfig.from_dict({**start.to_dict(), "dataset": ref.spec})
-measured = best_setting(run_store(), ref.spec, defaults.arch) if prefill is None else None
-if measured is not None:  # a sweep of this dataset and network measured what runs fastest here
-    defaults = replace(defaults, ranks=measured[0], threads=measured[1])
+# The same defaults as the command line's (TrainConfig's): a page run and `python -m core train` train alike.
+defaults = TrainConfig.from_dict({**TrainConfig().to_dict(), **(prefill or {}), "dataset": ref.spec})
 st.caption(f"Dataset: **{plain(dataset_title(ref.spec))}** · {len(scanned.manifest):,} images, "
            f"{scanned.manifest['label'].nunique()} classes · change it on the Datasets page.")  # fmt: skip
-
-plan = None
-try:  # what automatic would choose: shown beside the widgets (nothing is decoded)
-    plan = plan_run(train_form.with_parent(defaults), scanned.manifest)
-except CoreError:
-    pass  # the same problem is said below, once the widgets are drawn
-values = train_form.essentials(defaults, plan)
+values, slots = train_form.form(defaults)
 weights_file = st.file_uploader("...or start from a weights file of your own", type=["pth", "pt"],
                                 key="train_weights_file", help="A state dict (.pth) of the same network, e.g. "
                                 "torchvision's ImageNet file; the classification head is replaced.")  # fmt: skip
-values |= train_form.advanced(defaults, plan)
-if measured is not None:
-    st.caption(f"Processes ({measured[0]}) and threads ({measured[1]}) start from the fastest setting "
-               f"{measured[2].words} measured (Scaling page).")  # fmt: skip
+values |= train_form.advanced(defaults, slots)
 
 try:
     if weights_file is not None:
         values["weights"] = str(train_run.save_weights_upload(workspace(), weights_file.getvalue(), weights_file.name))
     config = train_form.with_parent(train_form.config_from(defaults, values).validate())
-    plan = plan_run(config, scanned.manifest)
-    st.caption(train_form.split_caption(plan))
-    for warning in plan.warnings:
+    seen = preview(config, scanned.manifest)  # the run's plan: made here, once, and handed to whatever runs it
+    train_form.show_automatic(slots, seen.plan)
+    st.caption(train_form.split_caption(seen))
+    for warning in seen.warnings:
         st.warning(plain(warning), icon=":material/warning:")
 except CoreError as exc:
-    st.error(plain(train_form.in_words(workspace().redact(str(exc)))), icon=":material/error:")
+    train_form.show_problem(exc)
     st.stop()
+measured = best_setting(run_store(), ref.spec, config.arch)
+if measured is not None and (config.ranks, config.threads) != measured[:2]:  # offered, never applied by itself
+    if st.button(f"Use the fastest setting {measured[2].words} measured: {measured[0]} process(es) x {measured[1]} "
+                 "thread(s)", key="train_use_measured", icon=":material/speed:",
+                 help="Sets the processes and threads under Advanced (Scaling page)."):  # fmt: skip
+        st.session_state[runs.TRAIN_PREFILL] = {**config.to_dict(), "ranks": measured[0], "threads": measured[1]}
+        st.rerun()
 
 estimate, go, find, _ = st.columns([1, 1, 1, 2])
 if estimate.button("Estimate the time", icon=":material/timer:", key="train_estimate"):
     try:
         with st.spinner("Timing a few real training steps..."):
-            seconds = estimate_epoch_seconds(config, scanned.manifest)
-        st.info(runs.estimate_text(seconds, config), icon=":material/timer:")
+            seconds = estimate_epoch_seconds(seen)
+        st.info(seen.plan.epochs.time_words(seconds), icon=":material/timer:")
     except CoreError as exc:  # a run too big for the memory: its steps are not timed either
-        show_error(exc)
+        train_form.show_problem(exc)
 if find.button("Find a learning rate", icon=":material/query_stats:", key="train_find_lr",
                help="A short sweep of rising rates on the training images (fastai's lr_find); the rate it suggests "
                "goes into the learning-rate field. Nothing is saved."):  # fmt: skip
-    found = lr_find.find(config)
+    found = lr_find.find(seen.plan)
     if found is not None:  # the form starts again from these settings, the suggested rate filled in
         st.session_state[runs.TRAIN_PREFILL] = {**config.to_dict(), "lr": found["suggested"]}
         st.rerun()
 lr_find.show(config.lr)
 if go.button("Start training", type="primary", icon=":material/play_arrow:", key="train_start"):
     try:
-        st.session_state[LAST_STARTED] = train_run.submit_training(jobs(), workspace(), config)
+        st.session_state[LAST_STARTED] = train_run.submit_training(jobs(), workspace(), seen.plan)
         st.success(f"Run {st.session_state[LAST_STARTED]} started. It trains in the background: switch pages "
                    "freely, its curves update on the Runs page.", icon=":material/check:")  # fmt: skip
     except CoreError as exc:
-        show_error(exc)
+        train_form.show_problem(exc)
 
 polling = bool(jobs().active())
 

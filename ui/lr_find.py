@@ -9,18 +9,19 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.common.errors import CoreError
-from core.train.config import TrainConfig
-from ui.common import show_error
+from core.train.config import choice_words
+from core.train.runplan import RunPlan
 from ui.state import workspace
-from ui.train_form import WORDS
+from ui.train_form import show_problem
 
 FOUND = "lrfind_result"  # session key: the last sweep of this tab ({lrs, losses, suggested, ...}); not "train_"
 RULE_TEXT = ("Suggested by the **valley** rule (fastai's default): within the longest stretch where the loss keeps "
              "falling, the rate a little under halfway along, past the flat start and well before the blow-up.")  # fmt: skip
 
 
-def find(config: TrainConfig) -> dict | None:
-    """Run the sweep for ``config`` with a progress bar; keeps and returns its result (None on a bad config)."""
+def find(plan: RunPlan) -> dict | None:
+    """Run the sweep for the run ``plan`` describes (the page's), with a progress bar; keeps and returns its result
+    (None when it cannot run, said in words)."""
     from core.train.lr_find import find_lr
 
     bar = st.progress(0.0, text="Finding a learning rate...")
@@ -29,10 +30,10 @@ def find(config: TrainConfig) -> dict | None:
         bar.progress(share, text=f"Finding a learning rate: {what}")
 
     try:
-        finding = find_lr(config, workspace(), progress=progress)
+        finding = find_lr(plan, workspace(), progress=progress)
     except CoreError as exc:
         bar.empty()
-        show_error(exc)
+        show_problem(exc)
         return None
     bar.empty()
     result = {**finding.to_json(), "optimizer": finding.config.optimizer}
@@ -48,7 +49,7 @@ def show(current_lr: float) -> None:
     suggested = found["suggested"]
     used = (", now in the learning-rate field (Advanced settings)" if math.isclose(current_lr, suggested, rel_tol=1e-6)
             else "")  # fmt: skip
-    optimizer = WORDS["optimizer"].get(found["optimizer"], found["optimizer"])
+    optimizer = choice_words("optimizer").get(found["optimizer"], found["optimizer"])
     st.plotly_chart(figure(found["lrs"], found["losses"], suggested), width="stretch", key="lrfind_plot")
     st.caption(f"{RULE_TEXT} For {optimizer}: **{suggested:.2g}**{used}. The sweep trained a throwaway "
                f"copy of the network for {found['steps']} steps ({found['seconds']:.1f} s); nothing was saved, "

@@ -16,7 +16,7 @@ from core.store.runs import RunStore
 from core.train import run_folder
 from core.train import runner as train_run
 from core.train.archs import arch_label
-from core.train.config import FIRST_CYCLE, TrainConfig, effective_schedule, label_of, planned_epochs
+from core.train.config import TrainConfig, label_of
 from core.train.jobs import Job, JobRegistry, Progress
 from core.train.plan import SMALL_SPLIT
 from core.train.runner import EPOCH_KEYS, RESUMABLE, STEP_KEYS
@@ -68,21 +68,6 @@ def _phase_text(job: Job, p: Progress) -> str:
     if eta is not None:
         parts.append(f"at most {duration(eta)} left" if capped else f"about {duration(eta)} left")
     return " · ".join(parts)
-
-
-def estimate_text(seconds: float, config: TrainConfig) -> str:
-    """The Train page's answer to "Estimate time per epoch"."""
-    epochs, open_ended = planned_epochs(config)
-    per_epoch = f"About **{seconds:,.1f} s per epoch** (while nothing else trains)"
-    if not open_ended:
-        return f"{per_epoch}, so about {seconds * epochs / 60:,.1f} min for {epochs} epoch{'s' * (epochs != 1)}."
-    if effective_schedule(config) == "cycles":
-        first = min(FIRST_CYCLE, epochs)
-        return (f"{per_epoch}. The run trains {first} epochs (about {seconds * first / 60:,.1f} min), then cycles "
-                f"twice as long only while the network is still learning: at most {epochs} epochs "
-                f"({seconds * epochs / 60:,.1f} min).")  # fmt: skip
-    return (f"{per_epoch}. The run stops when validation stops improving, at most after {epochs} epochs "
-            f"({seconds * epochs / 60:,.1f} min).")  # fmt: skip
 
 
 def curves(store: RunStore, runs: list[RunRecord]) -> None:
@@ -139,7 +124,7 @@ def run_header(store: RunStore, ws: Workspace, run: RunRecord) -> None:
                          "Measured on the test images once the run finishes.")  # fmt: skip
     cards[1].metric(metric_word("best_val_acc"), f"{best:.1%}" if best is not None else "not yet",
                     help=f"The best epoch's score on the {splits.get('val', 0):,} validation images.")  # fmt: skip
-    cards[2].metric("Epochs", f"{len(store.metrics(run.run_id, ['epoch_s'])):,}")
+    cards[2].metric("Epochs", f"{train_run.epochs_trained(store, run.run_id):,}")
     cards[3].metric("Time", duration(run.wall_s) if run.wall_s is not None else "not started")
     small_split_warning(splits.get("test", 0), "test")
     small_split_warning(splits.get("val", 0), "validation")
@@ -232,8 +217,22 @@ def small_split_warning(n: int, what: str) -> None:
 
 
 def config_view(run: RunRecord) -> None:
-    """Every setting of the run, named in words, with what ``auto`` became once the run started."""
-    rows = [{"Setting": label_of(k), "Value": _value_words(k, v)} for k, v in run.config.items() if k != "dataset"]
+    """Every setting of the run, named in words, with what ``auto`` became in the run's plan (its stored plan,
+    ``core.train.checkpoints.stored_plan``; "Automatic" alone while it has none)."""
+    from core.train.checkpoints import stored_plan
+    from ui.state import run_store, workspace
+
+    plan = stored_plan(run_store(), workspace(), run)
+    decided = plan.settings.to_dict() if plan is not None else {}
+    rows = []
+    for name, value in run.config.items():
+        if name == "dataset":
+            continue
+        words = _value_words(name, value)
+        if words == AUTOMATIC and plan is not None:
+            chosen = plan.epochs.words().rstrip(".") if name == "epochs" else _value_words(name, decided.get(name))
+            words = f"{AUTOMATIC}: {chosen}" if chosen != AUTOMATIC else words
+        rows.append({"Setting": label_of(name), "Value": words})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
 

@@ -1,47 +1,51 @@
-"""The Train form: the few choices a newcomer needs on top, every other option under "Advanced".
+"""The Train form, generated from ``TrainConfig``'s field metadata: every option appears exactly once, the
+essentials on top, the others in their groups under "Advanced" (``core.train.config``: each field's label, help,
+group and whether 0 means automatic; ``choices()`` and ``choice_words`` for the selectboxes; ``limits`` for the
+numbers). A new option appears here without touching this module.
 
-Widgets come from ``TrainConfig`` itself (its defaults, its help lines, ``LABELS`` for the names, ``choices()``
-for the selectboxes), so a new option appears here without touching this module. ``auto`` and 0-means-auto
-values are shown as "Automatic", followed by what automatic chose for this dataset (``core.train.plan``).
+What automatic chose is the run's plan (``core.train.runplan``), made once per page run after the widgets are
+drawn: each widget left automatic gets an empty slot under it, filled from the plan (:func:`show_automatic`).
+Errors are worded from their fields (:func:`error_words`), never from their message text.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import fields, replace
 from typing import Any
 
 import streamlit as st
 
+from core.common.errors import ChoiceError, CoreError
 from core.common.untrusted import whole_number
-from core.common.words import CHOICE_WORDS
-from core.train.archs import ARCHS, WEIGHTS_CHOICES, arch_label
-from core.train.config import LABELS, TrainConfig, choices, label_of, limits
-from core.train.plan import RunPlan
+from core.common.words import AUTOMATIC
+from core.train.archs import WEIGHTS_CHOICES
+from core.train.config import ESSENTIAL, FIELD_META, GROUPS, OptionError, TrainConfig, choice_words, choices, label_of
+from core.train.config import limits as bounds
+from core.train.plan import RunPreview
+from core.train.runplan import RunPlan
+from ui.text import plain
 
-ESSENTIALS = ("arch", "weights", "epochs")
-ADVANCED = {
-    "Data": ["val_fraction", "test_fraction", "oversample", "rare_threshold", "seed"],
-    "Model": ["from_run", "freeze", "backbone_lr_factor", "image_size"],
-    "Optimisation": ["batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "schedule",
-                     "plateau_patience", "milestones", "gamma", "warmup_epochs", "label_smoothing",
-                     "early_stop_patience", "best_metric"],
-    "Augmentation and device": ["augment", "normalize", "device", "amp", "threads", "ranks"],
-}  # fmt: skip
-ZERO_IS_AUTO = ("epochs", "image_size", "lr", "threads")  # 0 means "let the studio choose"
-# Choice values in words (core.common.words; networks by the architecture registry): the values themselves stay
-# what the command line takes.
-WORDS = {**CHOICE_WORDS, "arch": {k: arch_label(k) for k in ARCHS}}
 CHOICES = {**choices(), "weights": WEIGHTS_CHOICES}
-HELP = TrainConfig.help()
+PLAN_NUMBERS = "train_plan_numbers"  # session key: the last plan's numbers, where an unticked "automatic" starts
 
 
-def essentials(defaults: TrainConfig, plan: RunPlan | None) -> dict[str, Any]:
-    """Network, starting weights and how long, side by side; returns the values set."""
+def options_of(group: str) -> list[str]:
+    """The options of a group (``ESSENTIAL`` or one of ``GROUPS``), in the config's order."""
+    return [f.name for f in fields(TrainConfig) if FIELD_META[f.name]["group"] == group]
+
+
+def form(defaults: TrainConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every option once: the essentials side by side, the others grouped inside "Advanced settings".
+
+    Returns (values set, slots): a slot is an empty placeholder under each widget that may be automatic, for
+    :func:`show_automatic` to fill once the plan is made.
+    """
     values: dict[str, Any] = {}
+    slots: dict[str, Any] = {}
     parent = st.session_state.get("train_from_run", defaults.from_run)  # this rerun's value, set under Advanced
-    for column, name in zip(st.columns(len(ESSENTIALS)), ESSENTIALS, strict=True):
+    essentials = options_of(ESSENTIAL)
+    for column, name in zip(st.columns(len(essentials)), essentials, strict=True):
         with column:
             if name == "weights" and parent:  # another run's weights replace these: say so, not "Random"
                 st.selectbox(label_of(name), [parent], format_func=lambda run_id: f"Run {run_id}'s (see Advanced)",
@@ -49,33 +53,35 @@ def essentials(defaults: TrainConfig, plan: RunPlan | None) -> dict[str, Any]:
                              help="Start from run, under Advanced settings, chose these weights.")  # fmt: skip
                 values[name] = defaults.weights
             else:
-                values[name] = option(name, getattr(defaults, name), plan)
-    return values
+                values[name] = option(name, getattr(defaults, name), slots)
+    return values, slots
 
 
-def advanced(defaults: TrainConfig, plan: RunPlan | None) -> dict[str, Any]:
-    """Every other option, grouped, inside an expander; returns the values set."""
+def advanced(defaults: TrainConfig, slots: dict[str, Any]) -> dict[str, Any]:
+    """The options of every group but the essentials, inside an expander; returns the values set."""
     values: dict[str, Any] = {}
     with st.expander("Advanced settings", icon=":material/tune:"):
         st.caption("Every option has a default that works; hover the ? for what it does.")
-        for column, (group, names) in zip(st.columns(len(ADVANCED)), ADVANCED.items(), strict=True):
+        for column, group in zip(st.columns(len(GROUPS)), GROUPS, strict=True):
             with column:
                 st.markdown(f"**{group}**")
-                for name in names:
-                    values[name] = option(name, getattr(defaults, name), plan)
+                for name in options_of(group):
+                    values[name] = option(name, getattr(defaults, name), slots)
     return values
 
 
-def option(name: str, value: Any, plan: RunPlan | None) -> Any:
+def option(name: str, value: Any, slots: dict[str, Any]) -> Any:
     """One widget for the option ``name`` showing ``value``; returns what the user set."""
-    chosen = getattr(plan.config, name) if plan is not None else None
-    key, label, help_text = f"train_{name}", label_of(name), HELP[name]
+    key, label, help_text = f"train_{name}", label_of(name), FIELD_META[name]["help"]
     if name == "from_run":
         return parent_run(value, key, label)
     if name in CHOICES:
-        return _choice(name, value, chosen, key, label, help_text)
-    if name in ZERO_IS_AUTO:
-        return _zero_is_auto(name, value, chosen, key, label, help_text)
+        chosen = _choice(name, value, key, label, help_text)
+        if "auto" in CHOICES[name]:
+            slots[name] = st.empty()
+        return chosen
+    if FIELD_META[name]["zero_is_auto"]:
+        return _zero_is_auto(name, value, key, label, help_text, slots)
     if isinstance(value, bool):
         return st.toggle(label, value=value, help=help_text, key=key)
     if isinstance(value, int):
@@ -93,26 +99,26 @@ def option(name: str, value: Any, plan: RunPlan | None) -> Any:
     return st.text_input(label, value=str(value), help=help_text, key=key)
 
 
-def _choice(name: str, value: Any, chosen: Any, key: str, label: str, help_text: str) -> Any:
+def _choice(name: str, value: Any, key: str, label: str, help_text: str) -> Any:
     allowed: Sequence[str] = CHOICES[name]
     options = list(allowed) if value in allowed else [value, *allowed]  # a weights file path, kept as given
-    words: Mapping[str, str] = WORDS.get(name, {})
+    words: Mapping[str, str] = choice_words(name)
 
     def shown(v: str) -> str:
         if v == "auto":
-            return f"Automatic: {words.get(chosen, chosen)}" if chosen not in (None, "auto") else "Automatic"
+            return AUTOMATIC
         return words.get(v, "a weights file" if name == "weights" else str(v))
 
     return st.selectbox(label, options, index=options.index(value), format_func=shown, help=help_text, key=key)
 
 
-def _zero_is_auto(name: str, value: Any, chosen: Any, key: str, label: str, help_text: str) -> Any:
-    """A checkbox "Automatic" (0), and a number input once it is unticked."""
+def _zero_is_auto(name: str, value: Any, key: str, label: str, help_text: str, slots: dict[str, Any]) -> Any:
+    """A checkbox "automatic" (0), and a number input once it is unticked (starting from what automatic chose)."""
     automatic = st.checkbox(f"{label}: automatic", value=not value, help=help_text, key=f"{key}_auto")
     if automatic:
-        st.caption(_auto_caption(name, chosen))
+        slots[name] = st.empty()
         return 0 if isinstance(value, int) else 0.0
-    start = value or _number_like(chosen, value)
+    start = value or st.session_state.get(PLAN_NUMBERS, {}).get(name) or 0
     if isinstance(value, int) and not isinstance(value, bool):
         start = int(start) or 1
         high = _widened(name, start)[1]
@@ -125,12 +131,38 @@ def _zero_is_auto(name: str, value: Any, chosen: Any, key: str, label: str, help
 def _widened(name: str, value: float) -> tuple[float, float]:
     """The option's limits (``core.train.config.limits``), widened to hold ``value``: a run recorded before a
     bound existed still shows its settings (validation then says what is wrong, in words)."""
-    low, high = limits(name)
+    low, high = bounds(name)
     return min(low, value), max(high, value)
+
+
+def show_automatic(slots: dict[str, Any], plan: RunPlan) -> None:
+    """Under each widget left automatic: what the plan chose and why (``RunPlan.explain``)."""
+    why = plan.explain()
+    for name, slot in slots.items():
+        if getattr(plan.config, name) not in ("auto", 0, 0.0):
+            continue
+        chosen, reason = _chosen_words(name, plan), why.get(name, "")
+        if name == "epochs":  # the epoch plan's words say both what and why
+            chosen, reason = reason.rstrip("."), ""
+        slot.caption(
+            plain(" ".join(p for p in (f"{AUTOMATIC}: {chosen}." if chosen else f"{AUTOMATIC}.", reason) if p))
+        )
+    st.session_state[PLAN_NUMBERS] = {"image_size": plan.image_size, "lr": plan.lr, "epochs": plan.epochs.first}
+
+
+def _chosen_words(name: str, plan: RunPlan) -> str:
+    """What the plan chose for ``name``, in words ("" where it is decided when the run starts: device, threads)."""
+    if name == "image_size":
+        return f"{plan.image_size} px"
+    if name == "lr":
+        return f"{plan.lr:g}"
+    value = getattr(plan, name, None)
+    return choice_words(name).get(value, str(value)) if isinstance(value, str) else ""
 
 
 def parent_run(value: int, key: str, label: str) -> int:
     """ "Start from run": no, or a training run with a best checkpoint (newest first), named in words."""
+    from core.train.archs import arch_label
     from core.train.run_folder import checkpoint_path
     from ui.state import run_store, workspace
 
@@ -145,9 +177,7 @@ def parent_run(value: int, key: str, label: str) -> int:
         if run is None:
             return f"Run {run_id} (no checkpoint)"
         best = store.best_metric(run_id, "val_acc")
-        return f"Run {run_id} · {ARCHS[run.arch].label if run.arch in ARCHS else run.arch}" + (
-            f" · {best:.0%} validation" if best is not None else ""
-        )
+        return f"Run {run_id} · {arch_label(run.arch)}" + (f" · {best:.0%} validation" if best is not None else "")
 
     help_text = ("Start from another run's best weights (its network too): the classification head is replaced "
                  "when the classes differ and fitted to the new ones first; freezing and the backbone rate apply "
@@ -156,29 +186,11 @@ def parent_run(value: int, key: str, label: str) -> int:
 
 
 def with_parent(config: TrainConfig) -> TrainConfig:
-    """A child's config with its parent's network (so what automatic chose is shown right); raises ConfigError."""
-    if not config.from_run:
-        return config
-    from core.train.run_folder import checkpoint_path
-    from core.train.transfer import child_config
+    """A child's config with its parent's network (``core.train.transfer.with_parent``); raises OptionError."""
+    from core.train.transfer import with_parent as completed
     from ui.state import run_store, workspace
 
-    parent = run_store().get_run(config.from_run)
-    return child_config(config, parent, checkpoint_path(workspace(), parent.run_id))
-
-
-def _auto_caption(name: str, chosen: Any) -> str:
-    if name == "epochs":
-        return "As many as the data needs: 12, then longer cycles while it still learns (at most 100)."
-    if name == "threads":
-        return "All cores while it trains alone; shared fairly when several runs train."
-    if chosen in (None, 0, 0.0):
-        return "Chosen from the images when the run starts."
-    return f"For this dataset: {chosen:g}" + (" px" if name == "image_size" else "")
-
-
-def _number_like(chosen: Any, value: Any) -> Any:
-    return chosen if isinstance(chosen, int | float) and chosen else value
+    return completed(config, run_store(), workspace())
 
 
 def config_from(defaults: TrainConfig, values: dict[str, Any]) -> TrainConfig:
@@ -187,12 +199,26 @@ def config_from(defaults: TrainConfig, values: dict[str, Any]) -> TrainConfig:
     return replace(defaults, **{k: v for k, v in values.items() if k in known})
 
 
-def in_words(message: str) -> str:
-    """An error about options, with each option's name in words ("Validation share" for val_fraction)."""
-    return re.sub(r"\b(" + "|".join(map(re.escape, LABELS)) + r")\b", lambda m: LABELS[m.group(1)], message)
+def error_words(exc: CoreError) -> str:
+    """An error about options in words, from its fields: each option by its label ("Validation share" for
+    ``val_fraction``), a choice's allowed values in words. Other errors as they are."""
+    if isinstance(exc, OptionError):
+        return exc.worded(label_of)
+    if isinstance(exc, ChoiceError):
+        words = choice_words(exc.field)
+        allowed = ", ".join(AUTOMATIC if v == "auto" else words.get(str(v), str(v)) for v in exc.allowed)
+        return f"{label_of(exc.field)} {exc.value!r} is not a choice here; choose one of: {allowed}"
+    return str(exc)
 
 
-def split_caption(plan: RunPlan) -> str:
-    s = plan.splits
+def show_problem(exc: CoreError) -> None:
+    """``st.error`` with :func:`error_words`, as text, without the workspace's place on the server's disk."""
+    from ui.state import workspace
+
+    st.error(plain(workspace().redact(error_words(exc))), icon=":material/error:")
+
+
+def split_caption(preview: RunPreview) -> str:
+    s = preview.splits
     return (f"{s['train']:,} images to learn from, {s['val']:,} to watch progress on (validation) and "
-            f"{s['test']:,} kept apart for the final test, in {plan.n_classes} classes.")  # fmt: skip
+            f"{s['test']:,} kept apart for the final test, in {preview.n_classes} classes.")  # fmt: skip

@@ -2,7 +2,9 @@
 
 Every ``TrainConfig`` field is an option (``--batch-size``, ``--label-smoothing``, ``--nesterov/--no-nesterov``
 ...), so the command line and the page cannot drift apart; ``--pretrained`` is short for
-``--weights imagenet``. ``--resume RUN`` continues a stopped run with its stored config.
+``--weights imagenet``. ``--resume RUN`` continues a stopped run with its stored plan. ``--dry-run`` prints the
+run's plan (every automatic choice decided, and why: ``{"plan": {...}, "why": {option: words}, ...}`` with
+``--json``) and stops: nothing is trained or recorded.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ def add_parser(sub: Any, common: Any) -> None:
     p.add_argument("--nnodes", type=int, default=1, help="machines taking part (torch.distributed); 1: this one")
     p.add_argument("--node-rank", type=int, default=0, help="this machine's number among them, from 0")
     p.add_argument("--rdzv-endpoint", default="", metavar="HOST:PORT", help="node 0's address, for --nnodes > 1")
+    p.add_argument("--dry-run", action="store_true", help="print the run's plan (every automatic choice decided, "
+                   "and why) and stop: nothing is trained or recorded")  # fmt: skip
     common(p)
 
 
@@ -100,6 +104,8 @@ def cmd_train(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
     from core.train.launch import Nodes, sigterm_cancels
 
     nodes = Nodes(args.nnodes, args.node_rank, args.rdzv_endpoint).check()
+    if args.dry_run:
+        return dry_run(args, ws)
     with sigterm_cancels():  # a SIGTERM stops the run cleanly, its processes with it
         if nodes.rank > 0:  # another machine: it trains its ranks, node 0 records the run
             return _other_node(args, ws, RunStore(ws.runs_db), nodes)
@@ -126,15 +132,51 @@ def _node_0(args: argparse.Namespace, ws: Workspace, nodes: Any) -> tuple[Any, s
     return result, _text(result)
 
 
+def dry_run(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
+    """The run the options (or ``--resume RUN``'s stored plan) describe: its plan and why, the split sizes, the
+    memory it takes and the warnings; nothing is trained or recorded."""
+    from core.datasets.scan import scan_dataset
+    from core.datasets.sources import resolve_dataset, spec_paths
+    from core.train.checkpoints import stored_plan
+    from core.train.plan import preview
+    from core.train.runplan import RunPlan
+    from core.train.transfer import with_parent
+
+    store = RunStore(ws.runs_db)
+    if args.resume is not None:
+        run = store.get_run(args.resume)
+        ws = ws.for_operator(spec_paths(run.dataset))
+        source: TrainConfig | RunPlan | None = stored_plan(store, ws, run)
+        if source is None:
+            raise CoreError(f"run {args.resume} has no stored settings yet")
+    else:
+        source = with_parent(config_from_args(args, ws), store, ws)
+    config = source.config if isinstance(source, RunPlan) else source
+    seen = preview(source, scan_dataset(resolve_dataset(config.dataset, ws), ws.cache).manifest)
+    out = {"plan": seen.plan.to_dict(), "why": seen.plan.explain(), "splits": seen.splits, "classes": seen.n_classes,
+           "memory_bytes": seen.memory.total, "warnings": list(seen.warnings)}  # fmt: skip
+    plan = seen.plan
+    lines = [f"network {plan.arch}, input {plan.image_size} px, {plan.epochs.words()}",
+             *(f"  {name}: {words}" for name, words in plan.explain().items() if name != "epochs"),
+             f"images: {seen.splits['train']:,} train, {seen.splits['val']:,} val, {seen.splits['test']:,} test, "
+             f"{seen.n_classes} classes; about {seen.memory.total / 2**30:.1f} GiB", *seen.warnings,
+             "dry run: nothing was trained or recorded"]  # fmt: skip
+    return out, "\n".join(lines)
+
+
 def _other_node(args: argparse.Namespace, ws: Workspace, store: RunStore, nodes: Any) -> tuple[Any, str]:
     """Node K > 0 of several machines: start this machine's ranks and wait; the run is node 0's to record."""
     from core.train.launch import run_torchrun, threads_per_rank, torchrun_argv
 
     if args.resume is not None:  # the same run continues on every machine: its settings come from node 0
         raise CoreError("on machines other than node 0, give the same DATASET and options as node 0, not --resume")
+    from core.train.plan import check_run
+
     config = config_from_args(args, ws)
+    seen = check_run(config, ws, nodes.count)  # this machine's ranks get its plan: none of them decides again
+    source = seen.plan if seen is not None else config
     try:
-        code = run_torchrun(torchrun_argv(ws, config, 0, resume=False, nodes=nodes), threads_per_rank(config),
+        code = run_torchrun(torchrun_argv(ws, source, 0, resume=False, nodes=nodes), threads_per_rank(config),
                             nodes=nodes)  # fmt: skip
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: this machine's ranks were stopped
         code = INTERRUPTED_EXIT

@@ -235,12 +235,12 @@ def run_settings(run, checkpoint_config: dict | None, epoch: int | None) -> list
 
 
 def settings_from_checkpoint(path: Path) -> dict | None:
-    """The resolved config stored in a checkpoint, or None when it cannot be read."""
+    """The settings the run's plan decided, as the checkpoint carries it, or None when it cannot be read."""
     from core.common.errors import CoreError
     from core.train.checkpoints import load_checkpoint
 
     try:
-        return dict(load_checkpoint(path)["config"])
+        return load_checkpoint(path).plan.settings.to_dict()
     except CoreError:
         return None
 

@@ -5,9 +5,10 @@ One row per run, numbers kept as numbers (the page formats them, sorts them, and
 architecture, optimizer, learning rate, images per step, epochs trained, frozen layers, input size, augmentation,
 best validation accuracy, test accuracy, the test accuracy without the test images that have a copy among the
 run's training images (``core.evaluate.leakage``: the whale report's 0.99 against 0.44), time and training images
-per second. The settings are what the run actually used: every automatic choice as it was resolved when the run
-started (the run's ``settings`` param); a run from before that was recorded shows its settings as given, automatic
-ones empty. Related runs are named: a search's trials (``search 12 · trial 3``), and a child started from another
+per second. The settings are what the run actually used: its plan, every automatic choice decided
+(``core.train.checkpoints.stored_plan``, which reads older runs' records too); a run without one (queued before its
+data could be read) shows its settings as given, automatic ones empty. The epochs are the run's ``epochs_trained``
+(``core.train.runner.epochs_trained``). Related runs are named: a search's trials (``search 12 · trial 3``), and a child started from another
 run's weights (``from run 5``).
 """
 
@@ -51,22 +52,27 @@ def compare_table(store: RunStore, ws: Workspace, runs: list[RunRecord], *, leak
     if not runs:
         return pd.DataFrame(columns=columns)
     ids = [r.run_id for r in runs]
-    frame = store.metrics(ids, ["val_acc", "epoch_s", "images_per_s", "test_accuracy"])
+    frame = store.metrics(ids, ["val_acc", "images_per_s", "test_accuracy"])
     honest = _honest_scores(store, ws, runs, leaks)
-    rows = [_row(store, run, frame[frame["run_id"] == run.run_id], honest.get(run.run_id)) for run in runs]
+    rows = [_row(store, ws, run, frame[frame["run_id"] == run.run_id], honest.get(run.run_id)) for run in runs]
     return pd.DataFrame(rows, columns=columns)
 
 
-def _row(store: RunStore, run: RunRecord, metrics: pd.DataFrame, honest: tuple[float | None, int] | None) -> dict:
+def _row(store: RunStore, ws: Workspace, run: RunRecord, metrics: pd.DataFrame,
+         honest: tuple[float | None, int] | None) -> dict:  # fmt: skip
+    from core.train.checkpoints import stored_plan
+    from core.train.runner import epochs_trained
+
     params = store.params(run.run_id)
-    settings = params.get("settings") or run.config
-    values = {k: metrics.loc[metrics["key"] == k, "value"].dropna() for k in ("val_acc", "epoch_s", "images_per_s")}
+    plan = stored_plan(store, ws, run)
+    settings = plan.settings.to_dict() if plan is not None else run.config
+    values = {k: metrics.loc[metrics["key"] == k, "value"].dropna() for k in ("val_acc", "images_per_s")}
     test = metrics.loc[metrics["key"] == "test_accuracy", "value"].dropna()
     return {
         "run_id": run.run_id, "name": run.name, "status": _status(run, params), "family": family(run, params),
         "dataset": run.dataset, "arch": run.arch or _given(settings.get("arch")),
         **{k: _given(settings.get(k)) for k in SETTINGS},
-        "epochs": len(values["epoch_s"]) or None,
+        "epochs": epochs_trained(store, run.run_id) or None,
         "best_val_acc": values["val_acc"].max() if len(values["val_acc"]) else np.nan,
         "test_accuracy": float(test.iloc[-1]) if len(test) else np.nan,
         "test_accuracy_clean": _clean(honest), "n_leaking": honest[1] if honest else None,

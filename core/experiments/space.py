@@ -18,7 +18,7 @@ import math
 from dataclasses import MISSING, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from core.common.errors import CoreError
+from core.common.errors import ChoiceError, CoreError, check_choice
 from core.common.jsonfile import JsonFileError, parse_json
 from core.train.config import ConfigError, TrainConfig, label_of
 
@@ -62,8 +62,7 @@ METRICS = {
 
 
 def metric(name: str) -> Metric:
-    if name not in METRICS:
-        raise SpaceError(f"metric {name!r} is not known; choose one of: {', '.join(METRICS)}")
+    check_choice("metric", name, tuple(METRICS))
     return METRICS[name]
 
 
@@ -251,7 +250,7 @@ def _number(name: str, value: Any) -> float:
 def _check(name: str, value: Any) -> None:
     try:
         TrainConfig(**{name: value}).validate()
-    except ConfigError as exc:
+    except (ConfigError, ChoiceError) as exc:
         raise SpaceError(str(exc)) from None
 
 

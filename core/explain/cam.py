@@ -55,12 +55,14 @@ def find_target_layer(model: nn.Module, arch: str | None = None, image_size: int
 
         return cam_layer(model, arch, image_size)
     layer4 = getattr(model, "layer4", None)
-    if isinstance(layer4, nn.Sequential) and len(layer4):
-        from core.train.archs import CAM_MIN_MAP_SIDE  # a torchvision ResNet: layer4 at stride 32, layer3 at 16
+    if isinstance(layer4, nn.Sequential) and len(layer4):  # a torchvision ResNet: the registry's ResNet rule decides
+        from core.train.archs import cam_layer_for, resolve_module
 
-        layer3 = getattr(model, "layer3", None)
-        coarse = image_size is not None and -(-image_size // 32) < CAM_MIN_MAP_SIDE
-        return layer3[-1] if coarse and isinstance(layer3, nn.Sequential) and len(layer3) else layer4[-1]
+        path, _ = cam_layer_for("resnet18", image_size)  # every ResNet shares its candidates (layer4, then layer3)
+        try:
+            return resolve_module(model, path)
+        except (AttributeError, IndexError):  # a ResNet-like model without that layer
+            return layer4[-1]
     features = getattr(model, "features", None)
     if isinstance(features, nn.Sequential) and len(features):
         return features[-1]

@@ -17,14 +17,15 @@ from pathlib import Path
 
 from core.common.errors import CoreError
 from core.datasets.scan import ScanResult
+from core.train.config import TEST_FRACTION, VAL_FRACTION
 
 TASKS = ("copy", "fingerprint")
 MODES = ("processes", "threads")
 CHUNK = 64  # files per task sent to a worker: large enough that dispatch costs nothing next to the work
 
 
-def run_task(task: str, scan: ScanResult, dest: Path, *, workers: int, mode: str, val: float = 0.15,
-             test: float = 0.15, seed: int = 0) -> int:  # fmt: skip
+def run_task(task: str, scan: ScanResult, dest: Path, *, workers: int, mode: str, val: float = VAL_FRACTION,
+             test: float = TEST_FRACTION, seed: int = 0) -> int:  # fmt: skip
     """Do ``task`` on every image of ``scan`` with ``workers`` processes or threads; returns the images done.
 
     ``copy`` writes ``dest/<split>/<class>/<file>`` (the split made as training makes it); ``fingerprint``

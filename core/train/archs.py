@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from core.common.errors import CoreError
+from core.common.errors import CoreError, check_choice
 
 FREEZE_MODES: tuple[str, ...] = ("none", "backbone", "all-but-last")
 WEIGHTS_CHOICES = ("none", "imagenet")  # or a path to a local state-dict file
@@ -160,9 +160,8 @@ class EvalModeBatchNorm2d(nn.BatchNorm2d):
 
 
 def arch_info(arch: str) -> ArchInfo:
-    """The registry entry for ``arch``; a :class:`ModelError` naming the allowed values otherwise."""
-    if arch not in ARCHS:
-        raise ModelError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHS)}")
+    """The registry entry for ``arch``; a ``ChoiceError`` naming the allowed values otherwise."""
+    check_choice("arch", arch, tuple(ARCHS))
     return ARCHS[arch]
 
 
@@ -264,12 +263,6 @@ def _replace_first_conv(model: nn.Module, info: ArchInfo, in_channels: int) -> N
     )  # fmt: skip
     parent_path, _, leaf = info.first_conv.rpartition(".")
     setattr(resolve_module(model, parent_path) if parent_path else model, leaf, new)
-
-
-def check_choice(what: str, value: str, allowed: tuple[str, ...]) -> None:
-    """A ModelError naming ``value`` and the allowed ones when ``value`` is not one of them."""
-    if value not in allowed:
-        raise ModelError(f"unknown {what} {value!r}; choose one of: {', '.join(allowed)}")
 
 
 # --- module paths ------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.common.errors import check_choice
 from core.train.config import AUGMENTS
 
 # A batch cut from a cache larger than this stays on the CPU and is copied to the GPU per batch.
@@ -74,8 +75,7 @@ def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator) -> tor
     scaling 0.9-1.1 and brightness/contrast/saturation jitter of 20%). torchvision's v2 transforms draw one
     random parameter per call, i.e. one per *batch*; these draw one per sample, vectorised.
     """
-    if mode not in AUGMENTS:
-        raise ValueError(f"augment {mode!r}; expected one of {', '.join(AUGMENTS)}")
+    check_choice("augment", mode, AUGMENTS)
     if mode in ("crop", "crop-flip", "strong"):
         x = random_translate(x, max(1, x.shape[-1] // 8), generator)
     if mode in ("flip", "crop-flip", "strong"):

@@ -1,185 +1,184 @@
-"""Checkpoints: the one file format that training writes and inference, resume and Grad-CAM read.
+"""Checkpoints: the one file format that training writes and inference, resume and Grad-CAM read, and the one place
+old records are read into today's types.
 
-A checkpoint is a plain dict of tensors and Python primitives (checkpoints are data,
-not code), so ``torch.load(weights_only=True)`` reads it and a planted pickle cannot run. Its keys are the
-contract between the training loop and every reader:
+On disk a checkpoint is a plain dict of tensors and Python primitives (checkpoints are data, not code), so
+``torch.load(weights_only=True)`` reads it and a planted pickle cannot run. Its keys are the contract with every
+reader, the studio's and a person's own script:
 
-    format (1), model (state dict), arch, num_classes, classes, image_size, mean, std, freeze, epoch, step,
-    optimizer, scheduler, scaler (state dicts or None), rng (see :func:`capture_rng`), metrics, config
+    format (2), model (state dict), arch, num_classes, classes, image_size, mean, std, freeze, epoch, step,
+    optimizer, scheduler, scaler (state dicts or None), rng (``core.train.plain.capture_rng``), metrics, plan
+
+``plan`` is the run's :class:`~core.train.runplan.RunPlan` (``to_dict``), the same one the run store keeps; arch,
+image_size and freeze are written from it. Format 1 (before plans) held the resolved settings as ``config`` beside
+``image_size``: :meth:`Checkpoint.from_state` reads both. In the code a checkpoint is a :class:`Checkpoint`; nothing
+outside this module indexes the dict.
 
 Writes are atomic: a temp file in the same folder, fsync, ``os.replace``; a crash or a full disk leaves
 the previous checkpoint whole. :func:`save_checkpoint` converts what ``weights_only`` cannot read (numpy
-scalars and arrays, paths) and refuses anything else before a byte is written.
-
-:func:`build_checkpoint` is the one place the dict is assembled (the trainer's ``last.pt``/``best.pt`` and
-any other writer); :func:`load_checkpoint` the one place it is read. The evaluation transform the
+scalars and arrays, paths) and refuses anything else before a byte is written. The evaluation transform the
 inference side applies lives beside the training data (``core.train.tensors``), so the two cannot drift.
+
+:func:`stored_plan` is what every reader of a run's settings calls (Compare, predict, resume, evaluate): the run's
+stored plan, or for a run recorded before plans were stored its resolved settings (``params.settings``) or its
+checkpoint's.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import random
 import zipfile
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
 from core.common.atomic import write_atomic
 from core.common.diskspace import DiskFullError, file_size_limit, is_disk_full, write_failure
-from core.common.errors import CoreError
+from core.common.errors import CoreError, check_choice
 from core.train.archs import ModelError
+from core.train.config import TrainConfig
 from core.train.models import build_model
+from core.train.plain import CheckpointError, capture_rng, restore_rng, to_plain
+from core.train.runplan import RunPlan, recorded_plan
 from core.train.tensors import preprocess
 from core.train.weights import refused_by_weights_only, unwrapped_state_dict
+
+if TYPE_CHECKING:
+    from core.common.workspace import Workspace
+    from core.store.records import RunRecord
+    from core.store.runs import RunStore
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "REQUIRED_KEYS",
+    "Checkpoint",
     "CheckpointDiskFullError",
     "CheckpointError",
     "InferenceModel",
-    "build_checkpoint",
     "capture_rng",
     "device_for",
     "load_checkpoint",
     "load_for_inference",
     "restore_rng",
     "save_checkpoint",
+    "stored_plan",
     "to_plain",
 ]
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+READABLE_FORMATS = (1, 2)  # 1: before plans, the resolved settings as "config" beside "image_size"
 # What inference needs; save_checkpoint refuses a state without them.
 REQUIRED_KEYS: tuple[str, ...] = ("model", "arch", "num_classes", "classes", "image_size", "mean", "std")
-# What load_checkpoint fills in when a key is absent, so readers can index every contract key.
-_DEFAULTS: dict[str, Any] = {
-    "freeze": "none", "epoch": 0, "step": 0, "optimizer": None, "scheduler": None, "scaler": None, "rng": None,
-    "metrics": {}, "config": {},
-}  # fmt: skip
-_PRIMITIVES = (bool, int, float, complex, str, bytes, type(None), torch.Size, torch.dtype, torch.device)
-
-
-class CheckpointError(CoreError):
-    """A checkpoint that cannot be written or read: missing, damaged, not plain data, or not ours."""
 
 
 class CheckpointDiskFullError(CheckpointError, DiskFullError):
     """A checkpoint not written for want of space: "disk full: N MB free in DIR"; the previous file is whole."""
 
 
-# --- plain data --------------------------------------------------------------------------------------------
+@dataclass
+class Checkpoint:
+    """What ``last.pt`` and ``best.pt`` hold: the network's weights, the run's plan, the classes and the input
+    scaling (what inference needs), and what a resume needs besides (optimizer, scheduler and AMP scaler states,
+    random states, and ``metrics``: the trainer's history, best-checkpoint and partial-epoch state)."""
+
+    weights: Mapping[str, torch.Tensor]  # the network's state dict (never a DDP wrapper's)
+    plan: RunPlan
+    classes: list[str]
+    mean: list[float]
+    std: list[float]
+    epoch: int = 0
+    step: int = 0
+    optimizer: dict[str, Any] | None = None
+    scheduler: dict[str, Any] | None = None
+    scaler: dict[str, Any] | None = None
+    rng: dict[str, Any] | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def arch(self) -> str:
+        return self.plan.arch
+
+    @property
+    def image_size(self) -> int:
+        return self.plan.image_size
+
+    @property
+    def freeze(self) -> str:
+        return self.plan.config.freeze
+
+    @classmethod
+    def of(cls, model: nn.Module, plan: RunPlan, classes: Sequence[str], mean: Sequence[float], std: Sequence[float],
+           *, optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None, scaler: Any = None,
+           rng: bool = True, **values: Any) -> Checkpoint:  # fmt: skip
+        """A training state's checkpoint: DDP wrappers are unwrapped, objects give their state dicts, ``rng`` takes
+        the random states now; ``values``: epoch, step, metrics."""
+        net = model.module if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel) else model
+        states = [o.state_dict() if o is not None else None for o in (optimizer, scheduler, scaler)]
+        return cls(net.state_dict(), plan, [str(c) for c in classes], [float(m) for m in mean],
+                   [float(s) for s in std], *(int(values.pop(k, 0)) for k in ("epoch", "step")), *states,
+                   capture_rng() if rng else None, dict(values.pop("metrics", None) or {}), **values)  # fmt: skip
+
+    def to_state(self) -> dict[str, Any]:
+        """The dict written to disk (see the module docstring)."""
+        return {"format": CHECKPOINT_FORMAT, "model": self.weights, "arch": self.arch, "num_classes": len(self.classes),
+                "classes": list(self.classes), "image_size": self.image_size, "mean": list(self.mean),
+                "std": list(self.std), "freeze": self.freeze, "epoch": self.epoch, "step": self.step,
+                "optimizer": self.optimizer, "scheduler": self.scheduler, "scaler": self.scaler, "rng": self.rng,
+                "metrics": self.metrics, "plan": self.plan.to_dict()}  # fmt: skip
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], name: str = "checkpoint") -> Checkpoint:
+        """The checkpoint a loaded dict holds, of either format (``name``: the file, for the messages).
+
+        Raises:
+            CheckpointError: not a studio checkpoint, a format this version does not read, or keys missing.
+        """
+        if not isinstance(state, Mapping) or "format" not in state:
+            raise CheckpointError(f"{name} is a PyTorch file but not a studio checkpoint")
+        if state["format"] not in READABLE_FORMATS:
+            raise CheckpointError(f"{name} has checkpoint format {state['format']!r}; this version reads "
+                                  f"formats {', '.join(map(str, READABLE_FORMATS))}")  # fmt: skip
+        missing = [k for k in REQUIRED_KEYS if k not in state]
+        if missing:
+            raise CheckpointError(f"{name} lacks {', '.join(missing)}")
+        if len(state["classes"]) != state["num_classes"]:
+            raise CheckpointError(f"{name}: {state['num_classes']} outputs but {len(state['classes'])} class names")
+        try:
+            plan = RunPlan.from_dict(state["plan"]) if "plan" in state else _recorded(state)
+        except (CoreError, KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{name}: its plan cannot be read ({_short(e)})") from e
+        return cls(dict(state["model"]), plan, [str(c) for c in state["classes"]], [float(m) for m in state["mean"]],
+                   [float(s) for s in state["std"]], int(state.get("epoch", 0)), int(state.get("step", 0)),
+                   state.get("optimizer"), state.get("scheduler"), state.get("scaler"), state.get("rng"),
+                   dict(state.get("metrics") or {}))  # fmt: skip
 
 
-def to_plain(obj: Any, where: str = "state") -> Any:
-    """``obj`` made readable by ``torch.load(weights_only=True)``.
-
-    numpy scalars become Python numbers (``np.float64`` subclasses ``float`` but pickles as a numpy object,
-    which weights_only refuses), numpy arrays become tensors, paths become strings; dicts, lists and tuples
-    are converted inside. Anything else (functions, objects, sets) raises :class:`CheckpointError` naming
-    where it sits, e.g. ``state['config']['callback']``.
-    """
-    if isinstance(obj, torch.Tensor):
-        return obj.detach()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, _PRIMITIVES):
-        return obj
-    if isinstance(obj, np.ndarray):
-        if obj.dtype == object:
-            raise CheckpointError(f"{where}: a numpy array of Python objects is not plain data")
-        return torch.from_numpy(np.ascontiguousarray(obj))
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if isinstance(obj, Mapping):
-        items = ((to_plain(k, f"{where} key"), to_plain(v, f"{where}[{k!r}]")) for k, v in obj.items())
-        if not isinstance(obj, OrderedDict):
-            return dict(items)
-        ordered = OrderedDict(items)
-        if hasattr(obj, "_metadata"):  # a state_dict's per-module versions, which load_state_dict consults
-            ordered._metadata = to_plain(obj._metadata, f"{where}._metadata")  # type: ignore[attr-defined]
-        return ordered
-    if isinstance(obj, list | tuple):
-        converted = [to_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
-        return converted if isinstance(obj, list) else tuple(converted)
-    raise CheckpointError(f"{where}: a {type(obj).__name__} is not plain data (tensors, numbers, strings, "
-                          "lists, tuples, dicts); store its state_dict() or a description instead")  # fmt: skip
+def _recorded(state: Mapping[str, Any]) -> RunPlan:
+    """Format 1: the plan of a checkpoint whose ``config`` held the resolved settings (possibly none at all: a
+    checkpoint written by a script), with its own network, input size and freezing."""
+    settings = {**_known(state.get("config") or {}), "arch": state["arch"], "image_size": int(state["image_size"]),
+                "freeze": state.get("freeze", "none")}  # fmt: skip
+    config = TrainConfig.from_dict(settings)
+    return recorded_plan(config, config)
 
 
-def capture_rng() -> dict[str, Any]:
-    """The random states of Python, numpy, torch (CPU and initialised CUDA devices), as plain data."""
-    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-    return {
-        "python": random.getstate(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
-        "torch": torch.get_rng_state(),
-        "cuda": cuda,
-    }  # fmt: skip
-
-
-def restore_rng(state: Mapping[str, Any] | None) -> None:
-    """Put back what :func:`capture_rng` returned (a missing part is left as it is)."""
-    if not state:
-        return
-    if "python" in state:
-        version, internal, gauss = state["python"]
-        random.setstate((version, tuple(internal), gauss))
-    if "numpy" in state:
-        n = state["numpy"]
-        keys = n["keys"].numpy().astype(np.uint32)
-        np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
-    if "torch" in state:
-        torch.set_rng_state(state["torch"].cpu())
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]][: torch.cuda.device_count()])
+def _known(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of an old record this version still has (a removed option is dropped, not an error)."""
+    names = {f.name for f in fields(TrainConfig)}
+    return {k: v for k, v in values.items() if k in names}
 
 
 # --- writing and reading -----------------------------------------------------------------------------------
 
 
-def build_checkpoint(
-    model: nn.Module,
-    *,
-    arch: str,
-    classes: Sequence[str],
-    image_size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    freeze: str = "none",
-    epoch: int = 0,
-    step: int = 0,
-    optimizer: torch.optim.Optimizer | None = None,
-    scheduler: Any = None,
-    scaler: Any = None,
-    metrics: Mapping[str, Any] | None = None,
-    config: Mapping[str, Any] | None = None,
-    rng: bool = True,
-) -> dict[str, Any]:
-    """The checkpoint dict for a training state (DDP wrappers are unwrapped; objects give their state dicts)."""
-    net = model.module if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel) else model
-    return {
-        "format": CHECKPOINT_FORMAT, "model": net.state_dict(), "arch": arch, "num_classes": len(classes),
-        "classes": [str(c) for c in classes], "image_size": int(image_size), "mean": [float(m) for m in mean],
-        "std": [float(s) for s in std], "freeze": freeze, "epoch": int(epoch), "step": int(step),
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "rng": capture_rng() if rng else None, "metrics": dict(metrics or {}), "config": dict(config or {}),
-    }  # fmt: skip
-
-
-def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically: the file is either the old one or the whole new one.
+def save_checkpoint(path: Path, checkpoint: Checkpoint | Mapping[str, Any]) -> None:
+    """Write ``checkpoint`` (or a state dict of the same keys) to ``path`` atomically: the file is either the old
+    one or the whole new one.
 
     Raises:
         CheckpointError: a required key is missing, a value is not plain data (nothing is written then), or
@@ -187,6 +186,7 @@ def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
         CheckpointDiskFullError: (a CheckpointError) the disk is full: "disk full: N MB free in DIR"; the
             previous file is left untouched.
     """
+    state = checkpoint.to_state() if isinstance(checkpoint, Checkpoint) else checkpoint
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise CheckpointError(f"checkpoint state lacks {', '.join(missing)}")
@@ -218,8 +218,8 @@ def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
         ) from e
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
-    """Read a checkpoint as plain data only; every contract key is present in the result (defaults filled).
+def load_checkpoint(path: Path, map_location: str | torch.device | None = "cpu") -> Checkpoint:
+    """Read a checkpoint as plain data only (either format).
 
     Raises:
         CheckpointError: missing, truncated or damaged file, code or objects inside, or not a studio checkpoint.
@@ -234,15 +234,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device | None = "cpu")
         if refused_by_weights_only(e):
             raise CheckpointError(f"{path.name} holds code or Python objects, not plain data; it was not loaded") from e
         raise CheckpointError(f"{path.name} is damaged or not a PyTorch file ({_short(e)})") from e
-    if not isinstance(loaded, dict) or "format" not in loaded:
-        raise CheckpointError(f"{path.name} is a PyTorch file but not a studio checkpoint")
-    if loaded["format"] != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path.name} has checkpoint format {loaded['format']!r}; this version reads "
-                              f"format {CHECKPOINT_FORMAT}")  # fmt: skip
-    missing = [k for k in REQUIRED_KEYS if k not in loaded]
-    if missing:
-        raise CheckpointError(f"{path.name} lacks {', '.join(missing)}")
-    return {**_DEFAULTS, **loaded}
+    return Checkpoint.from_state(loaded, path.name)
 
 
 def _check_archive(path: Path) -> None:
@@ -275,7 +267,8 @@ def device_for(prefer: str = "auto") -> torch.device:
         if not torch.cuda.is_available():
             raise ModelError(f"device {prefer!r} asked for, but no CUDA GPU is available here")
         return torch.device(prefer)
-    raise ModelError(f"unknown device {prefer!r}; choose auto, cpu, cuda or cuda:N")
+    check_choice("device", prefer, ("auto", "cpu", "cuda", "cuda:N"))
+    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -289,7 +282,7 @@ class InferenceModel:
     mean: list[float]
     std: list[float]
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    info: dict[str, Any] = field(default_factory=dict)  # epoch, step, metrics, config, freeze of the checkpoint
+    info: dict[str, Any] = field(default_factory=dict)  # epoch, step, metrics, plan (RunPlan) of the checkpoint
 
     def predict(self, batch: torch.Tensor) -> torch.Tensor:
         """Class probabilities (N, n_classes) on the CPU for a preprocessed batch."""
@@ -313,13 +306,37 @@ def load_for_inference(path: Path, device: torch.device | str | None = None) -> 
     """
     ck = load_checkpoint(path)
     target = device if isinstance(device, torch.device) else device_for(device or "auto")
-    if len(ck["classes"]) != ck["num_classes"]:
-        raise CheckpointError(f"{Path(path).name}: {ck['num_classes']} outputs but {len(ck['classes'])} class names")
     try:
-        model = build_model(ck["arch"], ck["num_classes"], in_channels=len(ck["mean"]))
-        model.load_state_dict(unwrapped_state_dict(ck["model"]))
+        model = build_model(ck.arch, len(ck.classes), in_channels=len(ck.mean))
+        model.load_state_dict(unwrapped_state_dict(ck.weights))
     except (ModelError, RuntimeError) as e:
-        raise CheckpointError(f"{Path(path).name}: its weights do not fit {ck['arch']!r} ({_short(e)})") from e
-    info = {k: ck[k] for k in ("epoch", "step", "metrics", "config", "freeze")}
-    return InferenceModel(model.eval().to(target), ck["arch"], list(ck["classes"]), int(ck["image_size"]),
-                          list(ck["mean"]), list(ck["std"]), target, info)  # fmt: skip
+        raise CheckpointError(f"{Path(path).name}: its weights do not fit {ck.arch!r} ({_short(e)})") from e
+    info = {"epoch": ck.epoch, "step": ck.step, "metrics": ck.metrics, "plan": ck.plan}
+    return InferenceModel(model.eval().to(target), ck.arch, ck.classes, ck.image_size, ck.mean, ck.std, target, info)
+
+
+# --- what a run recorded -----------------------------------------------------------------------------------
+
+
+def stored_plan(store: RunStore, ws: Workspace, run: RunRecord) -> RunPlan | None:
+    """The plan ``run`` trains or trained with: the one every reader reads (Compare, predict, resume, evaluate).
+
+    Its ``plan`` param; for a run recorded before plans were stored, its resolved settings (``params.settings``,
+    their input size from a checkpoint when they left it automatic) or its last checkpoint's; None when the run
+    has none of these (queued, or failed before its data was read).
+    """
+    from core.train.run_folder import checkpoint_path
+
+    params = store.params(run.run_id)
+    if isinstance(params.get("plan"), dict):
+        return RunPlan.from_dict(params["plan"])
+    asked = TrainConfig.from_dict(_known(run.config))
+    saved = next((checkpoint_path(ws, run.run_id, k) for k in ("last", "best")
+                  if checkpoint_path(ws, run.run_id, k).is_file()), None)  # fmt: skip
+    settings = params.get("settings")
+    if isinstance(settings, dict) and (settings.get("image_size") or saved is None):
+        return recorded_plan(asked, TrainConfig.from_dict(_known(settings)))
+    if saved is None:
+        return None
+    plan = load_checkpoint(saved).plan
+    return RunPlan(asked, *[getattr(plan, f.name) for f in fields(RunPlan)][1:])

@@ -1,9 +1,11 @@
 """The training configuration: every option with its help line, its validation, and the default recipe.
 
-Shape (torchvision ``references/classification`` + minGPT): :class:`TrainConfig` is a plain dataclass whose
-fields carry their own help text; :func:`prepare` turns a config into decoded tensors (scan, split, decode
-once); :func:`fit` trains and reports through :class:`TrainCallbacks`, never printing; ``train_one_epoch``
-and :func:`evaluate` are the two verbs inside it. The command line and background jobs call the same three.
+Shape (torchvision ``references/classification`` + minGPT + fastai): :class:`TrainConfig` is a plain dataclass of
+what a person asks for, whose fields carry their own help text, label and place on the page;
+:func:`core.train.runplan.resolve` makes it the run's :class:`~core.train.runplan.RunPlan` once (every ``auto``
+choice decided from the data); :func:`~core.train.prepare.prepare` decodes the data for that plan once;
+:func:`~core.train.fit.fit` trains it and reports through callbacks, never printing. The command line and
+background jobs call the same three.
 
 The default recipe (a config with only ``dataset`` set) and why it is the default:
 
@@ -20,33 +22,28 @@ The default recipe (a config with only ``dataset`` set) and why it is the defaul
 * SGD with Nesterov momentum, one-cycle learning rates (linear rise over the first quarter of the steps,
   cosine decay to zero, stepped per batch), label smoothing 0.1, weight decay 5e-4: the ingredients of the
   fast CIFAR recipes (airbench, Page's ResNet series) that carry over to a CPU.
-* ``epochs=0`` with ``schedule="auto"``: as many epochs as the data needs (:class:`Cycles`): a 12-epoch
-  one-cycle run, then 24, then 48 epochs, each cycle only while the network still underfits its training
-  images and the last cycle raised validation accuracy. The digits stop after 12 epochs; data that takes
-  longer to learn gets it (the shapes above: 54% after 12 epochs, 99.6% after 84). A fixed ``epochs``
-  gives one one-cycle run of that length, as before.
+* ``epochs=0`` with ``schedule="auto"``: as many epochs as the data needs (``core.train.epochs``, the one place
+  that rule lives). The digits stop after 12 epochs; data that takes longer to learn gets it (the shapes above:
+  54% after 12 epochs, 99.6% after 84).
 * ``augment="auto"``: random shifts of up to 1/8 of the side (pad + crop), plus left-right flips only for
   colour images. Grey-scale data is mostly scans of digits, letters and documents (or X-rays), where a
   mirror image is another class or no class at all; photos of things keep their meaning when mirrored.
 * ``normalize="auto"``: the training set's own mean/std from scratch and for a child run (``from_run``),
   ImageNet's with pretrained weights.
 * ``weights="none"``: the studio works offline; ImageNet weights are one option away (``weights="imagenet"``).
-
-Checkpoints (``last.pt`` every epoch and on cancel, ``best.pt`` by ``best_metric``) hold everything to
-continue: model, optimizer, scheduler, AMP scaler, RNG states, the metric history and the partial sums of
-an unfinished epoch. Every batch's order and augmentation come from seeds of (seed, epoch, batch)
-(``core.train.batches.batch_seed``), so a run cancelled in the middle of an epoch resumes at the next batch and
-goes on exactly as if it had never stopped.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
 from numbers import Integral, Real
 from typing import Any
 
-from core.common.errors import CoreError
+from core.common.errors import CoreError, check_choice
+from core.common.words import CHOICE_WORDS
+from core.train.epochs import AUTO_MAX_EPOCHS, FIRST_CYCLE, FIXED_EPOCHS
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta", "rmsprop")
 SCHEDULES = ("auto", "cycles", "plateau", "onecycle", "cosine", "step", "none")
@@ -59,26 +56,53 @@ AMP_CHOICES = ("auto", "off", "fp16", "bf16")
 # The usual learning rate of each optimizer when ``lr`` is 0 (from scratch; a tenth with pretrained weights).
 DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3, "adadelta": 1.0, "rmsprop": 1e-3}
 LENET_UP_TO = 64  # median image side (px) up to which arch="auto" picks LeNet (from scratch)
-AUTO_MAX_EPOCHS = 100  # epochs=0 with an open-ended schedule (cycles, plateau): the cap
-FIXED_EPOCHS = 12  # epochs=0 with a fixed-length schedule (onecycle, cosine, step, none)
-FIRST_CYCLE = 12  # cycles: epochs of the first one-cycle run; each next one is twice as long
-OPEN_ENDED = ("cycles", "plateau")  # schedules that end a run when it has converged (epochs is only a cap)
+# Share of each class kept for validation and for the test when the data has no split folders: the defaults of
+# the options below, of core.train.splits and of the preparation sweeps (70/15/15 keeps >= 26 test images per
+# class for the digits, enough for per-class accuracy).
+VAL_FRACTION = 0.15
+TEST_FRACTION = 0.15
+# Where each option appears on the Train page: the essentials on top, the others in these groups under Advanced.
+ESSENTIAL = "essential"
+GROUPS = ("Data", "Model", "Optimisation", "Augmentation and device")
 
 
 class ConfigError(CoreError):
     """A training option with a value that is not allowed; the message names the value and the allowed ones."""
 
 
+class OptionError(ConfigError):
+    """Options whose values are refused, alone or together: ``options`` ((name, value), ...) and ``expected`` (what
+    is allowed, in words that do not name the options). The command line prints ``name value: expected``; a page
+    words it from the fields (:meth:`worded` with each option's label), never from the message."""
+
+    def __init__(self, expected: str, *options: tuple[str, object]) -> None:
+        self.expected, self.options = expected, tuple(options)
+        super().__init__(self.worded(lambda name: name))
+
+    @property
+    def field(self) -> str:
+        """The (first) option concerned."""
+        return self.options[0][0]
+
+    def worded(self, name_of: Callable[[str], str]) -> str:
+        """The message with each option named by ``name_of`` (e.g. :func:`label_of`)."""
+        named = " and ".join(f"{name_of(name)} {value!r}" for name, value in self.options)
+        return f"{named}: {self.expected}"
+
+
 class ResumeError(CoreError):
     """A checkpoint that cannot continue on the data given (other classes, image size or split)."""
 
 
-def _f(default: Any, help: str, **kw: Any) -> Any:
-    """A dataclass field whose ``metadata["help"]`` is the one line the page shows next to the widget (and
-    ``metadata["label"]`` its name in words, from ``LABELS``)."""
+def _f(default: Any, help: str, label: str, group: str | None, *, zero_is_auto: bool = False) -> Any:
+    """A dataclass field with what the page and the command line need to show it: ``help`` (the one line next to
+    the widget and the ``--help`` text), ``label`` (its name in words), ``group`` (:data:`ESSENTIAL`, one of
+    :data:`GROUPS`, or None for no widget) and ``zero_is_auto`` (0 lets the studio choose: the page shows a
+    checkbox "automatic"). A choice's values in words are :func:`choice_words`."""
+    meta = {"help": help, "label": label, "group": group, "zero_is_auto": zero_is_auto}
     if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help, **kw})
-    return field(default=default, metadata={"help": help, **kw})
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 def label_of(name: str) -> str:
@@ -86,43 +110,14 @@ def label_of(name: str) -> str:
     return LABELS.get(name, name.replace("_", " ").capitalize())
 
 
-# What each option is called on the page (the field names are the command line's and the JSON's).
-LABELS = {
-    "dataset": "Dataset",
-    "arch": "Network",
-    "weights": "Starting weights",
-    "from_run": "Start from run",
-    "freeze": "Frozen layers",
-    "backbone_lr_factor": "Backbone learning-rate factor",
-    "image_size": "Input size (px)",
-    "epochs": "Epochs",
-    "batch_size": "Images per step",
-    "optimizer": "Optimizer",
-    "lr": "Learning rate",
-    "momentum": "Momentum",
-    "nesterov": "Nesterov momentum",
-    "weight_decay": "Weight decay",
-    "schedule": "Learning-rate schedule",
-    "plateau_patience": "Plateau patience (epochs)",
-    "milestones": "Step schedule: epochs",
-    "gamma": "Step schedule: factor",
-    "warmup_epochs": "Warm-up epochs",
-    "label_smoothing": "Label smoothing",
-    "augment": "Augmentation",
-    "normalize": "Input scaling",
-    "oversample": "Oversample rare classes",
-    "rare_threshold": "Rare below (images)",
-    "early_stop_patience": "Stop after epochs without gain",
-    "best_metric": "Best checkpoint by",
-    "val_fraction": "Validation share",
-    "test_fraction": "Test share",
-    "seed": "Random seed",
-    "threads": "CPU threads",
-    "ranks": "Processes (distributed)",
-    "device": "Device",
-    "amp": "Mixed precision",
-    "log_every": "Report every (steps)",
-}
+def choice_words(name: str) -> dict[str, str]:
+    """The values of the choice option ``name`` in words (``{"sgd": "SGD (momentum)", ...}``: the studio's words,
+    ``core.common.words``; networks by their names in ``core.train.archs``); a value missing here is shown as it is."""
+    if name == "arch":
+        from core.train.archs import ARCHS  # here: the architectures need torch, the config does not
+
+        return {key: info.label for key, info in ARCHS.items()}
+    return dict(CHOICE_WORDS.get(name, {}))
 
 
 @dataclass(frozen=True)
@@ -186,7 +181,7 @@ BOUNDS: dict[str, Bound] = {
 MILESTONE_BOUND = Bound(1, MAX_EPOCHS)  # each step-schedule milestone is an epoch of the longest run
 
 
-def bound_error(name: str, value: object, whole: bool) -> str | None:
+def bound_error(name: str, value: object, whole: bool) -> OptionError | None:
     """Why ``value`` is not allowed for the option ``name`` (a finite number within ``BOUNDS[name]``), or None.
 
     The check behind :meth:`TrainConfig.validate`, so behind search spaces too; the command line's option types
@@ -194,17 +189,18 @@ def bound_error(name: str, value: object, whole: bool) -> str | None:
     """
     b = BOUNDS[name]
     if isinstance(value, bool) or not isinstance(value, Real):
-        return f"{name} {value!r}: expected a number"
-    if not math.isfinite(value):
-        return f"{name} {value!r}: expected a finite number"
-    if whole and not isinstance(value, Integral):
-        return f"{name} {value!r}: expected a whole number"
-    if value < b.low:
-        return f"{name} {value!r}: expected a number >= {_num(b.low)}"
-    if value > b.high or (b.below and value >= b.high):
-        return f"{name} {value!r}: expected a number " + (f"in [{_num(b.low)}, {_num(b.high)})" if b.below
-                                                         else f"<= {_num(b.high)}")  # fmt: skip
-    return None
+        expected = "expected a number"
+    elif not math.isfinite(value):
+        expected = "expected a finite number"
+    elif whole and not isinstance(value, Integral):
+        expected = "expected a whole number"
+    elif value < b.low:
+        expected = f"expected a number >= {_num(b.low)}"
+    elif value > b.high or (b.below and value >= b.high):
+        expected = "expected a number " + (f"in [{_num(b.low)}, {_num(b.high)})" if b.below else f"<= {_num(b.high)}")
+    else:
+        return None
+    return OptionError(expected, (name, value))
 
 
 def limits(name: str) -> tuple[float, float]:
@@ -228,64 +224,103 @@ def _num(x: float) -> str:
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run. JSON-safe; stored with the run and in every checkpoint."""
+    """Everything that defines a training run, as a person asks for it (``auto`` and 0 where the studio chooses;
+    :func:`core.train.runplan.resolve` makes the run's plan of it). JSON-safe; stored with the run.
 
-    dataset: str = _f("", "The data: a folder, a .csv of labels, a .zip, or sample:digits.")
-    arch: str = _f("auto", "Network. auto: LeNet for images up to 64 px (from scratch), ResNet-18 otherwise.")
-    weights: str = _f("none", "Starting weights: none (random), imagenet (pretrained), or a .pth file path.")
+    Each field carries its help line, its label, its place on the Train page and its choices in words (:func:`_f`):
+    the page's form and the command line's options are made from them.
+    """
+
+    dataset: str = _f("", "The data: a folder, a .csv of labels, a .zip, or sample:digits.", "Dataset", None)
+    arch: str = _f("auto", "Network. auto: LeNet for images up to 64 px (from scratch), ResNet-18 otherwise.",
+                   "Network", ESSENTIAL)  # fmt: skip
+    weights: str = _f("none", "Starting weights: none (random), imagenet (pretrained), or a .pth file path.",
+                      "Starting weights", ESSENTIAL)  # fmt: skip
     from_run: int = _f(
         0,
         "Start from another run's best checkpoint (its run number; 0 = no): its network and weights, the head "
         "replaced when the classes differ (core.train.transfer).",
-    )
-    freeze: str = _f("none", "Layers kept fixed: none, backbone (train only the head), all-but-last.")
-    backbone_lr_factor: float = _f(1.0, "Backbone learning rate = lr x this; 0.1 is usual when fine-tuning.")
-    image_size: int = _f(0, "Square input side in px; 0 picks it from the images' median size and the network.")
+        "Start from run", "Model",
+    )  # fmt: skip
+    freeze: str = _f("none", "Layers kept fixed: none, backbone (train only the head), all-but-last.", "Frozen layers",
+                     "Model")  # fmt: skip
+    backbone_lr_factor: float = _f(1.0, "Backbone learning rate = lr x this; 0.1 is usual when fine-tuning.",
+                                   "Backbone learning-rate factor", "Model")  # fmt: skip
+    image_size: int = _f(0, "Square input side in px; 0 picks it from the images' median size and the network.",
+                         "Input size (px)", "Model", zero_is_auto=True)  # fmt: skip
     epochs: int = _f(
         0,
         "Passes over the training images; 0 = auto: as many as the data needs (cycles or plateau "
         f"schedule, at most {AUTO_MAX_EPOCHS}), or {FIXED_EPOCHS} with a fixed-length schedule.",
-    )
-    batch_size: int = _f(64, "Images per step: larger is faster per image, needs more memory.")
-    optimizer: str = _f("sgd", "sgd (momentum), adam, adamw, adadelta or rmsprop.")
-    lr: float = _f(0.0, "Peak learning rate; 0 uses the optimizer's usual value (sgd 0.1, adam 0.001, ...).")
-    momentum: float = _f(0.9, "Momentum for sgd and rmsprop.")
-    nesterov: bool = _f(True, "Nesterov momentum for sgd (usually a little better).")
-    weight_decay: float = _f(5e-4, "L2 penalty on the weights; keeps them small against overfitting.")
+        "Epochs", ESSENTIAL, zero_is_auto=True,
+    )  # fmt: skip
+    batch_size: int = _f(64, "Images per step: larger is faster per image, needs more memory.", "Images per step",
+                         "Optimisation")  # fmt: skip
+    optimizer: str = _f("sgd", "sgd (momentum), adam, adamw, adadelta or rmsprop.", "Optimizer", "Optimisation")  # fmt: skip
+    lr: float = _f(0.0, "Peak learning rate; 0 uses the optimizer's usual value (sgd 0.1, adam 0.001, ...).",
+                   "Learning rate", "Optimisation", zero_is_auto=True)  # fmt: skip
+    momentum: float = _f(0.9, "Momentum for sgd and rmsprop.", "Momentum", "Optimisation")
+    nesterov: bool = _f(True, "Nesterov momentum for sgd (usually a little better).", "Nesterov momentum",
+                        "Optimisation")  # fmt: skip
+    weight_decay: float = _f(5e-4, "L2 penalty on the weights; keeps them small against overfitting.", "Weight decay",
+                             "Optimisation")  # fmt: skip
     schedule: str = _f(
         "auto",
         "Learning-rate schedule: auto (cycles when epochs is 0, else onecycle); cycles (one-cycle runs of "
         f"{FIRST_CYCLE}, {2 * FIRST_CYCLE}, {4 * FIRST_CYCLE}... epochs while the network still underfits); "
         "plateau (x gamma when validation stops improving); onecycle, cosine, step (at milestones), none.",
-    )
-    plateau_patience: int = _f(3, "plateau schedule: epochs without a lower validation loss before the rate drops.")
-    milestones: list[int] = _f([], "step schedule: epochs after which the rate is multiplied by gamma.")
-    gamma: float = _f(0.1, "step schedule: the factor applied at each milestone.")
-    warmup_epochs: float = _f(0.0, "Epochs of linear warm-up from zero (onecycle: its rise, default 1/4 of the run).")
-    label_smoothing: float = _f(0.1, "Share of each target spread over the other classes; curbs overconfidence.")
-    augment: str = _f("auto", "auto (shifts; flips only for colour), none, flip, crop, crop-flip, strong.")
-    normalize: str = _f("auto", "Input scaling: dataset (its mean/std), imagenet, auto (imagenet if pretrained).")
-    oversample: bool = _f(False, "Repeat images of rare classes so each has at least rare_threshold per epoch.")
-    rare_threshold: int = _f(10, "A class with fewer training images than this is rare (oversampled).")
-    early_stop_patience: int = _f(0, "Stop after this many epochs without a better best_metric; 0 = never.")
-    best_metric: str = _f("val_acc", "What best.pt is chosen by: val_acc (higher) or val_loss (lower).")
-    val_fraction: float = _f(0.15, "Share of each class for validation, when the data has no val folder.")
-    test_fraction: float = _f(0.15, "Share of each class for the test, when the data has no test folder.")
-    seed: int = _f(0, "Seed of the split, the initial weights, shuffling and augmentation.")
-    threads: int = _f(0, "CPU threads for this process; 0 leaves the setting to the app (one run: all cores).")
+        "Learning-rate schedule", "Optimisation",
+    )  # fmt: skip
+    plateau_patience: int = _f(3, "plateau schedule: epochs without a lower validation loss before the rate drops.",
+                               "Plateau patience (epochs)", "Optimisation")  # fmt: skip
+    milestones: list[int] = _f([], "step schedule: epochs after which the rate is multiplied by gamma.",
+                               "Step schedule: epochs", "Optimisation")  # fmt: skip
+    gamma: float = _f(0.1, "step schedule: the factor applied at each milestone.", "Step schedule: factor",
+                      "Optimisation")  # fmt: skip
+    warmup_epochs: float = _f(0.0, "Epochs of linear warm-up from zero (onecycle: its rise, default 1/4 of the run).",
+                              "Warm-up epochs", "Optimisation")  # fmt: skip
+    label_smoothing: float = _f(0.1, "Share of each target spread over the other classes; curbs overconfidence.",
+                                "Label smoothing", "Optimisation")  # fmt: skip
+    augment: str = _f("auto", "auto (shifts; flips only for colour), none, flip, crop, crop-flip, strong.",
+                      "Augmentation", "Augmentation and device")  # fmt: skip
+    normalize: str = _f("auto", "Input scaling: dataset (its mean/std), imagenet, auto (imagenet if pretrained).",
+                        "Input scaling", "Augmentation and device")  # fmt: skip
+    oversample: bool = _f(False, "Repeat images of rare classes so each has at least rare_threshold per epoch.",
+                          "Oversample rare classes", "Data")  # fmt: skip
+    rare_threshold: int = _f(10, "A class with fewer training images than this is rare (oversampled).",
+                             "Rare below (images)", "Data")  # fmt: skip
+    early_stop_patience: int = _f(0, "Stop after this many epochs without a better best_metric; 0 = never.",
+                                  "Stop after epochs without gain", "Optimisation")  # fmt: skip
+    best_metric: str = _f("val_acc", "What best.pt is chosen by: val_acc (higher) or val_loss (lower).",
+                          "Best checkpoint by", "Optimisation")  # fmt: skip
+    val_fraction: float = _f(VAL_FRACTION, "Share of each class for validation, when the data has no val folder.",
+                             "Validation share", "Data")  # fmt: skip
+    test_fraction: float = _f(TEST_FRACTION, "Share of each class for the test, when the data has no test folder.",
+                              "Test share", "Data")  # fmt: skip
+    seed: int = _f(0, "Seed of the split, the initial weights, shuffling and augmentation.", "Random seed", "Data")
+    threads: int = _f(0, "CPU threads for this process; 0 leaves the setting to the app (one run: all cores).",
+                      "CPU threads", "Augmentation and device", zero_is_auto=True)  # fmt: skip
     ranks: int = _f(
         1,
         "Training processes on this machine (torch.distributed ranks); 1 trains in one process. "
         "Each takes an equal share of every batch; threads per process = cores / processes.",
-    )
-    device: str = _f("auto", "auto (GPU when there is one), cpu or cuda.")
-    amp: str = _f("auto", "Mixed precision: auto (on for GPUs), off, fp16, bf16 (bf16 is ~40x slower on CPUs).")
-    log_every: int = _f(20, "Steps between progress reports (each report waits for the device once).")
+        "Processes (distributed)", "Augmentation and device",
+    )  # fmt: skip
+    device: str = _f("auto", "auto (GPU when there is one), cpu or cuda.", "Device", "Augmentation and device")  # fmt: skip
+    amp: str = _f("auto", "Mixed precision: auto (on for GPUs), off, fp16, bf16 (bf16 is ~40x slower on CPUs).",
+                  "Mixed precision", "Augmentation and device")  # fmt: skip
+    log_every: int = _f(20, "Steps between progress reports (each report waits for the device once).",
+                        "Report every (steps)", "Augmentation and device")  # fmt: skip
 
     def validate(self) -> TrainConfig:
-        """Check every value; returns self. Raises ConfigError naming the bad value and the allowed ones."""
+        """Check every value; returns self.
+
+        Raises:
+            ChoiceError: a choice that is not one of ``choices()`` (field, value and the allowed values).
+            OptionError: a number outside its bounds, shares that add up to 1 or more, bad milestones.
+        """
         for name, allowed in choices().items():
-            _one_of(name, getattr(self, name), allowed)
+            check_choice(name, getattr(self, name), allowed)
         self._check_numbers()
         return self
 
@@ -293,19 +328,19 @@ class TrainConfig:
         for name in BOUNDS:
             problem = bound_error(name, getattr(self, name), whole_number(name))
             if problem:
-                raise ConfigError(problem)
+                raise problem
         if self.val_fraction + self.test_fraction >= 1:
-            raise ConfigError(f"val_fraction {self.val_fraction} and test_fraction {self.test_fraction}: each in [0, 1) "
-                              "and together under 1")  # fmt: skip
+            raise OptionError("each in [0, 1) and together under 1", ("val_fraction", self.val_fraction),
+                              ("test_fraction", self.test_fraction))  # fmt: skip
         self._check_milestones()
 
     def _check_milestones(self) -> None:
         m = self.milestones
         if not isinstance(m, list) or len(m) > MAX_EPOCHS:
-            raise ConfigError(f"milestones: a list of at most {MAX_EPOCHS} milestones (epochs)")
+            raise OptionError(f"a list of at most {MAX_EPOCHS} milestones (epochs)", ("milestones", m))
         low, high = int(MILESTONE_BOUND.low), int(MILESTONE_BOUND.high)
         if not all(isinstance(e, Integral) and not isinstance(e, bool) and low <= e <= high for e in m):
-            raise ConfigError(f"milestones {m}: expected whole epoch numbers from {low} to {high}")
+            raise OptionError(f"expected whole epoch numbers from {low} to {high}", ("milestones", m))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (stored with the run and in checkpoints)."""
@@ -337,47 +372,7 @@ def choices() -> dict[str, tuple[str, ...]]:
             "device": DEVICES, "amp": AMP_CHOICES}  # fmt: skip
 
 
-def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{name} {value!r} is not allowed; choose one of: {', '.join(allowed)}")
-
-
-def resolve_config(config: TrainConfig, typical_side: int, grayscale: bool) -> TrainConfig:
-    """Replace every ``auto``/0 choice that depends on the data by its value (see the module docstring)."""
-    from core.train.archs import choose_image_size
-
-    pretrained = config.weights != "none" or config.from_run > 0  # trained weights of any origin: a smaller lr
-    imagenet_like = pretrained and not config.from_run  # a parent run learned on its own data's statistics
-    arch = config.arch
-    if arch == "auto":
-        arch = "lenet" if typical_side <= LENET_UP_TO and not pretrained else "resnet18"
-    epochs, until_converged = planned_epochs(config)
-    return replace(
-        config,
-        arch=arch,
-        schedule=effective_schedule(config),
-        epochs=config.epochs if until_converged else epochs,  # open-ended keeps 0 = auto (the cap, AUTO_MAX_EPOCHS)
-        image_size=config.image_size or choose_image_size(arch, max(1, typical_side)),
-        augment=config.augment if config.augment != "auto" else ("crop" if grayscale else "crop-flip"),
-        normalize=config.normalize if config.normalize != "auto" else ("imagenet" if imagenet_like else "dataset"),
-        lr=config.lr or DEFAULT_LR[config.optimizer] * (0.1 if pretrained else 1.0),
-    )
-
-
-def effective_schedule(config: TrainConfig) -> str:
-    """The schedule a run of ``config`` uses: ``auto`` means cycles when epochs is 0 (auto), else one-cycle.
-
-    The one place that rule lives: the config's resolution, the schedules, the page's estimate and the
-    progress line all ask here.
-    """
-    if config.schedule != "auto":
-        return config.schedule
-    return "cycles" if config.epochs == 0 else "onecycle"
-
-
-def planned_epochs(config: TrainConfig) -> tuple[int, bool]:
-    """(epochs, until_converged): the epochs a run of ``config`` will do, and whether that is only a cap
-    because an open-ended schedule (cycles, plateau) ends the run when it has converged."""
-    if effective_schedule(config) in OPEN_ENDED:
-        return config.epochs or AUTO_MAX_EPOCHS, True
-    return config.epochs or FIXED_EPOCHS, False
+# Every option's metadata (help, label, group, words, zero_is_auto) by name, and its label: read by the page's form,
+# the command line, error words and search spaces.
+FIELD_META: dict[str, Any] = {f.name: f.metadata for f in fields(TrainConfig)}
+LABELS: dict[str, str] = {name: meta["label"] for name, meta in FIELD_META.items()}

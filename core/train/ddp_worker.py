@@ -1,10 +1,11 @@
 """One rank of a distributed training run, started by ``torchrun`` (``core.train.launch``):
 
-    python -m torch.distributed.run --nproc-per-node N -m core.train.ddp_worker --workspace WS --run-id RUN --config JSON
+    python -m torch.distributed.run --nproc-per-node N -m core.train.ddp_worker --workspace WS --run-id RUN --plan JSON
 
 Rank 0 does what a training thread does (``runner.run_training``: the split, metrics, checkpoints, the
 stored test predictions) and stores the status it ended with; the other ranks prepare the same data (rank
-0's split, sent to them) and train their shard. This module is an entry point: nothing imports it.
+0's split and plan, sent to them) and train their shard: no rank decides the run's settings again. This module
+is an entry point: nothing imports it.
 
 A rank first holds its run's lock and follows its torchrun (``core.train.lifeline``): it is killed when torchrun
 dies, and stops at once when torchrun is gone already, before it writes anything.
@@ -31,14 +32,17 @@ from core.train.jobs import JobContext
 from core.train.launch import STATUS_PARAM
 from core.train.prepare import prepare
 from core.train.run_folder import checkpoint_path, run_dir
-from core.train.runner import run_training
+from core.train.runner import epochs_trained, run_training
+from core.train.runplan import RunPlan
 
 
 def main(argv: list[str] | None = None) -> int:
     lifeline.hold_from_environment()
     lifeline.die_with_parent(signal.SIGKILL)  # a rank without its torchrun would write over a run on its own
     args = _parser().parse_args(argv)
-    config = TrainConfig.from_dict(json.loads(args.config)).validate()
+    source: TrainConfig | RunPlan = (RunPlan.from_dict(json.loads(args.plan)) if args.plan
+                                     else TrainConfig.from_dict(json.loads(args.config)).validate())  # fmt: skip
+    config = source.config if isinstance(source, RunPlan) else source
     # The launcher resolved the dataset (confined where it had to be): its paths are trusted here.
     ws = Workspace.open(args.workspace).for_operator(spec_paths(config.dataset))
     set_torch_threads(config.threads)
@@ -48,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if ctx.main:
-            _lead(ws, config, args, ctx)
+            _lead(ws, source, args, ctx)
         else:
-            _follow(ws, config, args, ctx)
+            _follow(ws, args, ctx)
     except CoreError as exc:
         sys.stderr.write(f"error: rank {ctx.rank}: {exc}\n")
         return 1
@@ -59,14 +63,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _lead(ws: Workspace, config: TrainConfig, args: argparse.Namespace, ctx: distributed.DistContext) -> None:
+def _lead(ws: Workspace, source: TrainConfig | RunPlan, args: argparse.Namespace,
+          ctx: distributed.DistContext) -> None:  # fmt: skip
     store = RunStore(ws.runs_db)
-    job = JobContext(args.run, store, threading.Event(), budget=lambda: config.threads)
+    threads = source.config.threads if isinstance(source, RunPlan) else source.threads
+    job = JobContext(args.run, store, threading.Event(), budget=lambda: threads)
     began = time.perf_counter()
-    status = run_training(job, ws, config, resume=args.resume, dist=ctx)
+    status = run_training(job, ws, source, resume=args.resume, dist=ctx)
     extra = json.loads(args.extra) if args.extra else {}
     if extra:  # a sweep's point: its settings, the images it trained on and the time it took
-        epochs = len(store.metrics(args.run, ["epoch_s"]))
+        epochs = epochs_trained(store, args.run)
         params = store.params(args.run)
         images = int(params.get("samples_per_epoch", params.get("n_train", 0))) * epochs
         store.log_params(args.run, {**extra, "images": images})
@@ -74,11 +80,11 @@ def _lead(ws: Workspace, config: TrainConfig, args: argparse.Namespace, ctx: dis
     store.log_params(args.run, {STATUS_PARAM: status})  # last: the launcher reads the run's end from here
 
 
-def _follow(ws: Workspace, config: TrainConfig, args: argparse.Namespace, ctx: distributed.DistContext) -> None:
-    splits = distributed.broadcast_object(None, ctx)  # rank 0's split, made or reloaded
-    data = prepare(config, ws, splits=splits)
+def _follow(ws: Workspace, args: argparse.Namespace, ctx: distributed.DistContext) -> None:
+    splits, plan = distributed.broadcast_object(None, ctx)  # rank 0's split (made or reloaded) and plan
+    data = prepare(plan, ws, splits=splits)
     last = checkpoint_path(ws, args.run, "last")
-    fit(config, data, checkpoint_dir=run_dir(ws, args.run), resume_from=last if args.resume else None, dist=ctx)
+    fit(data, checkpoint_dir=run_dir(ws, args.run), resume_from=last if args.resume else None, dist=ctx)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -87,7 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--run-id", dest="run", type=int, required=True, help="the run rank 0 records into (0 elsewhere)"
     )
-    parser.add_argument("--config", required=True, help="the TrainConfig as JSON")
+    given = parser.add_mutually_exclusive_group(required=True)
+    given.add_argument("--plan", help="the run's plan (core.train.runplan.RunPlan) as JSON")
+    given.add_argument("--config", help="the TrainConfig as JSON (a run whose data could not be read before it queued)")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--extra", default="", help="params rank 0 also stores (a sweep point's settings), JSON")
     return parser

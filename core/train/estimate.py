@@ -7,42 +7,42 @@ import time
 from dataclasses import replace
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
 from core.train.checkpoints import device_for
 from core.train.config import TrainConfig
 from core.train.fit import _memory_format
+from core.train.loop import train_step
 from core.train.memory import RunTooBigError, memory_problem
 from core.train.optim import Precision, build_optimizer, choose_precision
-from core.train.plan import plan_run
+from core.train.plan import RunPreview
 from core.train.prepare import PreparedData
 
 
-def estimate_epoch_seconds(config: TrainConfig, data: PreparedData | pd.DataFrame, *, steps: int = 3) -> float:
+def estimate_epoch_seconds(source: RunPreview | PreparedData, *, steps: int = 3) -> float:
     """Seconds one epoch will take (training steps + validation), from ``steps`` real steps timed here.
 
     Args:
-        config: the run's config.
-        data: the prepared data, or just a scan manifest (random pixels of the right size are used then).
+        source: the run before it starts (its preview: random pixels of the plan's size are used), or its
+            prepared data.
         steps: timed steps, after one untimed warm-up step.
 
     Raises:
-        RunTooBigError: given a manifest, a run of ``config`` would not fit in the free memory (nothing is built).
+        RunTooBigError: given a preview, a run of it would not fit in the free memory (nothing is built).
     """
     from core.train.models import build_model
 
-    config, n_train, n_val = _estimate_inputs(config, data)
+    config, n_train, n_val, n_classes = _estimate_inputs(source)
     device = device_for(config.device)
     precision = choose_precision(config.amp, device)
     with torch.random.fork_rng(devices=[]):  # leaves the caller's random streams untouched
-        model = build_model(config.arch, _n_classes(data), weights="none", freeze=config.freeze)
+        model = build_model(config.arch, n_classes, weights="none", freeze=config.freeze)
         model.to(device, memory_format=_memory_format(device))
         optimizer = build_optimizer(model, replace(config, lr=config.lr or 0.01))
         batch = min(config.batch_size, max(2, n_train))
         x = torch.randn(batch, 3, config.image_size, config.image_size, device=device)
-        y = torch.randint(0, _n_classes(data), (batch,), device=device)
+        y = torch.randint(0, n_classes, (batch,), device=device)
         per_step = _time_steps(model, optimizer, precision, x, y, steps)
     return epoch_seconds(per_step, n_train, n_val, batch)
 
@@ -53,30 +53,23 @@ def epoch_seconds(per_step: float, n_train: int, n_val: int, batch: int) -> floa
     return per_step * math.ceil(n_train / batch) + per_step / 3 * n_val / batch
 
 
-def _estimate_inputs(config: TrainConfig, data: PreparedData | pd.DataFrame) -> tuple[TrainConfig, int, int]:
-    if isinstance(data, PreparedData):
-        return data.config, len(data.indices["train"]), len(data.indices["val"])
-    plan = plan_run(config, data)
-    problem = memory_problem(plan.memory)
+def _estimate_inputs(source: RunPreview | PreparedData) -> tuple[TrainConfig, int, int, int]:
+    """(settings, training images, validation images, classes)."""
+    if isinstance(source, PreparedData):
+        return source.config, len(source.indices["train"]), len(source.indices["val"]), len(source.classes)
+    problem = memory_problem(source.memory)
     if problem:  # the timed steps take a real batch of the run's size: what the run cannot hold, neither can they
         raise RunTooBigError(problem)
-    return plan.config, plan.splits["train"], plan.splits["val"]
-
-
-def _n_classes(data: PreparedData | pd.DataFrame) -> int:
-    return max(2, len(data.classes) if isinstance(data, PreparedData) else data["label"].nunique())
+    return source.plan.settings, source.splits["train"], source.splits["val"], max(2, source.n_classes)
 
 
 def _time_steps(model: nn.Module, optimizer: torch.optim.Optimizer, precision: Precision, x, y, steps: int) -> float:
+    """The median time of ``steps`` training steps (the run's own step, ``core.train.loop.train_step``)."""
     criterion = nn.CrossEntropyLoss()
     times = []
     for i in range(steps + 1):
         began = time.perf_counter()
-        with precision.autocast():
-            loss = criterion(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss, _ = train_step(model, x, y, optimizer, criterion, precision)
         loss.item()  # waits for the device: the time is the step's, not its launch's
         if i:
             times.append(time.perf_counter() - began)

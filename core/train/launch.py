@@ -43,6 +43,7 @@ from core.common.workspace import Workspace
 from core.store.runs import RunStore
 from core.train import lifeline
 from core.train.config import TrainConfig
+from core.train.runplan import RunPlan
 
 STATUS_PARAM = "ddp_status"  # what rank 0 stored as the run's end: completed | cancelled
 POLL_S = 0.5
@@ -72,18 +73,22 @@ def threads_per_rank(config: TrainConfig) -> int:
     return config.threads or max(1, usable_cores() // config.ranks)
 
 
-def torchrun_argv(ws: Workspace, config: TrainConfig, run_id: int, *, resume: bool, nodes: Nodes | None = None,
-                  extra: dict | None = None) -> list[str]:  # fmt: skip
-    """The ``torchrun`` command of one machine (``python -m torch.distributed.run``, the same program)."""
+def torchrun_argv(ws: Workspace, source: TrainConfig | RunPlan, run_id: int, *, resume: bool,
+                  nodes: Nodes | None = None, extra: dict | None = None) -> list[str]:  # fmt: skip
+    """The ``torchrun`` command of one machine (``python -m torch.distributed.run``, the same program); its ranks
+    get the run's plan (``--plan``), or a config only when the data could not be read before the run queued."""
     nodes = nodes or Nodes()
+    config = source.config if isinstance(source, RunPlan) else source
+    ranks_config = replace(config, threads=threads_per_rank(config))
+    given = (["--plan", json.dumps(replace(source, config=ranks_config).to_dict())] if isinstance(source, RunPlan)
+             else ["--config", json.dumps(ranks_config.to_dict())])  # fmt: skip
     argv = [sys.executable, "-m", "core.train.torchrun", f"--nproc-per-node={config.ranks}"]
     if nodes.count == 1:  # --standalone, on 127.0.0.1 rather than "localhost": a rendezvous on a free local port
         argv += ["--rdzv-backend=c10d", f"--rdzv-endpoint={LOOPBACK}:0", f"--rdzv-id={uuid.uuid4()}",
                  f"--local-addr={LOOPBACK}"]  # fmt: skip
     else:  # static rendezvous: node 0 listens at the endpoint, the others connect to it
         argv += [f"--nnodes={nodes.count}", f"--node-rank={nodes.rank}", f"--rdzv-endpoint={nodes.endpoint}"]
-    argv += ["-m", "core.train.ddp_worker", "--workspace", str(ws.root), "--run-id", str(run_id),
-             "--config", json.dumps(replace(config, threads=threads_per_rank(config)).to_dict())]  # fmt: skip
+    argv += ["-m", "core.train.ddp_worker", "--workspace", str(ws.root), "--run-id", str(run_id), *given]
     if resume:
         argv.append("--resume")
     if extra:

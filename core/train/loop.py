@@ -1,6 +1,8 @@
-"""The two verbs of training, as in torchvision's references: ``train_one_epoch`` and ``evaluate``.
+"""The verbs of training, as in torchvision's references: ``train_step``, ``train_one_epoch`` and ``evaluate``.
 
-Both keep their sums on the device; the only waits for a GPU are the progress reports.
+``train_step`` is the one training step: the run's epochs (``core.train.learner``), the learning-rate finder
+(``core.train.lr_find``) and the time estimate (``core.train.estimate``) all take their steps through it. The
+epoch and the evaluation keep their sums on the device; the only waits for a GPU are the progress reports.
 """
 
 from __future__ import annotations
@@ -81,6 +83,20 @@ class StepLog:
         return step % self.every == 0 or time.perf_counter() - self.since > self.max_seconds
 
 
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
+               criterion: nn.Module, precision: Precision) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """One optimizer step on the batch ``(x, y)``: the forward under the run's precision, the (scaled) backward,
+    the step. Returns (loss, logits), still on the device: nothing here waits for it."""
+    with precision.autocast():
+        logits = model(x)
+        loss = criterion(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    precision.scaler.scale(loss).backward()
+    precision.scaler.step(optimizer)
+    precision.scaler.update()
+    return loss, logits
+
+
 def train_one_epoch(
     model: nn.Module,
     batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
@@ -93,8 +109,10 @@ def train_one_epoch(
     step: int,
     log: StepLog | None = None,
     cancel: threading.Event | None = None,
+    after_step: Callable[[int, torch.Tensor], bool] | None = None,
 ) -> int:
-    """Train on ``batches`` until they run out or ``cancel`` is set (checked before every step).
+    """Train on ``batches`` until they run out, ``cancel`` is set (checked before every step) or ``after_step``
+    (called with the global step and the loss) returns True.
 
     The loss and accuracy are summed into ``tally`` on the device; nothing here waits for the device except
     a report every ``log.every`` steps. Returns the global step count after the last step taken.
@@ -102,13 +120,7 @@ def train_one_epoch(
     for x, y in batches:
         if cancel is not None and cancel.is_set():
             break
-        with precision.autocast():
-            logits = model(x)
-            loss = criterion(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        precision.scaler.scale(loss).backward()
-        precision.scaler.step(optimizer)
-        precision.scaler.update()
+        loss, logits = train_step(model, x, y, optimizer, criterion, precision)
         scheduler.step()
         step += 1
         tally.add(loss, logits, y)
@@ -116,6 +128,8 @@ def train_one_epoch(
             log.window.add(loss, logits, y)
             if log.due(step):
                 _report_window(log, step, scheduler)
+        if after_step is not None and after_step(step, loss):
+            break
     return step
 
 

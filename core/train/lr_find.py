@@ -34,6 +34,7 @@ from core.common.errors import CoreError
 from core.common.workspace import Workspace
 from core.train.config import TrainConfig
 from core.train.plan import check_run
+from core.train.runplan import RunPlan
 
 START_LR = 1e-7
 END_LR = 10.0
@@ -56,7 +57,7 @@ class LrFinding:
     suggested_loss: float
     diverged: bool  # stopped early because the loss blew up (the usual end: the rates went past useful)
     seconds: float
-    config: TrainConfig  # the resolved config the sweep trained with (lr aside)
+    config: TrainConfig  # the settings the sweep trained with (its plan's, lr aside)
 
     def to_json(self) -> dict[str, Any]:
         return {"lrs": self.lrs, "losses": self.losses, "suggested": self.suggested, "rule": RULE,
@@ -64,9 +65,10 @@ class LrFinding:
                 "arch": self.config.arch, "optimizer": self.config.optimizer}  # fmt: skip
 
 
-def find_lr(config: TrainConfig, ws: Workspace, *, steps: int = STEPS, start_lr: float = START_LR,
+def find_lr(source: TrainConfig | RunPlan, ws: Workspace, *, steps: int = STEPS, start_lr: float = START_LR,
             end_lr: float = END_LR, progress: Callable[[str, float], None] | None = None) -> LrFinding:  # fmt: skip
-    """Sweep the learning rate for ``config`` on its training split and suggest one (see the module docstring).
+    """Sweep the learning rate for a run (its config, or its plan: the Train page's) on its training split and
+    suggest one (see the module docstring).
 
     Args:
         progress: called with (what is happening, share done) while it prepares and sweeps.
@@ -81,36 +83,39 @@ def find_lr(config: TrainConfig, ws: Workspace, *, steps: int = STEPS, start_lr:
         raise CoreError(f"a learning-rate sweep needs at least {MIN_STEPS} steps (at most {MAX_STEPS}) and 0 < start "
                         f"< end (got {steps} steps, {start_lr:g} to {end_lr:g})")  # fmt: skip
     began = time.perf_counter()
-    config = _with_parent(config.validate(), ws)
-    check_run(replace(config, ranks=1), ws)  # it trains as a run would, in this process: refused if it cannot fit
+    if isinstance(source, RunPlan):  # it trains as a run would, in this process: refused if it cannot fit
+        source = replace(source, config=replace(source.config, ranks=1))
+        check_run(source, ws)
+    else:
+        seen = check_run(replace(_with_parent(source.validate(), ws), ranks=1), ws)
+        source = seen.plan if seen is not None else _with_parent(source, ws)  # unreadable: prepare says why
     _say(progress, "reading the images", 0.0)
-    data = prepare(config, ws)
+    data = prepare(source, ws)
     with tempfile.TemporaryDirectory(prefix="lr-find-") as scratch:
-        resolved = replace(data.config, weights=_weights(config, data, ws, Path(scratch)))
-        devices = [torch.cuda.current_device()] if _device(resolved).type == "cuda" else []
+        settings = replace(data.config, weights=_weights(data, ws, Path(scratch)))
+        devices = [torch.cuda.current_device()] if _device(settings).type == "cuda" else []
         with torch.random.fork_rng(devices=devices):  # the caller's random streams come back untouched
-            torch.manual_seed(resolved.seed)
-            lrs, losses, diverged = _sweep(resolved, data, steps, start_lr, end_lr, progress)
+            torch.manual_seed(settings.seed)
+            lrs, losses, diverged = _sweep(settings, data, steps, start_lr, end_lr, progress)
     if len(lrs) < 20:
         raise CoreError(f"the loss blew up after {len(lrs)} steps, before any rate could be judged; lower the "
                         "starting rate or check the data")  # fmt: skip
     suggested, loss = valley(lrs, losses)
-    return LrFinding(lrs, losses, suggested, loss, diverged, time.perf_counter() - began, resolved)
+    return LrFinding(lrs, losses, suggested, loss, diverged, time.perf_counter() - began, settings)
 
 
 def _with_parent(config: TrainConfig, ws: Workspace) -> TrainConfig:
     if not config.from_run:
         return config
     from core.store.runs import RunStore
-    from core.train.run_folder import checkpoint_path
-    from core.train.transfer import child_config
+    from core.train.transfer import with_parent
 
-    parent = RunStore(ws.runs_db).get_run(config.from_run)
-    return child_config(config, parent, checkpoint_path(ws, parent.run_id))
+    return with_parent(config, RunStore(ws.runs_db), ws)
 
 
-def _weights(config: TrainConfig, data: Any, ws: Workspace, scratch: Path) -> str:
+def _weights(data: Any, ws: Workspace, scratch: Path) -> str:
     """The starting weights of the sweep's network: a child's are made as its run would make them."""
+    config = data.plan.config
     if not config.from_run:
         return config.weights
     from core.train.run_folder import checkpoint_path
@@ -125,8 +130,40 @@ def _device(config: TrainConfig) -> torch.device:
     return device_for(config.device)
 
 
+class _Finder:
+    """Watches each step of the sweep: records the rate it used and the smoothed loss (fastai's ``AvgSmoothLoss``),
+    reports progress, and ends the sweep after ``steps`` steps or once the loss has blown up."""
+
+    def __init__(self, steps: int, schedule: torch.optim.lr_scheduler.LambdaLR,
+                 progress: Callable[[str, float], None] | None) -> None:  # fmt: skip
+        self.steps, self.schedule, self.progress = steps, schedule, progress
+        self.lrs: list[float] = []
+        self.losses: list[float] = []
+        self.average, self.best, self.diverged = 0.0, math.inf, False
+        self.rate = schedule.get_last_lr()[-1]  # the rate of the next step
+
+    @property
+    def done(self) -> bool:
+        return self.diverged or len(self.lrs) >= self.steps
+
+    def after_step(self, step: int, loss: torch.Tensor) -> bool:
+        self.lrs.append(self.rate)
+        self.rate = self.schedule.get_last_lr()[-1]
+        self.average = SMOOTH_BETA * self.average + (1 - SMOOTH_BETA) * loss.item()
+        smooth = self.average / (1 - SMOOTH_BETA ** len(self.lrs))
+        self.losses.append(smooth)
+        self.best = min(self.best, smooth)
+        _say(self.progress, f"step {len(self.lrs)} of {self.steps}: learning rate {self.lrs[-1]:.2g}",
+             len(self.lrs) / self.steps)  # fmt: skip
+        self.diverged = not math.isfinite(smooth) or smooth > DIVERGED * self.best
+        return self.done
+
+
 def _sweep(config: TrainConfig, data: Any, steps: int, start_lr: float, end_lr: float,
            progress: Callable[[str, float], None] | None) -> tuple[list[float], list[float], bool]:  # fmt: skip
+    """The sweep: the run's own epoch loop and step (``core.train.loop``), with rising rates, until the finder
+    ends it."""
+    from core.train.loop import Tally, train_one_epoch
     from core.train.models import build_model, set_train_mode
     from core.train.optim import build_optimizer, choose_precision
 
@@ -138,45 +175,24 @@ def _sweep(config: TrainConfig, data: Any, steps: int, start_lr: float, end_lr: 
     precision = choose_precision(config.amp, device)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     set_train_mode(model, config.freeze)
-    lrs, losses, average, best = [], [], 0.0, math.inf
-    for x, y in _batches(config, data, device, steps):
-        lrs.append(schedule.get_last_lr()[-1])
-        with precision.autocast():
-            loss = criterion(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        precision.scaler.scale(loss).backward()
-        precision.scaler.step(optimizer)
-        precision.scaler.update()
-        schedule.step()
-        average = SMOOTH_BETA * average + (1 - SMOOTH_BETA) * loss.item()
-        smooth = average / (1 - SMOOTH_BETA ** len(lrs))
-        losses.append(smooth)
-        best = min(best, smooth)
-        _say(progress, f"step {len(lrs)} of {steps}: learning rate {lrs[-1]:.2g}", len(lrs) / steps)
-        if not math.isfinite(smooth) or smooth > DIVERGED * best:
-            return lrs, losses, True
-    return lrs, losses, False
+    finder, batches, epoch, step = _Finder(steps, schedule, progress), _batches(config, data, device), 0, 0
+    while not finder.done:  # epoch after epoch of the training split, cut and augmented as the run cuts them
+        step = train_one_epoch(model, batches.epoch(epoch), optimizer, schedule, criterion, precision,
+                               tally=Tally.zero(device), step=step, after_step=finder.after_step)  # fmt: skip
+        epoch += 1
+    return finder.lrs, finder.losses, finder.diverged
 
 
-def _batches(config: TrainConfig, data: Any, device: torch.device, steps: int):
-    """``steps`` training batches, epoch after epoch, cut and augmented as the run would cut them."""
-    from core.train.archs import IMAGENET_MEAN, IMAGENET_STD
+def _batches(config: TrainConfig, data: Any, device: torch.device):
+    """The training batches, scaled as the run scales them (``PreparedData.scaling``)."""
     from core.train.batches import Batches
 
-    own = config.normalize == "dataset"
-    mean, std = (data.mean, data.std) if own else (list(IMAGENET_MEAN), list(IMAGENET_STD))
+    mean, std = data.scaling()
     batches = Batches(data.tensors.images, data.labels, data.indices["train"], batch_size=config.batch_size,
                       mean=mean, std=std, device=device, augment=config.augment, shuffle=True, seed=config.seed)  # fmt: skip
     if not len(batches):
         raise CoreError("the training split has too few images for one batch")
-    done, epoch = 0, 0
-    while done < steps:
-        for batch in batches.epoch(epoch):
-            yield batch
-            done += 1
-            if done == steps:
-                return
-        epoch += 1
+    return batches
 
 
 def valley(lrs: Sequence[float], losses: Sequence[float]) -> tuple[float, float]:

@@ -54,7 +54,7 @@ import functools
 from dataclasses import dataclass
 
 from core.common.cpu import usable_cores
-from core.train.config import ConfigError, TrainConfig
+from core.train.config import ConfigError, OptionError, TrainConfig
 
 PROCESS_BYTES = 900 * 1024**2  # one more process that loads torch, torchvision and core (800 MB RSS measured)
 AGENT_BYTES = 700 * 1024**2  # torchrun's agent process
@@ -127,8 +127,8 @@ def network_facts(arch: str, image_size: int, n_classes: int) -> tuple[int, int,
             with torch.no_grad():
                 model(torch.empty(1, 3, image_size, image_size))
         except RuntimeError:  # a pooling layer left with nothing: training would fail the same way, later
-            raise ConfigError(f"image_size {image_size}: too small for {arch_label(arch)}, whose layers would shrink "
-                              "it to nothing") from None  # fmt: skip
+            raise OptionError(f"too small for {arch_label(arch)}, whose layers would shrink it to nothing",
+                              ("image_size", image_size)) from None  # fmt: skip
     for hook in hooks:
         hook.remove()
     return sum(p.numel() for p in model.parameters()), sum(counts), max(counts, default=0)

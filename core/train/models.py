@@ -19,13 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.common.errors import check_choice
 from core.train.archs import (
     FREEZE_MODES,
     EvalModeBatchNorm2d,
     ModelError,
     arch_info,
     bare_model,
-    check_choice,
     estimate_gflops,
     resolve_module,
     unwrap,
@@ -50,7 +50,7 @@ def build_model(
         WeightsUnavailable: ImageNet weights neither cached nor downloadable.
     """
     info = arch_info(arch)
-    check_choice("freeze mode", freeze, FREEZE_MODES)
+    check_choice("freeze", freeze, FREEZE_MODES)
     if num_classes < 2:
         raise ModelError(f"a classifier needs at least 2 classes, got {num_classes}")
     if in_channels < 1:
@@ -87,7 +87,7 @@ def _parameter_count(arch: str) -> int:
 
 def apply_freeze(model: nn.Module, arch: str, freeze: str) -> nn.Module:
     """Freeze ``model`` (built by :func:`build_model` for ``arch``) per ``freeze``; returns it for chaining."""
-    check_choice("freeze mode", freeze, FREEZE_MODES)
+    check_choice("freeze", freeze, FREEZE_MODES)
     net = unwrap(model)
     info = arch_info(arch)
     trainable = {"none": (), "backbone": (info.head,), "all-but-last": (*info.last_stage, info.head)}[freeze]
@@ -112,7 +112,7 @@ def set_train_mode(model: nn.Module, freeze: str | None = None) -> nn.Module:
     already does the same; this function also covers models frozen by hand.
     """
     if freeze is not None:
-        check_choice("freeze mode", freeze, FREEZE_MODES)
+        check_choice("freeze", freeze, FREEZE_MODES)
     model.train()
     for module in model.modules():
         if isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d):

@@ -8,27 +8,25 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from core.train.config import OPTIMIZERS, ConfigError, TrainConfig
+from core.train.config import TrainConfig
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer named by ``config.optimizer`` over the trainable parameters (backbone/head groups)."""
+    """The optimizer named by ``config.optimizer`` (validated: ``TrainConfig.validate`` checks it, once) over the
+    trainable parameters (backbone/head groups)."""
     from core.train.models import param_groups
 
     groups = param_groups(model, config.arch, config.lr, config.backbone_lr_factor)
-    wd = config.weight_decay
-    if config.optimizer == "sgd":
-        nesterov = config.nesterov and config.momentum > 0  # torch refuses Nesterov without momentum
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=nesterov, weight_decay=wd)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=config.lr, weight_decay=wd)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr, weight_decay=wd)
-    if config.optimizer == "adadelta":
-        return torch.optim.Adadelta(groups, lr=config.lr, weight_decay=wd)
-    if config.optimizer == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=config.lr, momentum=config.momentum, weight_decay=wd)
-    raise ConfigError(f"optimizer {config.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
+    wd, momentum = config.weight_decay, config.momentum
+    nesterov = config.nesterov and momentum > 0  # torch refuses Nesterov without momentum
+    build = {
+        "sgd": lambda: torch.optim.SGD(groups, lr=config.lr, momentum=momentum, nesterov=nesterov, weight_decay=wd),
+        "adam": lambda: torch.optim.Adam(groups, lr=config.lr, weight_decay=wd),
+        "adamw": lambda: torch.optim.AdamW(groups, lr=config.lr, weight_decay=wd),
+        "adadelta": lambda: torch.optim.Adadelta(groups, lr=config.lr, weight_decay=wd),
+        "rmsprop": lambda: torch.optim.RMSprop(groups, lr=config.lr, momentum=momentum, weight_decay=wd),
+    }  # the keys are config.OPTIMIZERS
+    return build[config.optimizer]()
 
 
 @dataclass

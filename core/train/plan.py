@@ -1,19 +1,22 @@
-"""What a run will do before it starts: its ``auto`` choices resolved from the scanned images, how many images
-each split will hold, and what to warn about. No image is decoded: the Train page shows it at once, and the
-command line prints the warnings before it trains."""
+"""What a run will do before it starts: its plan (``core.train.runplan``: every ``auto`` choice decided from the
+scanned images), how many images each split will hold, the memory it takes, and what to warn about. No image is
+decoded: the Train page shows it at once (and hands its plan to the run it starts), the command line prints the
+warnings before it trains, and ``--dry-run`` prints it all."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from core.common.errors import CoreError, DatasetError
+from core.common.errors import ChoiceError, CoreError, DatasetError
 from core.common.workspace import Workspace
+from core.train import runplan
 from core.train.archs import arch_info
-from core.train.config import ConfigError, TrainConfig, label_of, resolve_config
+from core.train.config import ConfigError, TrainConfig, label_of
 from core.train.memory import MemoryEstimate, RunTooBigError, cores_problem, estimate_memory, memory_problem
+from core.train.runplan import DataFacts, RunPlan
 from core.train.splits import SPLITS, make_splits
 
 # Below this many images a split's accuracy moves in steps of 5 points or more and says little.
@@ -24,35 +27,38 @@ FROM_SCRATCH_MIN_IMAGES = 500
 GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
 
-@dataclass
-class RunPlan:
-    config: TrainConfig  # every auto choice resolved
+@dataclass(frozen=True)
+class RunPreview:
+    """A run before it starts: its plan, and what the page and the dry run say about it."""
+
+    plan: RunPlan
     splits: dict[str, int]  # images per split (train, val, test), as the run will make them
     n_classes: int
     memory: MemoryEstimate  # what the run will take (core.train.memory)
-    warnings: list[str] = field(default_factory=list)  # sentences for people, most important first
+    warnings: tuple[str, ...] = ()  # sentences for people, most important first
 
 
-def plan_run(config: TrainConfig, manifest: pd.DataFrame) -> RunPlan:
-    """The run ``config`` would make of a scanned dataset (``ScanResult.manifest``)."""
+def preview(source: TrainConfig | RunPlan, manifest: pd.DataFrame) -> RunPreview:
+    """The run ``source`` would make of a scanned dataset (``ScanResult.manifest``): a config is resolved into its
+    plan here (:func:`core.train.runplan.resolve`), a plan is taken as it is."""
+    config = source.config if isinstance(source, RunPlan) else source.validate()
     splits = make_splits(manifest, config.val_fraction, config.test_fraction, config.seed)
-    side, gray = image_facts(manifest, splits)
-    resolved = resolve_config(config.validate(), side, gray)
+    plan = source if isinstance(source, RunPlan) else runplan.resolve(config, image_facts(manifest, splits))
     counts = {s: int((splits["split"] == s).sum()) for s in SPLITS}
     n_classes = int(splits["label"].nunique())
-    memory = estimate_memory(resolved, sum(counts.values()), counts["train"], n_classes)
-    refusals = [cores_problem(resolved, name=label_of("ranks")), memory_problem(memory)]
-    return RunPlan(resolved, counts, n_classes, memory,
-                   [p[0].upper() + p[1:] for p in refusals if p] + _warnings(resolved, counts))  # fmt: skip
+    memory = estimate_memory(plan.settings, sum(counts.values()), counts["train"], n_classes)
+    refusals = [cores_problem(plan.settings, name=label_of("ranks")), memory_problem(memory)]
+    return RunPreview(plan, counts, n_classes, memory,
+                      tuple(p[0].upper() + p[1:] for p in refusals if p) + _warnings(plan, counts))  # fmt: skip
 
 
-def check_run(config: TrainConfig, ws: Workspace, nodes: int = 1) -> RunPlan | None:
-    """Refuse ``config`` (validated) before it queues, new or resumed: more processes than this machine's cores
-    (one machine), or more memory than is free, in words with the estimate (``core.train.memory``).
+def check_run(source: TrainConfig | RunPlan, ws: Workspace, nodes: int = 1) -> RunPreview | None:
+    """Refuse a run (a validated config, or its plan) before it queues, new or resumed: more processes than this
+    machine's cores (one machine), or more memory than is free, in words with the estimate (``core.train.memory``).
 
     Reads the dataset's scan from the manifest cache (a first scan of a new dataset reads its headers, which the
-    run would do anyway). Returns the plan; None when the data cannot be read (the run then fails with the
-    dataset's own reason, as before).
+    run would do anyway). Returns the preview, whose plan the run uses; None when the data cannot be read (the
+    run then fails with the dataset's own reason, as before).
 
     Raises:
         RunTooBigError: too many processes, or not enough memory.
@@ -60,34 +66,35 @@ def check_run(config: TrainConfig, ws: Workspace, nodes: int = 1) -> RunPlan | N
     from core.datasets.scan import scan_dataset
     from core.datasets.sources import resolve_dataset
 
+    config = source.config if isinstance(source, RunPlan) else source
     problem = cores_problem(config, nodes)
     if problem:
         raise RunTooBigError(problem)
     try:
-        plan = plan_run(config, scan_dataset(resolve_dataset(config.dataset, ws), ws.cache).manifest)
-    except ConfigError:  # settings this data cannot train with (an input too small for the network)
+        seen = preview(source, scan_dataset(resolve_dataset(config.dataset, ws), ws.cache).manifest)
+    except (ConfigError, ChoiceError):  # settings this data cannot train with (an input too small for the network)
         raise
     except CoreError:
         return None
-    problem = memory_problem(plan.memory)
+    problem = memory_problem(seen.memory)
     if problem:
         raise RunTooBigError(problem)
-    return plan
+    return seen
 
 
-def image_facts(manifest: pd.DataFrame, splits: pd.DataFrame) -> tuple[int, bool]:
-    """(median shorter side, mostly single-channel) of the images in the split."""
+def image_facts(manifest: pd.DataFrame, splits: pd.DataFrame) -> DataFacts:
+    """The median shorter side and whether they are mostly single-channel, of the images in the split."""
     rows = manifest[manifest["path"].isin(set(splits["path"]))]
     if rows.empty:
         raise DatasetError("none of the split's images is in the dataset any more")
     side = int(np.median(np.minimum(rows["width"], rows["height"])))
-    return side, bool(rows["mode"].isin(GRAY_MODES).mean() > 0.5)
+    return DataFacts(side, bool(rows["mode"].isin(GRAY_MODES).mean() > 0.5))
 
 
-def _warnings(config: TrainConfig, counts: dict[str, int]) -> list[str]:
+def _warnings(plan: RunPlan, counts: dict[str, int]) -> tuple[str, ...]:
     out = []
-    info = arch_info(config.arch)
-    if config.weights == "none" and info.builder is not None and counts["train"] < FROM_SCRATCH_MIN_IMAGES:
+    info = arch_info(plan.arch)
+    if plan.config.weights == "none" and info.builder is not None and counts["train"] < FROM_SCRATCH_MIN_IMAGES:
         out.append(f"{info.label} would learn from scratch on {_images(counts['train'])}: a network this large "
                    "memorises so few images instead of learning the classes. Start from pretrained weights "
                    "(ImageNet), choose the small CNN, or add images.")  # fmt: skip
@@ -99,7 +106,7 @@ def _warnings(config: TrainConfig, counts: dict[str, int]) -> list[str]:
             step = 100 / n
             out.append(f"Only {_images(n)} for {what}: its accuracy moves in steps of {step:.0f} points, so it "
                        "says little about new images. Give it a larger share, or add images.")  # fmt: skip
-    return out
+    return tuple(out)
 
 
 def _images(n: int) -> str:

@@ -4,6 +4,11 @@ The page and the command line both come here, so they are one engine: ``submit_t
 the job registry (``core.train.jobs``), ``run_training`` is the job's work (scan, split, decode once, ``fit``), and
 ``train_and_wait`` is what ``python -m core train`` does (submit, then wait; Ctrl-C cancels cleanly).
 
+One plan per run (``core.train.runplan``): ``submit_training`` takes the plan the Train page made, or makes it once
+from a config (``core.train.plan.check_run``), and stores it as the run's ``plan`` param; the job, its ranks and a
+resume read that plan and decide nothing again. The run row keeps the config as asked; the epochs a run has
+trained are its ``epochs_trained`` param (:func:`epochs_trained` reads it, for older runs too).
+
 What a run leaves in the workspace: ``checkpoints/run-<id>/`` with ``last.pt`` and ``best.pt`` (state
 dicts, written atomically) and ``splits.csv`` (the train/val/test split, made once: a resumed run trains on
 exactly the same images), and at the end ``test_predictions.parquet`` (every test image's top-5 by best.pt,
@@ -16,7 +21,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +42,7 @@ from core.train.run_folder import (
     run_dir,  # fmt: skip
     save_splits,
 )
+from core.train.runplan import RunPlan
 
 if TYPE_CHECKING:  # torch is imported only by the runs that use it
     from core.train.distributed import DistContext
@@ -46,6 +51,7 @@ if TYPE_CHECKING:  # torch is imported only by the runs that use it
 STEP_KEYS = ("train_loss", "train_acc", "lr", "images_per_s")
 EPOCH_KEYS = ("epoch_train_loss", "epoch_train_acc", "val_loss", "val_acc", "epoch_s")
 RESUMABLE = ("crashed", "cancelled", "failed")
+EPOCHS_TRAINED = "epochs_trained"  # the run's param: epochs completed so far (resumes included)
 
 
 def create_training_run(store: RunStore, config: TrainConfig, *, group: str | None = None,
@@ -56,39 +62,48 @@ def create_training_run(store: RunStore, config: TrainConfig, *, group: str | No
                             parent_id=parent_id)  # fmt: skip
 
 
-def submit_training(registry: JobRegistry, ws: Workspace, config: TrainConfig, *, nodes: Nodes | None = None,
+def submit_training(registry: JobRegistry, ws: Workspace, source: TrainConfig | RunPlan, *, nodes: Nodes | None = None,
                     extra: dict | None = None, group: str | None = None, parent_id: int | None = None) -> int:  # fmt: skip
-    """Queue a new run of ``config`` on the registry's threads; returns its run id at once.
+    """Queue a new run on the registry's threads; returns its run id at once.
 
-    ``nodes``: several machines (node 0's side); ``extra``, ``group``, ``parent_id``: a sweep's point.
+    ``source``: the run's plan (the Train page's, made from the same scan), or a config, whose plan is made here
+    (a child run's parent is checked first, ``core.train.transfer``). ``nodes``: several machines (node 0's side);
+    ``extra``, ``group``, ``parent_id``: a sweep's point.
     """
-    if config.from_run:  # a child run: its parent's network, checked before it queues (core.train.transfer)
-        from core.train.transfer import child_config
-
-        parent = registry.store.get_run(config.from_run)
-        config = child_config(config, parent, checkpoint_path(ws, parent.run_id))
-    config.validate()
     from core.train.plan import check_run  # here: the plan needs torch (its network's size)
 
-    check_run(config, ws, nodes.count if nodes else 1)  # too many processes or too little memory: refused here
+    if isinstance(source, RunPlan):
+        config = source.config
+    else:
+        from core.train.transfer import with_parent
+
+        config = with_parent(source, registry.store, ws).validate()  # a child: its parent's network, checked
+    seen = check_run(source if isinstance(source, RunPlan) else config, ws, nodes.count if nodes else 1)
+    plan = seen.plan if seen is not None else (source if isinstance(source, RunPlan) else None)
     run_id = create_training_run(registry.store, config, group=group, parent_id=parent_id or config.from_run or None)
-    registry.submit(run_id, lambda ctx: _work(ctx, ws, config, resume=False, nodes=nodes, extra=extra))
+    if plan is not None:  # the one stored copy; None when the data cannot be read yet (the job then says why)
+        registry.store.log_params(run_id, {"plan": plan.to_dict()})
+    work = plan if plan is not None else config
+    registry.submit(run_id, lambda ctx: _work(ctx, ws, work, resume=False, nodes=nodes, extra=extra))
     return run_id
 
 
-def _work(ctx: JobContext, ws: Workspace, config: TrainConfig, *, resume: bool, nodes: Nodes | None = None,
+def _work(ctx: JobContext, ws: Workspace, source: TrainConfig | RunPlan, *, resume: bool, nodes: Nodes | None = None,
           extra: dict | None = None) -> str:  # fmt: skip
     """The job of a run: in this thread, or on torch.distributed ranks when the config asks for several."""
+    config = source.config if isinstance(source, RunPlan) else source
     if config.ranks > 1 or (nodes is not None and nodes.count > 1) or extra:
-        return run_distributed(ctx, ws, config, resume=resume, nodes=nodes, extra=extra)
-    return run_training(ctx, ws, config, resume=resume)
+        return run_distributed(ctx, ws, source, resume=resume, nodes=nodes, extra=extra)
+    return run_training(ctx, ws, source, resume=resume)
 
 
 def resume_training(registry: JobRegistry, ws: Workspace, run_id: int, *, nodes: Nodes | None = None) -> None:
-    """Queue a stopped run (crashed, cancelled, failed) to continue from its last checkpoint, same run id.
+    """Queue a stopped run (crashed, cancelled, failed) to continue from its last checkpoint, same run id, with its
+    stored plan (nothing is decided again).
 
     Raises:
-        RunStoreError: the run is not resumable or has no checkpoint.
+        RunStoreError: the run is not resumable or has no checkpoint. RunTooBigError: it no longer fits.
+        CheckpointError: its last checkpoint cannot be read.
     """
 
     run = registry.store.get_run(run_id)
@@ -99,34 +114,30 @@ def resume_training(registry: JobRegistry, ws: Workspace, run_id: int, *, nodes:
     if processes_alive(run_dir(ws, run_id)):  # ranks of its last start (core.train.lifeline): two sets would collide
         raise RunStoreError(f"run {run_id} still has processes training on this machine; resume it once they have "
                             "stopped (they stop with the program that started them)")  # fmt: skip
-    config = _at_its_own_size(TrainConfig.from_dict(run.config), checkpoint_path(ws, run_id, "last"))
+    from core.train.checkpoints import load_checkpoint, stored_plan
     from core.train.plan import check_run
 
-    check_run(config, ws, nodes.count if nodes else 1)  # memory may have shrunk since it first started
+    plan = stored_plan(registry.store, ws, run)  # decided when it first started (its checkpoint has it too)
+    if plan is None:
+        raise RunStoreError(f"run {run_id} has no stored settings to resume with")
+    check_run(plan, ws, nodes.count if nodes else 1)  # memory may have shrunk since it first started
+    load_checkpoint(checkpoint_path(ws, run_id, "last"))  # a damaged file is said now, in words, not as a failed run
     registry.store.set_status(run_id, "queued")
-    registry.submit(run_id, lambda ctx: _work(ctx, ws, config, resume=True, nodes=nodes))
-
-
-def _at_its_own_size(config: TrainConfig, last: Path) -> TrainConfig:
-    """A run left to the automatic input size resumes at the size its checkpoint was trained at, though the
-    automatic choice may have changed since (a ResNet's smallest input went from 96 to 112 px)."""
-    if config.image_size:
-        return config
-    from core.train.checkpoints import load_checkpoint
-
-    return replace(config, image_size=int(load_checkpoint(last)["image_size"]))
+    registry.submit(run_id, lambda ctx: _work(ctx, ws, plan, resume=True, nodes=nodes))
 
 
 # ---------------------------------------------------------------------------------------------------
 # The job's work
 
 
-def run_training(
-    ctx: JobContext, ws: Workspace, config: TrainConfig, *, resume: bool, dist: DistContext | None = None
-) -> str:
-    """Scan, split (or reload the run's split), decode once, train; returns ``completed`` or ``cancelled``.
+def run_training(ctx: JobContext, ws: Workspace, source: TrainConfig | RunPlan, *, resume: bool,
+                 dist: DistContext | None = None) -> str:  # fmt: skip
+    """Scan, split (or reload the run's split), decode once for the run's plan, train; returns ``completed`` or
+    ``cancelled``. ``source`` is the run's plan; a config only when the data could not be read when the run was
+    submitted (its plan is made and stored here, once).
 
-    Under torch.distributed this is rank 0's part (``core.train.ddp_worker``): it sends its split to the others.
+    Under torch.distributed this is rank 0's part (``core.train.ddp_worker``): it sends its split and plan to the
+    others.
     """
     from core.train.fit import TrainCallbacks, fit
     from core.train.prepare import prepare
@@ -136,26 +147,27 @@ def run_training(
     remove_partials(folder)
     ctx.report(phase="preparing", message="reading the images")
     splits = load_splits(folder) if resume else None
-    prepared = prepare(config, ws, progress=_prepare_progress(ctx), splits=splits)
-    if dist is not None:  # the other ranks train on exactly this split
+    prepared = prepare(source, ws, progress=_prepare_progress(ctx), splits=splits)
+    if dist is not None:  # the other ranks train on exactly this split, with this plan
         from core.train.distributed import broadcast_object
 
-        broadcast_object(prepared.splits, dist)
+        broadcast_object((prepared.splits, prepared.plan), dist)
     if splits is None:
         ctx.store.add_artifact(ctx.run_id, "splits", save_splits(folder, prepared.splits))
-        # What every automatic choice became: the Compare page's columns.
-        ctx.store.log_params(ctx.run_id, {"settings": prepared.config.to_dict()})
+    if not isinstance(source, RunPlan):
+        ctx.store.log_params(ctx.run_id, {"plan": prepared.plan.to_dict()})
+    config = prepared.plan.config
+    start = None
     if config.from_run and not resume:  # a child run: the parent's weights, ready for the child's classes
         from core.train.transfer import starting_weights
 
-        start = starting_weights(checkpoint_path(ws, config.from_run), prepared, folder)
-        config = replace(config, weights=str(start))
-    logger = _MetricLogger(ctx, config)
+        start = str(starting_weights(checkpoint_path(ws, config.from_run), prepared, folder))
+    logger = _MetricLogger(ctx, prepared.plan)
     callbacks = TrainCallbacks(on_start=logger.on_start, on_step=logger.on_step, on_epoch=logger.on_epoch,
                                on_checkpoint=logger.on_checkpoint)  # fmt: skip
     last = checkpoint_path(ws, ctx.run_id, "last")
-    result = fit(config, prepared, callbacks=callbacks, cancel=ctx.cancel if dist is None else None,
-                 checkpoint_dir=folder, resume_from=last if resume and last.is_file() else None, dist=dist)  # fmt: skip
+    result = fit(prepared, callbacks=callbacks, cancel=ctx.cancel if dist is None else None, checkpoint_dir=folder,
+                 resume_from=last if resume and last.is_file() else None, dist=dist, start_weights=start)  # fmt: skip
     # The epochs before an interruption too: a process killed between writing last.pt and logging that
     # epoch's metrics would otherwise leave a hole in the curves (re-logging a (key, step) replaces it).
     for row in result.epochs:
@@ -167,17 +179,19 @@ def run_training(
     return result.status
 
 
-def run_distributed(ctx: JobContext, ws: Workspace, config: TrainConfig, *, resume: bool, nodes: Nodes | None = None,
-                    extra: dict | None = None) -> str:  # fmt: skip
-    """The job of a distributed run: ``torchrun`` with ``config.ranks`` ranks on this machine (node 0 of
-    ``nodes``), waited for; the status is the one rank 0 stored (``core.train.launch``)."""
+def run_distributed(ctx: JobContext, ws: Workspace, source: TrainConfig | RunPlan, *, resume: bool,
+                    nodes: Nodes | None = None, extra: dict | None = None) -> str:  # fmt: skip
+    """The job of a distributed run: ``torchrun`` with ``ranks`` ranks on this machine (node 0 of ``nodes``), given
+    the run's plan, waited for; the status is the one rank 0 stored (``core.train.launch``)."""
     from core.train.launch import STATUS_PARAM, run_torchrun, stored_status, threads_per_rank, torchrun_argv
+
+    config = source.config if isinstance(source, RunPlan) else source
 
     world = config.ranks * (nodes.count if nodes else 1)
     ctx.store.log_params(ctx.run_id, {STATUS_PARAM: "", "ranks": world, "resumed": resume})
     ctx.store.describe(ctx.run_id, threads=threads_per_rank(config), processes=world)
     ctx.report(phase="preparing", message=f"starting {config.ranks} training processes")
-    argv = torchrun_argv(ws, config, ctx.run_id, resume=resume, nodes=nodes, extra=extra)
+    argv = torchrun_argv(ws, source, ctx.run_id, resume=resume, nodes=nodes, extra=extra)
     code = run_torchrun(argv, threads_per_rank(config), ctx.cancel, nodes=nodes, run_folder=run_dir(ws, ctx.run_id))
     status = stored_status(ctx.store, ctx.run_id)
     if status:
@@ -212,8 +226,8 @@ def _prepare_progress(ctx: JobContext):
 class _MetricLogger:
     """Turns the trainer's callbacks into run-store rows (batched: one write every few steps) and progress."""
 
-    def __init__(self, ctx: JobContext, config: TrainConfig) -> None:
-        self.ctx, self.config = ctx, config
+    def __init__(self, ctx: JobContext, plan: RunPlan) -> None:
+        self.ctx, self.plan = ctx, plan
         self.rows: list[tuple[str, int, float]] = []
         self.artifacts: set[str] = set()
         self.last_write = 0.0
@@ -223,7 +237,7 @@ class _MetricLogger:
         run = self.ctx.store.get_run(self.ctx.run_id)
         name = f"{info['arch']}-{run.run_id}" if info.get("arch") and run.name == f"train-{run.run_id}" else None
         self.ctx.store.describe(self.ctx.run_id, arch=info.get("arch"), device=str(info.get("device")),
-                                threads=self.config.threads or self.ctx.budget(), name=name)  # fmt: skip
+                                threads=self.plan.threads or self.ctx.budget(), name=name)  # fmt: skip
         # How many images each split holds: every score is shown beside the number it was measured on.
         sizes = {f"n_{s}": int(info.get(f"n_{s}") or 0) for s in SPLIT_NAMES}
         self.ctx.store.log_params(
@@ -236,7 +250,7 @@ class _MetricLogger:
                         first_step=info.get("start_step", 0), first_step_at=time.time())  # fmt: skip
 
     def on_step(self, step: int, epoch: int, metrics: dict) -> None:
-        if not self.config.threads:  # an explicit --threads wins; else the budget follows the other runs
+        if not self.plan.threads:  # an explicit --threads wins; else the budget follows the other runs
             self.ctx.sync_threads()
         self.rows += [(k, step, float(v)) for k, v in metrics.items() if k in STEP_KEYS and _number(v)]
         self.ctx.report(step=step, epoch=epoch, images_per_s=metrics.get("images_per_s"))
@@ -251,6 +265,7 @@ class _MetricLogger:
         if planned:  # the cycles schedule may have just lengthened the run
             self.ctx.report(epochs=planned, total_steps=planned * self.steps_per_epoch)
         self.flush()
+        self.ctx.store.log_params(self.ctx.run_id, {EPOCHS_TRAINED: int(epoch)})  # a field, never recounted
 
     def on_checkpoint(self, path: Path, kind: str) -> None:
         if kind not in self.artifacts:  # the file is rewritten in place each epoch: one pointer is enough
@@ -321,12 +336,22 @@ def result_json(store: RunStore, run_id: int, ws: Workspace | None = None) -> di
         "status": run.status,
         "epochs": _epochs_table(frame),
         "test": {k.removeprefix("test_"): _int_if_count(k, v) for k, v in _last_values(frame, "test_").items()},
+        "epochs_trained": epochs_trained(store, run_id),
         "wall_s": run.wall_s,
         "error": run.error,
         "arch": run.arch,
         "parent_id": run.parent_id,
         "checkpoint": str(best) if best is not None and best.is_file() else None,
     }
+
+
+def epochs_trained(store: RunStore, run_id: int) -> int:
+    """The epochs ``run_id`` has trained: its ``epochs_trained`` param; a run from before that param existed has
+    its epochs counted from its per-epoch metric rows, once, here."""
+    value = store.params(run_id).get(EPOCHS_TRAINED)
+    if isinstance(value, int):
+        return value
+    return len(store.metrics(run_id, ["epoch_s"]))
 
 
 def _int_if_count(key: str, value: float) -> float | int:

@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 import torch
 
-from core.train.config import FIRST_CYCLE, TrainConfig, effective_schedule, planned_epochs
+from core.train.config import TrainConfig
+from core.train.epochs import FIRST_CYCLE, effective_schedule, epoch_plan
 
 FITTED_TRAIN_ACC = 0.98  # cycles: a network at this training accuracy fits its data; more epochs cannot help
 CYCLE_MIN_GAIN = 0.01  # cycles: a cycle that raised validation accuracy less than this was the last useful one
@@ -119,9 +120,10 @@ def one_cycle(step: int, total: int, rise: int | None = None) -> float:
 
 
 def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
-    """The learning-rate multiplier at each step: warm-up, then the schedule (``LambdaLR`` steps it per batch)."""
-    epochs, _ = planned_epochs(config)
-    schedule = effective_schedule(config)
+    """The learning-rate multiplier at each step: warm-up, then the schedule (``LambdaLR`` steps it per batch). How
+    many epochs it spans is ``core.train.epochs``' rule (the cap, for the open-ended schedules)."""
+    epochs = epoch_plan(config.schedule, config.epochs).epochs
+    schedule = effective_schedule(config.schedule, config.epochs)
     if schedule == "cycles":
         return Cycles(steps_per_epoch, epochs)
     if schedule == "plateau":

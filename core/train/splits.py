@@ -16,10 +16,11 @@ import pandas as pd
 from core.common.errors import DatasetError
 from core.common.naming import natural_sorted
 from core.common.words import SPLITS
+from core.train.config import TEST_FRACTION, VAL_FRACTION
 
 
 def make_splits(
-    manifest: pd.DataFrame, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0
+    manifest: pd.DataFrame, val_fraction: float = VAL_FRACTION, test_fraction: float = TEST_FRACTION, seed: int = 0
 ) -> pd.DataFrame:
     """Assign every image to train, val or test.
 

@@ -8,7 +8,7 @@ the parent of another run, on other data and other classes:
   classes in the same order, else the child gets a new head for its own classes, fitted on the parent's features
   before the network trains (:func:`starting_weights`); the backbone is kept;
 * freezing and the backbone learning-rate factor apply as they do for ImageNet weights, and ``lr=0`` gives a tenth
-  of the usual rate (``core.train.config.resolve_config``: trained weights want smaller steps);
+  of the usual rate (``core.train.runplan.resolve``: trained weights want smaller steps);
 * the inputs are scaled by the child's own images' statistics (``normalize="auto"``), not ImageNet's: the parent
   learned on its dataset's statistics, and the child's data is what the network sees from now on;
 * the child records its parent (``parent_id`` in the run store, unless a search already is its parent; the
@@ -25,12 +25,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.store.records import RunRecord
-from core.train.config import ConfigError, TrainConfig
+from core.train.config import OptionError, TrainConfig
 
 if TYPE_CHECKING:  # torch only where weights are made
     import torch
     from torch import nn
 
+    from core.common.workspace import Workspace
+    from core.store.runs import RunStore
     from core.train.batches import Batches
     from core.train.prepare import PreparedData
 
@@ -49,22 +51,37 @@ def child_config(config: TrainConfig, parent: RunRecord, checkpoint: Path) -> Tr
         checkpoint: the parent's ``best.pt``.
 
     Raises:
-        ConfigError: the parent is not a training run, has no best checkpoint yet, the config also names other
-            starting weights, or asks for another network.
+        OptionError: the parent is not a training run, has no best checkpoint yet, the config also names other
+            starting weights, or asks for another network (the options concerned are named in its fields).
     """
     number = parent.run_id
     if parent.kind != "train":
-        raise ConfigError(f"from_run {number}: run {number} is a {parent.kind} run; start from a training run")
+        raise OptionError(f"run {number} is a {parent.kind} run; start from a training run", ("from_run", number))
     if not checkpoint.is_file() or not parent.arch:
-        raise ConfigError(f"from_run {number}: run {number} has no best checkpoint yet (it has not finished an "
-                          "epoch); wait for it, or start from another run")  # fmt: skip
+        raise OptionError(f"run {number} has no best checkpoint yet (it has not finished an epoch); wait for it, or "
+                          "start from another run", ("from_run", number))  # fmt: skip
     if config.weights != "none":
-        raise ConfigError(f"weights {config.weights!r} and from_run {number}: a run starts from one of them; set "
-                          "weights to none to start from the run")  # fmt: skip
+        raise OptionError("a run starts from one of them, not both: give no starting weights to start from the run",
+                          ("weights", config.weights), ("from_run", number))  # fmt: skip
     if config.arch not in ("auto", parent.arch):
-        raise ConfigError(f"arch {config.arch!r}: run {number} trained {parent.arch!r}, and its weights fit only "
-                          f"that network; choose auto or {parent.arch}")  # fmt: skip
+        raise OptionError(f"run {number} trained {parent.arch!r}, and its weights fit only that network; choose auto "
+                          f"or {parent.arch}", ("arch", config.arch))  # fmt: skip
     return replace(config, arch=parent.arch)
+
+
+def with_parent(config: TrainConfig, store: RunStore, ws: Workspace) -> TrainConfig:
+    """``config`` completed with its parent's network when it starts from another run (:func:`child_config`), else
+    as it is: what the Train page, the command line (a run and its dry run) and the learning-rate finder plan from.
+
+    Raises:
+        OptionError: see :func:`child_config`. RunStoreError: no such run.
+    """
+    if not config.from_run:
+        return config
+    from core.train.run_folder import checkpoint_path
+
+    parent = store.get_run(config.from_run)
+    return child_config(config, parent, checkpoint_path(ws, parent.run_id))
 
 
 def starting_weights(checkpoint: Path, data: PreparedData, folder: Path) -> Path:
@@ -83,10 +100,10 @@ def starting_weights(checkpoint: Path, data: PreparedData, folder: Path) -> Path
     from core.train.checkpoints import load_checkpoint
 
     parent = load_checkpoint(checkpoint)
-    if [str(c) for c in parent["classes"]] == [str(c) for c in data.classes]:
+    if parent.classes == [str(c) for c in data.classes]:
         return checkpoint
-    arch, n_parent = parent["arch"], len(parent["classes"])
-    model = _parent_model(arch, n_parent, parent["model"])
+    arch, n_parent = parent.arch, len(parent.classes)
+    model = _parent_model(arch, n_parent, parent.weights)
     batches = _probe_batches(data)
     renormalise(model.to(batches.device), batches)
     head = _last_linear(model, arch)
@@ -152,15 +169,13 @@ def _probe_batches(data: PreparedData) -> Batches:
     """(At most ``PROBE_IMAGES`` of) the child's training images, unaugmented, scaled as the child run scales them."""
     import torch
 
-    from core.train.archs import IMAGENET_MEAN, IMAGENET_STD
     from core.train.batches import Batches
     from core.train.checkpoints import device_for
 
     train = torch.as_tensor(data.indices["train"], dtype=torch.long)
     if len(train) > PROBE_IMAGES:  # a fixed draw: the same child gets the same head
         train = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:PROBE_IMAGES]]
-    own = data.config.normalize == "dataset"
-    mean, std = (data.mean, data.std) if own else (list(IMAGENET_MEAN), list(IMAGENET_STD))
+    mean, std = data.scaling()
     device = device_for(data.config.device)
     return Batches(data.tensors.images, data.labels, train, batch_size=256, mean=mean, std=std, device=device)
 

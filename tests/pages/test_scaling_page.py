@@ -84,7 +84,8 @@ def test_an_oversubscribed_point_is_marked_and_explained(fresh_workspace: Path) 
     assert any("oversubscribed" in c.value for c in at.caption)
 
 
-def test_the_train_page_starts_from_the_fastest_measured_setting(fresh_workspace: Path) -> None:
+def test_the_train_page_offers_the_fastest_measured_setting(fresh_workspace: Path) -> None:
+    """Offered, never applied by itself: the page's defaults stay the command line's (both train alike)."""
     store = RunStore(Workspace.open(fresh_workspace).runs_db)
     sweep = store.create_run(dataset="sample:digits", kind="sweep", config={"kind": "ddp", "arch": "auto"},
                              status="completed")  # fmt: skip
@@ -93,9 +94,13 @@ def test_the_train_page_starts_from_the_fastest_measured_setting(fresh_workspace
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
     at.switch_page("app_pages/train.py").run()
     assert not at.exception, at.exception
+    assert at.number_input(key="train_ranks").value == 1 and at.checkbox(key="train_threads_auto").value
+    offer = at.button(key="train_use_measured")
+    assert f"sweep {sweep}" in offer.label
+    offer.click().run()
+    assert not at.exception, at.exception
     assert at.number_input(key="train_ranks").value == 1
     assert not at.checkbox(key="train_threads_auto").value and at.number_input(key="train_threads").value == 2
-    assert any(f"sweep {sweep}" in c.value for c in at.caption)
 
 
 def test_a_sweep_waiting_for_a_core_is_queued_and_its_stop_cancels_it(photos: Path) -> None:

@@ -4,6 +4,7 @@ with its curves and acts on it (resume, rerun with changes, delete)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -13,11 +14,11 @@ from core.common.workspace import Workspace
 from core.store.runs import RunStore
 from core.train import run_folder
 from core.train import runner as train_run
-from core.train.config import TrainConfig
+from core.train.config import TrainConfig, label_of
 from core.train.jobs import JobRegistry
+from core.train.runplan import DataFacts, resolve
 from tests import imagefactory as fx
 from tests.support import ROOT, cancel_after_first_checkpoint
-from ui import runs
 
 TIMEOUT = 120
 
@@ -67,8 +68,12 @@ def test_train_form_shows_the_essentials_with_what_automatic_chose_and_help_on_e
     at = _app("app_pages/train.py")
     assert not at.exception
     arch = at.selectbox(key="train_arch")
-    assert arch.value == "auto" and arch.format_func("auto") == "Automatic: LeNet (small CNN)"  # 8x8 digits
+    assert arch.value == "auto"
+    shown = [c.value for c in at.caption]
+    assert any(c.startswith("Automatic: LeNet (small CNN). The images' median side is 8 px") for c in shown), shown
+    assert any(c.startswith("Automatic: 16 px. From the images' median side (8 px)") for c in shown), shown
     assert at.checkbox(key="train_epochs_auto").value and TrainConfig().epochs == 0
+    assert "Automatic: As many as the data needs: 12, then longer cycles while it still learns (at most 100)." in shown
     assert [s.label for s in at.selectbox][:2] == ["Network", "Starting weights"]  # words, not field names
     widgets = [*at.selectbox, *at.number_input, *at.toggle, *at.checkbox]
     helps = [w.help for w in widgets if w.key and w.key.startswith("train_") and w.key != "train_weights_file"]
@@ -109,8 +114,26 @@ def test_estimate_then_start_a_run_from_the_form(colours: Path, fresh_workspace:
     ],
 )
 def test_the_estimate_says_how_long_the_run_can_take(changes: dict, words: list[str]) -> None:
-    text = runs.estimate_text(2.0, TrainConfig(dataset="x", **changes))
+    plan = resolve(TrainConfig(dataset="x", **changes), DataFacts(8, True))  # the words of the plan's epochs
+    text = plan.epochs.time_words(2.0)
     assert all(w in text for w in words), text
+
+
+def test_every_option_appears_exactly_once_on_the_form_with_its_label() -> None:
+    """The form is made from the options' metadata: each option but the dataset (the picker's) has one widget,
+    ``train_<option>`` (a 0-is-automatic one its "automatic" box first), labelled in words; none is placed by hand."""
+    at = _app("app_pages/train.py")
+    at.expander[0]  # Advanced settings: drawn, collapsed
+    widgets = [*at.selectbox, *at.number_input, *at.toggle, *at.checkbox, *at.text_input]
+    keys = [w.key for w in widgets if w.key and w.key.startswith("train_")]
+    options = [f.name for f in fields(TrainConfig) if f.name != "dataset"]
+    for name in options:
+        own = [k for k in keys if k in (f"train_{name}", f"train_{name}_auto")]
+        assert len(own) == 1, (name, own)  # automatic ones show only their box while automatic
+    labels = {w.key: w.label for w in widgets if w.key}
+    assert labels["train_log_every"] == label_of("log_every") == "Report every (steps)"  # it had no widget
+    assert not [k for k in keys if k.removesuffix("_auto").removeprefix("train_") not in options
+                and k not in ("train_weights_parent", "train_weights_file")]  # fmt: skip
 
 
 def test_a_bad_value_in_the_form_is_a_message_in_words_not_a_run() -> None:

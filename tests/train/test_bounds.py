@@ -18,6 +18,7 @@ from core.train import run_folder
 from core.train import runner as train_run
 from core.train.config import BOUNDS, ConfigError, TrainConfig
 from core.train.jobs import JobRegistry
+from core.train.runplan import DataFacts, resolve
 from tests import imagefactory as fx
 
 # Settings no machine can hold: a ResNet-50 at the largest input side with the largest batch (terabytes of
@@ -95,7 +96,9 @@ def test_a_resume_that_cannot_fit_in_memory_is_refused(tmp_path: Path, tiny: Pat
     """A run recorded when the machine had the memory (or by an older version) is checked again on resume."""
     ws = Workspace.open(tmp_path / "ws")
     store = RunStore(ws.runs_db)
-    run_id = train_run.create_training_run(store, TrainConfig(dataset=str(tiny), **TOO_BIG))
+    config = TrainConfig(dataset=str(tiny), **TOO_BIG)
+    run_id = train_run.create_training_run(store, config)
+    store.log_params(run_id, {"plan": resolve(config, DataFacts(8, False)).to_dict()})  # its plan, as stored
     store.set_status(run_id, "cancelled")
     last = run_folder.checkpoint_path(ws, run_id, "last")
     last.parent.mkdir(parents=True)

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from core.common.errors import DatasetError
+from core.common.errors import ChoiceError, DatasetError
 from core.images.opener import open_image
 from core.train.batches import Batches, augment_batch, weighted_sampler
 from core.train.config import AUGMENTS
@@ -244,7 +244,7 @@ def test_strong_augmentation_keeps_shape_and_range() -> None:
 
 
 def test_unknown_augment_is_refused() -> None:
-    with pytest.raises(ValueError, match="expected one of none, flip, crop, crop-flip, strong"):
+    with pytest.raises(ChoiceError, match="augment 'mirror': choose one of none, flip, crop, crop-flip, strong"):
         augment_batch(torch.rand(2, 3, 8, 8), "mirror", torch.Generator())
 
 

@@ -82,10 +82,10 @@ def _check_after_kill(ws: Workspace, run_id: int) -> dict:
     if "last" in held and "best" in held:
         last, best = held["last"], held["best"]
         # best.pt is written before last.pt: it may be one epoch ahead, never behind what last.pt names as best.
-        assert last["metrics"]["best_epoch"] <= best["epoch"] <= last["epoch"] + 1, (last["epoch"], best["epoch"])
+        assert last.metrics["best_epoch"] <= best.epoch <= last.epoch + 1, (last.epoch, best.epoch)
     proc_store.metrics(run_id)  # the store reads back
     proc_store.close()
-    return {kind: ck["epoch"] for kind, ck in held.items()}
+    return {kind: ck.epoch for kind, ck in held.items()}
 
 
 def _finish(proc: subprocess.Popen) -> dict:
@@ -118,7 +118,7 @@ def _kill_and_resume(tmp_path: Path, kills: list[str], seed: int) -> None:
     assert result["status"] == "completed" and [e["epoch"] for e in result["epochs"]] == list(range(1, EPOCHS + 1))
     assert _partials(folder) == []  # the resumes removed the leftovers of the writes that were cut
     best = load_checkpoint(folder / "best.pt")
-    assert result["test"]["epoch"] == best["epoch"]  # the test score is the one of the epoch best.pt holds
+    assert result["test"]["epoch"] == best.epoch  # the test score is the one of the epoch best.pt holds
     if "checkpoint" in kills:
         assert seen_partials >= 1  # a write really was cut
 

@@ -19,28 +19,20 @@ import pandas as pd
 import pytest
 import torch
 
-from core.common.errors import CoreError, DatasetError
+from core.common.errors import ChoiceError, CoreError, DatasetError
 from core.common.workspace import Workspace
 from core.train.archs import ARCHS, choose_image_size
 from core.train.batches import Batches
 from core.train.checkpoints import REQUIRED_KEYS, load_checkpoint, load_for_inference
-from core.train.config import (
-    AUTO_MAX_EPOCHS,
-    FIRST_CYCLE,
-    FIXED_EPOCHS,
-    OPTIMIZERS,
-    SCHEDULES,
-    ConfigError,
-    ResumeError,
-    TrainConfig,
-    planned_epochs,
-    resolve_config,
-)
+from core.train.config import OPTIMIZERS, SCHEDULES, OptionError, ResumeError, TrainConfig
+from core.train.epochs import AUTO_MAX_EPOCHS, FIRST_CYCLE, FIXED_EPOCHS, EpochPlan, epoch_plan
 from core.train.estimate import epoch_seconds, estimate_epoch_seconds
 from core.train.fit import TrainCallbacks, fit
 from core.train.loop import evaluate
 from core.train.models import build_model
+from core.train.plan import preview
 from core.train.prepare import PreparedData, prepare
+from core.train.runplan import DataFacts, RunPlan, resolve
 from core.train.schedules import FITTED_TRAIN_ACC, Cycles, Plateau, lr_factor, one_cycle
 from tests import imagefactory as f
 
@@ -81,17 +73,42 @@ def prepared(tiny: tuple[Workspace, Path]) -> PreparedData:
     return prepare(config_for(root), ws)
 
 
+def planned(data: PreparedData, config: TrainConfig) -> PreparedData:
+    """``data`` (decoded once for the module) carrying the plan of ``config`` instead: the tests vary the settings
+    of one decoded dataset, at its input size."""
+    plan = resolve(config.validate(), data.plan.facts)
+    assert plan.image_size == data.image_size
+    return replace(data, plan=plan)
+
+
+def settled(config: TrainConfig, side: int = 8, gray: bool = True) -> TrainConfig:
+    """The settings the plan of ``config`` makes for images of ``side`` px."""
+    return resolve(config.validate(), DataFacts(side, gray)).settings
+
+
 # --- config ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "allowed"),
+    [
+        ("arch", "resnet9", ("auto", *ARCHS)),
+        ("optimizer", "lbfgs", ("sgd", "adam", "adamw", "adadelta", "rmsprop")),
+        ("schedule", "linear", ("auto", "cycles", "plateau", "onecycle", "cosine", "step", "none")),
+        ("augment", "mirror", ("auto", "none", "flip", "crop", "crop-flip", "strong")),
+        ("best_metric", "f1", ("val_acc", "val_loss")),
+    ],
+)
+def test_a_bad_choice_carries_its_field_value_and_allowed_values(name: str, value: str, allowed: tuple) -> None:
+    with pytest.raises(ChoiceError) as caught:
+        replace(TrainConfig(dataset="x"), **{name: value}).validate()
+    assert (caught.value.field, caught.value.value, caught.value.allowed) == (name, value, allowed)
+    assert str(caught.value) == f"{name} {value!r}: choose one of {', '.join(allowed)}"
 
 
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
-        ("arch", "resnet9", "arch 'resnet9' is not allowed; choose one of: auto, resnet18"),
-        ("optimizer", "lbfgs", "optimizer 'lbfgs' is not allowed; choose one of: sgd, adam, adamw, adadelta, rmsprop"),
-        ("schedule", "linear", "choose one of: auto, cycles, plateau, onecycle, cosine, step, none"),
-        ("augment", "mirror", "choose one of: auto, none, flip, crop, crop-flip, strong"),
-        ("best_metric", "f1", "choose one of: val_acc, val_loss"),
         ("epochs", -1, "epochs -1: expected a number >= 0"),
         ("plateau_patience", 0, "plateau_patience 0: expected a number >= 1"),
         ("lr", -1.0, "lr -1.0: expected a number >= 0"),
@@ -100,10 +117,10 @@ def prepared(tiny: tuple[Workspace, Path]) -> PreparedData:
         ("milestones", [0], "milestones [0]: expected whole epoch numbers from 1 to 1000"),
     ],
 )
-def test_validate_names_the_bad_value_and_the_allowed_ones(name: str, value: object, message: str) -> None:
-    with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+def test_validate_names_the_bad_value_and_what_is_allowed(name: str, value: object, message: str) -> None:
+    with pytest.raises(OptionError, match=re.escape(message)) as caught:
         replace(TrainConfig(dataset="x"), **{name: value}).validate()
-    assert isinstance(caught.value, CoreError)
+    assert isinstance(caught.value, CoreError) and caught.value.field == name
 
 
 def test_config_round_trips_through_json() -> None:
@@ -113,7 +130,7 @@ def test_config_round_trips_through_json() -> None:
 
 
 def test_from_dict_refuses_unknown_options() -> None:
-    with pytest.raises(ConfigError, match="unknown training options \\['colour'\\]"):
+    with pytest.raises(CoreError, match="unknown training options \\['colour'\\]"):
         TrainConfig.from_dict({"dataset": "x", "colour": "red"})
 
 
@@ -124,17 +141,29 @@ def test_every_field_has_help_text() -> None:
 
 def test_auto_choices_follow_the_images() -> None:
     default = TrainConfig(dataset="x")
-    digits = resolve_config(default, typical_side=8, grayscale=True)
+    digits = settled(default, 8, True)
     assert (digits.arch, digits.augment, digits.normalize, digits.lr) == ("lenet", "crop", "dataset", 0.1)
     assert digits.image_size == choose_image_size("lenet", 8)
-    photos = resolve_config(default, typical_side=480, grayscale=False)
+    photos = settled(default, 480, False)
     assert (photos.arch, photos.image_size, photos.augment) == ("resnet18", 224, "crop-flip")
-    tuned = resolve_config(replace(default, weights="imagenet", optimizer="adam"), typical_side=8, grayscale=False)
+    tuned = settled(replace(default, weights="imagenet", optimizer="adam"), 8, False)
     assert (tuned.arch, tuned.normalize, tuned.lr) == ("resnet18", "imagenet", pytest.approx(1e-4))
-    assert resolve_config(replace(default, arch="mobilenet_v2", image_size=40, lr=0.5), 8, True).image_size == 40
-    small = resolve_config(default, typical_side=64, grayscale=False)  # up to 64 px: LeNet at its 32 px cap
+    assert settled(replace(default, arch="mobilenet_v2", image_size=40, lr=0.5), 8, True).image_size == 40
+    small = settled(default, 64, False)  # up to 64 px: LeNet at its 32 px cap
     assert (small.arch, small.image_size) == ("lenet", 32)
-    assert resolve_config(default, typical_side=65, grayscale=False).arch == "resnet18"
+    assert settled(default, 65, False).arch == "resnet18"
+
+
+def test_a_plan_says_why_for_every_automatic_choice_and_round_trips_through_json() -> None:
+    plan = resolve(TrainConfig(dataset="x", optimizer="adam").validate(), DataFacts(8, True))
+    why = plan.explain()
+    assert set(why) == {"arch", "image_size", "schedule", "epochs", "lr", "augment", "normalize", "threads"}
+    assert "8 px" in why["arch"] and "grey-scale" in why["augment"] and "Adam" in why["lr"]
+    assert why["epochs"] == plan.epochs.words() == EpochPlan("cycles", AUTO_MAX_EPOCHS).words()
+    assert RunPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
+    given = resolve(TrainConfig(dataset="x", arch="lenet", image_size=16, lr=0.1, epochs=3, augment="crop",
+                                normalize="dataset", threads=1).validate(), DataFacts(8, True))  # fmt: skip
+    assert set(given.explain()) == {"epochs", "schedule"}  # nothing else was left to the studio
 
 
 @pytest.mark.parametrize(
@@ -148,9 +177,10 @@ def test_auto_choices_follow_the_images() -> None:
 )
 def test_auto_epochs_and_schedule(changes: dict, resolved: tuple, planned: tuple) -> None:
     config = TrainConfig(dataset="x", **changes)
-    out = resolve_config(config, typical_side=8, grayscale=True)
-    assert (out.schedule, out.epochs) == resolved
-    assert planned_epochs(config) == planned_epochs(out) == planned
+    plan = resolve(config, DataFacts(8, True))
+    assert (plan.settings.schedule, plan.settings.epochs) == resolved
+    again = epoch_plan(plan.settings.schedule, plan.settings.epochs)  # the settings keep the same plan
+    assert (plan.epochs.epochs, plan.epochs.until_converged) == (again.epochs, again.until_converged) == planned
 
 
 # --- learning-rate schedules -----------------------------------------------------------------------------------
@@ -249,7 +279,7 @@ def test_a_broken_image_is_dropped_with_its_reason_and_training_goes_on(tmp_path
     stored = pd.concat([data.splits, pd.DataFrame([{"path": "red/gone.png", "label": "red", "split": "train"}])])
     data = prepare(config_for(root), ws, splits=stored)
     assert data.dropped.set_index("path").loc["red/gone.png", "reason"] == "file not found"
-    result = fit(config_for(root), data, checkpoint_dir=tmp_path / "ck")
+    result = fit(data, checkpoint_dir=tmp_path / "ck")
     assert result.status == "completed" and "red/gone.png" in set(result.dropped["path"])
 
 
@@ -265,14 +295,14 @@ def test_epoch_seconds_counts_every_training_batch_and_a_cheaper_validation() ->
     assert epoch_seconds(0.3, n_train=128, n_val=0, batch=64) == pytest.approx(0.6)
 
 
-def test_estimate_epoch_seconds_runs_on_prepared_data_or_a_bare_manifest(prepared: PreparedData) -> None:
+def test_estimate_epoch_seconds_runs_on_prepared_data_or_a_preview(prepared: PreparedData) -> None:
     # The value is a measured time (benchmarks judge those); here: both inputs give an estimate, and a
-    # manifest-only estimate leaves the caller's random streams untouched.
-    assert isinstance(estimate_epoch_seconds(prepared.config, prepared, steps=1), float)
-    manifest = pd.DataFrame({"path": ["a.png"] * 20, "label": ["a", "b"] * 10, "split": [""] * 20,
+    # preview's estimate (random pixels) leaves the caller's random streams untouched.
+    assert isinstance(estimate_epoch_seconds(prepared, steps=1), float)
+    manifest = pd.DataFrame({"path": [f"{i}.png" for i in range(20)], "label": ["a", "b"] * 10, "split": [""] * 20,
                              "width": [16] * 20, "height": [16] * 20, "mode": ["RGB"] * 20})  # fmt: skip
     before = torch.random.get_rng_state()
-    assert isinstance(estimate_epoch_seconds(TrainConfig(dataset="x"), manifest, steps=1), float)
+    assert isinstance(estimate_epoch_seconds(preview(TrainConfig(dataset="x"), manifest), steps=1), float)
     assert torch.equal(before, torch.random.get_rng_state())
 
 
@@ -282,15 +312,15 @@ def test_estimate_epoch_seconds_runs_on_prepared_data_or_a_bare_manifest(prepare
 @pytest.mark.parametrize("arch", [pytest.param(a, marks=pytest.mark.slow) if a in SLOW_ARCHS else a for a in ARCHS])
 def test_every_architecture_trains(arch: str, prepared: PreparedData, tmp_path: Path, tiny) -> None:
     config = config_for(tiny[1], arch=arch)
-    result = fit(config, prepared, checkpoint_dir=tmp_path)
+    result = fit(planned(prepared, config), checkpoint_dir=tmp_path)
     assert result.status == "completed" and len(result.epochs) == 1
     assert math.isfinite(result.epochs[0]["train_loss"]) and 0 <= result.test["accuracy"] <= 1
-    assert load_checkpoint(tmp_path / "best.pt")["arch"] == arch
+    assert load_checkpoint(tmp_path / "best.pt").arch == arch
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_every_optimizer_trains(optimizer: str, prepared: PreparedData, tmp_path: Path, tiny) -> None:
-    result = fit(config_for(tiny[1], optimizer=optimizer, epochs=2), prepared, checkpoint_dir=tmp_path)
+    result = fit(planned(prepared, config_for(tiny[1], optimizer=optimizer, epochs=2)), checkpoint_dir=tmp_path)
     assert result.status == "completed"
     assert all(math.isfinite(e["train_loss"]) and math.isfinite(e["val_loss"]) for e in result.epochs)
 
@@ -299,10 +329,9 @@ def test_every_optimizer_trains(optimizer: str, prepared: PreparedData, tmp_path
 def test_every_schedule_sets_the_rate_each_step(schedule: str, prepared: PreparedData, tmp_path: Path, tiny) -> None:
     config = config_for(tiny[1], schedule=schedule, epochs=3, milestones=[1, 2], lr=0.05, warmup_epochs=0.5)
     rates: list[float] = []
-    fit(config, prepared, checkpoint_dir=tmp_path,
+    fit(planned(prepared, config), checkpoint_dir=tmp_path,
           callbacks=TrainCallbacks(on_step=lambda s, e, m: rates.append(m["lr"])))  # fmt: skip
-    factor = lr_factor(replace(prepared.config, **{k: getattr(config, k) for k in ("schedule", "epochs",
-                         "milestones", "warmup_epochs")}), steps_per_epoch=3)  # fmt: skip
+    factor = lr_factor(resolve(config, prepared.plan.facts).settings, steps_per_epoch=3)
     assert rates == pytest.approx([0.05 * factor(s) for s in range(1, 10)])
 
 
@@ -314,7 +343,7 @@ def test_callbacks_report_start_steps_epochs_and_checkpoints(prepared: PreparedD
         on_epoch=lambda epoch, m: seen["epoch"].append((epoch, sorted(m))),
         on_checkpoint=lambda path, kind: seen["checkpoint"].append((path.name, kind)),
     )
-    fit(config_for(tiny[1], epochs=2, log_every=2), prepared, callbacks=callbacks, checkpoint_dir=tmp_path)
+    fit(planned(prepared, config_for(tiny[1], epochs=2, log_every=2)), callbacks=callbacks, checkpoint_dir=tmp_path)
     info = seen["start"][0]
     assert (info["epochs"], info["steps_per_epoch"], info["total_steps"], info["n_train"]) == (2, 3, 6, 18)
     assert [s[:2] for s in seen["step"]] == [(2, 1), (4, 2), (6, 2)]
@@ -325,21 +354,27 @@ def test_callbacks_report_start_steps_epochs_and_checkpoints(prepared: PreparedD
 
 
 def test_checkpoint_holds_the_contract_and_serves_inference(prepared: PreparedData, tmp_path: Path, tiny) -> None:
-    result = fit(config_for(tiny[1], epochs=2), prepared, checkpoint_dir=tmp_path)
+    result = fit(planned(prepared, config_for(tiny[1], epochs=2)), checkpoint_dir=tmp_path)
+    on_disk = torch.load(tmp_path / "last.pt", weights_only=True)  # the file's contract, as a script reads it
+    assert set(REQUIRED_KEYS) | {"optimizer", "scheduler", "scaler", "rng", "metrics", "plan", "epoch"} <= set(on_disk)
+    assert (on_disk["image_size"], on_disk["arch"]) == (32, "lenet")
     ck = load_checkpoint(tmp_path / "last.pt")
-    assert set(REQUIRED_KEYS) | {"optimizer", "scheduler", "scaler", "rng", "metrics", "config", "epoch"} <= set(ck)
-    assert (ck["epoch"], ck["step"], ck["classes"], ck["image_size"]) == (2, 6, prepared.classes, 32)
-    assert ck["mean"] == pytest.approx(prepared.mean) and ck["config"] == result.config
+    assert (ck.epoch, ck.step, ck.classes, ck.image_size) == (2, 6, prepared.classes, 32)
+    assert (
+        ck.mean == pytest.approx(prepared.mean)
+        and ck.plan == result.plan
+        and ck.plan.settings.to_dict() == result.config
+    )
     model = load_for_inference(tmp_path / "best.pt", "cpu")
     batch = Batches(prepared.tensors.images, prepared.labels, prepared.indices["test"], batch_size=8,
-                        mean=ck["mean"], std=ck["std"])  # fmt: skip
+                        mean=ck.mean, std=ck.std)  # fmt: skip
     x, _ = next(iter(batch))
     probs = model.predict(x)
     assert np.argmax(probs.numpy(), 1).tolist() == result.test_predictions["predicted"].tolist()
 
 
 def test_test_metrics_and_predictions_come_from_the_best_checkpoint(prepared, tmp_path: Path, tiny) -> None:
-    result = fit(config_for(tiny[1], epochs=3, lr=0.05), prepared, checkpoint_dir=tmp_path)
+    result = fit(planned(prepared, config_for(tiny[1], epochs=3, lr=0.05)), checkpoint_dir=tmp_path)
     assert set(result.test) >= {"loss", "accuracy", "top5", "n", "epoch"} and result.test["n"] == 6
     assert result.test["epoch"] == result.best_epoch
     p = result.test_predictions
@@ -370,10 +405,12 @@ def cancel_at(step: int) -> tuple[threading.Event, TrainCallbacks]:
 
 def test_cancel_stops_at_the_next_step_with_a_loadable_checkpoint(prepared, tmp_path: Path, tiny) -> None:
     cancel, callbacks = cancel_at(2)
-    result = fit(config_for(tiny[1], epochs=5), prepared, callbacks=callbacks, cancel=cancel, checkpoint_dir=tmp_path)
+    result = fit(
+        planned(prepared, config_for(tiny[1], epochs=5)), callbacks=callbacks, cancel=cancel, checkpoint_dir=tmp_path
+    )
     assert (result.status, result.steps, result.epochs, result.test) == ("cancelled", 2, [], {})
     ck = load_checkpoint(tmp_path / "last.pt")
-    assert (ck["epoch"], ck["step"], ck["metrics"]["partial"]["batch"]) == (0, 2, 2)
+    assert (ck.epoch, ck.step, ck.metrics["partial"]["batch"]) == (0, 2, 2)
 
 
 def test_cancel_from_another_thread(prepared, tmp_path: Path, tiny) -> None:
@@ -382,10 +419,12 @@ def test_cancel_from_another_thread(prepared, tmp_path: Path, tiny) -> None:
     callbacks = TrainCallbacks(on_step=lambda s, e, m: started.set())
     thread = threading.Thread(target=lambda: (started.wait(60), cancel.set()))
     thread.start()
-    result = fit(config_for(tiny[1], epochs=50), prepared, callbacks=callbacks, cancel=cancel, checkpoint_dir=tmp_path)
+    result = fit(
+        planned(prepared, config_for(tiny[1], epochs=50)), callbacks=callbacks, cancel=cancel, checkpoint_dir=tmp_path
+    )
     thread.join()
     assert result.status == "cancelled" and result.steps < 50 * 3
-    assert load_checkpoint(tmp_path / "last.pt")["step"] == result.steps
+    assert load_checkpoint(tmp_path / "last.pt").step == result.steps
 
 
 @pytest.mark.parametrize("schedule", ["onecycle", "plateau"])
@@ -393,12 +432,12 @@ def test_resume_mid_epoch_continues_exactly_like_an_uninterrupted_run(schedule: 
                                                                       tiny) -> None:  # fmt: skip
     # plateau with patience 1: its drops (state inside the scheduler) must survive the checkpoint too.
     config = config_for(tiny[1], epochs=3, batch_size=4, schedule=schedule, plateau_patience=1)  # 5 steps per epoch
-    whole = fit(config, prepared, checkpoint_dir=tmp_path / "whole")
+    whole = fit(planned(prepared, config), checkpoint_dir=tmp_path / "whole")
     cancel, callbacks = cancel_at(9)  # in the middle of epoch 2
-    first = fit(config, prepared, callbacks=callbacks, cancel=cancel, checkpoint_dir=tmp_path / "parts")
+    first = fit(planned(prepared, config), callbacks=callbacks, cancel=cancel, checkpoint_dir=tmp_path / "parts")
     assert first.status == "cancelled" and len(first.epochs) == 1
     starts: list[dict] = []
-    resumed = fit(config, prepared, checkpoint_dir=tmp_path / "parts", resume_from=tmp_path / "parts" / "last.pt",
+    resumed = fit(planned(prepared, config), checkpoint_dir=tmp_path / "parts", resume_from=tmp_path / "parts" / "last.pt",
                     callbacks=TrainCallbacks(on_start=starts.append))  # fmt: skip
     assert (starts[0]["start_epoch"], starts[0]["start_step"]) == (1, 9)
     assert resumed.status == "completed" and [e["epoch"] for e in resumed.epochs] == [1, 2, 3]
@@ -412,17 +451,17 @@ def test_resume_mid_epoch_continues_exactly_like_an_uninterrupted_run(schedule: 
 def test_resume_after_a_finished_epoch_keeps_the_history(prepared, tmp_path: Path, tiny) -> None:
     config = config_for(tiny[1], epochs=2)
     cancel, callbacks = cancel_at(3)  # the last step of epoch 1: cancelled before validation
-    first = fit(config, prepared, callbacks=callbacks, cancel=cancel, checkpoint_dir=tmp_path)
+    first = fit(planned(prepared, config), callbacks=callbacks, cancel=cancel, checkpoint_dir=tmp_path)
     assert first.status == "cancelled"
-    resumed = fit(config, prepared, checkpoint_dir=tmp_path, resume_from=tmp_path / "last.pt")
+    resumed = fit(planned(prepared, config), checkpoint_dir=tmp_path, resume_from=tmp_path / "last.pt")
     assert [e["epoch"] for e in resumed.epochs] == [1, 2] and resumed.status == "completed"
 
 
 def test_resume_refuses_other_classes(prepared, tmp_path: Path, tiny) -> None:
-    fit(config_for(tiny[1]), prepared, checkpoint_dir=tmp_path)
+    fit(planned(prepared, config_for(tiny[1])), checkpoint_dir=tmp_path)
     other = replace(prepared, classes=["a", "b", "c"])
     with pytest.raises(ResumeError, match="trained on classes"):
-        fit(config_for(tiny[1]), other, checkpoint_dir=tmp_path, resume_from=tmp_path / "last.pt")
+        fit(planned(other, config_for(tiny[1])), checkpoint_dir=tmp_path, resume_from=tmp_path / "last.pt")
 
 
 # --- early stopping, freezing, oversampling --------------------------------------------------------------------
@@ -431,19 +470,19 @@ def test_resume_refuses_other_classes(prepared, tmp_path: Path, tiny) -> None:
 def test_early_stopping_after_patience_epochs_without_progress(prepared, tmp_path: Path, tiny) -> None:
     # A frozen backbone and a vanishing rate: validation never changes, so no epoch after the first is better.
     config = config_for(tiny[1], epochs=6, freeze="backbone", lr=1e-30, weight_decay=0.0, early_stop_patience=2)
-    result = fit(config, prepared, checkpoint_dir=tmp_path)
+    result = fit(planned(prepared, config), checkpoint_dir=tmp_path)
     assert result.status == "completed" and result.stopped_early
     assert len(result.epochs) == 3 and result.best_epoch == 1
 
 
 def test_default_schedule_ends_after_the_first_cycle_on_data_it_fits(prepared, tmp_path: Path, tiny) -> None:
     starts: list[dict] = []
-    planned: list[int] = []
-    callbacks = TrainCallbacks(on_start=starts.append, on_epoch=lambda e, m: planned.append(m["planned_epochs"]))
+    lengths: list[int] = []
+    callbacks = TrainCallbacks(on_start=starts.append, on_epoch=lambda e, m: lengths.append(m["planned_epochs"]))
     config = config_for(tiny[1], epochs=0)  # the default: auto epochs, cycles
-    result = fit(config, prepared, checkpoint_dir=tmp_path, callbacks=callbacks)
+    result = fit(planned(prepared, config), checkpoint_dir=tmp_path, callbacks=callbacks)
     assert (starts[0]["epochs"], starts[0]["max_epochs"], starts[0]["until_converged"]) == (12, 100, True)
-    assert planned == [FIRST_CYCLE] * FIRST_CYCLE  # the run as far as it is decided: the first cycle
+    assert lengths == [FIRST_CYCLE] * FIRST_CYCLE  # the run as far as it is decided: the first cycle
     assert result.epochs[-1]["train_acc"] >= FITTED_TRAIN_ACC  # three flat colours: fitted in one cycle
     assert result.stopped_early and len(result.epochs) == FIRST_CYCLE and result.config["schedule"] == "cycles"
 
@@ -454,7 +493,7 @@ def test_plateau_schedule_drops_twice_then_ends_the_run(prepared, tmp_path: Path
     config = config_for(tiny[1], epochs=0, schedule="plateau", plateau_patience=2, freeze="backbone", lr=1e-30,
                         weight_decay=0.0)  # fmt: skip
     starts: list[dict] = []
-    result = fit(config, prepared, checkpoint_dir=tmp_path, callbacks=TrainCallbacks(on_start=starts.append))
+    result = fit(planned(prepared, config), checkpoint_dir=tmp_path, callbacks=TrainCallbacks(on_start=starts.append))
     assert (starts[0]["epochs"], starts[0]["until_converged"]) == (AUTO_MAX_EPOCHS, True)
     assert result.status == "completed" and result.stopped_early and len(result.epochs) == 7
     rates = [e["lr"] / 1e-30 for e in result.epochs]
@@ -465,8 +504,8 @@ def test_frozen_backbone_keeps_weights_and_batchnorm_statistics(prepared, tmp_pa
     config = config_for(tiny[1], arch="resnet18", freeze="backbone", epochs=2, lr=0.05)
     torch.manual_seed(config.seed)  # fit builds its model right after seeding the same way
     initial = build_model("resnet18", 3, freeze="backbone").state_dict()
-    fit(config, prepared, checkpoint_dir=tmp_path)
-    trained = load_checkpoint(tmp_path / "last.pt")["model"]
+    fit(planned(prepared, config), checkpoint_dir=tmp_path)
+    trained = load_checkpoint(tmp_path / "last.pt").weights
     backbone = [k for k in initial if not k.startswith("fc.")]
     assert any("running_mean" in k for k in backbone)
     assert all(torch.equal(initial[k], trained[k]) for k in backbone)
@@ -476,7 +515,7 @@ def test_frozen_backbone_keeps_weights_and_batchnorm_statistics(prepared, tmp_pa
 def test_oversampling_lengthens_the_epoch_with_rare_class_repeats(prepared, tmp_path: Path, tiny) -> None:
     infos: list[dict] = []
     config = config_for(tiny[1], oversample=True, rare_threshold=12)  # 6 training images per class
-    fit(config, prepared, checkpoint_dir=tmp_path, callbacks=TrainCallbacks(on_start=infos.append))
+    fit(planned(prepared, config), checkpoint_dir=tmp_path, callbacks=TrainCallbacks(on_start=infos.append))
     assert infos[0]["n_train"] == 18 and infos[0]["samples_per_epoch"] == 36 and infos[0]["steps_per_epoch"] == 5
 
 
@@ -487,7 +526,7 @@ def test_oversampling_lengthens_the_epoch_with_rare_class_repeats(prepared, tmp_
 def test_default_recipe_reaches_97_percent_on_the_digits(digits_ws: Workspace, tmp_path: Path) -> None:
     config = TrainConfig(dataset="sample:digits")
     data = prepare(config, digits_ws)
-    assert (data.config.arch, data.config.augment) == ("lenet", "crop")
-    result = fit(config, data, checkpoint_dir=tmp_path)
+    assert (data.plan.arch, data.plan.augment) == ("lenet", "crop")
+    result = fit(data, checkpoint_dir=tmp_path)
     assert result.status == "completed" and result.stopped_early and len(result.epochs) < AUTO_MAX_EPOCHS
     assert result.test["accuracy"] >= 0.97, result.test

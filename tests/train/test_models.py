@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from core.common.errors import CoreError
+from core.common.errors import ChoiceError, CoreError
 from core.train.archs import (
     ARCHS,
     FREEZE_MODES,
@@ -144,9 +144,9 @@ def test_cam_layer_is_the_last_feature_block() -> None:
 
 
 def test_unknown_values_are_refused_with_the_allowed_ones_named(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match="resnet18.*lenet"):
+    with pytest.raises(ChoiceError, match="arch 'vgg16': choose one of resnet18.*lenet"):
         build_model("vgg16", 3)
-    with pytest.raises(ModelError, match="none, backbone, all-but-last"):
+    with pytest.raises(ChoiceError, match="freeze 'everything': choose one of none, backbone, all-but-last"):
         build_model("resnet18", 3, freeze="everything")
     with pytest.raises(ModelError, match="'none' or 'imagenet'"):
         build_model("resnet18", 3, weights=str(tmp_path / "missing.pth"))
@@ -245,7 +245,7 @@ def test_set_train_mode_also_covers_a_model_frozen_by_hand() -> None:
         p.requires_grad_(False)
     set_train_mode(model, "backbone")
     assert not model.features[0][1].training and model.classifier.training
-    with pytest.raises(ModelError, match="freeze mode"):
+    with pytest.raises(ChoiceError, match="freeze 'half'"):
         set_train_mode(model, "half")
 
 

@@ -91,11 +91,12 @@ def test_a_run_resumes_at_the_size_its_checkpoint_has_though_the_automatic_choic
     cancel_after_first_checkpoint(registry, run_id, run_folder.checkpoint_path(ws, run_id, "last"))
     assert registry.wait(run_id, timeout=120).status == "cancelled"
     store.describe(run_id, config={**store.get_run(run_id).config, "image_size": 0})  # as the older version stored it
+    store.log_params(run_id, {"plan": None})  # ... without a plan: its checkpoint's is read (core.train.checkpoints)
     train_run.resume_training(registry, ws, run_id)
     job = registry.wait(run_id, timeout=300)
     assert job.status == "completed", job.error
     assert [e["epoch"] for e in train_run.result_json(store, run_id, ws)["epochs"]] == [1, 2, 3]
-    assert load_checkpoint(run_folder.checkpoint_path(ws, run_id, "last"))["image_size"] == 32
+    assert load_checkpoint(run_folder.checkpoint_path(ws, run_id, "last")).image_size == 32
 
 
 def test_resume_refuses_runs_that_cannot_resume(shapes: Path, ws: Workspace) -> None:

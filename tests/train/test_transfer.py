@@ -19,6 +19,7 @@ from core.train import run_folder
 from core.train import runner as train_run
 from core.train.config import ConfigError, TrainConfig
 from core.train.jobs import JobRegistry
+from core.train.runplan import RunPlan
 from core.train.transfer import PARENT_WEIGHTS, fit_head, head_prefix
 from tests import imagefactory as f
 
@@ -52,8 +53,9 @@ def test_a_child_takes_its_parents_network_and_records_it(tmp_path: Path, ws: Wo
     assert train_run.result_json(store, child, ws)["parent_id"] == parent
     state = torch.load(run_folder.run_dir(ws, child) / PARENT_WEIGHTS, weights_only=True)
     assert state["classifier.2.weight"].shape == (2, 128)  # a head for the child's two classes
-    settings = store.params(child)["settings"]
-    assert settings["normalize"] == "dataset" and settings["lr"] == pytest.approx(0.01)  # own statistics; a tenth
+    plan = RunPlan.from_dict(store.params(child)["plan"])  # the one stored plan
+    assert plan.normalize == "dataset" and plan.lr == pytest.approx(0.01)  # own statistics; a tenth
+    assert "parent run" in plan.explain()["normalize"] and "A tenth" in plan.explain()["lr"]
 
 
 def test_the_same_classes_keep_the_parents_head(tmp_path: Path, ws: Workspace) -> None:
