@@ -7,6 +7,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from core.common.naming import natural_key
+from core.common.words import split_word
 
 SPLIT_COLOURS = {"train": "#4C78A8", "val": "#F58518", "test": "#54A24B", "unsplit": "#8C8C8C"}
 MAX_SCATTER_POINTS = 5000
@@ -116,4 +117,4 @@ def learning_rate(frame: pd.DataFrame) -> go.Figure:
 
 
 def _curve_name(key: str) -> str:
-    return "validation" if key.startswith("val_") else "train"
+    return split_word("val") if key.startswith("val_") else split_word("train")

@@ -8,6 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.common.errors import CoreError
+from core.common.words import SCORED_SPLITS, split_word
 from core.common.workspace import Workspace
 from core.evaluate.evaluation import ACTIVE, EmptySplitError, EvaluateError, Evaluation, check_evaluable, evaluate_run
 from core.evaluate.leakage import fingerprints_ready
@@ -19,8 +20,8 @@ from ui.common import run_label, show_error
 from ui.state import set_url_run, url_run
 from ui.text import plain
 
-SPLIT_LABELS = {"test": "Test images", "val": "Validation images"}
-SPLIT_SHORT = {"test": "Test", "val": "Validation"}
+SPLIT_SHORT = {s: split_word(s).capitalize() for s in SCORED_SPLITS}  # "Test", "Validation"
+SPLIT_LABELS = {s: f"{word} images" for s, word in SPLIT_SHORT.items()}
 LEAK_CHECKS = "evaluate_leak_checks"  # session key: {(run_id, split)} whose copies the user asked to look for
 
 
