@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.common.diskspace import DiskFullError, disk_full_message, is_disk_full
 from core.common.errors import RunStoreError
+from core.common.words import SPLITS
 from core.store.liveness import Liveness, find_thread, owner_columns
 from core.store.metrics import RunTables
 from core.store.records import ACTIVE_STATUSES, FINAL_STATUSES, RunRecord, check_status, crashed_record, record
@@ -396,7 +397,7 @@ class RunStore(RunTables):
         """Runs newest first, filtered on the effective status, kind and group.
 
         Raises:
-            RunStoreError: bad status name.
+            RunStoreError: bad status name (``records.StatusError``, a ``ChoiceError``).
         """
         where, args = [], []
         if status is not None:
@@ -417,4 +418,4 @@ class RunStore(RunTables):
         params = self.params(run.run_id)
         return {**{f: getattr(run, f) for f in SUMMARY_FIELDS}, "best_val_acc": self.best_metric(run.run_id, "val_acc"),
                 "test_accuracy": self.latest_metrics(run.run_id).get("test_accuracy"), "wall_s": run.wall_s,
-                "splits": {s: params[f"n_{s}"] for s in ("train", "val", "test") if f"n_{s}" in params}}  # fmt: skip
+                "splits": {s: params[f"n_{s}"] for s in SPLITS if f"n_{s}" in params}}  # fmt: skip
