@@ -28,8 +28,9 @@ def time_steps(data: PreparedData, steps: int) -> tuple[float, int]:
     scheduler = build_scheduler(optimizer, config, max(1, steps))
     precision = choose_precision("off", torch.device("cpu"))
     criterion = torch.nn.CrossEntropyLoss()
+    mean, std = data.scaling()  # as the run scales its inputs (core.train.runplan.RunPlan.scaling)
     batches = Batches(data.tensors.images, data.labels, data.indices["train"], batch_size=config.batch_size,
-                      mean=data.mean, std=data.std, augment=config.augment, shuffle=True, seed=config.seed)  # fmt: skip
+                      mean=mean, std=std, augment=config.augment, shuffle=True, seed=config.seed)  # fmt: skip
     stream = itertools.chain.from_iterable(batches.epoch(e) for e in itertools.count())
     _run(model, itertools.islice(stream, WARMUP_STEPS), optimizer, scheduler, criterion, precision)
     began = time.perf_counter()
