@@ -41,7 +41,7 @@ try:
         values["weights"] = str(train_run.save_weights_upload(workspace(), weights_file.getvalue(), weights_file.name))
     config = train_form.with_parent(train_form.config_from(defaults, values).validate())
     seen = preview(config, scanned.manifest)  # the run's plan: made here, once, and handed to whatever runs it
-    train_form.show_automatic(slots, seen.plan)
+    train_form.show_automatic(slots, seen.plan, values)
     st.caption(train_form.split_caption(seen))
     for warning in seen.warnings:
         st.warning(plain(warning), icon=":material/warning:")

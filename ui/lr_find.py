@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.common.errors import CoreError
+from core.common.words import duration
 from core.train.config import choice_words
 from core.train.runplan import RunPlan
 from ui.state import workspace
@@ -52,7 +53,7 @@ def show(current_lr: float) -> None:
     optimizer = choice_words("optimizer").get(found["optimizer"], found["optimizer"])
     st.plotly_chart(figure(found["lrs"], found["losses"], suggested), width="stretch", key="lrfind_plot")
     st.caption(f"{RULE_TEXT} For {optimizer}: **{suggested:.2g}**{used}. The sweep trained a throwaway "
-               f"copy of the network for {found['steps']} steps ({found['seconds']:.1f} s); nothing was saved, "
+               f"copy of the network for {found['steps']} steps ({duration(found['seconds'])}); nothing was saved, "
                "and the run you start begins from fresh weights.")  # fmt: skip
 
 

@@ -135,11 +135,12 @@ def _widened(name: str, value: float) -> tuple[float, float]:
     return min(low, value), max(high, value)
 
 
-def show_automatic(slots: dict[str, Any], plan: RunPlan) -> None:
-    """Under each widget left automatic: what the plan chose and why (``RunPlan.explain``)."""
+def show_automatic(slots: dict[str, Any], plan: RunPlan, asked: dict[str, Any]) -> None:
+    """Under each widget the user left automatic (``asked``: the form's values): what the plan chose and why
+    (``RunPlan.explain``). A child run's network is its parent's though the widget says automatic: said here."""
     why = plan.explain()
     for name, slot in slots.items():
-        if getattr(plan.config, name) not in ("auto", 0, 0.0):
+        if asked.get(name, getattr(plan.config, name)) not in ("auto", 0, 0.0):
             continue
         chosen, reason = _chosen_words(name, plan), why.get(name, "")
         if name == "epochs":  # the epoch plan's words say both what and why

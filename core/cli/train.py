@@ -17,6 +17,7 @@ from dataclasses import MISSING, Field, fields
 from typing import Any
 
 from core.common.errors import CoreError
+from core.common.words import duration
 from core.common.workspace import Workspace
 from core.store.runs import RunStore
 from core.train.config import BOUNDS, MILESTONE_BOUND, Bound, TrainConfig, choices
@@ -208,7 +209,7 @@ def _printer(store: RunStore, quiet: bool) -> Callable[[int], None]:
 def _epoch_line(e: dict) -> str:
     acc = e.get("val_acc")
     return (f"epoch {e['epoch']:>3}  train loss {_f(e.get('train_loss'))}  val loss {_f(e.get('val_loss'))}  "
-            f"val acc {'-' if acc is None else f'{acc:.2%}'}  {_f(e.get('seconds'), '.1f')} s")  # fmt: skip
+            f"val acc {'-' if acc is None else f'{acc:.2%}'}  {'-' if e.get('seconds') is None else duration(e['seconds'])}")  # fmt: skip
 
 
 def _f(value: float | None, spec: str = ".4f") -> str:
@@ -219,4 +220,4 @@ def _text(result: dict) -> str:
     test = result["test"]
     acc = f"test accuracy {test['accuracy']:.2%}" if "accuracy" in test else "no test result"
     return (f"run {result['run_id']} {result['status']}: {len(result['epochs'])} epochs, {acc}, "
-            f"{result['wall_s'] or 0:.1f} s; best checkpoint {result['checkpoint'] or '-'}")  # fmt: skip
+            f"{duration(result['wall_s'] or 0)}; best checkpoint {result['checkpoint'] or '-'}")  # fmt: skip

@@ -114,9 +114,9 @@ def choice_words(name: str) -> dict[str, str]:
     """The values of the choice option ``name`` in words (``{"sgd": "SGD (momentum)", ...}``: the studio's words,
     ``core.common.words``; networks by their names in ``core.train.archs``); a value missing here is shown as it is."""
     if name == "arch":
-        from core.train.archs import ARCHS  # here: the architectures need torch, the config does not
+        from core.train.archs import ARCHS, arch_label  # here: the architectures need torch, the config does not
 
-        return {key: info.label for key, info in ARCHS.items()}
+        return {key: arch_label(key) for key in ARCHS}
     return dict(CHOICE_WORDS.get(name, {}))
 
 
