@@ -20,9 +20,13 @@ from tests import imagefactory as f
 
 @pytest.fixture
 def photos(tmp_path: Path) -> Path:
-    root = tmp_path / "photos"
+    return write_photos(tmp_path / "photos", per_class=12)
+
+
+def write_photos(root: Path, per_class: int) -> Path:
+    """``root/{sea,sky}/<i>.jpg``: photo-like pictures, ``per_class`` of each."""
     for label in ("sea", "sky"):
-        for i in range(12):
+        for i in range(per_class):
             f.write_photo(root / label / f"{i}.jpg", seed=i + (100 if label == "sky" else 0))
     return root
 
@@ -187,7 +191,7 @@ def test_the_command_line_sweep_is_the_pages_job(photos: Path, tmp_path: Path, c
     assert [store.get_run(r).group for r in swept["runs"]] == [swept["group"]] * 2
 
 
-def test_ctrl_c_stops_a_command_line_sweep_between_points_without_a_traceback(photos: Path, tmp_path: Path) -> None:
+def test_ctrl_c_stops_a_command_line_sweep_between_points_without_a_traceback(tmp_path: Path) -> None:
     import os
     import signal
     import subprocess
@@ -195,6 +199,10 @@ def test_ctrl_c_stops_a_command_line_sweep_between_points_without_a_traceback(ph
 
     from tests.support import ROOT, wait_until
 
+    # 300 photos: each of the 40 points takes a fraction of a second, the sweep seconds. On the 12 per class of
+    # ``photos`` all 40 points took under a second, and on a busy machine they were done before the SIGINT below
+    # (the sweep ended "completed", twice in one run of the suite beside another).
+    photos = write_photos(tmp_path / "photos", per_class=150)
     ws = tmp_path / "cli-ws"
     err = tmp_path / "err.txt"
     with err.open("w") as stderr:
