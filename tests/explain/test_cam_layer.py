@@ -29,12 +29,13 @@ def test_the_explained_layer_depends_on_the_input_size(arch: str, side: int, lay
     assert cam_layer_for(arch, side) == (layer, cells)
 
 
-@pytest.mark.parametrize("arch", [a for a in ARCHS if a != "resnet152"])
+@pytest.mark.parametrize("arch", list(ARCHS))
 def test_the_chosen_layer_has_the_map_it_promises_at_every_size_the_recipe_picks(arch: str) -> None:
     """Every input side choose_image_size can return: the hooked layer's real map is the side promised, and at
-    least CAM_MIN_MAP_SIDE when any candidate layer reaches it."""
-    torch.manual_seed(0)
-    model = build_model(arch, 3).eval()
+    least CAM_MIN_MAP_SIDE when any candidate layer reaches it. The real network, on the meta device: every layer
+    computes its output's shape and nothing else (ResNet-101 at 224 px took 18 s on a busy 2-core machine)."""
+    with torch.device("meta"):
+        model = build_model(arch, 3).eval()
     sides = sorted({choose_image_size(arch, s) for s in (1, 48, 64, 96, 100, 128, 150, 200, 224, 4000)})
     for side in sides:
         path, promised = cam_layer_for(arch, side)
@@ -43,7 +44,7 @@ def test_the_chosen_layer_has_the_map_it_promises_at_every_size_the_recipe_picks
             lambda _m, _i, out, seen=seen: seen.update(hw=out.shape[-2:])
         )
         with torch.inference_mode():
-            model(torch.zeros(1, 3, side, side))
+            model(torch.zeros(1, 3, side, side, device="meta"))
         handle.remove()
         assert tuple(seen["hw"]) == (promised, promised), (arch, side, path)
         deepest = -(-side // ARCHS[arch].stride)
