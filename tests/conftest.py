@@ -7,8 +7,8 @@ starts, which inherits the environment) ever writes into the repository's ``./wo
 
 Trained runs are made once per pytest run (session fixtures, each in a workspace of its own): ``trained_digits``
 (the default recipe on the sample digits), ``trained_colours`` (a 1-epoch LeNet on the colour classes) and
-``trained_colour_folders`` (the evaluation's colour folders with two planted mistakes). Read them; a test that changes a
-workspace works on its own copy (``tests.support.copy_workspace``).
+``trained_colour_folders`` (the evaluation's colour folders with two planted mistakes). Read them; a test that
+changes a workspace works on its own copy (``tests.support.copy_workspace``).
 """
 
 from __future__ import annotations
