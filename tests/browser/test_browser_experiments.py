@@ -55,7 +55,9 @@ def _a_search_runs_to_its_end(page, server: str, store: RunStore, shots: Path) -
     page.screenshot(path=str(shots / "search-running.png"))
     expect(page.get_by_text("4 of 4 trials ended")).to_be_visible(timeout=TIMEOUT_MS)
     expect(page.get_by_text("Best so far:")).to_be_visible(timeout=60_000)
-    result = search_json(store, 1)
+    # The search's own run ends a moment after its last trial (the page may already say 4 of 4): wait for it.
+    result = wait_until(lambda: (r := search_json(store, 1))["status"] != "running" and r, timeout=120,
+                        what="the search's end")  # fmt: skip
     assert result["status"] == "completed" and len(result["trials"]) == 4
     assert all(t["status"] == "completed" for t in result["trials"])
     expect(_cells(page, "★ best")).to_have_count(1)
