@@ -106,6 +106,9 @@ def _a_search_stopped_midway_shows_its_trials_stopped(page, server: str, store: 
     batch.get_by_role("combobox", name="Images per step").click()
     page.get_by_role("option", name="16", exact=True).click()
     page.keyboard.press("Escape")
+    # Each change reruns the page; on a busy machine the click came during a rerun and no search started (once in
+    # a run beside another suite). Click once the page has settled.
+    expect(page.get_by_test_id("stStatusWidgetRunningIcon")).to_have_count(0, timeout=120_000)
     page.get_by_role("button", name="Start the search").click()
     wait_until(lambda: len(store.list_runs(kind="search")) == 2, timeout=120, what="the second search")
     second = store.list_runs(kind="search")[0].run_id
