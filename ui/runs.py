@@ -20,6 +20,7 @@ from core.train.config import TrainConfig, label_of
 from core.train.jobs import Job, JobRegistry, Progress
 from core.train.plan import SMALL_SPLIT
 from core.train.runner import EPOCH_KEYS, RESUMABLE, STEP_KEYS
+from core.train.verdict import DID_NOT_LEARN, outcome_of
 from ui import figures
 from ui.common import value_word
 from ui.state import dataset_title
@@ -112,22 +113,39 @@ def run_header(store: RunStore, ws: Workspace, run: RunRecord) -> None:
     """A run's name, status and scores, each beside the number of images it was measured on."""
     summary = store.summary(run)
     splits = run_folder.split_sizes(store, ws, run.run_id)
-    st.subheader(f"{plain(run.name)} · {status_word(run.status)}")
+    went = outcome_of(store, run.run_id)
+    failed_to_learn = went["outcome"] == DID_NOT_LEARN
+    verdict = f" · {DID_NOT_LEARN}" if failed_to_learn else ""
+    st.subheader(f"{plain(run.name)} · {status_word(run.status)}{verdict}")
     relations(store, run)
     if run.error:  # it may quote a file name or a label
         st.warning(plain(run.error), icon=":material/warning:")
+    if failed_to_learn:
+        st.warning(f"This run did not learn: {plain(went['why'])}. Its scores are no better than guessing: try a "
+                   "lower learning rate, more images per class, or another network.",
+                   icon=":material/warning:")  # fmt: skip
+    runaways(went["runaways"])
     cards = st.columns(4)
     test, best = summary["test_accuracy"], summary["best_val_acc"]
+    chance = {"delta": f"chance {went['chance']:.1%}", "delta_color": "off", "delta_arrow": "off"} \
+        if failed_to_learn and went["chance"] is not None else {}  # fmt: skip
     cards[0].metric(metric_word("test_accuracy"), f"{test:.1%}" if test is not None else "not yet",
                     help=f"Share of the {splits.get('test', 0):,} test images, never used in training, that get "
                          "the right label (best checkpoint)." if test is not None else
-                         "Measured on the test images once the run finishes.")  # fmt: skip
+                         "Measured on the test images once the run finishes.", **chance)  # fmt: skip
     cards[1].metric(metric_word("best_val_acc"), f"{best:.1%}" if best is not None else "not yet",
-                    help=f"The best epoch's score on the {splits.get('val', 0):,} validation images.")  # fmt: skip
+                    help=f"The best epoch's score on the {splits.get('val', 0):,} validation images.",
+                    **chance)  # fmt: skip
     cards[2].metric("Epochs", f"{train_run.epochs_trained(store, run.run_id):,}")
     cards[3].metric("Time", duration(run.wall_s) if run.wall_s is not None else "not started")
     small_split_warning(splits.get("test", 0), "test")
     small_split_warning(splits.get("val", 0), "validation")
+
+
+def runaways(events: list[str]) -> None:
+    """What the divergence guard did in the run, one line per time its loss ran away."""
+    for words in events:
+        st.info(f"Divergence guard: {plain(words)}.", icon=":material/restart_alt:")
 
 
 def relations(store: RunStore, run: RunRecord) -> None:
@@ -163,12 +181,18 @@ def runs_table(store: RunStore, ws: Workspace, runs: list[RunRecord]) -> pd.Data
     for run in runs:
         summary = store.summary(run)
         n_test = run_folder.split_sizes(store, ws, run.run_id).get("test")
-        rows.append({"run_id": run.run_id, "name": run.name, "status": status_word(run.status),
+        went = outcome_of(store, run.run_id)
+        failed = went["outcome"] == DID_NOT_LEARN  # never a plain "finished" beside a score: chance said beside it
+        chance = f" (chance {went['chance']:.1%})" if failed and went["chance"] is not None else ""
+        problem = run.error or (f"{DID_NOT_LEARN}: {went['why']}" if failed else "; ".join(went["runaways"]))
+        rows.append({"run_id": run.run_id, "name": run.name,
+                     "status": status_word(run.status) + (f", {DID_NOT_LEARN}" if failed else ""),
                      "network": arch_label(run.arch) if run.arch else "chosen when it starts",
-                     "dataset": dataset_title(run.dataset), "best_val_acc": _percent(summary["best_val_acc"]),
-                     "test_accuracy": _percent(summary["test_accuracy"]),
+                     "dataset": dataset_title(run.dataset), "best_val_acc": _percent(summary["best_val_acc"]) + chance,
+                     "test_accuracy": _percent(summary["test_accuracy"]) + chance,
                      "test_images": f"{n_test:,}" if n_test is not None else "—",
-                     "wall_s": duration(run.wall_s) if run.wall_s is not None else "—", "error": run.error or ""})  # fmt: skip
+                     "wall_s": duration(run.wall_s) if run.wall_s is not None else "—",
+                     "error": problem})  # fmt: skip
     table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
     return table if (table["error"] != "").any() else table.drop(columns="error")
 
@@ -190,13 +214,22 @@ def run_result(store: RunStore, ws: Workspace, run_id: int) -> None:
         return
     summary = store.summary(run)
     n_test, test = run_folder.split_sizes(store, ws, run_id).get("test", 0), summary["test_accuracy"]
-    if run.status == "completed":
+    went = outcome_of(store, run_id)
+    if run.status == "completed" and went["outcome"] == DID_NOT_LEARN:
+        chance = f"{went['chance']:.1%}" if went["chance"] is not None else "unknown"
+        score = f"{test:.1%} of its {n_test:,} test images right" if test is not None else "no test score"
+        st.warning(f"**{plain(run.name)}** finished in {duration(run.wall_s or 0)} but **did not learn**: "
+                   f"{plain(went['why'])}. Its score ({score}; chance level {chance}) is not a result: try a lower learning "
+                   "rate, more images per class, or another network.", icon=":material/warning:")  # fmt: skip
+        runaways(went["runaways"])
+    elif run.status == "completed":
         score = (f"**{test:.1%}** of its {n_test:,} test images get the right label" if test is not None
                  else "it has no test images, so no test score")  # fmt: skip
         best = summary["best_val_acc"]
         st.success(f"**{plain(run.name)}** finished in {duration(run.wall_s or 0)}: {score}"
                    + (f" (best validation accuracy {best:.1%})." if best is not None else "."),
                    icon=":material/check_circle:")  # fmt: skip
+        runaways(went["runaways"])
         small_split_warning(n_test, "test")
     else:
         st.info(f"**{plain(run.name)}** {status_word(run.status)}" + (f": {plain(run.error)}" if run.error else "."),

@@ -190,18 +190,24 @@ def _other_node(args: argparse.Namespace, ws: Workspace, store: RunStore, nodes:
 
 
 def _printer(store: RunStore, quiet: bool) -> Callable[[int], None]:
-    """Prints each finished epoch to stderr while the run trains (nothing with --json: stdout stays JSON)."""
+    """Prints each finished epoch, and each time the divergence guard steps in, to stderr while the run trains
+    (nothing with --json: stdout stays JSON)."""
     shown: set[int] = set()
+    told: list[str] = []
 
     def show(run_id: int) -> None:
         from core.train.runner import result_json
 
         if quiet:
             return
-        for epoch in result_json(store, run_id)["epochs"]:
+        result = result_json(store, run_id)
+        for epoch in result["epochs"]:
             if epoch["epoch"] not in shown:
                 shown.add(epoch["epoch"])
                 sys.stderr.write(_epoch_line(epoch) + "\n")
+        for words in result["runaways"][len(told) :]:
+            told.append(words)
+            sys.stderr.write(f"divergence guard: {words}\n")
 
     return show
 
@@ -217,7 +223,14 @@ def _f(value: float | None, spec: str = ".4f") -> str:
 
 
 def _text(result: dict) -> str:
+    from core.train.verdict import DID_NOT_LEARN
+
     test = result["test"]
     acc = f"test accuracy {test['accuracy']:.2%}" if "accuracy" in test else "no test result"
-    return (f"run {result['run_id']} {result['status']}: {len(result['epochs'])} epochs, {acc}, "
-            f"{duration(result['wall_s'] or 0)}; best checkpoint {result['checkpoint'] or '-'}")  # fmt: skip
+    if result["outcome"] == DID_NOT_LEARN and result["chance"] is not None:
+        acc += f" (chance level {result['chance']:.2%})"
+    lines = [f"run {result['run_id']} {result['status']}: {len(result['epochs'])} epochs, {acc}, "
+             f"{duration(result['wall_s'] or 0)}; best checkpoint {result['checkpoint'] or '-'}"]  # fmt: skip
+    if result["outcome"] == DID_NOT_LEARN:
+        lines.append(f"it did not learn: {result['why']}")
+    return "\n".join(lines)

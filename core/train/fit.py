@@ -26,12 +26,22 @@ from core.train.batches import Batches, weighted_sampler
 from core.train.checkpoints import Checkpoint, device_for, load_checkpoint, restore_rng, save_checkpoint
 from core.train.config import ResumeError
 from core.train.distributed import DistContext, all_reduce_sum, broadcast_object, wrap
-from core.train.learner import BestCheckpoint, EarlyStop, EpochReport, LastCheckpoint, Learner, ScheduleEnd
+from core.train.guard import Guard
+from core.train.learner import (
+    BestCheckpoint,
+    EarlyStop,
+    EpochReport,
+    LastCheckpoint,
+    Learner,
+    RunawayReport,
+    ScheduleEnd,
+)
 from core.train.loop import StepLog, Tally, evaluate
 from core.train.optim import build_optimizer, choose_precision
 from core.train.prepare import PreparedData
 from core.train.runplan import RunPlan
 from core.train.schedules import build_scheduler
+from core.train.verdict import Verdict, judge
 
 
 @dataclass
@@ -46,17 +56,21 @@ class TrainCallbacks:
     * ``on_epoch(epoch, metrics)``: after each epoch (numbered from 1); train_loss, train_acc, val_loss,
       val_acc, val_top5, lr, seconds, images_per_s.
     * ``on_checkpoint(path, kind)``: after ``last.pt`` or ``best.pt`` was written (kind "last" / "best").
+    * ``on_runaway(events)``: after the divergence guard stepped in (``core.train.guard``): every event of the run
+      so far, as dicts with their ``words``.
     """
 
     on_start: Callable[[dict[str, Any]], None] | None = None
     on_step: Callable[[int, int, dict[str, float]], None] | None = None
     on_epoch: Callable[[int, dict[str, float]], None] | None = None
     on_checkpoint: Callable[[Path, str], None] | None = None
+    on_runaway: Callable[[list[dict[str, Any]]], None] | None = None
 
 
 @dataclass
 class FitResult:
-    """How a run ended. ``status`` is ``completed`` (early stopping included) or ``cancelled``."""
+    """How a run ended. ``status`` is ``completed`` (early stopping included) or ``cancelled``; a completed run's
+    ``verdict`` says whether it learned (``core.train.verdict``)."""
 
     status: str
     epochs: list[dict[str, float]]  # every epoch, those before an interruption too
@@ -71,6 +85,8 @@ class FitResult:
     device: str
     checkpoint_dir: Path
     dropped: pd.DataFrame  # images left out, with reasons
+    runaways: list[dict[str, Any]]  # the divergence guard's events, with their words
+    verdict: Verdict | None  # None unless completed
 
     @property
     def epochs_trained(self) -> int:
@@ -173,12 +189,15 @@ class _Run:
         optimizer = build_optimizer(self.net, self.settings)
         scheduler = build_scheduler(optimizer, self.settings, len(train))
         self.best = BestCheckpoint(self.settings.best_metric, self._save)
+        self.guard = Guard(
+            len(data.classes), self.settings.lr, self.device, all_reduce_sum if dist is not None else None
+        )
         self.learner = Learner(self.net, self.net, train, val, optimizer, scheduler,
                                nn.CrossEntropyLoss(label_smoothing=self.settings.label_smoothing), self.precision,
                                max_epochs=plan.epochs.epochs, set_mode=lambda m: set_train_mode(m, self.settings.freeze),
                                reduce=all_reduce_sum if dist is not None else None,
                                callbacks=[self.best, EarlyStop(self.best, self.settings.early_stop_patience),
-                                          ScheduleEnd(), LastCheckpoint(self._save)])  # fmt: skip
+                                          ScheduleEnd(), LastCheckpoint(self._save)], guard=self.guard)  # fmt: skip
         self.callbacks = TrainCallbacks()
         if checkpoint is not None:
             self._restore(checkpoint)
@@ -221,6 +240,8 @@ class _Run:
         self.callbacks = callbacks
         if callbacks.on_epoch is not None:
             self.learner.callbacks.append(EpochReport(callbacks.on_epoch))
+        if callbacks.on_runaway is not None:
+            self.learner.callbacks.append(RunawayReport(callbacks.on_runaway))
         log = None
         if callbacks.on_step is not None:
             on_step = callbacks.on_step
@@ -268,7 +289,17 @@ class _Run:
     def result(self, status: str, test: dict, predictions: dict | None, wall_s: float) -> FitResult:
         lr = self.learner
         return FitResult(status, list(lr.history), test, predictions, self.best.epoch, self.best.value, lr.stop,
-                         lr.step, wall_s, self.plan, str(self.device), self.folder, self.data.dropped)  # fmt: skip
+                         lr.step, wall_s, self.plan, str(self.device), self.folder, self.data.dropped,
+                         [e.to_dict() for e in self.guard.events],
+                         self.verdict() if status == "completed" else None)  # fmt: skip
+
+    def verdict(self) -> Verdict:
+        """Whether the run learned (``core.train.verdict``): the guard's give-up, chance on the validation images,
+        a training loss that did not fall."""
+        val = self.data.labels[torch.as_tensor(self.data.indices["val"], dtype=torch.long)]
+        counts = {c: int((val == i).sum()) for i, c in enumerate(self.data.classes)}
+        given_up = self.guard.events[-1].words() if self.guard.gave_up else None
+        return judge(gave_up=given_up, epochs=self.learner.history, first_loss=self.guard.first, val_counts=counts)
 
 
 def _memory_format(device: torch.device) -> torch.memory_format:

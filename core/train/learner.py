@@ -6,6 +6,10 @@ Each epoch ends in two rounds over the callbacks, in their order: :meth:`Callbac
 best epoch? stop now?), then :meth:`Callback.after_decisions` acts (write ``best.pt``, then ``last.pt``, then
 report), so a checkpoint always holds every decision of its epoch. What a callback must remember across a resume it
 gives in :meth:`Callback.state` and takes back in :meth:`Callback.load`; the checkpoint keeps it in ``metrics``.
+
+The divergence guard (``core.train.guard``) is the one callback that acts mid-epoch: it watches every step's loss,
+and when the loss ran away the epoch stops, the learner goes back to its last good state with a lower rate, and
+:meth:`Callback.after_restart` tells the others (``last.pt`` is written again, the event reported).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -23,6 +27,9 @@ from core.train.batches import Batches
 from core.train.loop import StepLog, Tally, evaluate, train_one_epoch
 from core.train.optim import Precision
 from core.train.schedules import Cycles, Plateau
+
+if TYPE_CHECKING:
+    from core.train.guard import Guard, Runaway
 
 
 class Callback:
@@ -36,6 +43,9 @@ class Callback:
 
     def after_cancel(self, learner: Learner) -> None:
         """The run was cancelled mid-epoch or mid-validation."""
+
+    def after_restart(self, learner: Learner, event: Runaway) -> None:
+        """The loss ran away: the learner is back at its last good state, with a lower rate (or it gave up)."""
 
     def state(self) -> dict[str, Any]:
         return {}
@@ -52,11 +62,12 @@ class Learner:
                  scheduler: torch.optim.lr_scheduler.LambdaLR, criterion: nn.Module, precision: Precision, *,
                  max_epochs: int, set_mode: Callable[[nn.Module], Any],
                  reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 callbacks: list[Callback] | None = None) -> None:  # fmt: skip
+                 callbacks: list[Callback] | None = None, guard: Guard | None = None) -> None:  # fmt: skip
         self.model, self.net, self.train_batches, self.val_batches = model, net, train, val
         self.optimizer, self.scheduler, self.criterion, self.precision = optimizer, scheduler, criterion, precision
         self.max_epochs, self.set_mode, self.reduce = max_epochs, set_mode, reduce
-        self.callbacks = list(callbacks or [])
+        # The guard comes last: it keeps the state of an epoch once every other callback has acted on it.
+        self.callbacks, self.guard = [*(callbacks or []), *([guard] if guard is not None else [])], guard
         self.history: list[dict[str, float]] = []
         self.epoch = self.step = self.batch = 0  # epochs completed, steps, batches into the current epoch
         self.stop = False  # a callback ended the run (early stopping, the schedule's end)
@@ -70,11 +81,16 @@ class Learner:
 
     def fit(self, cancel: threading.Event | None, log: StepLog | None = None) -> str:
         """Epochs until the cap, a callback's stop or ``cancel``; returns ``completed`` or ``cancelled``."""
+        if self.guard is not None:
+            self.guard.keep(self)  # the state to go back to if the first epoch runs away: the start (or the resume)
         while self.epoch < self.max_epochs and not self.stop:
             self.set_mode(self.model)
             began = time.perf_counter()
             self._train_epoch(cancel, log)
             self.partial_seconds += time.perf_counter() - began
+            if self.guard is not None and self.guard.ran_away():  # every rank asks, all get one answer
+                self._restart(log)
+                continue
             if self.batch < len(self.train_batches):  # cancelled mid-epoch
                 return self._cancelled()
             began = time.perf_counter()
@@ -92,7 +108,8 @@ class Learner:
     def _train_epoch(self, cancel: threading.Event | None, log: StepLog | None) -> None:
         batches = self.train_batches.epoch(self.epoch, start_batch=self.batch)
         step = train_one_epoch(self.model, batches, self.optimizer, self.scheduler, self.criterion, self.precision,
-                               tally=self.tally, step=self.step, log=log, cancel=cancel)  # fmt: skip
+                               tally=self.tally, step=self.step, log=log, cancel=cancel,
+                               after_step=self.guard.watch if self.guard is not None else None)  # fmt: skip
         self.batch += step - self.step
         self.step = step
 
@@ -108,6 +125,15 @@ class Learner:
         self.history.append({"epoch": self.epoch, **metrics})
         self.batch, self.partial_seconds, self.tally = 0, 0.0, Tally.zero(self.train_batches.device)
         return metrics
+
+    def _restart(self, log: StepLog | None) -> None:
+        """The loss ran away: back to the last good state at a lower rate (or, given up, to stop there)."""
+        assert self.guard is not None
+        event = self.guard.restart(self)
+        if log is not None:  # the progress window held the runaway steps
+            log.window, log.since = Tally.zero(self.train_batches.device), time.perf_counter()
+        for callback in self.callbacks:
+            callback.after_restart(self, event)
 
     def _cancelled(self) -> str:
         for callback in self.callbacks:
@@ -168,6 +194,11 @@ class BestCheckpoint(Callback):
         if self.improved:
             self.save("best")
 
+    def after_restart(self, learner: Learner, event: Runaway) -> None:
+        # The guard gave up before any epoch ended: the run ends at its start, and a finished run has a best.pt.
+        if event.gave_up and self.epoch is None:
+            self.save("best")
+
     def state(self) -> dict[str, Any]:
         return {"best_value": self.value, "best_key": self.key, "best_epoch": self.epoch, "bad_epochs": self.bad_epochs}
 
@@ -199,6 +230,9 @@ class LastCheckpoint(Callback):
     def after_cancel(self, learner: Learner) -> None:
         self.save("last")
 
+    def after_restart(self, learner: Learner, event: Runaway) -> None:
+        self.save("last")  # with the lower rate and the event: a crash now resumes from here, not before it
+
 
 class EpochReport(Callback):
     """Reports each epoch (numbered from 1) with the run's length as now decided (``planned_epochs``)."""
@@ -215,3 +249,14 @@ def best_key(metric: str, metrics: dict[str, float]) -> tuple[float, float]:
     if metric == "val_loss":
         return -metrics["val_loss"], metrics["val_acc"]
     return metrics["val_acc"], -metrics["val_loss"]
+
+
+class RunawayReport(Callback):
+    """Reports the divergence guard's events (every one so far) each time it steps in."""
+
+    def __init__(self, report: Callable[[list[dict[str, Any]]], None]) -> None:
+        self.report = report
+
+    def after_restart(self, learner: Learner, event: Runaway) -> None:
+        if learner.guard is not None:
+            self.report([e.to_dict() for e in learner.guard.events])

@@ -15,6 +15,10 @@ exactly the same images), and at the end ``test_predictions.parquet`` (every tes
 ``core.train.predictions``: what the Evaluate page reads). Metrics go to the run store under the keys below: per
 step ``STEP_KEYS`` (step = global step) and per epoch ``EPOCH_KEYS`` (step = epoch number, from 1), plus
 ``test_*`` at the end.
+
+What the divergence guard did (``core.train.guard``) is the run's ``runaways`` param (every event, with its words),
+written as it happens; a completed run's verdict (``core.train.verdict``) its ``outcome``, ``outcome_why`` and
+``chance`` params. ``core.train.verdict.outcome_of`` reads them for the pages and ``train --json``.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from core.train.run_folder import (
     save_splits,
 )
 from core.train.runplan import RunPlan
+from core.train.verdict import RUNAWAYS, outcome_of
 
 if TYPE_CHECKING:  # torch is imported only by the runs that use it
     from core.train.distributed import DistContext
@@ -164,7 +169,7 @@ def run_training(ctx: JobContext, ws: Workspace, source: TrainConfig | RunPlan, 
         start = str(starting_weights(checkpoint_path(ws, config.from_run), prepared, folder))
     logger = _MetricLogger(ctx, prepared.plan)
     callbacks = TrainCallbacks(on_start=logger.on_start, on_step=logger.on_step, on_epoch=logger.on_epoch,
-                               on_checkpoint=logger.on_checkpoint)  # fmt: skip
+                               on_checkpoint=logger.on_checkpoint, on_runaway=logger.on_runaway)  # fmt: skip
     last = checkpoint_path(ws, ctx.run_id, "last")
     result = fit(prepared, callbacks=callbacks, cancel=ctx.cancel if dist is None else None, checkpoint_dir=folder,
                  resume_from=last if resume and last.is_file() else None, dist=dist, start_weights=start)  # fmt: skip
@@ -176,6 +181,8 @@ def run_training(ctx: JobContext, ws: Workspace, source: TrainConfig | RunPlan, 
         ctx.store.log_metrics(ctx.run_id, [(f"test_{k}", 0, float(v)) for k, v in result.test.items() if _number(v)])
     if result.test_predictions is not None:
         _keep_predictions(ctx.store, ctx.run_id, folder, result.test_predictions, result.test.get("epoch"))
+    if result.verdict is not None:  # before the status: a run reads as finished only with its verdict
+        ctx.store.log_params(ctx.run_id, result.verdict.params())
     return result.status
 
 
@@ -267,6 +274,10 @@ class _MetricLogger:
         self.flush()
         self.ctx.store.log_params(self.ctx.run_id, {EPOCHS_TRAINED: int(epoch)})  # a field, never recounted
 
+    def on_runaway(self, events: list[dict]) -> None:
+        self.flush()  # the steps before it first: the curve shows the loss that ran away
+        self.ctx.store.log_params(self.ctx.run_id, {RUNAWAYS: events})
+
     def on_checkpoint(self, path: Path, kind: str) -> None:
         if kind not in self.artifacts:  # the file is rewritten in place each epoch: one pointer is enough
             self.ctx.store.add_artifact(self.ctx.run_id, kind, path)
@@ -342,6 +353,7 @@ def result_json(store: RunStore, run_id: int, ws: Workspace | None = None) -> di
         "arch": run.arch,
         "parent_id": run.parent_id,
         "checkpoint": str(best) if best is not None and best.is_file() else None,
+        **outcome_of(store, run_id),
     }
 
 

@@ -153,3 +153,16 @@ def build_scheduler(
     """A per-batch ``LambdaLR`` over :func:`lr_factor` (its state is the step count, plus the :class:`Cycles`
     or :class:`Plateau` state for those schedules: resumes exactly)."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, steps_per_epoch))
+
+
+def scale_rates(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR, scale: float) -> None:
+    """Every group's rate at ``scale`` of the run's own, the whole schedule with it (warm-up, peak, decay): the
+    divergence guard's lower rate (``core.train.guard``). Called on a schedule and optimizer just loaded from a state
+    whose rates were the run's own; both keep the new rates in their state dicts, so a resume goes on with them."""
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+    own = [group["initial_lr"] for group in optimizer.param_groups]
+    scheduler.base_lrs = [rate * scale for rate in own]
+    for group, factor, base in zip(optimizer.param_groups, scheduler.lr_lambdas, scheduler.base_lrs, strict=True):
+        group["lr"] = base * factor(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # what get_last_lr reports
