@@ -64,13 +64,7 @@ if estimate.button("Estimate the time", icon=":material/timer:", key="train_esti
         st.info(seen.plan.epochs.time_words(seconds), icon=":material/timer:")
     except CoreError as exc:  # a run too big for the memory: its steps are not timed either
         train_form.show_problem(exc)
-if find.button("Find a learning rate", icon=":material/query_stats:", key="train_find_lr",
-               help="A short sweep of rising rates on the training images (fastai's lr_find); the rate it suggests "
-               "goes into the learning-rate field. Nothing is saved."):  # fmt: skip
-    found = lr_find.find(seen.plan)
-    if found is not None:  # the form starts again from these settings, the suggested rate filled in
-        st.session_state[runs.TRAIN_PREFILL] = {**config.to_dict(), "lr": found["suggested"]}
-        st.rerun()
+lr_find.button(find, seen, config)  # its time beside it; a suggested rate fills the form
 lr_find.show(config.lr)
 if go.button("Start training", type="primary", icon=":material/play_arrow:", key="train_start"):
     try:

@@ -113,3 +113,62 @@ def write_crop(path: Path, photo: Image.Image, job: tuple[int, int, float, int, 
     w, h = max(size, int(photo.width * scale)), max(size, int(photo.height * scale))
     im = photo.resize((w, h), Image.Resampling.BILINEAR) if (w, h) != photo.size else photo
     im.crop((x, y, x + size, y + size)).rotate(90 * turns).save(path, "JPEG", quality=quality)
+
+
+# --- real photos cut into classes (the training recipe's tests and its zoo, bench.bench_recipe) -------------------
+
+
+def photo_regions(n_classes: int) -> list[tuple[str, tuple[float, float, float, float]]]:
+    """(photo stem, region as fractions x0, y0, x1, y1) for ``n_classes`` classes: one whole photo per class while
+    there are photos enough, else each photo cut into 2, then 4, ... side-by-side strips (the strips of one photo
+    share its colours and textures: a harder task than telling photos apart)."""
+    stems = [p.stem for p in photo_files()]
+    if not stems:
+        raise RuntimeError("no real photos installed (scikit-image, scikit-learn or matplotlib)")
+    parts = 1
+    while len(stems) * parts < n_classes:
+        parts *= 2
+    regions = [(stem, (i / parts, 0.0, (i + 1) / parts, 1.0)) for stem in stems for i in range(parts)]
+    return regions[:n_classes]
+
+
+def write_photo_classes(
+    root: Path,
+    counts: list[int] | int,
+    side: int,
+    *,
+    n_classes: int | None = None,
+    gray: bool = False,
+    seed: int = 0,
+    zoom: tuple[float, float] = (0.25, 0.6),
+) -> Path:
+    """``root/<class>/<i>.jpg``: a folder-per-class dataset cut from the real photos (:func:`photo_regions`).
+
+    Each image is a random square crop of its class's region (a ``zoom`` share of the region's shorter side, at a
+    random place), mirrored half the time, with its brightness, contrast and saturation jittered by up to 25%, made
+    ``side`` x ``side`` px (and grey when ``gray``), saved as a JPEG of quality 85-95. ``counts``: images per class
+    (one number for every class, or one per class: an imbalanced set). Deterministic for ``seed``.
+    """
+    from PIL import ImageEnhance
+
+    per_class = [counts] * (n_classes or 0) if isinstance(counts, int) else list(counts)
+    if not per_class:
+        raise ValueError("give n_classes with a single count")
+    photos = load_photos()
+    for k, (stem, (fx0, fy0, fx1, fy1)) in enumerate(photo_regions(len(per_class))):
+        photo = photos[stem]
+        w, h = photo.size
+        x0, y0, rw, rh = fx0 * w, fy0 * h, (fx1 - fx0) * w, (fy1 - fy0) * h
+        folder = root / f"{stem}_{k:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class[k]):
+            rng = np.random.default_rng([seed, k, i])
+            cut = float(rng.uniform(*zoom)) * min(rw, rh)
+            x, y = x0 + float(rng.uniform(0, rw - cut)), y0 + float(rng.uniform(0, rh - cut))
+            im = photo.resize((side, side), Image.Resampling.BILINEAR, box=(x, y, x + cut, y + cut))
+            if rng.random() < 0.5:
+                im = ImageOps.mirror(im)
+            for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
+                im = enhance(im).enhance(float(rng.uniform(0.75, 1.25)))
+            (im.convert("L") if gray else im).save(folder / f"{i}.jpg", quality=int(rng.integers(85, 96)))
+    return root

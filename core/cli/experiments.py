@@ -79,14 +79,22 @@ def cmd_search(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
 
 
 def cmd_lr_find(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
-    from core.train.lr_find import RULE, find_lr
+    from core.train.lr_find import RULE, estimate_seconds, find_lr, preview_sweep
 
-    finding = find_lr(_config(args, ws), ws, steps=args.steps)
-    out = finding.to_json()
-    text = (f"suggested learning rate {finding.suggested:.3g} for {finding.config.optimizer} ({RULE} rule), from "
-            f"{len(finding.lrs)} steps of rates {finding.lrs[0]:.1g} to {finding.lrs[-1]:.2g} in {duration(finding.seconds)}"
-            + ("; the loss blew up at the end, as it should" if finding.diverged else ""))  # fmt: skip
-    return out, text
+    config = _config(args, ws)
+    seen = preview_sweep(config, ws)  # refused here if it cannot fit; None: the data cannot be read (said below)
+    estimate = estimate_seconds(seen, args.steps) if seen is not None else None
+    if estimate is not None and not args.json:  # said before the sweep starts: it may take minutes
+        sys.stderr.write(f"sweeping up to {args.steps} steps of rising learning rates: about {duration(estimate)}\n")
+        sys.stderr.flush()
+    finding = find_lr(seen.plan if seen is not None else config, ws, steps=args.steps)
+    out = {**finding.to_json(), "estimated_seconds": None if estimate is None else round(estimate, 3)}
+    swept = (f"{len(finding.lrs)} steps of rates {finding.lrs[0]:.1g} to {finding.lrs[-1]:.2g} in "
+             f"{duration(finding.seconds)}" + ("; the loss blew up at the end, as it should" if finding.diverged else ""))  # fmt: skip
+    if finding.suggested is None:
+        return out, f"no learning rate suggested: {finding.why}\nfrom {swept}"
+    text = f"suggested learning rate {finding.suggested:.3g} for {finding.config.optimizer} ({RULE} rule), from {swept}"
+    return out, f"{text}\n{finding.why}"
 
 
 def _config(args: argparse.Namespace, ws: Workspace) -> TrainConfig:

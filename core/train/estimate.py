@@ -31,9 +31,21 @@ def estimate_epoch_seconds(source: RunPreview | PreparedData, *, steps: int = 3)
     Raises:
         RunTooBigError: given a preview, a run of it would not fit in the free memory (nothing is built).
     """
+    config, n_train, n_val, _ = _estimate_inputs(source)
+    return epoch_seconds(step_seconds(source, steps=steps), n_train, n_val, min(config.batch_size, max(2, n_train)))
+
+
+def step_seconds(source: RunPreview | PreparedData, *, steps: int = 3) -> float:
+    """Seconds one training step of the run takes: the median of ``steps`` real steps (after one untimed warm-up)
+    of its network at its batch size on random pixels of its input size. The epoch estimate and the
+    learning-rate finder's (``core.train.lr_find``) multiply it.
+
+    Raises:
+        RunTooBigError: given a preview, a run of it would not fit in the free memory (nothing is built).
+    """
     from core.train.models import build_model
 
-    config, n_train, n_val, n_classes = _estimate_inputs(source)
+    config, n_train, _, n_classes = _estimate_inputs(source)
     device = device_for(config.device)
     precision = choose_precision(config.amp, device)
     with torch.random.fork_rng(devices=[]):  # leaves the caller's random streams untouched
@@ -43,8 +55,7 @@ def estimate_epoch_seconds(source: RunPreview | PreparedData, *, steps: int = 3)
         batch = min(config.batch_size, max(2, n_train))
         x = torch.randn(batch, 3, config.image_size, config.image_size, device=device)
         y = torch.randint(0, n_classes, (batch,), device=device)
-        per_step = _time_steps(model, optimizer, precision, x, y, steps)
-    return epoch_seconds(per_step, n_train, n_val, batch)
+        return _time_steps(model, optimizer, precision, x, y, steps)
 
 
 def epoch_seconds(per_step: float, n_train: int, n_val: int, batch: int) -> float:

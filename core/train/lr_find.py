@@ -1,16 +1,33 @@
-"""The learning-rate finder, as fastai's ``lr_find``: a short sweep of rising learning rates on the training split.
+"""The learning-rate finder, as fastai's ``lr_find``: a short sweep of rising learning rates on the training split,
+and a suggestion only where the curve shows one.
 
-The rule (fastai 2.7, ``LRFinder`` and ``valley``, followed step for step):
+The sweep (fastai 2.7, ``LRFinder``, followed step for step):
 
 * a fresh network, exactly as a run of the config would start (architecture, starting weights, freezing,
   optimizer, its backbone/head groups), trains for at most ``STEPS`` (100) batches of the training split while the
   learning rate rises exponentially from ``START_LR`` (1e-7) to ``END_LR`` (10);
 * the loss is smoothed as fastai's ``AvgSmoothLoss`` (exponential average, beta 0.98, start-up bias corrected);
-  the sweep stops early once the smoothed loss exceeds 4 times its lowest value (it diverged) or is not a number;
-* the suggestion is fastai's default, the **valley**: on the curve without its first tenth and its last 5 points,
-  the longest stretch over which the loss keeps falling, and within it the rate a third and a half of a third
-  of the way along (past the flat start, before the steep end). fastai found it more robust than the steepest
-  slope, which a bumpy curve puts anywhere.
+  the sweep stops early once the smoothed loss exceeds 4 times its lowest value (it diverged) or is not a number.
+
+The suggestion (:func:`suggest`) is fastai's **valley**, but only on a curve that fell, and only on its fall:
+
+* the loss must have **fallen**: its lowest point (before the blow-up, by definition) at least ``FALL`` (10%) below
+  where it started (the median of the sweep's first tenth) *and* below the loss of a network that learns nothing
+  but how common each class is (the entropy of the training split's class shares, :func:`prior_loss`). A network
+  that cannot learn (no signal in the labels) falls 0-2% and reaches that loss at best; the digits fall 14-19%,
+  photos cut into classes 35% (the default recipe, 100 steps). Otherwise the curve is **inconclusive**: no rate
+  is suggested, the run's own rate is kept, and the finding says so (``why``);
+* on a curve that fell, the valley rule is applied to the **fall** only: from where the loss is a tenth of the way
+  down from its start to its lowest, to its lowest. fastai applies it to the whole curve (less its first tenth
+  and last 5 steps); on a curve flat from 1e-7 to 3e-2 whose smoothed loss drifts down a little (the network
+  learning the class shares), its longest falling stretch began in that drift, and it suggested 0.00063 for a
+  set that trains to 99.4% at 0.1. Within the fall, the longest falling stretch and the rate a third plus a sixth
+  of the way along it: past the start of the fall, before its bottom;
+* a suggestion ``FAR_BELOW`` (10) or more times under the run's rate says where that rate lies on the curve (still
+  falling, past the bottom, above the start, or beyond where the sweep stopped), so the difference is explained.
+
+The time a sweep takes is said before it starts (:func:`estimate_seconds`: a few timed steps of the run's network,
+``core.train.estimate.step_seconds``, times the sweep's steps).
 
 It leaves nothing behind: no run in the store, no checkpoint (a child run's starting weights are prepared in a
 temporary folder), and torch's random state is restored, so a run started afterwards is exactly the run it
@@ -27,13 +44,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from core.common.errors import CoreError
 from core.common.workspace import Workspace
 from core.train.config import TrainConfig
-from core.train.plan import check_run
+from core.train.plan import RunPreview, check_run
 from core.train.runplan import RunPlan
 
 START_LR = 1e-7
@@ -43,39 +61,54 @@ MIN_STEPS, MAX_STEPS = 20, 1000  # fewer cannot show a valley; 1,000 steps are 1
 SMOOTH_BETA = 0.98  # fastai's AvgSmoothLoss
 DIVERGED = 4.0  # the sweep stops when the smoothed loss is this many times its lowest value
 RULE = "valley"
-RULE_WORDS = ("the valley rule (fastai's default): within the longest stretch where the loss keeps falling, the "
-              "rate a little under halfway along, past the flat start and before the steep end")  # fmt: skip
+FALL = 0.1  # the lowest loss must be this share below the start and the know-nothing loss: a fall, not noise
+DESCENT = 0.1  # the fall begins where the loss is this share of the way down from its start to its lowest
+FAR_BELOW = 10.0  # a suggestion this many times under the run's rate says where that rate lies on the curve
+TIMED_STEPS = 3  # steps timed for the estimate (after a warm-up; their median): a 100-step sweep's 4%
+RULE_WORDS = ("the valley rule (fastai's default) on the part of the curve where the loss falls: within the longest "
+              "falling stretch, the rate a little under halfway along; no rate when the loss did not clearly fall")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """What a curve suggests: a rate and its smoothed loss (None when the curve is inconclusive), and why, in words."""
+
+    rate: float | None
+    loss: float | None
+    why: str
 
 
 @dataclass
 class LrFinding:
-    """What a sweep found: every step's rate and smoothed loss, and the suggested rate."""
+    """What a sweep found: every step's rate and smoothed loss, the suggested rate (None: inconclusive) and why."""
 
     lrs: list[float]
     losses: list[float]  # smoothed
-    suggested: float
-    suggested_loss: float
+    suggested: float | None  # None: the loss did not fall, the run's rate is kept
+    suggested_loss: float | None
+    why: str  # the suggestion, or why there is none, in words
+    rate: float  # the run's own rate (the recipe's, or the one given), kept when nothing is suggested
     diverged: bool  # stopped early because the loss blew up (the usual end: the rates went past useful)
     seconds: float
     config: TrainConfig  # the settings the sweep trained with (its plan's, lr aside)
 
     def to_json(self) -> dict[str, Any]:
-        return {"lrs": self.lrs, "losses": self.losses, "suggested": self.suggested, "rule": RULE,
-                "steps": len(self.lrs), "diverged": self.diverged, "seconds": round(self.seconds, 3),
-                "arch": self.config.arch, "optimizer": self.config.optimizer}  # fmt: skip
+        return {"lrs": self.lrs, "losses": self.losses, "suggested": self.suggested, "why": self.why,
+                "run_lr": self.rate, "rule": RULE, "steps": len(self.lrs), "diverged": self.diverged,
+                "seconds": round(self.seconds, 3), "arch": self.config.arch, "optimizer": self.config.optimizer}  # fmt: skip
 
 
 def find_lr(source: TrainConfig | RunPlan, ws: Workspace, *, steps: int = STEPS, start_lr: float = START_LR,
             end_lr: float = END_LR, progress: Callable[[str, float], None] | None = None) -> LrFinding:  # fmt: skip
     """Sweep the learning rate for a run (its config, or its plan: the Train page's) on its training split and
-    suggest one (see the module docstring).
+    suggest one where the curve shows one (see the module docstring).
 
     Args:
         progress: called with (what is happening, share done) while it prepares and sweeps.
 
     Raises:
         ConfigError: a bad option. DatasetError: the data cannot be trained on. CoreError: a sweep too short to
-            suggest anything.
+            judge anything.
     """
     from core.train.prepare import prepare
 
@@ -83,12 +116,13 @@ def find_lr(source: TrainConfig | RunPlan, ws: Workspace, *, steps: int = STEPS,
         raise CoreError(f"a learning-rate sweep needs at least {MIN_STEPS} steps (at most {MAX_STEPS}) and 0 < start "
                         f"< end (got {steps} steps, {start_lr:g} to {end_lr:g})")  # fmt: skip
     began = time.perf_counter()
-    if isinstance(source, RunPlan):  # it trains as a run would, in this process: refused if it cannot fit
+    if isinstance(source, RunPlan):  # it trains as a run would, in this process
         source = replace(source, config=replace(source.config, ranks=1))
-        check_run(source, ws)
-    else:
-        seen = check_run(replace(_with_parent(source.validate(), ws), ranks=1), ws)
-        source = seen.plan if seen is not None else _with_parent(source, ws)  # unreadable: prepare says why
+    seen = preview_sweep(source, ws)
+    if seen is not None:
+        source = seen.plan
+    elif isinstance(source, TrainConfig):  # unreadable data: prepare says why
+        source = _with_parent(source, ws)
     _say(progress, "reading the images", 0.0)
     data = prepare(source, ws)
     with tempfile.TemporaryDirectory(prefix="lr-find-") as scratch:
@@ -100,8 +134,31 @@ def find_lr(source: TrainConfig | RunPlan, ws: Workspace, *, steps: int = STEPS,
     if len(lrs) < 20:
         raise CoreError(f"the loss blew up after {len(lrs)} steps, before any rate could be judged; lower the "
                         "starting rate or check the data")  # fmt: skip
-    suggested, loss = valley(lrs, losses)
-    return LrFinding(lrs, losses, suggested, loss, diverged, time.perf_counter() - began, settings)
+    counts = torch.bincount(data.labels[torch.as_tensor(data.indices["train"])], minlength=len(data.classes))
+    rate, chosen = data.plan.lr, bool(data.plan.config.lr)
+    found = suggest(lrs, losses, prior=prior_loss(counts.tolist(), settings.label_smoothing), rate=rate, chosen=chosen)
+    return LrFinding(lrs, losses, found.rate, found.loss, found.why, rate, diverged, time.perf_counter() - began,
+                     settings)  # fmt: skip
+
+
+def preview_sweep(source: TrainConfig | RunPlan, ws: Workspace) -> RunPreview | None:
+    """The run a sweep trains as (in this process: one rank), refused if it cannot fit; None when its data cannot
+    be read (preparing it then says why)."""
+    if isinstance(source, RunPlan):
+        return check_run(replace(source, config=replace(source.config, ranks=1)), ws)
+    return check_run(replace(_with_parent(source.validate(), ws), ranks=1), ws)
+
+
+def estimate_seconds(seen: RunPreview, steps: int = STEPS) -> float:
+    """About how long a sweep of ``steps`` steps of the run ``seen`` takes: a few of its steps timed here
+    (``core.train.estimate.step_seconds``) times ``steps`` (the sweep may stop sooner, when the loss blows up).
+
+    Raises:
+        RunTooBigError: the run would not fit in the free memory (nothing is built).
+    """
+    from core.train.estimate import step_seconds
+
+    return step_seconds(seen, steps=TIMED_STEPS) * steps
 
 
 def _with_parent(config: TrainConfig, ws: Workspace) -> TrainConfig:
@@ -195,15 +252,52 @@ def _batches(config: TrainConfig, data: Any, device: torch.device):
     return batches
 
 
-def valley(lrs: Sequence[float], losses: Sequence[float]) -> tuple[float, float]:
-    """fastai's ``valley`` suggestion on a sweep: (learning rate, its smoothed loss).
+def suggest(lrs: Sequence[float], losses: Sequence[float], *, prior: float | None, rate: float,
+            chosen: bool = False) -> Suggestion:  # fmt: skip
+    """The suggestion of a sweep's curve (rates, smoothed losses), or why there is none (see the module docstring).
 
-    As fastai, the first tenth of the sweep (the flat start, the loss still barely moved) and its last 5 steps
-    (the blow-up) are left out first; then the longest strictly falling run of losses (a longest decreasing
-    subsequence) is found, and the rate at a third plus a sixth of its length is suggested.
+    Args:
+        prior: the loss of a network that knows only the class shares (:func:`prior_loss`); None if unknown.
+        rate: the run's own rate (kept when nothing is suggested; compared with the suggestion).
+        chosen: ``rate`` was given by the person (else the recipe chose it).
     """
-    skip = len(lrs) // 10
-    rates, values = list(lrs[skip:-5]), list(losses[skip:-5])
+    n = len(losses)
+    start = float(np.median(losses[: max(3, n // 10)]))
+    bottom = int(np.argmin(losses))
+    lowest = float(losses[bottom])
+    whose = "your rate" if chosen else "the recipe's rate"
+    if not lowest <= (1 - FALL) * (start if prior is None else min(start, prior)):
+        known = "" if prior is None else f"; a network that learns only how common each class is gets {prior:.2f}"
+        return Suggestion(None, None, f"the loss did not fall anywhere in the range: keeping {whose} {rate:g} (it "
+                                      f"started at {start:.2f} and got no lower than {lowest:.2f}{known})")  # fmt: skip
+    level = start - DESCENT * (start - lowest)
+    begins = max((i for i in range(bottom) if losses[i] >= level), default=0)
+    index = begins + valley_index(losses[begins : bottom + 1]) if bottom > begins else bottom
+    found = float(lrs[index])
+    why = (f"the loss fell from {start:.2f} to {lowest:.2f} (at {lrs[bottom]:.2g}); suggested {found:.2g}, a little "
+           f"under halfway down that fall (fastai's valley rule)")  # fmt: skip
+    if rate >= FAR_BELOW * found:
+        why += f"; that is {rate / found:.0f}x below {whose} {rate:g}: " + _where(lrs, losses, rate, bottom, start)
+    return Suggestion(found, float(losses[index]), why)
+
+
+def _where(lrs: Sequence[float], losses: Sequence[float], rate: float, bottom: int, start: float) -> str:
+    """Where ``rate`` lies on the curve, in words: why a suggestion far below it was made."""
+    if rate > lrs[-1] * 1.05:
+        return f"the sweep stopped at {lrs[-1]:.2g}, when the loss blew up, before it reached that rate"
+    at = min(range(len(lrs)), key=lambda i: abs(math.log(lrs[i] / rate)))
+    if at <= bottom:
+        return ("at that rate the loss was still falling, so it suits this data too; the valley rule takes a more "
+                "cautious one")  # fmt: skip
+    if losses[at] > start:
+        return "at that rate the loss had risen above where it started"
+    return f"at that rate the loss was past its lowest and rising again ({losses[at]:.2f} against {losses[bottom]:.2f})"
+
+
+def valley_index(values: Sequence[float]) -> int:
+    """fastai's ``valley`` pick on a stretch of a curve: the longest strictly falling run of ``values`` (a longest
+    decreasing subsequence), and the position a third plus a sixth of its length along it (fastai counts the run
+    from one before its first point)."""
     n = len(values)
     if n < 2:
         raise CoreError("too few steps to suggest a learning rate")
@@ -215,8 +309,19 @@ def valley(lrs: Sequence[float], losses: Sequence[float]) -> tuple[float, float]
             if lengths[end] < lengths[i]:
                 end, start = i, i - lengths[i]
     third = (end - start) / 3
-    index = start + int(third) + int(third / 2)
-    return float(rates[index]), float(values[index])
+    return min(n - 1, max(0, start + int(third) + int(third / 2)))
+
+
+def prior_loss(counts: Sequence[int], label_smoothing: float = 0.0) -> float | None:
+    """The training loss of a network that learns nothing but how common each class is (``counts`` images per
+    class): the entropy of the targets' average, label smoothing spreading ``label_smoothing`` of each evenly.
+    A curve that only gets there did not learn from the images. None for no images."""
+    total = sum(counts)
+    if not total:
+        return None
+    k = len(counts)
+    shares = [(1 - label_smoothing) * c / total + label_smoothing / k for c in counts]
+    return -sum(p * math.log(p) for p in shares if p > 0)
 
 
 def _say(progress: Callable[[str, float], None] | None, what: str, share: float) -> None:
