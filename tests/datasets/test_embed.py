@@ -91,7 +91,9 @@ def test_sample_per_class_keeps_every_class_in_proportion() -> None:
     assert "one" in set(tiny["label"])
 
 
-@pytest.mark.parametrize(("method", "n", "message"), [("umap", 10, "projection 'umap': choose one of pca, tsne"), ("pca", 2, "at least 3")])
+@pytest.mark.parametrize(
+    ("method", "n", "message"), [("umap", 10, "projection 'umap': choose one of pca, tsne"), ("pca", 2, "at least 3")]
+)
 def test_project_refuses_an_unknown_method_or_too_few_images(method: str, n: int, message: str) -> None:
     with pytest.raises(CoreError, match=message):
         embed.project(np.zeros((n, 12), dtype=np.float32), method)

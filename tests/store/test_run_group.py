@@ -41,7 +41,9 @@ def test_the_store_keeps_the_old_string_and_hands_out_the_group(tmp_path: Path) 
     other = store.create_run(dataset="d", group="g1")
     assert store.get_run(trial).group == f"search-{search}"
     assert [r.run_id for r in store.list_runs(group=RunGroup("search", search))] == [old, trial]
-    assert store.get_run(old).run_group == RunGroup("search", search) and store.get_run(old).in_group("search") == search
+    assert (
+        store.get_run(old).run_group == RunGroup("search", search) and store.get_run(old).in_group("search") == search
+    )
     assert store.get_run(old).in_group("sweep") is None
     assert store.get_run(other).run_group is None and store.get_run(search).run_group is None
 
