@@ -61,7 +61,8 @@ def core_imports(source: Path, *, runtime_only: bool = False) -> set[str]:
     typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and _is_type_checking(block.test)
                    for stmt in block.body for n in ast.walk(stmt)}  # fmt: skip
     found: set[str] = set()
-    for node in import_nodes(source):
+    # The nodes of this tree: ids of another parse's nodes never match (and a freed node's id can be reused).
+    for node in (n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)):
         if runtime_only and id(node) in typing_only:
             continue
         if isinstance(node, ast.Import):
