@@ -96,19 +96,11 @@ def _a_search_stopped_midway_shows_its_trials_stopped(page, server: str, store: 
     page.goto(f"{server}/search")
     expect(page.get_by_role("heading", name="Search settings")).to_be_visible(timeout=120_000)
     page.get_by_text("New search on Handwritten digits").click()
-    epochs = page.get_by_test_id("stMultiSelect").filter(has_text="Epochs")  # long trials: 24 epochs
-    epochs.get_by_role("button", name="Remove 2").click()
-    epochs.get_by_role("combobox", name="Epochs").click()
-    page.get_by_role("option", name="24", exact=True).click()
-    page.keyboard.press("Escape")
-    batch = page.get_by_test_id("stMultiSelect").filter(has_text="Images per step")  # and small steps
-    batch.get_by_role("button", name="Remove 64").click()
-    batch.get_by_role("combobox", name="Images per step").click()
-    page.get_by_role("option", name="16", exact=True).click()
-    page.keyboard.press("Escape")
+    _swap(page, "Epochs", "2", "24")  # long trials: 24 epochs
+    _swap(page, "Images per step", "64", "16")  # and small steps
     # Each change reruns the page; on a busy machine the click came during a rerun and no search started (once in
     # a run beside another suite). Click once the page has settled.
-    expect(page.get_by_test_id("stStatusWidgetRunningIcon")).to_have_count(0, timeout=120_000)
+    _settled(page)
     page.get_by_role("button", name="Start the search").click()
     wait_until(lambda: len(store.list_runs(kind="search")) == 2, timeout=120, what="the second search")
     second = store.list_runs(kind="search")[0].run_id
@@ -124,6 +116,35 @@ def _a_search_stopped_midway_shows_its_trials_stopped(page, server: str, store: 
     expect(page.get_by_role("button", name="Resume")).to_be_enabled()
     assert page.locator('[data-testid="stException"]').count() == 0
     page.screenshot(path=str(shots / "search-stopped.png"))
+
+
+def _settled(page) -> None:
+    """Wait until the page is not rerunning (a widget's change reruns it)."""
+    from playwright.sync_api import expect
+
+    expect(page.get_by_test_id("stStatusWidgetRunningIcon")).to_have_count(0, timeout=120_000)
+
+
+def _swap(page, box_name: str, old: str, new: str) -> None:
+    """In the multiselect ``box_name``, remove ``old`` and pick ``new``. Each change reruns the page, and a list
+    opened during a rerun can be redrawn shut before its option is clicked (in CI: the option was never found):
+    open it once the page has settled, and again if it closed."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    box = page.get_by_test_id("stMultiSelect").filter(has_text=box_name)
+    box.get_by_role("button", name=f"Remove {old}").click()
+    for _ in range(4):
+        _settled(page)
+        box.get_by_role("combobox", name=box_name).click()
+        try:
+            page.get_by_role("option", name=new, exact=True).click(timeout=15_000)
+            break
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+    else:
+        raise AssertionError(f"the option {new} of {box_name} never showed")
+    page.keyboard.press("Escape")
+    _settled(page)
 
 
 def _cells(page, text: str):
