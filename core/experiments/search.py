@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 from core.common.errors import CoreError, RunStoreError, check_choice
 from core.common.workspace import Workspace
+from core.experiments.rates import RATE_FACTOR, trial_settings
 from core.experiments.results import metric_value, pruned, search_group
-from core.experiments.space import METHODS, Space, SpaceError, metric, parse_space, space_json
+from core.experiments.space import METHODS, Choice, Space, SpaceError, metric, parse_space, space_json
 from core.store.records import ACTIVE_STATUSES
 from core.train.config import TrainConfig
 from core.train.jobs import JobRegistry
@@ -70,6 +71,7 @@ class SearchSpec:
         check_choice("method", self.method, METHODS)
         metric(self.metric)
         self.base.validate()
+        self._check_rates()
         if isinstance(self.trials, bool) or not isinstance(self.trials, int) or not 0 <= self.trials <= MAX_TRIALS:
             raise SpaceError(f"trials {self.trials!r}: expected a whole number from 0 to {MAX_TRIALS} (0: the whole "
                              f"grid, or {DEFAULT_TRIALS} random draws)")  # fmt: skip
@@ -79,6 +81,22 @@ class SearchSpec:
         if not self.trials and size > MAX_TRIALS:
             raise SpaceError(f"the whole grid is {size:,} trials, more than {MAX_TRIALS:,}: say how many to try")
         return replace(self, trials=min(self.trials or size, size))
+
+    def _check_rates(self) -> None:
+        """Each optimizer's rates at a rate factor's ends are rates ``train`` takes (Adadelta's 1.0 x 100 is not)."""
+        option = self.space.options.get(RATE_FACTOR)
+        if option is None:
+            return
+        ends = option.values if isinstance(option, Choice) else (option.low, option.high)
+        for optimizer in self.space.optimizers(self.base):
+            for factor in (min(ends), max(ends)):
+                settings = trial_settings(self.base, {"optimizer": optimizer, RATE_FACTOR: factor})
+                try:
+                    replace(self.base, **settings).validate()
+                except CoreError as exc:
+                    raise SpaceError(
+                        f"{RATE_FACTOR} {factor:g} gives {optimizer} a rate it cannot take: {exc}"
+                    ) from None
 
     def to_dict(self) -> dict[str, Any]:
         return {"base": self.base.to_dict(), "space": space_json(self.space), "trials": self.trials,
@@ -216,8 +234,9 @@ class _Driver:
         from core.train.runner import submit_training
 
         params = dict(params if params is not None else trial.params)
-        try:
-            config = replace(self.spec.base, **params).validate()
+        try:  # a rate factor becomes the rate of the trial's own optimizer; both are kept with the trial
+            params |= trial_settings(self.spec.base, params)
+            config = replace(self.spec.base, **{k: v for k, v in params.items() if k != RATE_FACTOR}).validate()
             run_id = submit_training(self.registry, self.ws, config, group=str(search_group(self.search_id)),
                                      parent_id=self.search_id)  # fmt: skip
         except CoreError as exc:  # settings that cannot train together: this trial fails, the search goes on

@@ -6,6 +6,11 @@ dashes) to a list of values or to a range::
     {"optimizer": ["sgd", "adam"], "batch_size": [32, 64],
      "lr": {"low": 0.001, "high": 0.3, "log": true}, "epochs": {"low": 2, "high": 6}}
 
+The learning rate is best searched around each trial's own optimizer's usual rate: ``"lr": "usual"`` stands for
+``"lr_factor": {"low": 0.1, "high": 3, "log": true}``, the rate as a multiple of that usual rate (SGD 0.01-0.3, Adam
+1e-4-3e-3; ``core.experiments.rates`` says why a multiplier). A typed ``lr`` range is kept as given, for every
+optimizer alike; :func:`rate_warnings` says when it lies far outside an optimizer's usual range.
+
 Options not named keep the search's base settings. A range of a whole-number option draws whole numbers. A random
 search draws from ranges as they are (log-uniform with ``"log": true``); a grid search tries every combination, a
 range contributing ``"steps"`` evenly spaced values (default 3; spaced on the log scale with ``"log": true``).
@@ -20,6 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from core.common.errors import ChoiceError, CoreError, check_choice
 from core.common.jsonfile import JsonFileError, parse_json
+from core.common.words import choice_word
+from core.experiments.rates import FACTOR_LIMITS, RATE_FACTOR, USUAL, USUAL_SPAN, factor_words, far_outside
+from core.experiments.rates import starts_trained as _trained
 from core.train.config import ConfigError, TrainConfig, label_of
 
 if TYPE_CHECKING:
@@ -36,6 +44,7 @@ NOT_SEARCHED = ("dataset", "ranks", "from_run")  # one dataset per search; one p
 RANGE_KEYS = {"low", "high", "log", "steps"}
 SPACE_MAX_BYTES = 2**20  # a space names a few options: a megabyte is thousands of values
 FIELD_TYPES = {f.name: list if f.default is MISSING else type(f.default) for f in fields(TrainConfig)}
+FIELD_TYPES[RATE_FACTOR] = float  # not a training option: each trial's rate, as a multiple of its optimizer's usual
 
 
 class SpaceError(CoreError):
@@ -139,12 +148,20 @@ class Space:
             raise SpaceError(f"a grid of up to {most:,} combinations: a grid search takes at most {MAX_GRID:,} "
                              "combinations; give fewer values or steps, or use random draws")  # fmt: skip
 
-    def describe(self) -> list[str]:
-        """One line per option, in words, for pages and the command line."""
+    def optimizers(self, base: TrainConfig | None = None) -> tuple[str, ...]:
+        """The optimizers the trials train with: the space's, else the base settings' one."""
+        option = self.options.get("optimizer")
+        return option.values if isinstance(option, Choice) else ((base or TrainConfig()).optimizer,)
+
+    def describe(self, base: TrainConfig | None = None) -> list[str]:
+        """One line per option, in words, for pages and the command line (``base``: the search's base settings,
+        which say the optimizer when the space does not vary it)."""
         lines = []
         for name, option in self.options.items():
-            if isinstance(option, Choice):
-                lines.append(f"{label_of(name)}: {', '.join(_words(v) for v in option.values)}")
+            if name == RATE_FACTOR:
+                lines.append(_factor_line(option, self.optimizers(base), base is not None and _trained(base)))
+            elif isinstance(option, Choice):
+                lines.append(f"{label_of(name)}: {', '.join(_words(name, v) for v in option.values)}")
             else:
                 scale = "log scale" if option.log else "evenly"
                 lines.append(f"{label_of(name)}: from {option.low:g} to {option.high:g} ({scale})")
@@ -167,9 +184,33 @@ def parse_space(raw: dict[str, Any] | str) -> Space:
     options: dict[str, Choice | Range] = {}
     for key, spec in raw.items():
         name = str(key).replace("-", "_")
+        if name == "lr" and isinstance(spec, str):  # "usual": around each optimizer's usual rate
+            if spec != USUAL:
+                raise SpaceError(f'lr: give "{USUAL}" (around each optimizer\'s usual rate), a list of values or a '
+                                 f'range {{"low": ..., "high": ...}}, got {spec!r}')  # fmt: skip
+            name, spec = RATE_FACTOR, {"low": USUAL_SPAN[0], "high": USUAL_SPAN[1], "log": True}
         _searchable(name)
         options[name] = _range(name, spec) if isinstance(spec, dict) else _choice(name, spec)
+    if {"lr", RATE_FACTOR} <= set(options):
+        raise SpaceError(f"give the learning rate as values or a range (lr) or around each optimizer's usual rate "
+                         f"({RATE_FACTOR} or \"lr\": \"{USUAL}\"), not both")  # fmt: skip
     return Space(options)
+
+
+def rate_warnings(space: Space, base: TrainConfig) -> list[str]:
+    """Warnings in words when the rates the trials use as given (the space's ``lr``, else the base settings' own
+    rate) lie far outside the usual range of an optimizer they train with (``core.experiments.rates.FAR``)."""
+    option = space.options.get("lr")
+    if isinstance(option, Range):
+        rates: tuple[float, ...] = (option.low, option.high)
+    elif isinstance(option, Choice):
+        rates = option.values
+    elif RATE_FACTOR not in space.options:
+        rates = (base.lr,)
+    else:  # around each optimizer's usual rate
+        return []
+    given = [r for r in rates if r > 0] if not isinstance(option, Range) else list(rates)  # 0: the usual rate
+    return far_outside(min(given), max(given), space.optimizers(base), _trained(base)) if any(given) else []
 
 
 def space_json(space: Space) -> dict[str, Any]:
@@ -248,17 +289,32 @@ def _number(name: str, value: Any) -> float:
 
 
 def _check(name: str, value: Any) -> None:
+    if name == RATE_FACTOR:  # the rates it gives each optimizer are checked with the base settings (SearchSpec)
+        if not FACTOR_LIMITS[0] <= value <= FACTOR_LIMITS[1]:
+            raise SpaceError(f"{RATE_FACTOR} {value:g}: expected a multiple of the usual rate from "
+                             f"{FACTOR_LIMITS[0]:g} to {FACTOR_LIMITS[1]:g}")  # fmt: skip
+        return
     try:
         TrainConfig(**{name: value}).validate()
     except (ConfigError, ChoiceError) as exc:
         raise SpaceError(str(exc)) from None
 
 
+def _factor_line(option: Choice | Range, optimizers: tuple[str, ...], pretrained: bool) -> str:
+    if isinstance(option, Choice):
+        times = ", ".join(f"{v:g}x" for v in option.values)
+        each = factor_words(option.values, optimizers, pretrained, span=False)
+        return f"Learning rate: {times} each optimizer's usual rate ({each})"
+    scale = "log scale" if option.log else "evenly"
+    ends = factor_words((option.low, option.high), optimizers, pretrained, span=True)
+    return f"Learning rate: {ends} ({scale}, around each optimizer's usual rate)"
+
+
 def _kind_words(kind: type) -> str:
     return {int: "whole number", float: "number", bool: "true or false", str: "text value"}.get(kind, kind.__name__)
 
 
-def _words(value: Any) -> str:
+def _words(name: str, value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{value:g}" if isinstance(value, float) else choice_word(name, value)  # "SGD (momentum)" for sgd
