@@ -123,13 +123,18 @@ def _filter_word(column: str, value: str) -> str:
     return value_word(column, value) if column in CHOICES else value
 
 
-def show(frame: pd.DataFrame, key: str, *, best: int | None = None, select: bool = True) -> list[int]:
-    """The table in words (``best``: a run id marked and highlighted); returns the run ids ticked."""
+def show(frame: pd.DataFrame, key: str, *, best: int | None = None, select: bool = True,
+         notes: dict[int, str] | None = None) -> list[int]:  # fmt: skip
+    """The table in words (``best``: a run id marked and highlighted; ``notes``: words beside some runs, e.g. a
+    search's trials at chance); returns the run ids ticked."""
     words = in_words(frame)
     if best is not None:
         words.insert(0, "best", ["★ best" if r == best else "" for r in words["run_id"]])
-    config = {**column_config(), "best": st.column_config.TextColumn("", width="small")}
-    shown = words[[c for c in ["best", *SHOWN, "parent_id", "search_id", "trial"] if c in words]]
+    if notes:
+        words["note"] = [notes.get(r, "") for r in words["run_id"]]  # shown after the status
+    config = {**column_config(), "best": st.column_config.TextColumn("", width="small"), "note": "Note"}
+    order = ["best", *SHOWN[:3], "note", *SHOWN[3:], "parent_id", "search_id", "trial"]  # SHOWN[:3]: run, name, status
+    shown = words[[c for c in order if c in words]]
     event = st.dataframe(_formatted(shown, best), hide_index=True, width="stretch", key=key, column_config=config,
                          on_select="rerun" if select else "ignore", selection_mode="multi-row")  # fmt: skip
     rows = event.selection.rows if select and event else []

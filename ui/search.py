@@ -1,5 +1,10 @@
 """The Search page: a space of settings set in the page, the searches with their trials (best highlighted), stop and
-resume. The engine is ``core.experiments.search``; the trials table is the comparison table (``ui.compare``)."""
+resume. The engine is ``core.experiments.search``; the trials table is the comparison table (``ui.compare``).
+
+The learning rate is drawn around each trial's own optimizer's usual rate unless the user types a range
+(``core.experiments.rates``); a typed range far from an optimizer's usual one is kept and said. Trials at chance are
+marked in the table, and the best is chosen among the trials that learned: with none, no best is highlighted and a
+warning says so (``core.experiments.results``)."""
 
 from __future__ import annotations
 
@@ -10,16 +15,17 @@ import streamlit as st
 from core.common.errors import CoreError
 from core.common.untrusted import whole_number
 from core.common.words import AUTOMATIC, STATUS_WORDS
-from core.experiments.results import best_trial, search_group, trial_rows, trials
+from core.experiments.rates import USUAL, USUAL_SPAN, factor_words
+from core.experiments.results import best_trial, best_words, scored_trials, search_group, trial_rows, trials
 from core.experiments.search import DEFAULT_TRIALS, MAX_TRIALS, SearchSpec
-from core.experiments.space import METRICS, Space, SpaceError, metric, parse_space
+from core.experiments.space import METRICS, Space, SpaceError, metric, parse_space, rate_warnings
 from core.store.records import RunRecord
 from core.store.runs import RunStore
 from core.train.archs import ARCHS
 from core.train.config import AUGMENT_CHOICES, OPTIMIZERS, TrainConfig, choices, label_of, limits
 from ui import compare
 from ui.common import show_error, value_word
-from ui.state import dataset_title, run_store, searches
+from ui.state import dataset_title, run_store, searches, workspace
 from ui.text import plain
 
 SEARCH = "search"  # URL parameter: the search shown
@@ -34,6 +40,11 @@ OFFERED = {  # option -> (values offered, chosen at first)
 }
 LISTS = {name: (label_of(name), *rest) for name, rest in OFFERED.items()}  # option -> (label, offered, chosen)
 SEARCH_STATUS = {**STATUS_WORDS, "running": "searching"}  # a search runs trials: it is not itself training
+RATE_HOW = {"usual": "Around each optimizer's usual rate", "range": "Between two values, for every optimizer",
+            "fixed": "Not varied: each optimizer's usual rate"}  # fmt: skip
+RATE_HELP = (f"Around the usual rate: a tenth to 3 times it, on a log scale "
+             f"({factor_words(USUAL_SPAN, ('sgd', 'adam'), False, span=True)}). Between two values: one range on a log "
+             "scale for every optimizer, though their usual rates lie 100 times apart.")  # fmt: skip
 
 
 def _word(name: str, value: Any) -> str:
@@ -45,11 +56,13 @@ def new_search(dataset: str) -> SearchSpec | None:
     with st.form("search_form", border=False):
         st.markdown("**What to vary.** An option with one value is fixed for every trial; with several, the trials "
                     "try them.")  # fmt: skip
-        vary_lr = st.checkbox("Learning rate: drawn on a log scale between", value=True, key="search_vary_lr")
-        low_col, high_col, _ = st.columns([1, 1, 2])
+        how = st.radio("Learning rate", list(RATE_HOW), format_func=RATE_HOW.get, key="search_lr", horizontal=True,
+                       help=RATE_HELP)  # fmt: skip
+        low_col, high_col, note_col = st.columns([1, 1, 2], vertical_alignment="bottom")
         top = float(limits("lr")[1])  # the training option's own bound (core.train.config.BOUNDS)
         low = low_col.number_input("from", value=0.01, min_value=1e-6, max_value=top, format="%g", key="search_lr_low")
         high = high_col.number_input("to", value=0.3, min_value=1e-6, max_value=top, format="%g", key="search_lr_high")
+        note_col.caption("These two values are used with “Between two values” (on a log scale).")
         values = {}
         for cols in (list(LISTS)[:4], list(LISTS)[4:]):
             for col, name in zip(st.columns(4), cols, strict=False):
@@ -69,7 +82,7 @@ def new_search(dataset: str) -> SearchSpec | None:
     if not started:
         return None
     try:
-        space, fixed = _space(values, (low, high) if vary_lr else None)
+        space, fixed = _space(values, how, (low, high))
         base = TrainConfig(dataset=dataset, **fixed).validate()
         return SearchSpec(base, space, int(n), method, ranked, prune)
     except CoreError as exc:
@@ -81,8 +94,9 @@ PRUNE_HELP = ("Successive halving: after epochs 1, 3, 9... a trial goes on only 
               "the top third of the trials that got that far; the others stop there and free their cores.")  # fmt: skip
 
 
-def _space(values: dict[str, list], rate: tuple[float, float] | None) -> tuple[Space, dict[str, Any]]:
-    """The space (options given several values, the rate range) and the fixed settings (options given one)."""
+def _space(values: dict[str, list], how: str, rate: tuple[float, float]) -> tuple[Space, dict[str, Any]]:
+    """The space (options given several values, the rate as ``how`` says: ``RATE_HOW``) and the fixed settings
+    (options given one)."""
     raw: dict[str, Any] = {}
     fixed: dict[str, Any] = {}
     for name, chosen in values.items():
@@ -92,7 +106,9 @@ def _space(values: dict[str, list], rate: tuple[float, float] | None) -> tuple[S
             fixed[name] = chosen[0]
         else:
             raw[name] = list(chosen)
-    if rate is not None:
+    if how == "usual":
+        raw["lr"] = USUAL
+    elif how == "range":
         raw["lr"] = {"low": min(rate), "high": max(rate), "log": True}
     if not raw:
         raise SpaceError("nothing varies: choose two or more values of a setting, or vary the learning rate")
@@ -132,12 +148,15 @@ def show_search(store: RunStore, search: RunRecord) -> None:
     driven = searches().active(search.run_id)
     spec = search.config
     chosen = metric(spec["metric"])
-    rows = trial_rows(store, search.run_id, chosen.name)
+    rows = trial_rows(store, search.run_id, chosen.name, workspace())
     ended = [r for r in rows if r["status"] not in ("queued", "running")]
     st.markdown(f"**{SEARCH_STATUS.get(search.status, search.status).capitalize()}** · {len(ended)} of "
                 f"{spec['trials']} trials ended · best by {chosen.words.lower()}"
                 + (" · hopeless trials stop early" if spec.get("prune") else ""))  # fmt: skip
-    st.caption("Varied: " + "; ".join(parse_space(spec["space"]).describe()))
+    space, base = parse_space(spec["space"]), TrainConfig.from_dict(spec["base"])
+    st.caption("Varied: " + "; ".join(space.describe(base)))
+    for warning in rate_warnings(space, base):  # a typed rate range is kept: said once, beside the space
+        st.warning(warning, icon=":material/warning:")
     if search.error:
         st.warning(plain(search.error), icon=":material/warning:")
     _controls(search, bool(driven))
@@ -151,9 +170,13 @@ def show_search(store: RunStore, search: RunRecord) -> None:
         st.caption("The first trials are being queued.")
         return
     frame = compare.table(store, list(reversed(runs)))
-    compare.show(frame, f"search_table_{search.run_id}", best=best["run_id"] if best else None, select=False)
+    notes = {r["run_id"]: r["note"] for r in rows if r["note"]}  # "about chance (33.3% on ...)", "did not learn"
+    compare.show(frame, f"search_table_{search.run_id}", best=best["run_id"] if best else None, select=False,
+                 notes=notes)  # fmt: skip
     if best is not None:
-        _best(best, chosen.words)
+        _best(best, chosen.words, best_words(rows))
+    elif scored_trials(rows):  # finished trials, none of them learned: no best to highlight
+        st.warning(best_words(rows), icon=":material/warning:")
     compare.download(frame, f"{search_group(search.run_id)}.csv", f"search_csv_{search.run_id}")
     compare.settings_chart(frame, f"search_chart_{search.run_id}")
 
@@ -174,11 +197,12 @@ def _controls(search: RunRecord, driven: bool) -> None:
             show_error(exc)
 
 
-def _best(best: dict, words: str) -> None:
+def _best(best: dict, words: str, why: str) -> None:
     value = best["value"]
     shown = f"{value:.1%}" if "accuracy" in words.lower() else f"{value:.4f}"
     text, evaluate, curves = st.columns([3, 2, 2], vertical_alignment="center")
-    text.success(f"Best so far: **run {best['run_id']}** ({words.lower()} {shown})", icon=":material/star:")
+    text.success(f"Best so far: **run {best['run_id']}** ({words.lower()} {shown})" + (f"; {why}" if why else ""),
+                 icon=":material/star:")  # fmt: skip
     evaluate.page_link("app_pages/evaluate.py", label="Open its evaluation", icon=":material/fact_check:",
                        query_params={"run": best["run_id"]})  # fmt: skip
     curves.page_link("app_pages/runs.py", label="Its curves", icon=":material/monitoring:",

@@ -30,7 +30,9 @@ def add_parsers(sub: Any, common: Any, help_lines: dict[str, str]) -> None:
     search = sub.add_parser("search", help=help_lines["search"])
     search.add_argument("dataset", metavar="DATASET", nargs="?", help="a folder, a .csv, a .zip, or sample:digits")
     search.add_argument("--space", metavar="FILE.json", help='the options to vary: {"optimizer": ["sgd", "adam"], '
-                        '"lr": {"low": 0.001, "high": 0.3, "log": true}} (a file, or the JSON itself)')  # fmt: skip
+                        '"lr": "usual"} (each trial\'s rate around its optimizer\'s usual rate: SGD 0.01-0.3, Adam '
+                        '1e-4-3e-3), or a range for every optimizer, "lr": {"low": 0.01, "high": 0.3, "log": true} '
+                        '(a file, or the JSON itself)')  # fmt: skip
     search.add_argument("--trials", type=bounded(Bound(0, MAX_TRIALS), int), default=0,
                         help=f"trials to run (default: the whole grid; random: 8), at most {MAX_TRIALS}")  # fmt: skip
     search.add_argument("--method", choices=METHODS, default="random", help="random draws, or every combination")
@@ -71,8 +73,10 @@ def cmd_search(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
         spec = SearchSpec(base, parse_space(_space_text(args.space)), args.trials, args.method, args.metric,
                           args.prune, args.search_seed)  # fmt: skip
         search_id = searches.start(spec)
-    _wait(searches, store, search_id, quiet=args.json)
-    result = search_json(store, search_id)
+    if not args.json:  # what is searched, before the trials (minutes) start ending
+        _say_space(store, search_id)
+    _wait(searches, store, search_id, ws, quiet=args.json)
+    result = search_json(store, search_id, ws)
     if result["status"] == "failed":
         raise CoreError(f"search {search_id} failed: {result['error']}")
     return result, _search_text(result)
@@ -119,7 +123,7 @@ def _space_text(value: str) -> str:
         raise CoreError(f"cannot read the search space {value}: {exc.strerror or exc}") from None
 
 
-def _wait(searches: Any, store: Any, search_id: int, *, quiet: bool) -> None:
+def _wait(searches: Any, store: Any, search_id: int, ws: Workspace, *, quiet: bool) -> None:
     """Wait for the search; print each trial as it ends (stderr, not with --json); Ctrl-C stops it cleanly."""
     from core.experiments.results import trial_rows
 
@@ -128,7 +132,7 @@ def _wait(searches: Any, store: Any, search_id: int, *, quiet: bool) -> None:
     try:
         while not searches.wait(search_id, timeout=1.0):
             if not quiet:
-                for row in trial_rows(store, search_id, metric_name):
+                for row in trial_rows(store, search_id, metric_name, ws):
                     if row["status"] not in ("queued", "running") and row["run_id"] not in shown:
                         shown.add(row["run_id"])
                         sys.stderr.write(_trial_line(row) + "\n")
@@ -137,16 +141,32 @@ def _wait(searches: Any, store: Any, search_id: int, *, quiet: bool) -> None:
         searches.wait(search_id)
 
 
+def _say_space(store: Any, search_id: int) -> None:
+    """The space in words and the warnings on its rates (stderr)."""
+    from core.experiments.space import parse_space, rate_warnings
+
+    spec = store.get_run(search_id).config
+    space, base = parse_space(spec["space"]), TrainConfig.from_dict(spec["base"])
+    lines = [f"varied: {line}" for line in space.describe(base)]
+    lines += [f"warning: {warning}" for warning in rate_warnings(space, base)]
+    sys.stderr.write("".join(f"{line}\n" for line in lines))
+    sys.stderr.flush()
+
+
 def _trial_line(row: dict) -> str:
     value = "-" if row["value"] is None else f"{row['value']:.4f}"
     outcome = "pruned" if row["pruned"] else row["status"]
-    return f"trial {row['trial']} (run {row['run_id']}) {outcome:<9} {value:>7}  {json.dumps(row['params'])}"
+    note = f"  {row['note']}" if row.get("note") else ""  # about chance, or did not learn
+    return f"trial {row['trial']} (run {row['run_id']}) {outcome:<9} {value:>7}{note}  {json.dumps(row['params'])}"
 
 
 def _search_text(result: dict) -> str:
     lines = [f"search {result['search_id']} {result['status']}: {len(result['trials'])} trials "
              f"({result['method']}, by {result['metric']}), {duration(result['wall_s'] or 0)}"]  # fmt: skip
     lines += [_trial_line(row) for row in result["trials"]]
-    best = result["best_run_id"]
-    lines.append(f"best: run {best} ({result['best_value']:.4f})" if best is not None else "best: none finished")
+    best, why = result["best_run_id"], result.get("best_why", "")
+    if best is not None:
+        lines.append(f"best: run {best} ({result['best_value']:.4f})" + (f"; {why}" if why else ""))
+    else:
+        lines.append(f"best: none: {why}")
     return "\n".join(lines)

@@ -52,6 +52,26 @@ def test_a_grid_given_inline_without_json_prints_a_table(colours: Path, tmp_path
     assert "search 1 completed: 2 trials (grid, by val_acc)" in out and "best: run " in out
 
 
+def test_a_search_at_chance_names_no_best_and_flags_its_trials(tmp_path: Path, capsys) -> None:
+    from tests.train.test_guard import write_meaningless_labels
+
+    data = str(write_meaningless_labels(tmp_path / "noise"))
+    argv = ["search", data, "--space", '{"optimizer": ["sgd", "adam"], "lr": {"low": 0.01, "high": 0.3, "steps": 2}}',
+            "--method", "grid", "--epochs", "2", "--arch", "lenet", "--batch-size", "16", "--workspace", str(tmp_path / "ws")]  # fmt: skip
+    code, out, err = _run([*argv, "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["best_run_id"] is None and result["best_value"] is None
+    assert result["best_why"].startswith("No trial learned: every score is about chance (33.3%")
+    assert all(t["at_chance"] and t["chance"] == pytest.approx(1 / 3) for t in result["trials"])
+    assert any("lie far outside Adam's usual range (1e-4 to 3e-3)" in w for w in result["warnings"])
+    code, out, err = _run(argv, capsys)  # the same search again, as text
+    assert code == 0, err
+    assert "about chance (33.3%" in out and "best: none: No trial learned" in out
+    assert "warning: Learning rates 0.01 to 0.3 lie far outside Adam's usual range" in err
+    assert "Learning rate: from 0.01 to 0.3 (evenly)" in err  # the space in words, before the trials
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

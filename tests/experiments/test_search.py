@@ -20,6 +20,7 @@ from core.train import runner as train_run
 from core.train.config import TrainConfig
 from core.train.jobs import JobRegistry
 from tests.support import wait_until
+from tests.train.test_guard import write_meaningless_labels
 
 TIMEOUT = 400
 
@@ -170,3 +171,84 @@ def test_stopping_drops_a_queued_trial_and_resume_starts_it_afresh(tmp_path: Pat
     [row] = search_json(store, search_id)["trials"]
     assert row["status"] == "completed" and row["params"] == {"lr": 0.05} and row["run_id"] != queued.run_id
     assert [t.state for t in _study(ws, search_id).trials] == [optuna.trial.TrialState.COMPLETE]
+
+
+# --- rates per optimizer, trials at chance, no best at chance (issue 24) ---------------------------------------
+
+
+def test_adam_and_sgd_trials_draw_rates_in_their_own_ranges(searching, digits: Path) -> None:
+    ws, store, searches = searching
+    space = {"optimizer": ["sgd", "adam"], "lr": "usual"}
+    search_id = searches.start(_spec(digits, space, trials=4, seed=2))
+    assert searches.wait(search_id, timeout=TIMEOUT)
+    result = search_json(store, search_id, ws)
+    assert result["status"] == "completed", result["error"]
+    ranges = {"sgd": (0.01, 0.3), "adam": (1e-4, 3e-3)}
+    drawn = {row["params"]["optimizer"] for row in result["trials"]}
+    assert drawn == {"sgd", "adam"}, "the draws' seed no longer tries both optimizers; pick another"
+    for row, run in zip(result["trials"], trials(store, search_id), strict=True):
+        low, high = ranges[row["params"]["optimizer"]]
+        assert low <= row["params"]["lr"] <= high and run.config["lr"] == row["params"]["lr"], row["params"]
+    assert ("Learning rate: 0.01 to 0.3 for SGD (momentum), 1e-4 to 3e-3 for Adam (log scale, around each "
+            "optimizer's usual rate)") in result["space_words"]  # fmt: skip
+    assert result["warnings"] == []
+
+
+def test_a_grid_around_the_usual_rates_tries_each_optimizers_own_rates_with_halving(searching, digits: Path) -> None:
+    ws, store, searches = searching
+    space = {"optimizer": ["sgd", "adam"], "lr_factor": {"low": 0.1, "high": 3, "log": True, "steps": 2}}
+    search_id = searches.start(_spec(digits, space, method="grid", epochs=2, prune=True))
+    assert searches.wait(search_id, timeout=TIMEOUT)
+    result = search_json(store, search_id, ws)
+    assert result["status"] == "completed" and len(result["trials"]) == 4, result["error"]
+    tried = {(row["params"]["optimizer"], row["params"]["lr"]) for row in result["trials"]}
+    assert tried == {("sgd", 0.01), ("sgd", 0.3), ("adam", 1e-4), ("adam", 3e-3)}
+    assert all(row["status"] == "completed" or row["pruned"] for row in result["trials"])
+    assert {t.state for t in _study(ws, search_id).trials} <= {optuna.trial.TrialState.COMPLETE,
+                                                                optuna.trial.TrialState.PRUNED}  # fmt: skip
+
+
+def test_a_search_whose_trials_all_sit_at_chance_has_no_best(tmp_path: Path) -> None:
+    data = write_meaningless_labels(tmp_path / "noise")
+    ws = Workspace.open(tmp_path / "ws").with_roots(data)
+    store = RunStore(ws.runs_db)
+    searches = Searches(JobRegistry(store, cores=2), ws)
+    base = TrainConfig(dataset=str(data), arch="lenet", epochs=2, batch_size=16, log_every=5)
+    search_id = searches.start(SearchSpec(base, parse_space({"lr": [0.01, 0.05]}), method="grid"))
+    assert searches.wait(search_id, timeout=TIMEOUT)
+    result = search_json(store, search_id, ws)
+    assert result["status"] == "completed" and len(result["trials"]) == 2
+    for row in result["trials"]:  # 18 validation images of 3 classes: chance is a third
+        assert row["status"] == "completed" and row["at_chance"], row
+        assert row["chance"] == pytest.approx(1 / 3) and row["note"].startswith("about chance (33.3%")
+    assert result["best_run_id"] is None and result["best_value"] is None
+    assert result["best_why"].startswith("No trial learned: every score is about chance (33.3%")
+    assert "Try " in result["best_why"]
+
+
+def test_a_mixed_search_picks_its_best_among_the_trials_that_learned(searching, digits: Path) -> None:
+    ws, store, searches = searching
+    search_id = searches.start(_spec(digits, {"lr": [1e-6, 0.05]}, method="grid"))  # 1e-6: nothing moves in 1 epoch
+    assert searches.wait(search_id, timeout=TIMEOUT)
+    result = search_json(store, search_id)  # without the workspace: the store's record of the splits
+    still = next(row for row in result["trials"] if row["params"]["lr"] == 1e-6)
+    learner = next(row for row in result["trials"] if row["params"]["lr"] == 0.05)
+    assert still["at_chance"] and not learner["at_chance"] and learner["note"] == ""
+    assert still["chance"] == pytest.approx(learner["chance"]) and 0.09 < still["chance"] < 0.13  # digits: ~1/10
+    assert result["best_run_id"] == learner["run_id"]
+    assert result["best_why"] == "chosen among the 1 trial that learned; 1 scored about chance"
+
+
+def test_the_best_is_chosen_among_the_trials_that_are_not_at_chance() -> None:
+    from core.experiments.results import best_trial, best_words
+
+    def row(run_id: int, value: float, at_chance: bool, outcome: str | None = "learned") -> dict:
+        return {"run_id": run_id, "status": "completed", "value": value, "at_chance": at_chance, "outcome": outcome}
+
+    # Lowest validation loss: a trial at chance can have a lower loss than one that learned (an overconfident one).
+    rows = [row(1, 0.9, False), row(2, 0.4, True), row(3, 0.3, False, "did not learn")]
+    assert best_trial(rows, "minimize")["run_id"] == 1
+    assert best_trial([row(2, 0.4, True)], "minimize") is None
+    assert best_words(rows) == "chosen among the 1 trial that learned; 1 scored about chance; 1 did not learn"
+    assert best_words([rows[2]]).startswith("No trial learned: 1 did not learn. Try ")
+    assert best_words([]) == "no trial has finished with a score yet"

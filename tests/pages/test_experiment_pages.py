@@ -147,6 +147,12 @@ def test_a_search_from_the_form_trains_its_trials_and_highlights_the_best(colour
     best = result["best_run_id"]
     table = at.dataframe[0].value
     assert len(table) == 2 and set(table["status"]) == {"finished"}
+    # The rate was drawn around each trial's own optimizer's usual rate, as the page says (issue 24).
+    assert "Learning rate: 0.01 to 0.3 for SGD (momentum), 1e-4 to 3e-3 for Adam" in _texts(at)
+    ranges = {"sgd": (0.01, 0.3), "adam": (1e-4, 3e-3)}
+    for row in result["trials"]:
+        low, high = ranges[row["params"]["optimizer"]]
+        assert low <= row["params"]["lr"] <= high, row["params"]
     assert list(table.loc[table["best"] == "★ best", "run_id"]) == [best]
     assert f"Best so far: **run {best}**" in _texts(at) and "Finished" in _texts(at)
     assert at.selectbox(key="search_pick").options[0].endswith("· finished")
@@ -155,9 +161,35 @@ def test_a_search_from_the_form_trains_its_trials_and_highlights_the_best(colour
     assert at.button(key="search_stop").disabled and at.button(key="search_resume").disabled
 
 
+def test_a_search_whose_trials_all_sit_at_chance_shows_no_best_and_says_so(tmp_path: Path,
+                                                                          fresh_workspace: Path) -> None:  # fmt: skip
+    """The issue's search: one typed rate range (0.01-0.3) for SGD and Adam, on images whose labels say nothing."""
+    from tests.train.test_guard import write_meaningless_labels
+    from ui.state import searches
+
+    at = _app("app_pages/search.py", write_meaningless_labels(tmp_path / "data" / "noise"))
+    at.radio(key="search_lr").set_value("range")
+    _start_search(at, trials=2, epochs=2)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    store = RunStore(Workspace.open(fresh_workspace).runs_db)
+    search_id = store.list_runs(kind="search")[0].run_id
+    assert searches().wait(search_id, timeout=300)
+    at.run()
+    assert not at.exception
+    result = search_json(store, search_id)
+    assert result["best_run_id"] is None and all(row["at_chance"] for row in result["trials"])
+    table = at.dataframe[0].value
+    assert "best" not in table.columns or not (table["best"] == "★ best").any()  # no star
+    assert all(note.startswith("about chance (33.3%") for note in table["note"])
+    texts = _texts(at)
+    assert "Best so far" not in texts and not at.success
+    assert "No trial learned: every score is about chance (33.3%" in texts
+    assert "lie far outside Adam's usual range (1e-4 to 3e-3)" in texts  # the typed range is kept, and said
+
+
 def test_a_search_that_varies_nothing_is_refused_in_words(colours: Path, fresh_workspace: Path) -> None:
     at = _app("app_pages/search.py", colours)
-    at.checkbox(key="search_vary_lr").uncheck()
+    at.radio(key="search_lr").set_value("fixed")
     at.multiselect(key="search_optimizer").set_value(["sgd"])
     at.button(key="FormSubmitter:search_form-Start the search").click().run()
     assert not at.exception
