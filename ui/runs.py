@@ -109,6 +109,12 @@ def _pair(frame: pd.DataFrame, losses: tuple[str, ...], accs: tuple[str, ...], x
     right.plotly_chart(figures.run_curves(acc, "accuracy", x), width="stretch", key=f"acc_{x}")
 
 
+# What to try after a run that did not learn, most likely cause first: labels that do not match the images (a
+# network cannot learn what is not there), then too few images, then the recipe.
+TRY_NEXT = ("check that each class's images really differ from the other classes', add images per class, or try a "
+            "lower learning rate or another network")  # fmt: skip
+
+
 def run_header(store: RunStore, ws: Workspace, run: RunRecord) -> None:
     """A run's name, status and scores, each beside the number of images it was measured on."""
     summary = store.summary(run)
@@ -121,9 +127,8 @@ def run_header(store: RunStore, ws: Workspace, run: RunRecord) -> None:
     if run.error:  # it may quote a file name or a label
         st.warning(plain(run.error), icon=":material/warning:")
     if failed_to_learn:
-        st.warning(f"This run did not learn: {plain(went['why'])}. Its scores are no better than guessing: try a "
-                   "lower learning rate, more images per class, or another network.",
-                   icon=":material/warning:")  # fmt: skip
+        st.warning(f"This run did not learn: {plain(went['why'])}. Its scores are no better than guessing: "
+                   f"{TRY_NEXT}.", icon=":material/warning:")  # fmt: skip
     runaways(went["runaways"])
     cards = st.columns(4)
     test, best = summary["test_accuracy"], summary["best_val_acc"]
@@ -219,8 +224,8 @@ def run_result(store: RunStore, ws: Workspace, run_id: int) -> None:
         chance = f"{went['chance']:.1%}" if went["chance"] is not None else "unknown"
         score = f"{test:.1%} of its {n_test:,} test images right" if test is not None else "no test score"
         st.warning(f"**{plain(run.name)}** finished in {duration(run.wall_s or 0)} but **did not learn**: "
-                   f"{plain(went['why'])}. Its score ({score}; chance level {chance}) is not a result: try a lower learning "
-                   "rate, more images per class, or another network.", icon=":material/warning:")  # fmt: skip
+                   f"{plain(went['why'])}. Its score ({score}; chance level {chance}) is not a result: "
+                   f"{TRY_NEXT}.", icon=":material/warning:")  # fmt: skip
         runaways(went["runaways"])
     elif run.status == "completed":
         score = (f"**{test:.1%}** of its {n_test:,} test images get the right label" if test is not None
