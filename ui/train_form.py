@@ -90,8 +90,11 @@ def option(name: str, value: Any, slots: dict[str, Any]) -> Any:
                                    help=help_text, key=key))  # fmt: skip
     if isinstance(value, float):
         low, high = _widened(name, value)
-        return float(st.number_input(label, value=value, min_value=float(low), max_value=float(high), format="%g",
-                                     help=help_text, key=key))  # fmt: skip
+        chosen = float(st.number_input(label, value=value, min_value=float(low), max_value=float(high), format="%g",
+                                       help=help_text, key=key))  # fmt: skip
+        if not chosen:  # 0 may leave it to the plan (the warm-up: the schedule's own rise): said when the plan says why
+            slots[name] = st.empty()
+        return chosen
     if isinstance(value, list):
         text = st.text_input(label, value=", ".join(map(str, value)), help=help_text, key=key)
         numbers = (whole_number(part.strip(), negative=True) for part in text.replace(";", ",").split(","))
@@ -142,13 +145,16 @@ def show_automatic(slots: dict[str, Any], plan: RunPlan, asked: dict[str, Any]) 
     for name, slot in slots.items():
         if asked.get(name, getattr(plan.config, name)) not in ("auto", 0, 0.0):
             continue
+        if not FIELD_META[name]["zero_is_auto"] and name not in CHOICES and name not in why:
+            continue  # a 0 that means none (no warm-up for this schedule): nothing was chosen
         chosen, reason = _chosen_words(name, plan), why.get(name, "")
         if name == "epochs":  # the epoch plan's words say both what and why
             chosen, reason = reason.rstrip("."), ""
         slot.caption(
             plain(" ".join(p for p in (f"{AUTOMATIC}: {chosen}." if chosen else f"{AUTOMATIC}.", reason) if p))
         )
-    st.session_state[PLAN_NUMBERS] = {"image_size": plan.image_size, "lr": plan.lr, "epochs": plan.epochs.first}
+    st.session_state[PLAN_NUMBERS] = {"image_size": plan.image_size, "lr": plan.lr, "epochs": plan.epochs.first,
+                                      "batch_size": plan.batch_size}  # fmt: skip
 
 
 def _chosen_words(name: str, plan: RunPlan) -> str:
@@ -157,6 +163,10 @@ def _chosen_words(name: str, plan: RunPlan) -> str:
         return f"{plan.image_size} px"
     if name == "lr":
         return f"{plan.lr:g}"
+    if name == "batch_size":
+        return f"{plan.batch_size} images"
+    if name == "warmup_epochs":
+        return f"{plan.warmup_epochs:g} epochs" if plan.warmup_epochs else "the schedule's own rise"
     value = getattr(plan, name, None)
     return choice_words(name).get(value, str(value)) if isinstance(value, str) else ""
 

@@ -14,9 +14,13 @@ The default recipe (a config with only ``dataset`` set) and why it is the defaul
   crops) the ImageNet stem of a ResNet throws away 3/4 of the pixels in its first two layers, and a ResNet
   needs a 112 px input for a usable Grad-CAM map (layer3 7x7), which costs 10-20x LeNet's compute on a 2-core
   CPU for no accuracy gain (bench/README.md: LeNet at 16 px reaches 98.9% on the digits).
-  Ordinary photos get ResNet-18, the usual first choice for a CPU.
+  Ordinary photos get ResNet-18, the usual first choice for a CPU, except from scratch on fewer than
+  ``SMALL_SET`` training images, which get LeNet too (``core.train.runplan``: measured there).
   Measured on coloured shapes over textures (64 px, 1,600 images, from scratch, same epochs): ResNet-18 at
   96 px (its smallest input then) 43% test accuracy in 6.5 min, LeNet at 32 px 96.7% in 72 s.
+* ``batch_size=0``: 64 images a step, or fewer for a small set, so that an epoch still has ``MIN_STEPS`` steps
+  (never under ``MIN_BATCH``), and ``lr=0`` the optimizer's usual rate scaled to that batch (``core.train.runplan``:
+  the rule, its words and what it measured). A typed batch is kept, with the usual rate.
 * ``image_size=0``: :func:`core.train.archs.choose_image_size` from the median side (16 px for the 8 px digits,
   LeNet's 32 px cap for 64 px images).
 * SGD with Nesterov momentum, one-cycle learning rates (linear rise over the first quarter of the steps,
@@ -56,6 +60,20 @@ AMP_CHOICES = ("auto", "off", "fp16", "bf16")
 # The usual learning rate of each optimizer when ``lr`` is 0 (from scratch; a tenth with pretrained weights).
 DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3, "adadelta": 1.0, "rmsprop": 1e-3}
 LENET_UP_TO = 64  # median image side (px) up to which arch="auto" picks LeNet (from scratch)
+# The small-data recipe (the rules: core.train.runplan; what they measured: below). batch_size=0 picks
+# RECIPE_BATCH when the training images give at least MIN_STEPS steps an epoch at it, else halves it until they do
+# (never under MIN_BATCH); the automatic rate is the optimizer's usual one scaled to that batch.
+RECIPE_BATCH = 64  # the recipe's batch, for which DEFAULT_LR's rates are the usual ones (the digits: 20 steps)
+MIN_STEPS = 10  # steps per epoch an automatic batch aims at
+MIN_BATCH = 8  # the smallest automatic batch: BatchNorm's statistics of fewer images are mostly noise
+SMALL_SET = 500  # fewer training images than this, from scratch: arch="auto" picks LeNet whatever their side
+# Measured (issue 24; test accuracy over seeds 0/1/2, 15 test images each, default recipe otherwise): 3 colour
+# classes x 30 textured images of 96 px (60 to train): ResNet-18 at 112 px, 64 a step at 0.1 (the recipe before):
+# 93.3/100/66.7%, its loss ran away every time; ResNet-18 at 112 or 96 px, 8 at 0.0125: 100% x3; LeNet at 32 px, 8
+# at 0.0125 or 0.1, or 64 at 0.1: 100% x3. 3 classes x 30 real-photo crops of 96 px (tests.realphotos): LeNet at 32
+# px, 8 at 0.0125: 100/100/93.3% (1-3 s a run); 8 at 0.1: 86.7/100/100%; 64 at 0.1: 100/100/66.7%; LeNet at 96 px:
+# 100/100/86.7%; ResNet-18 at 96 px, 8 at 0.0125: 93.3/80/93.3% (two runaways), at 112 px 100/93.3/100% (105-975 s
+# a run). The small batch and its rate end the runaways; LeNet learns such sets as well as ResNet-18, 30-300x faster.
 # Share of each class kept for validation and for the test when the data has no split folders: the defaults of
 # the options below, of core.train.splits and of the preparation sweeps (70/15/15 keeps >= 26 test images per
 # class for the digits, enough for per-class accuracy).
@@ -150,7 +168,7 @@ BOUNDS: dict[str, Bound] = {
     # epochs of the 1,800 digits are already hours on a 2-core CPU.
     "epochs": Bound(0, MAX_EPOCHS),
     # 32-256 is usual on a CPU; 4096 is the large-batch ImageNet recipes' size, spread there over many GPUs.
-    "batch_size": Bound(1, MAX_BATCH),
+    "batch_size": Bound(0, MAX_BATCH),  # 0 = automatic (RECIPE_BATCH or fewer for a small set)
     # 0 = the optimizer's usual. The highest usual rate is Adadelta's 1.0 (SGD's large-batch peaks stay under
     # 10); 10 only diverges.
     "lr": Bound(0, 10),
@@ -232,8 +250,8 @@ class TrainConfig:
     """
 
     dataset: str = _f("", "The data: a folder, a .csv of labels, a .zip, or sample:digits.", "Dataset", None)
-    arch: str = _f("auto", "Network. auto: LeNet for images up to 64 px (from scratch), ResNet-18 otherwise.",
-                   "Network", ESSENTIAL)  # fmt: skip
+    arch: str = _f("auto", f"Network. auto: LeNet from scratch for images up to {LENET_UP_TO} px or fewer than "
+                           f"{SMALL_SET} training images, ResNet-18 otherwise.", "Network", ESSENTIAL)  # fmt: skip
     weights: str = _f("none", "Starting weights: none (random), imagenet (pretrained), or a .pth file path.",
                       "Starting weights", ESSENTIAL)  # fmt: skip
     from_run: int = _f(
@@ -254,11 +272,16 @@ class TrainConfig:
         f"schedule, at most {AUTO_MAX_EPOCHS}), or {FIXED_EPOCHS} with a fixed-length schedule.",
         "Epochs", ESSENTIAL, zero_is_auto=True,
     )  # fmt: skip
-    batch_size: int = _f(64, "Images per step: larger is faster per image, needs more memory.", "Images per step",
-                         "Optimisation")  # fmt: skip
+    batch_size: int = _f(
+        0,
+        f"Images per step; 0 = auto: {RECIPE_BATCH}, or fewer (down to {MIN_BATCH}) so that a small set still "
+        f"gets {MIN_STEPS} steps an epoch. Larger is faster per image, needs more memory.",
+        "Images per step", "Optimisation", zero_is_auto=True,
+    )  # fmt: skip
     optimizer: str = _f("sgd", "sgd (momentum), adam, adamw, adadelta or rmsprop.", "Optimizer", "Optimisation")  # fmt: skip
-    lr: float = _f(0.0, "Peak learning rate; 0 uses the optimizer's usual value (sgd 0.1, adam 0.001, ...).",
-                   "Learning rate", "Optimisation", zero_is_auto=True)  # fmt: skip
+    lr: float = _f(0.0, f"Peak learning rate; 0 uses the optimizer's usual value (sgd 0.1, adam 0.001, ...) at "
+                        f"{RECIPE_BATCH} images a step, scaled to an automatic batch.", "Learning rate",
+                   "Optimisation", zero_is_auto=True)  # fmt: skip
     momentum: float = _f(0.9, "Momentum for sgd and rmsprop.", "Momentum", "Optimisation")
     nesterov: bool = _f(True, "Nesterov momentum for sgd (usually a little better).", "Nesterov momentum",
                         "Optimisation")  # fmt: skip

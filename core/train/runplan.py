@@ -15,6 +15,12 @@ options as asked (batch, optimizer, threads, ranks...). Where it goes:
 * shown: the Train page's "Automatic: ..." captions and ``python -m core train ... --dry-run --json`` print
   :meth:`RunPlan.to_dict` and :meth:`RunPlan.explain`.
 
+The choices follow the data's facts (:class:`DataFacts`): the images' side and colour, and how many training images
+there are. A small set gets a batch that still gives ``MIN_STEPS`` steps an epoch, the usual rate scaled to that
+batch, a one-cycle rise of at least ``MIN_WARMUP_STEPS`` steps, and, from scratch under ``SMALL_SET`` images, the
+small CNN at its own input size (the measurements behind them: ``core.train.config``). The digits' 1,257 training
+images keep the recipe's 64 images a step at 0.1.
+
 No torch at import (the architectures are imported when a plan is resolved).
 """
 
@@ -23,17 +29,39 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from core.train.config import DEFAULT_LR, FIELD_META, LENET_UP_TO, TrainConfig, choice_words
+from core.train.config import (
+    DEFAULT_LR,
+    FIELD_META,
+    LENET_UP_TO,
+    MIN_BATCH,
+    MIN_STEPS,
+    RECIPE_BATCH,
+    SMALL_SET,
+    TrainConfig,
+    choice_words,
+)
 from core.train.epochs import EpochPlan, epoch_plan
+
+# The one-cycle rise (a quarter of the run) is lengthened to at least this many steps, at most half the run: a
+# network from scratch that reaches its peak rate within a handful of steps can run away before its BatchNorm
+# statistics settle (the issue's 180 images: 2 steps an epoch, the peak after 6 steps, the loss at 833,569 by epoch
+# 5). Not tuned on its own: the automatic batch already gives a 12-epoch cycle 3 x MIN_STEPS rising steps; this
+# floor is for a fixed, short run (3 epochs of 7 steps rise over 5 steps without it).
+MIN_WARMUP_STEPS = 20
+# Optimizers whose rate scales with the square root of the batch (adaptive ones: Malladi et al. 2022, "On the SDEs
+# and scaling rules for adaptive gradient algorithms"); SGD's scales linearly (Goyal et al. 2017).
+ADAPTIVE = frozenset({"adam", "adamw", "adadelta", "rmsprop"})
 
 
 @dataclass(frozen=True)
 class DataFacts:
-    """What the automatic choices depend on: the median shorter side of the split's images (px) and whether they
-    are mostly single-channel (``core.train.plan.image_facts``)."""
+    """What the automatic choices depend on: the median shorter side of the split's images (px), whether they are
+    mostly single-channel, and how many training images the split holds (``core.train.plan.image_facts``; 0 for a
+    plan stored before it was counted: the batch is then the recipe's)."""
 
     typical_side: int
     grayscale: bool
+    train_images: int = 0
 
 
 @dataclass(frozen=True)
@@ -50,6 +78,8 @@ class RunPlan:
     lr: float
     facts: DataFacts | None = None  # what it was resolved from; None for a run recorded before plans were stored
     why: tuple[tuple[str, str], ...] = ()  # (option, words) for each automatic choice, in the options' order
+    batch: int = 0  # images per step as decided; 0 in a plan stored before the batch was automatic: the config's
+    warmup_epochs: float = 0.0  # as decided (one-cycle: its rise; cycles rise over a quarter of each cycle)
 
     @property
     def optimizer(self) -> str:
@@ -57,7 +87,7 @@ class RunPlan:
 
     @property
     def batch_size(self) -> int:
-        return self.config.batch_size
+        return self.batch or self.config.batch_size
 
     @property
     def threads(self) -> int:
@@ -75,7 +105,8 @@ class RunPlan:
         ``epochs.epochs``."""
         c = self.config
         return replace(c, arch=self.arch, image_size=self.image_size, normalize=self.normalize, augment=self.augment,
-                       schedule=self.schedule, lr=self.lr,
+                       schedule=self.schedule, lr=self.lr, batch_size=self.batch_size,
+                       warmup_epochs=self.warmup_epochs,
                        epochs=c.epochs if self.epochs.until_converged else self.epochs.epochs)  # fmt: skip
 
     def explain(self) -> dict[str, str]:
@@ -94,21 +125,26 @@ class RunPlan:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe: the run's ``plan`` param, a checkpoint's ``plan``, the dry run's ``plan``."""
         facts = None if self.facts is None else {"typical_side": self.facts.typical_side,
-                                                 "grayscale": self.facts.grayscale}  # fmt: skip
+                                                 "grayscale": self.facts.grayscale,
+                                                 "train_images": self.facts.train_images}  # fmt: skip
         return {"arch": self.arch, "image_size": self.image_size, "normalize": self.normalize, "augment": self.augment,
                 "schedule": self.schedule, "epochs": self.epochs.to_dict(), "lr": self.lr, "optimizer": self.optimizer,
-                "batch_size": self.batch_size, "threads": self.threads, "ranks": self.ranks, "facts": facts,
-                "why": dict(self.why), "config": self.config.to_dict()}  # fmt: skip
+                "batch_size": self.batch_size, "warmup_epochs": self.warmup_epochs, "threads": self.threads,
+                "ranks": self.ranks, "facts": facts, "why": dict(self.why), "config": self.config.to_dict()}  # fmt: skip
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunPlan:
-        """The plan :meth:`to_dict` wrote (optimizer, batch and the like are read from ``config``)."""
-        facts = values.get("facts")
-        return cls(TrainConfig.from_dict(dict(values["config"])), str(values["arch"]), int(values["image_size"]),
+        """The plan :meth:`to_dict` wrote (optimizer, threads and the like are read from ``config``). A plan stored
+        before the batch and the warm-up were decided reads them from its config, as that run used them."""
+        facts, config = values.get("facts"), TrainConfig.from_dict(dict(values["config"]))
+        return cls(config, str(values["arch"]), int(values["image_size"]),
                    str(values["normalize"]), str(values["augment"]), str(values["schedule"]),
                    EpochPlan.from_dict(values["epochs"]), float(values["lr"]),
-                   DataFacts(int(facts["typical_side"]), bool(facts["grayscale"])) if facts else None,
-                   _in_order({str(k): str(v) for k, v in dict(values.get("why") or {}).items()}))  # fmt: skip
+                   DataFacts(int(facts["typical_side"]), bool(facts["grayscale"]),
+                             int(facts.get("train_images", 0))) if facts else None,
+                   _in_order({str(k): str(v) for k, v in dict(values.get("why") or {}).items()}),
+                   int(values.get("batch_size", config.batch_size)),
+                   float(values.get("warmup_epochs", config.warmup_epochs)))  # fmt: skip
 
 
 def recorded_plan(config: TrainConfig, settings: TrainConfig) -> RunPlan:
@@ -116,7 +152,8 @@ def recorded_plan(config: TrainConfig, settings: TrainConfig) -> RunPlan:
     decided again; ``core.train.checkpoints`` reads the old records into them)."""
     epochs = epoch_plan(settings.schedule, settings.epochs)
     return RunPlan(config, settings.arch, settings.image_size, settings.normalize, settings.augment,
-                   _decided_schedule(settings.schedule, epochs), epochs, settings.lr)  # fmt: skip
+                   _decided_schedule(settings.schedule, epochs), epochs, settings.lr, batch=settings.batch_size,
+                   warmup_epochs=settings.warmup_epochs)  # fmt: skip
 
 
 def resolve(config: TrainConfig, facts: DataFacts) -> RunPlan:
@@ -129,26 +166,97 @@ def resolve(config: TrainConfig, facts: DataFacts) -> RunPlan:
     why: dict[str, str] = {}
     arch = config.arch
     if arch == "auto":
-        arch = "lenet" if side <= LENET_UP_TO and not pretrained else "resnet18"
-        why["arch"] = _arch_why(arch, side, pretrained)
+        arch = _arch(side, facts.train_images, pretrained)
+        why["arch"] = _arch_why(arch, side, facts.train_images, pretrained)
     image_size = config.image_size or choose_image_size(arch, side)
     if not config.image_size:
-        why["image_size"] = f"From the images' median side ({side} px), for {arch_label(arch)}."
+        why["image_size"] = _size_why(side, image_size, arch_label(arch))
     epochs = epoch_plan(config.schedule, config.epochs)
     schedule = _decided_schedule(config.schedule, epochs)
     if config.schedule == "auto":
         why["schedule"] = ("Cycles: the number of epochs is left to the data." if schedule == "cycles"
                            else f"One cycle over the {epochs.count} asked for.")  # fmt: skip
-    lr = config.lr or DEFAULT_LR[config.optimizer] * (0.1 if pretrained else 1.0)
-    if not config.lr:
-        usual = f"the usual rate for {choice_words('optimizer').get(config.optimizer, config.optimizer)}"
-        why["lr"] = (
-            f"A tenth of {usual}: it starts from trained weights." if pretrained else f"{usual[0].upper()}{usual[1:]}."
-        )
+    batch = _batch(config, facts.train_images, why)
+    lr = _rate(config, batch, pretrained, why)
+    warmup = _warmup(config, schedule, epochs, steps_per_epoch(facts.train_images, batch), why)
     augment, normalize = _augment(config, facts, why), _normalize(config, pretrained, why)
     if not config.threads:
         why["threads"] = "All cores while it trains alone; shared fairly when several runs train."
-    return RunPlan(config, arch, image_size, normalize, augment, schedule, epochs, lr, facts, _in_order(why))
+    return RunPlan(config, arch, image_size, normalize, augment, schedule, epochs, lr, facts, _in_order(why), batch,
+                   warmup)  # fmt: skip
+
+
+def steps_per_epoch(train_images: int, batch: int) -> int:
+    """Training steps an epoch of ``train_images`` takes at ``batch`` (as ``core.train.batches.Batches`` cuts a
+    shuffled epoch: a last batch of a single image is left out); 0 when the count is not known."""
+    return train_images // batch + (1 if train_images % batch > 1 else 0)
+
+
+def _batch(config: TrainConfig, train_images: int, why: dict[str, str]) -> int:
+    """The batch as typed, or the recipe's 64 halved until the training images give ``MIN_STEPS`` steps an epoch
+    (never under ``MIN_BATCH``, nor under 2 images per process). Why: 114 training images at 64 are 2 steps an
+    epoch, and the first 12-epoch cycle rose to its peak rate in 6 steps: ResNet-18 from scratch ran away (see
+    ``SMALL_SET`` in ``core.train.config`` for what smaller batches measured)."""
+    if config.batch_size:
+        return config.batch_size
+    if not train_images:
+        why["batch_size"] = f"The recipe's {RECIPE_BATCH}."
+        return RECIPE_BATCH
+    batch, floor = RECIPE_BATCH, max(MIN_BATCH, 2 * config.ranks)
+    while batch // 2 >= floor and steps_per_epoch(train_images, batch) < MIN_STEPS:
+        batch //= 2
+    steps = steps_per_epoch(train_images, batch)
+    if batch == RECIPE_BATCH:
+        why["batch_size"] = f"The recipe's {batch}: {train_images:,} training images give {_steps(steps)} an epoch."
+    else:
+        why["batch_size"] = (f"{train_images:,} training images give {_steps(steps)} an epoch at {batch} "
+                             f"({_steps(steps_per_epoch(train_images, RECIPE_BATCH))} at the recipe's {RECIPE_BATCH}): "
+                             f"a small set learns from more, smaller steps.")  # fmt: skip
+    return batch
+
+
+def _rate(config: TrainConfig, batch: int, pretrained: bool, why: dict[str, str]) -> float:
+    """The rate as typed, or the optimizer's usual one (a tenth from trained weights), scaled to an automatic batch
+    below the recipe's: linearly for SGD, by the square root for the adaptive optimizers (see ``ADAPTIVE``)."""
+    if config.lr:
+        return config.lr
+    usual = DEFAULT_LR[config.optimizer] * (0.1 if pretrained else 1.0)
+    name = choice_words("optimizer").get(config.optimizer, config.optimizer)
+    start = f"A tenth of the usual rate for {name}: it starts from trained weights" if pretrained else (
+        f"The usual rate for {name}")  # fmt: skip
+    if config.batch_size or batch >= RECIPE_BATCH:
+        why["lr"] = f"{start}."
+        return usual
+    adaptive = config.optimizer in ADAPTIVE
+    lr = usual * (batch / RECIPE_BATCH) ** (0.5 if adaptive else 1.0)
+    why["lr"] = (f"{start}, {usual:g} at {RECIPE_BATCH} images a step, scaled to the batch of {batch}: x "
+                 f"{'the square root of ' if adaptive else ''}{batch}/{RECIPE_BATCH} = {lr:.3g}.")  # fmt: skip
+    return lr
+
+
+def _warmup(config: TrainConfig, schedule: str, epochs: EpochPlan, steps: int, why: dict[str, str]) -> float:
+    """Warm-up epochs as typed, or (0) the schedule's own rise: a quarter of each cycle (cycles), a quarter of the
+    run lengthened to ``MIN_WARMUP_STEPS`` steps, at most half the run (one-cycle); the others have none."""
+    if config.warmup_epochs or schedule not in ("cycles", "onecycle") or not steps:
+        return config.warmup_epochs
+    if schedule == "cycles":
+        rise = round(0.25 * epochs.first * steps)
+        why["warmup_epochs"] = (f"The rate rises over the first quarter of each cycle: {_steps(rise)} in the first "
+                                f"({steps} an epoch).")  # fmt: skip
+        return 0.0
+    total = epochs.epochs * steps
+    quarter = round(0.25 * total)
+    rise = min(max(quarter, MIN_WARMUP_STEPS), total // 2)
+    if rise <= quarter:
+        why["warmup_epochs"] = f"The rate rises over the first quarter of the run: {_steps(rise)} of {total}."
+        return 0.0
+    why["warmup_epochs"] = (f"The rate rises over {_steps(rise)} of {total}, not the run's first quarter "
+                            f"({quarter}): a network that reaches its peak rate within a few steps can run away.")  # fmt: skip
+    return rise / steps
+
+
+def _steps(n: int) -> str:
+    return f"{n:,} step" + ("" if n == 1 else "s")
 
 
 def _in_order(why: dict[str, str]) -> tuple[tuple[str, str], ...]:
@@ -163,12 +271,28 @@ def _decided_schedule(schedule: str, epochs: EpochPlan) -> str:
     return epochs.kind if epochs.until_converged else "onecycle"
 
 
-def _arch_why(arch: str, side: int, pretrained: bool) -> str:
-    if arch == "lenet":
-        return f"The images' median side is {side} px (up to {LENET_UP_TO}) and it learns from scratch."
+def _arch(side: int, train_images: int, pretrained: bool) -> str:
+    """LeNet from scratch for small images or a small set (``LENET_UP_TO``, ``SMALL_SET``), else ResNet-18."""
+    if pretrained:
+        return "resnet18"
+    return "lenet" if side <= LENET_UP_TO or 0 < train_images < SMALL_SET else "resnet18"
+
+
+def _arch_why(arch: str, side: int, train_images: int, pretrained: bool) -> str:
     if pretrained:
         return "It starts from trained weights, which the small CNN has none of."
+    if arch == "lenet" and side <= LENET_UP_TO:
+        return f"The images' median side is {side} px (up to {LENET_UP_TO}) and it learns from scratch."
+    if arch == "lenet":
+        return (f"{train_images:,} training images (under {SMALL_SET:,}), from scratch: the small CNN learns so few "
+                "reliably, where ResNet-18's 11 million weights often run away or memorise them.")  # fmt: skip
     return f"The images' median side is {side} px (over {LENET_UP_TO}): the usual first choice on a CPU."
+
+
+def _size_why(side: int, image_size: int, network: str) -> str:
+    if image_size < side:
+        return f"From the images' median side ({side} px), scaled down to the largest input {network} takes."
+    return f"From the images' median side ({side} px), for {network}."
 
 
 def _augment(config: TrainConfig, facts: DataFacts, why: dict[str, str]) -> str:

@@ -39,7 +39,7 @@ def _refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (["--image-size", "100000"], "argument --image-size: 100000 is too large: at most 1024"),
         (["--ranks", "1000"], "argument --ranks: 1000 is too large: at most 64"),
         (["--epochs", "1000000000000"], "argument --epochs: 1000000000000 is too large: at most 1000"),
-        (["--batch-size", "0"], "argument --batch-size: 0 is too small: at least 1"),
+        (["--batch-size", "-1"], "argument --batch-size: -1 is too small: at least 0"),  # 0 = automatic
         (["--lr", "inf"], "argument --lr: inf is not a finite number"),
         (["--lr", "nan"], "argument --lr: nan is not a finite number"),
         (["--momentum", "1"], "argument --momentum: 1 is too large: below 1"),

@@ -171,6 +171,7 @@ def test_rerun_with_changes_forgets_the_form_but_not_the_run_this_tab_started(fr
     at.session_state["train_last_started"] = started
     at.run()
     at.switch_page("app_pages/train.py").run()
+    at.checkbox(key="train_batch_size_auto").uncheck().run()
     at.number_input(key="train_batch_size").set_value(48).run()  # a change on the form, then Runs
     at.checkbox(key="train_epochs_auto").uncheck().run()
     at.switch_page("app_pages/runs.py").run()

@@ -36,8 +36,9 @@ def _train_page(folder: Path) -> AppTest:
 def test_number_widgets_take_their_limits_from_core_and_refuse_more(colours: Path) -> None:
     at = _train_page(colours)
     assert not at.exception
+    at.checkbox(key="train_batch_size_auto").uncheck().run()  # 0 = automatic: a typed batch is at least 1
     batch = at.number_input(key="train_batch_size")
-    assert (batch.proto.min, batch.proto.max) == (BOUNDS["batch_size"].low, BOUNDS["batch_size"].high)
+    assert (batch.proto.min, batch.proto.max) == (1, BOUNDS["batch_size"].high)
     assert at.number_input(key="train_ranks").proto.max == min(BOUNDS["ranks"].high, usable_cores())
     assert at.number_input(key="train_weight_decay").proto.max == BOUNDS["weight_decay"].high
     at.checkbox(key="train_image_size_auto").uncheck().run()
@@ -56,6 +57,7 @@ def test_a_run_too_big_for_memory_is_said_before_the_click_and_refused_on_it(col
     at.selectbox(key="train_arch").set_value("resnet50").run()
     at.checkbox(key="train_image_size_auto").uncheck().run()
     at.number_input(key="train_image_size").set_value(1024).run()
+    at.checkbox(key="train_batch_size_auto").uncheck().run()
     at.number_input(key="train_batch_size").set_value(4096).run()
     assert not at.exception
     warned = [w.value for w in at.warning if "would need about" in w.value]

@@ -14,7 +14,7 @@ from core.scaling.points import stored_points, stored_tables
 from core.scaling.prep import run_task
 from core.scaling.sweep import SweepConfig, run_sweep
 from core.store.runs import RunStore
-from core.train.config import TrainConfig
+from core.train.config import RECIPE_BATCH
 from tests import imagefactory as f
 
 
@@ -65,7 +65,7 @@ def test_a_thread_sweep_times_training_steps(class_folder: Path, ws: Workspace) 
     points, _ = stored_points(store)
     assert sorted(p.run_id for p in points) == sorted(ids)
     assert {(p.mode, p.workers) for p in points} == {("threads", 1), ("threads", 2)}
-    batch = TrainConfig().batch_size
+    batch = RECIPE_BATCH  # the largest automatic batch (a small set's is smaller)
     assert all(2 <= p.images <= 2 * batch for p in points)  # two steps: at most two full batches each
     for p in points:  # the stored rate is the stored images over the stored time, not another measurement
         assert store.latest_metrics(p.run_id)["images_per_s"] == pytest.approx(p.images / p.time_s)
