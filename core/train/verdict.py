@@ -3,8 +3,10 @@
 A run that completed has not necessarily learned anything, and a person who sees "finished" and a score takes it for
 a result. It did not learn when the divergence guard gave up (``core.train.guard``: its loss kept running away),
 when its best validation accuracy is about chance (``core.train.outcome``: the one rule for chance, with the
-validation images' biggest class), or when its training loss did not fall (its last epoch's mean is neither below
-its first step's loss nor below a blind guess's, ln of the number of classes).
+validation images' biggest class), or, where the validation images cannot tell, when its training loss did not fall
+(its last epoch's mean is neither below its first step's loss nor below a blind guess's, ln of the number of
+classes). A validation score clearly above chance is the answer: a one-epoch run that reached 100% on images it
+never trained on had an epoch's mean loss above its first step's (the mean holds the steps before it learned).
 
 Two limits: a validation set so small that even a perfect score would be "about chance" (4 images of 2 classes: any
 score is within two standard errors of a coin) cannot tell, so the chance rule is skipped there (the pages warn
@@ -70,6 +72,8 @@ def judge(*, gave_up: str | None, epochs: Sequence[Mapping[str, float]], first_l
     if can_tell and accuracies and about_chance(max(accuracies), chance, n_val):
         return Verdict(DID_NOT_LEARN, f"its best validation accuracy, {max(accuracies):.1%} on {n_val:,} images, is "
                        f"about chance ({chance:.1%}: always answering its biggest class)", chance)  # fmt: skip
+    if can_tell and accuracies:  # clearly above chance on images it never trained on: it learned, whatever its loss
+        return Verdict(LEARNED, "", chance)
     last, blind = (epochs[-1]["train_loss"] if epochs else math.nan), math.log(max(len(val_counts), 2))
     if math.isfinite(first_loss) and not last < max(first_loss, blind):
         return Verdict(DID_NOT_LEARN, f"its training loss did not fall: {last:.3g} over its last epoch, against "

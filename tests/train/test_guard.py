@@ -145,6 +145,13 @@ def test_a_loss_that_ends_above_its_start_but_below_a_blind_guess_is_not_a_failu
                  val_counts={"a": 30, "b": 30, "c": 30}).outcome == LEARNED  # fmt: skip
 
 
+def test_a_run_clearly_above_chance_learned_whatever_its_epochs_mean_loss() -> None:
+    # One epoch of a search trial: 100% on 18 validation images, the epoch's mean loss (its first steps too) above the
+    # first step's; it was called "did not learn" beside its 1.0000.
+    verdict = judge(gave_up=None, epochs=_epochs((1.12, 1.0)), first_loss=1.10, val_counts={"a": 6, "b": 6, "c": 6})
+    assert verdict.outcome == LEARNED
+
+
 # --- the guard in real runs -------------------------------------------------------------------------------------
 
 
