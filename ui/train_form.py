@@ -92,7 +92,7 @@ def option(name: str, value: Any, slots: dict[str, Any]) -> Any:
         low, high = _widened(name, value)
         chosen = float(st.number_input(label, value=value, min_value=float(low), max_value=float(high), format="%g",
                                        help=help_text, key=key))  # fmt: skip
-        if not chosen:  # 0 may leave it to the plan (the warm-up: the schedule's own rise): said when the plan says why
+        if not chosen:  # 0 may leave it to the schedule (the warm-up: its own rise): said where the plan says why
             slots[name] = st.empty()
         return chosen
     if isinstance(value, list):
@@ -165,8 +165,6 @@ def _chosen_words(name: str, plan: RunPlan) -> str:
         return f"{plan.lr:g}"
     if name == "batch_size":
         return f"{plan.batch_size} images"
-    if name == "warmup_epochs":
-        return f"{plan.warmup_epochs:g} epochs" if plan.warmup_epochs else "the schedule's own rise"
     value = getattr(plan, name, None)
     return choice_words(name).get(value, str(value)) if isinstance(value, str) else ""
 

@@ -42,7 +42,7 @@ def test_the_train_page_says_why_a_small_set_gets_its_batch_rate_warm_up_and_net
         "Automatic: 0.0125. The usual rate for SGD (momentum), 0.1 at 64 images a step, scaled to the batch of 8",
         "Automatic: LeNet (small CNN). 60 training images (under 500), from scratch",
         "Automatic: 32 px. From the images' median side (96 px), scaled down to the largest input LeNet",
-        "Automatic: the schedule's own rise. The rate rises over the first quarter of each cycle: 24 steps",
+        "Automatic. The rate rises over the first quarter of each cycle: 24 steps in the first, at 8 steps an epoch",
     ]
     for words in expected:
         assert any(c.startswith(words) for c in shown), (words, shown)

@@ -156,10 +156,9 @@ def test_a_run_clearly_above_chance_learned_whatever_its_epochs_mean_loss() -> N
 
 
 def test_a_runaway_mid_run_goes_back_lowers_the_rate_and_the_checkpoint_keeps_it(tiny, tmp_path: Path) -> None:
-    # LeNet, one-cycle to a peak of 3 over 6 epochs (3 steps each), rising over its first quarter (4 steps, typed: the
-    # plan would lengthen so short a rise): it runs away in epochs 1 and 2.
+    # LeNet, one-cycle to a peak of 3 over 6 epochs (3 steps each): it runs away in epochs 1 and 2.
     seen: list[list[dict]] = []
-    result = fit(_prepared(tiny, lr=3.0, epochs=6, schedule="onecycle", warmup_epochs=1.5), checkpoint_dir=tmp_path,
+    result = fit(_prepared(tiny, lr=3.0, epochs=6, schedule="onecycle"), checkpoint_dir=tmp_path,
                  callbacks=TrainCallbacks(on_runaway=seen.append))  # fmt: skip
     assert result.status == "completed" and [e["epoch"] for e in result.epochs] == [1, 2, 3, 4, 5, 6]
     words = [e["words"] for e in result.runaways]
@@ -174,7 +173,7 @@ def test_a_runaway_mid_run_goes_back_lowers_the_rate_and_the_checkpoint_keeps_it
 
 
 def test_a_run_cancelled_after_a_runaway_resumes_with_the_lower_rate_as_if_never_stopped(tiny, tmp_path: Path) -> None:
-    data = _prepared(tiny, lr=3.0, epochs=6, schedule="onecycle", warmup_epochs=1.5)  # as the test above
+    data = _prepared(tiny, lr=3.0, epochs=6, schedule="onecycle")
     whole = fit(data, checkpoint_dir=tmp_path / "whole")
     cancel = threading.Event()
     first = fit(data, checkpoint_dir=tmp_path / "parts", cancel=cancel,

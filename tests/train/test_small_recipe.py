@@ -22,7 +22,7 @@ from core.train.config import MIN_BATCH, RECIPE_BATCH, SMALL_SET, TrainConfig
 from core.train.fit import fit
 from core.train.plan import check_run
 from core.train.prepare import prepare
-from core.train.runplan import MIN_WARMUP_STEPS, DataFacts, RunPlan, resolve, steps_per_epoch
+from core.train.runplan import DataFacts, RunPlan, resolve, steps_per_epoch
 from tests import imagefactory as fx
 
 SEEDS = (0, 1, 2)
@@ -74,7 +74,8 @@ def test_the_small_set_s_plan_has_a_batch_rate_warm_up_network_and_size_it_can_t
     assert "scaled to the batch of 8: x 8/64" in why["lr"]
     assert "60 training images (under 500), from scratch" in why["arch"]
     assert "scaled down to the largest input LeNet (small CNN) takes" in why["image_size"]
-    assert "first quarter of each cycle: 24 steps in the first (8 an epoch)" in why["warmup_epochs"]
+    assert plan.warmup_steps == 24
+    assert "first quarter of each cycle: 24 steps in the first, at 8 steps an epoch" in why["warmup_epochs"]
 
 
 def test_a_typed_batch_is_kept_and_the_usual_rate_with_it() -> None:
@@ -106,13 +107,15 @@ def test_the_network_follows_the_number_of_training_images_from_scratch_only() -
     assert arch(32, 5000) == "lenet"
 
 
-def test_a_short_fixed_run_rises_over_enough_steps() -> None:
-    plan = resolve(TrainConfig(dataset="x", arch="mobilenet_v2", epochs=3).validate(), DataFacts(96, False, 60))
-    steps = steps_per_epoch(60, plan.batch_size)  # 8: 24 in the run, whose quarter is 6
-    assert plan.settings.warmup_epochs * steps == pytest.approx(min(MIN_WARMUP_STEPS, 3 * steps // 2))
-    assert "not the run's first quarter (6)" in plan.explain()["warmup_epochs"]
+def test_the_warm_up_is_the_schedule_s_rise_over_the_automatic_batch_s_steps() -> None:
+    small = resolve(TrainConfig(dataset="x").validate(), DataFacts(96, False, 60))
+    assert small.warmup_steps == 24 and small.settings.warmup_epochs == 0  # the first cycle's 3 epochs of 8 steps
+    old = resolve(TrainConfig(dataset="x", batch_size=64).validate(), DataFacts(96, False, 60))
+    assert old.warmup_steps == 3  # the recipe before: 3 steps to the peak rate, where the issue's run ran away
+    short = resolve(TrainConfig(dataset="x", epochs=3).validate(), DataFacts(96, False, 60))
+    assert short.warmup_steps == 6 and "first quarter of the run: 6 steps of 24" in short.explain()["warmup_epochs"]
     typed = resolve(TrainConfig(dataset="x", epochs=3, warmup_epochs=0.5).validate(), DataFacts(96, False, 60))
-    assert typed.settings.warmup_epochs == 0.5 and "warmup_epochs" not in typed.explain()
+    assert typed.warmup_steps == 4 and typed.settings.warmup_epochs == 0.5 and "warmup_epochs" not in typed.explain()
 
 
 def test_too_few_epochs_from_scratch_are_warned_in_words(colours_96: tuple[Workspace, Path]) -> None:
@@ -127,19 +130,18 @@ def test_too_few_epochs_from_scratch_are_warned_in_words(colours_96: tuple[Works
 def test_the_digits_keep_the_recipe_they_had(digits_ws: Workspace) -> None:
     plan = check_run(TrainConfig(dataset="sample:digits").validate(), digits_ws).plan
     assert plan.facts.train_images == 1257
-    assert (plan.arch, plan.image_size, plan.batch_size, plan.lr, plan.settings.warmup_epochs) == ("lenet", 16, 64,
-                                                                                                   0.1, 0.0)  # fmt: skip
+    assert (plan.arch, plan.image_size, plan.batch_size, plan.lr, plan.warmup_steps) == ("lenet", 16, 64, 0.1, 60)
     assert plan.explain()["batch_size"] == "The recipe's 64: 1,257 training images give 20 steps an epoch."
 
 
 def test_a_plan_stored_before_the_batch_was_automatic_reads_back_as_it_ran() -> None:
-    """A stored plan (issue 23's format) has no warm-up, no training count and its batch in its config."""
+    """A stored plan (issue 23's format) has no warm-up steps, no training count and its batch in its config."""
     old = {"arch": "lenet", "image_size": 16, "normalize": "dataset", "augment": "crop", "schedule": "cycles",
            "epochs": {"kind": "cycles", "epochs": 100, "first_cycle": 12}, "lr": 0.1, "optimizer": "sgd",
            "batch_size": 64, "threads": 0, "ranks": 1, "facts": {"typical_side": 8, "grayscale": True},
            "why": {"arch": "The images' median side is 8 px (up to 64) and it learns from scratch."},
            "config": {**TrainConfig(dataset="sample:digits").to_dict(), "batch_size": 64}}  # fmt: skip
     plan = RunPlan.from_dict(old)
-    assert (plan.batch_size, plan.settings.batch_size, plan.settings.warmup_epochs) == (64, 64, 0.0)
+    assert (plan.batch_size, plan.settings.batch_size, plan.warmup_steps) == (64, 64, 0)
     assert plan.facts == DataFacts(8, True, 0)
     assert RunPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
