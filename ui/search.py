@@ -31,7 +31,7 @@ from ui.text import plain
 SEARCH = "search"  # URL parameter: the search shown
 OFFERED = {  # option -> (values offered, chosen at first)
     "optimizer": (list(OPTIMIZERS), ["sgd", "adam"]),
-    "batch_size": ([16, 32, 64, 128, 256], [64]),
+    "batch_size": ([0, 8, 16, 32, 64, 128, 256], [0]),  # automatic: small sets get smaller steps, as on Train
     "epochs": ([1, 2, 3, 4, 6, 8, 12, 24], [2]),
     "arch": (["auto", *ARCHS], ["auto"]),
     "freeze": (list(choices()["freeze"]), ["none"]),
@@ -48,7 +48,7 @@ RATE_HELP = (f"Around the usual rate: a tenth to 3 times it, on a log scale "
 
 
 def _word(name: str, value: Any) -> str:
-    return AUTOMATIC if name == "image_size" and value == 0 else value_word(name, value)
+    return AUTOMATIC if name in ("image_size", "batch_size") and value == 0 else value_word(name, value)
 
 
 def new_search(dataset: str) -> SearchSpec | None:

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from core.common.errors import ChoiceError, CoreError, check_choice
 from core.common.jsonfile import JsonFileError, parse_json
-from core.common.words import choice_word
+from core.common.words import AUTOMATIC, choice_word
 from core.experiments.rates import FACTOR_LIMITS, RATE_FACTOR, USUAL, USUAL_SPAN, factor_words, far_outside
 from core.experiments.rates import starts_trained as _trained
-from core.train.config import ConfigError, TrainConfig, label_of
+from core.train.config import FIELD_META, ConfigError, TrainConfig, label_of
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
@@ -317,4 +317,6 @@ def _kind_words(kind: type) -> str:
 def _words(name: str, value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if value == 0 and FIELD_META.get(name, {}).get("zero_is_auto"):  # an automatic batch, input size, epochs
+        return AUTOMATIC
     return f"{value:g}" if isinstance(value, float) else choice_word(name, value)  # "SGD (momentum)" for sgd

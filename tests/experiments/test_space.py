@@ -131,3 +131,8 @@ def test_bad_usual_rate_spaces_are_refused_in_words() -> None:
         parse_space({"lr": "fast"})
     with pytest.raises(SpaceError, match="lr_factor"):
         parse_space({"lr_factor": [0]})
+
+
+def test_an_automatic_batch_or_size_is_said_in_words() -> None:
+    lines = parse_space({"batch_size": [0, 16], "image_size": [0, 32]}).describe()
+    assert "Images per step: Automatic, 16" in lines and "Input size (px): Automatic, 32" in lines

@@ -131,6 +131,13 @@ def test_search_first_visit_offers_the_form(colours: Path) -> None:
     assert at.multiselect(key="search_optimizer").value == ["sgd", "adam"]
 
 
+def test_the_form_starts_with_the_recipes_automatic_batch(colours: Path, fresh_workspace: Path) -> None:
+    """As on the Train page: a small set gets smaller steps (issue 24); a fixed 64 put a search back on the knife edge."""
+    at = _app("app_pages/search.py", colours)
+    batch = at.multiselect(key="search_batch_size")
+    assert batch.value == [0] and batch.format_func(0) == "Automatic"
+
+
 def test_a_search_from_the_form_trains_its_trials_and_highlights_the_best(colours: Path, fresh_workspace: Path) -> None:
     at = _app("app_pages/search.py", colours)
     _start_search(at)
