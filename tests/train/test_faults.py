@@ -128,6 +128,7 @@ def _kill_and_resume(tmp_path: Path, kills: list[str], seed: int) -> None:
         assert seen_partials >= 1  # a write really was cut
 
 
+@pytest.mark.slow  # 8 s; the default suite keeps its writers' race below, CI runs every kill
 def test_a_run_killed_mid_checkpoint_and_mid_epoch_resumes_to_the_end_with_nothing_lost(tmp_path: Path) -> None:
     _kill_and_resume(tmp_path, ["checkpoint", "epoch"], seed=1)
 
