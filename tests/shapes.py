@@ -38,7 +38,7 @@ class Recipe:
 
 
 # The 96 px localisation acceptance (tests/explain/test_cam_acceptance.py, bench/bench_cam_localisation.py): the
-# default recipe's full run (17 min of training on 2 cores).
+# default recipe's full run (6-17 min of training on 2 cores, with the machine's load).
 FULL_96 = Recipe(seed=20261207, n_per_class=400, size=96, epochs=0)
 
 
