@@ -157,7 +157,8 @@ def dry_run(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
     out = {"plan": seen.plan.to_dict(), "why": seen.plan.explain(), "splits": seen.splits, "classes": seen.n_classes,
            "memory_bytes": seen.memory.total, "warnings": list(seen.warnings)}  # fmt: skip
     plan = seen.plan
-    lines = [f"network {plan.arch}, input {plan.image_size} px, {plan.epochs.words()}",
+    lines = [f"network {plan.arch}, input {plan.image_size} px, {plan.batch_size} images a step at a rate of {plan.lr:g}, "
+             f"{plan.epochs.words()}",
              *(f"  {name}: {words}" for name, words in plan.explain().items() if name != "epochs"),
              f"images: {seen.splits['train']:,} train, {seen.splits['val']:,} val, {seen.splits['test']:,} test, "
              f"{seen.n_classes} classes; about {seen.memory.total / 2**30:.1f} GiB", *seen.warnings,

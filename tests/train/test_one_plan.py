@@ -120,4 +120,6 @@ def test_the_dry_run_prints_the_plan_and_why_and_records_nothing(colours: Path, 
     assert len(resolutions) == 1
     assert RunStore(Workspace.open(root).runs_db).list_runs() == []  # nothing recorded
     assert main(["train", str(colours), "--dry-run", "--workspace", str(root)]) == 0
-    assert "dry run: nothing was trained or recorded" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "dry run: nothing was trained or recorded" in text
+    assert f"network lenet, input 16 px, {plan.batch_size} images a step at a rate of {plan.lr:g}, " in text
