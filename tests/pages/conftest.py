@@ -20,3 +20,16 @@ def fresh_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     st.cache_data.clear()
     yield ws
     st.cache_resource.clear()
+
+
+@pytest.fixture
+def no_training_left(fresh_workspace: Path) -> Iterator[None]:
+    """For the modules that train (``pytestmark = pytest.mark.usefixtures("no_training_left")``): never leave a
+    training thread running into the next test. Not autouse: the registry it asks is built on first use, and most
+    page tests never train."""
+    yield
+    from ui.state import jobs
+
+    for job in jobs().active():
+        jobs().cancel(job.run_id)
+        jobs().wait(job.run_id, timeout=120)

@@ -7,7 +7,6 @@ not learn", which no page may show as a green success.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,14 +24,7 @@ from tests.train.test_guard import write_meaningless_labels
 TIMEOUT = 120
 
 
-@pytest.fixture(autouse=True)
-def no_training_left(fresh_workspace: Path) -> Iterator[None]:
-    yield
-    from ui.state import jobs
-
-    for job in jobs().active():
-        jobs().cancel(job.run_id)
-        jobs().wait(job.run_id, timeout=60)
+pytestmark = pytest.mark.usefixtures("no_training_left")  # never a training thread left running
 
 
 def _train(ws: Path, config: TrainConfig) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,14 +18,7 @@ from tests.support import ROOT, cancel_after_first_checkpoint
 TIMEOUT = 120
 
 
-@pytest.fixture(autouse=True)
-def no_training_left(fresh_workspace: Path) -> Iterator[None]:
-    yield
-    from ui.state import jobs
-
-    for job in jobs().active():
-        jobs().cancel(job.run_id)
-        jobs().wait(job.run_id, timeout=120)
+pytestmark = pytest.mark.usefixtures("no_training_left")  # never a training thread left running
 
 
 def _runs_page() -> AppTest:

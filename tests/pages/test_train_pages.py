@@ -3,7 +3,6 @@ with its curves and acts on it (resume, rerun with changes, delete)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 
@@ -23,15 +22,7 @@ from tests.support import ROOT, cancel_after_first_checkpoint
 TIMEOUT = 120
 
 
-@pytest.fixture(autouse=True)
-def no_training_left(fresh_workspace: Path) -> Iterator[None]:
-    """Never leave a training thread running into the next test."""
-    yield
-    from ui.state import jobs
-
-    for job in jobs().active():
-        jobs().cancel(job.run_id)
-        jobs().wait(job.run_id, timeout=60)
+pytestmark = pytest.mark.usefixtures("no_training_left")  # never a training thread left running
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ option's error from its fields, never from the message text."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,15 +20,7 @@ from ui import runs
 TIMEOUT = 120
 
 
-@pytest.fixture(autouse=True)
-def no_training_left(fresh_workspace: Path) -> Iterator[None]:
-    """Never leave a training thread running into the next test."""
-    yield
-    from ui.state import jobs
-
-    for job in jobs().active():
-        jobs().cancel(job.run_id)
-        jobs().wait(job.run_id, timeout=60)
+pytestmark = pytest.mark.usefixtures("no_training_left")  # never a training thread left running
 
 
 @pytest.fixture

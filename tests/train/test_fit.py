@@ -41,15 +41,7 @@ COLORS = {"red": (220, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 220)}
 SLOW_ARCHS = {"resnet101", "resnet152"}  # each writes ~2 x 170-230 MB of checkpoints
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a busy 2-core machine a 2-thread OpenMP team waits on every layer's barrier for a
-    descheduled thread (a 2-thread MobileNetV2 fell from 261 to 26 img/s beside a process using 40% of the CPU); tests
-    need no speed."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny runs: see tests/train/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -30,13 +30,7 @@ from tests import imagefactory as f
 COLOURS = ("red", "green", "blue")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread, as in test_fit: the runs are tiny, and a 2-thread team stalls on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny runs: see tests/train/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from core.cli.main import main
 from core.common.workspace import Workspace
@@ -28,13 +27,7 @@ from tests import imagefactory as fx
 SEEDS = (0, 1, 2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: tests need no speed, and a busy 2-core machine stalls a 2-thread team."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny runs: see tests/train/conftest.py
 
 
 @pytest.fixture(scope="module")
