@@ -21,7 +21,7 @@ from core.common.words import split_word
 from core.common.workspace import Workspace
 from core.store.records import RunGroup, RunRecord
 from core.store.runs import RunStore
-from core.train.outcome import about_chance, chance_level
+from core.train.outcome import check_score
 from core.train.run_folder import SPLITS_FILE, load_splits, run_dir
 from core.train.verdict import DID_NOT_LEARN, outcome_of
 
@@ -85,14 +85,11 @@ def judged(store: RunStore, ws: Workspace | None, row: dict[str, Any], metric_na
         return {"chance": None, "at_chance": False, "outcome": None, "note": ""}
     split = "test" if metric_name == "test_accuracy" else "val"  # a loss is judged by the accuracy on its images
     counts = _split_counts(_splits_folder(store, ws, row["run_id"]), split)
-    n, score = sum(counts.values()), row["test_accuracy" if split == "test" else "val_acc"]
-    chance = chance_level(counts) if n else None
-    can_tell = chance is not None and not about_chance(1.0, chance, n)  # 4 images: even 100% is about chance
-    at = can_tell and score is not None and score == score and about_chance(float(score), chance, n)
+    check = check_score(row["test_accuracy" if split == "test" else "val_acc"], counts)  # the verdict's own rule
     outcome = outcome_of(store, row["run_id"])["outcome"]
-    note = (f"about chance ({chance:.1%} on the {n:,} {split_word(split)} images)" if at
-            else "did not learn" if outcome == DID_NOT_LEARN else "")  # fmt: skip
-    return {"chance": chance, "at_chance": bool(at), "outcome": outcome, "note": note}
+    note = (f"about chance ({check.chance:.1%} on the {sum(counts.values()):,} {split_word(split)} images)"
+            if check.at_chance else "did not learn" if outcome == DID_NOT_LEARN else "")  # fmt: skip
+    return {"chance": check.chance, "at_chance": check.at_chance, "outcome": outcome, "note": note}
 
 
 def learned(row: dict[str, Any]) -> bool:

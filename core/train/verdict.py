@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from core.train.outcome import about_chance, chance_level
+from core.train.outcome import check_score
 
 if TYPE_CHECKING:
     from core.store.runs import RunStore
@@ -63,16 +63,16 @@ def judge(*, gave_up: str | None, epochs: Sequence[Mapping[str, float]], first_l
         val_counts: validation images of every class the run trains (0 for a class without any; no images at all:
             the chance rule is skipped).
     """
-    n_val = sum(val_counts.values())
-    chance = chance_level(val_counts) if n_val else None
+    accuracies = [e["val_acc"] for e in epochs if math.isfinite(e.get("val_acc", math.nan))]
+    best = max(accuracies) if accuracies else None
+    check = check_score(best, val_counts)
+    chance = check.chance
     if gave_up is not None:
         return Verdict(DID_NOT_LEARN, f"its loss kept running away ({gave_up})", chance)
-    accuracies = [e["val_acc"] for e in epochs if math.isfinite(e.get("val_acc", math.nan))]
-    can_tell = chance is not None and not about_chance(1.0, chance, n_val)
-    if can_tell and accuracies and about_chance(max(accuracies), chance, n_val):
-        return Verdict(DID_NOT_LEARN, f"its best validation accuracy, {max(accuracies):.1%} on {n_val:,} images, is "
-                       f"about chance ({chance:.1%}: always answering its biggest class)", chance)  # fmt: skip
-    if can_tell and accuracies:  # clearly above chance on images it never trained on: it learned, whatever its loss
+    if check.at_chance:
+        return Verdict(DID_NOT_LEARN, f"its best validation accuracy, {best:.1%} on {sum(val_counts.values()):,} "
+                       f"images, is about chance ({chance:.1%}: always answering its biggest class)", chance)  # fmt: skip
+    if check.can_tell and best is not None:  # clearly above chance on images it never trained on: it learned
         return Verdict(LEARNED, "", chance)
     last, blind = (epochs[-1]["train_loss"] if epochs else math.nan), math.log(max(len(val_counts), 2))
     if math.isfinite(first_loss) and not last < max(first_loss, blind):
