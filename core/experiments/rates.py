@@ -1,8 +1,8 @@
 """Learning rates in a search: drawn around each optimizer's usual rate, and ranges far from it said in words.
 
 SGD with momentum trains at about 0.1, Adam, AdamW and RMSprop at about 1e-3, Adadelta at 1.0: the studio's one
-table of usual rates is ``core.train.config.DEFAULT_LR``, which a run's automatic rate (``core.train.runplan``)
-reads too. One range for every optimizer puts some of them where they cannot learn: the issue's search drew Adam at
+table of usual rates is ``core.train.config.DEFAULT_LR``, read through ``core.train.runplan.usual_rate`` by a run's
+automatic rate too. One range for every optimizer puts some of them where they cannot learn: the issue's search drew Adam at
 0.078 and 0.265 from 0.01-0.3, and every trial scored at chance. So a search's rate is by default a multiple of each
 trial's own optimizer's usual rate: the search option ``lr_factor`` (what ``"lr": "usual"`` in a space stands for),
 drawn on a log scale from a tenth to 3 times it (SGD 0.01-0.3, Adam 1e-4-3e-3, Adadelta 0.1-3).
@@ -25,30 +25,20 @@ from dataclasses import replace
 from typing import Any
 
 from core.common.words import choice_word
-from core.train.config import DEFAULT_LR, TrainConfig
+from core.train.config import TrainConfig
+from core.train.runplan import starts_trained, usual_rate
 
 RATE_FACTOR = "lr_factor"  # the search option: the rate as a multiple of the trial's optimizer's usual rate
 USUAL = "usual"  # ``"lr": "usual"`` in a space: RATE_FACTOR over USUAL_SPAN
 USUAL_SPAN = (0.1, 3.0)  # a tenth to 3x the usual rate: SGD 0.01-0.3 (the studio's first range), Adam 1e-4-3e-3
 FACTOR_LIMITS = (1e-3, 100.0)  # a thousandth to 100x: past that, no optimizer learns (and lr's own bound says so)
 FAR = 10.0  # a rate 10x or more beyond an optimizer's usual range lies far outside it
-PRETRAINED_SHARE = 0.1  # from trained weights the usual rate is a tenth, as ``core.train.runplan.resolve`` decides
-
-
-def usual_rate(optimizer: str, pretrained: bool = False) -> float:
-    """The optimizer's usual peak rate (``DEFAULT_LR``), a tenth from trained weights (the run plan's rule)."""
-    return DEFAULT_LR[optimizer] * (PRETRAINED_SHARE if pretrained else 1.0)
 
 
 def usual_range(optimizer: str, pretrained: bool = False) -> tuple[float, float]:
     """The range a search draws the optimizer's rate from by default (``USUAL_SPAN`` times its usual rate)."""
     rate = usual_rate(optimizer, pretrained)
     return rate * USUAL_SPAN[0], rate * USUAL_SPAN[1]
-
-
-def starts_trained(config: TrainConfig) -> bool:
-    """Whether a run of ``config`` starts from trained weights (of any origin), as the run plan asks."""
-    return config.weights != "none" or config.from_run > 0
 
 
 def trial_settings(base: TrainConfig, params: dict[str, Any]) -> dict[str, Any]:

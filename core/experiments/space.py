@@ -27,8 +27,8 @@ from core.common.errors import ChoiceError, CoreError, check_choice
 from core.common.jsonfile import JsonFileError, parse_json
 from core.common.words import AUTOMATIC, choice_word
 from core.experiments.rates import FACTOR_LIMITS, RATE_FACTOR, USUAL, USUAL_SPAN, factor_words, far_outside
-from core.experiments.rates import starts_trained as _trained
 from core.train.config import FIELD_META, ConfigError, TrainConfig, label_of
+from core.train.runplan import starts_trained as _trained
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution

@@ -154,12 +154,26 @@ def recorded_plan(config: TrainConfig, settings: TrainConfig) -> RunPlan:
                    batch=settings.batch_size)  # fmt: skip
 
 
+PRETRAINED_SHARE = 0.1  # from trained weights (of any origin) the usual rate is a tenth: the features need tuning only
+
+
+def starts_trained(config: TrainConfig) -> bool:
+    """Whether a run of ``config`` starts from trained weights (ImageNet's, a file's or another run's)."""
+    return config.weights != "none" or config.from_run > 0
+
+
+def usual_rate(optimizer: str, pretrained: bool = False) -> float:
+    """The optimizer's usual peak rate (``DEFAULT_LR``), a tenth of it from trained weights: a run's automatic rate
+    before any batch scaling, and the centre of a search's rate range (``core.experiments.rates``)."""
+    return DEFAULT_LR[optimizer] * (PRETRAINED_SHARE if pretrained else 1.0)
+
+
 def resolve(config: TrainConfig, facts: DataFacts) -> RunPlan:
     """Decide every ``auto``/0 choice of ``config`` (validated) for data with these ``facts``; see the rules in
     ``core.train.config``'s docstring. Call it once per run: everything after reads the plan."""
     from core.train.archs import arch_label, choose_image_size
 
-    pretrained = config.weights != "none" or config.from_run > 0  # trained weights of any origin: a smaller lr
+    pretrained = starts_trained(config)  # trained weights of any origin: a smaller lr
     side = max(1, facts.typical_side)
     why: dict[str, str] = {}
     arch = config.arch
@@ -223,7 +237,7 @@ def _rate(config: TrainConfig, batch: int, pretrained: bool, why: dict[str, str]
     A typed batch keeps the usual rate, as other tools do: the person chose the step, the rate is left as it was."""
     if config.lr:
         return config.lr
-    usual = DEFAULT_LR[config.optimizer] * (0.1 if pretrained else 1.0)
+    usual = usual_rate(config.optimizer, pretrained)
     name = choice_words("optimizer").get(config.optimizer, config.optimizer)
     start = f"A tenth of the usual rate for {name}: it starts from trained weights" if pretrained else (
         f"The usual rate for {name}")  # fmt: skip
