@@ -22,7 +22,7 @@ from core.experiments.space import METRICS, Space, SpaceError, metric, parse_spa
 from core.store.records import RunRecord
 from core.store.runs import RunStore
 from core.train.archs import ARCHS
-from core.train.config import AUGMENT_CHOICES, OPTIMIZERS, TrainConfig, choices, label_of, limits
+from core.train.config import AUGMENT_CHOICES, OPTIMIZERS, TrainConfig, choices, is_automatic, label_of, limits
 from ui import compare
 from ui.common import show_error, value_word
 from ui.state import dataset_title, run_store, searches, workspace
@@ -48,7 +48,7 @@ RATE_HELP = (f"Around the usual rate: a tenth to 3 times it, on a log scale "
 
 
 def _word(name: str, value: Any) -> str:
-    return AUTOMATIC if name in ("image_size", "batch_size") and value == 0 else value_word(name, value)
+    return AUTOMATIC if is_automatic(name, value) else value_word(name, value)
 
 
 def new_search(dataset: str) -> SearchSpec | None:

@@ -27,7 +27,7 @@ from core.common.errors import ChoiceError, CoreError, check_choice
 from core.common.jsonfile import JsonFileError, parse_json
 from core.common.words import AUTOMATIC, choice_word
 from core.experiments.rates import FACTOR_LIMITS, RATE_FACTOR, USUAL, USUAL_SPAN, factor_words, far_outside
-from core.train.config import FIELD_META, ConfigError, TrainConfig, label_of
+from core.train.config import FIELD_META, ConfigError, TrainConfig, is_automatic, label_of
 from core.train.runplan import starts_trained as _trained
 
 if TYPE_CHECKING:
@@ -317,6 +317,6 @@ def _kind_words(kind: type) -> str:
 def _words(name: str, value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if value == 0 and FIELD_META.get(name, {}).get("zero_is_auto"):  # an automatic batch, input size, epochs
+    if name in FIELD_META and is_automatic(name, value):  # an automatic batch, input size, epochs
         return AUTOMATIC
     return f"{value:g}" if isinstance(value, float) else choice_word(name, value)  # "SGD (momentum)" for sgd

@@ -128,6 +128,11 @@ def label_of(name: str) -> str:
     return LABELS.get(name, name.replace("_", " ").capitalize())
 
 
+def is_automatic(name: str, value: object) -> bool:
+    """Whether ``value`` of option ``name`` leaves the choice to the studio: ``auto``, or 0 where 0 means automatic."""
+    return value == "auto" or (value == 0 and not isinstance(value, bool) and FIELD_META[name]["zero_is_auto"])
+
+
 def choice_words(name: str) -> dict[str, str]:
     """The values of the choice option ``name`` in words (``{"sgd": "SGD (momentum)", ...}``: the studio's words,
     ``core.common.words``; networks by their names in ``core.train.archs``); a value missing here is shown as it is."""
