@@ -17,7 +17,7 @@ from core.train.archs import arch_info
 from core.train.config import SMALL_SET, ConfigError, TrainConfig, label_of
 from core.train.epochs import FIRST_CYCLE
 from core.train.memory import MemoryEstimate, RunTooBigError, cores_problem, estimate_memory, memory_problem
-from core.train.runplan import DataFacts, RunPlan
+from core.train.runplan import DataFacts, RunPlan, starts_trained
 from core.train.splits import SPLITS, make_splits
 
 # Below this many images a split's accuracy moves in steps of 5 points or more and says little.
@@ -122,7 +122,7 @@ def _short_from_scratch(plan: RunPlan) -> str:
     colours and on real photos, where its automatic epochs reached 100/86.7/73.3%; LeNet for 3 epochs 93.3/73.3/66.7%
     on the photos against 100/100/93.3% (the issue itself saw MobileNetV2 end at 41% after 3 epochs)."""
     c = plan.config
-    if c.weights != "none" or c.from_run or plan.epochs.until_converged or plan.epochs.epochs >= FIRST_CYCLE:
+    if starts_trained(c) or plan.epochs.until_converged or plan.epochs.epochs >= FIRST_CYCLE:
         return ""
     buy = "buys" if plan.epochs.epochs == 1 else "buy"
     return (
