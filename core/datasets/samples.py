@@ -7,6 +7,7 @@ written by 43 people, 10 classes. It is written once into the workspace as PNG f
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -90,9 +91,31 @@ def _materialise(sample: Sample, dest: Path) -> None:
         sample.build(tmp)
         (tmp / ".complete").write_text("ok\n")
         if dest.exists() and not (dest / ".complete").exists():
-            shutil.rmtree(dest)  # an incomplete copy from an older version
-        if not dest.exists():
-            os.replace(tmp, dest)
-        # else another process finished first; its copy is identical (fixed seed), ours is dropped below
+            _discard(dest)  # an incomplete copy from an older version
+        _put_in_place(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _put_in_place(tmp: Path, dest: Path) -> None:
+    """Rename ``tmp`` to ``dest``; when another process got there first, keep its copy.
+
+    Two launchers of one run on one host write the sample at the same moment: checking ``dest.exists()``
+    and then renaming leaves a window in which the other's rename lands, and ours fails "Directory not
+    empty". Every copy is identical (fixed seed), so losing that race is fine once the winner's is complete.
+    """
+    try:
+        os.rename(tmp, dest)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not (dest / ".complete").exists():
+            raise
+
+
+def _discard(folder: Path) -> None:
+    # Renamed aside first so only one process removes it and none deletes a copy another has just put there.
+    aside = Path(tempfile.mkdtemp(prefix=f".{folder.name}-old-", dir=folder.parent))
+    try:
+        os.rename(folder, aside / folder.name)
+    except FileNotFoundError:
+        pass  # another process discarded it first
+    shutil.rmtree(aside, ignore_errors=True)

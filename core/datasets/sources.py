@@ -13,7 +13,6 @@ the same rule ``Workspace.confine`` applies to typed paths.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,7 +20,6 @@ from urllib.parse import parse_qs, urlencode
 
 import pandas as pd
 
-from core.common.atomic import write_atomic
 from core.common.errors import DatasetError
 from core.common.jsonfile import JsonFileError, is_regular_file, read_json
 from core.common.workspace import Workspace
@@ -42,7 +40,7 @@ from core.datasets.layouts import (
     walk_files,
     within,
 )
-from core.images.archive import extract_zip
+from core.images.archive import ArchiveExistsError, extract_zip
 from core.images.opener import is_image_name
 
 ZIP_SKIPPED = ".zip-skipped.json"  # hidden: never taken for data
@@ -330,10 +328,11 @@ def extract_upload(data: bytes | Path, filename: str, ws: Workspace) -> Path:
     stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in Path(filename).stem)[:60] or "upload"
     dest = ws.datasets / f"{stem}-{digest}"
     if not dest.exists():
-        result = extract_zip(data, dest)
-        # Kept beside the data so every later scan lists what the ZIP held but the studio left out.
-        skipped = [{"path": name, "reason": f"left out of the ZIP: {why}"} for name, why in result.skipped]
-        write_atomic(dest / ZIP_SKIPPED, json.dumps(skipped))
+        try:
+            # The record, kept beside the data, lets every later scan list what the ZIP held but was left out.
+            extract_zip(data, dest, skipped_record=ZIP_SKIPPED)
+        except ArchiveExistsError:
+            pass  # two launchers of one run extract the same bytes at once: the other's copy is the same
     return _single_top_folder(dest)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import lzma
 import os
 import re
@@ -48,6 +49,10 @@ _LOCAL_SIGNATURE = b"PK\x03\x04"
 _ENCRYPTED = 0x1  # general purpose flag bit 0
 
 Source = str | os.PathLike[str] | bytes | BinaryIO
+
+
+class ArchiveExistsError(ArchiveError):
+    """The destination folder exists (perhaps put there by another process extracting the same ZIP)."""
 
 
 class ArchiveSpaceError(ArchiveError, DiskFullError):
@@ -92,26 +97,31 @@ class ExtractResult:
     skipped: list[tuple[str, str]]
 
 
-def extract_zip(source: Source, dest: Path, *, limits: ZipLimits = ZipLimits()) -> ExtractResult:
+def extract_zip(
+    source: Source, dest: Path, *, limits: ZipLimits = ZipLimits(), skipped_record: str | None = None
+) -> ExtractResult:
     """Extract the images and label files of a ZIP into ``dest``, all or nothing.
 
     Args:
         source: A path to the ZIP, its bytes, or a binary file object (e.g. a Streamlit upload).
         dest: Folder to create; it must not exist yet. Its parent is created if needed.
         limits: Size bounds; the defaults suit datasets of up to a few hundred thousand images.
+        skipped_record: A file name inside ``dest`` for the skipped members as JSON, written before the
+            folder is renamed into place so no reader ever sees the folder without it.
 
     Returns:
         Where the dataset landed, what was written and what was skipped, with reasons.
 
     Raises:
-        ArchiveError: ``dest`` exists, the source is not a readable ZIP, or the archive is refused
+        ArchiveExistsError: (an ArchiveError) ``dest`` exists, or appeared while extracting.
+        ArchiveError: the source is not a readable ZIP, or the archive is refused
             (too many members, too large, possible zip bomb, encrypted, corrupt). Nothing is left
             behind: neither ``dest`` nor the temporary folder.
         ArchiveSpaceError: (an ArchiveError) the disk is too small for it; nothing is left behind either.
     """
     dest = Path(dest)
     if dest.exists() or dest.is_symlink():
-        raise ArchiveError(f"destination already exists: {dest}")
+        raise ArchiveExistsError(f"destination already exists: {dest}")
     with _zip_stream(source) as fp, _open_zip(fp) as zf:
         members = zf.infolist()
         budget = _unpack_budget(fp, limits)
@@ -124,6 +134,9 @@ def extract_zip(source: Source, dest: Path, *, limits: ZipLimits = ZipLimits()) 
             # Same filesystem as dest, so the final rename is atomic.
             tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
             tally = _extract_members(zf, members, tmp, limits, budget)
+            if skipped_record:
+                skipped = [{"path": name, "reason": f"left out of the ZIP: {why}"} for name, why in tally.skipped]
+                (tmp / skipped_record).write_text(json.dumps(skipped))
             _move_into_place(tmp, dest)
         except BaseException as exc:
             if tmp is not None:
@@ -398,8 +411,13 @@ def _corrupt(info: zipfile.ZipInfo, exc: Exception) -> ArchiveError:
 def _move_into_place(tmp: Path, dest: Path) -> None:
     tmp.chmod(0o755)  # mkdtemp makes it private; a dataset folder is an ordinary folder
     if dest.exists():  # created by someone else while extracting: rename would replace an empty folder
-        raise ArchiveError(f"destination already exists: {dest}")
-    os.rename(tmp, dest)
+        raise ArchiveExistsError(f"destination already exists: {dest}")
+    try:
+        os.rename(tmp, dest)
+    except OSError as exc:  # another process's rename landed between the check above and ours
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            raise ArchiveExistsError(f"destination already exists: {dest}") from exc
+        raise
 
 
 def _dataset_root(dest: Path) -> Path:

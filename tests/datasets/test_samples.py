@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 from pathlib import Path
 
@@ -72,4 +73,42 @@ def test_the_sample_ref_keeps_its_name_as_spec(digits_ws: Workspace) -> None:
 def test_an_unknown_sample_is_refused_naming_the_available_ones(ws: Workspace) -> None:
     with pytest.raises(DatasetError, match="unknown sample 'cifar'.*digits"):
         samples.sample_path("sample:cifar", ws.datasets)
+    assert not list(ws.datasets.iterdir())
+
+
+def test_a_copy_put_in_place_by_another_process_while_ours_was_renamed_is_kept(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two launchers of one run write the sample at once; the one that loses the rename must go on.
+
+    The other process's rename is made to land just before ours, the moment the race CI met falls in.
+    """
+    real_rename = samples.os.rename
+
+    def other_process_first(src: str, dst: str) -> None:
+        if Path(dst).name == "sample-digits" and not Path(dst).exists():
+            other = Path(dst).parent / ".other-process"
+            (other / "train").mkdir(parents=True)
+            (other / ".complete").write_text("ok\n")
+            real_rename(other, dst)
+        real_rename(src, dst)
+
+    monkeypatch.setattr(samples.os, "rename", other_process_first)
+    monkeypatch.setattr(samples.os, "replace", other_process_first)  # either way of renaming into place
+    root = samples.sample_path("sample:digits", ws.datasets)
+
+    assert (root / ".complete").exists() and (root / "train").is_dir()
+    assert [p.name for p in ws.datasets.iterdir()] == ["sample-digits"]  # our temp copy is cleaned away
+
+
+def test_a_failed_rename_with_no_complete_copy_in_place_is_an_error(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def blocked(src: str, dst: str) -> None:
+        raise OSError(errno.ENOTEMPTY, "Directory not empty", dst)
+
+    monkeypatch.setattr(samples.os, "rename", blocked)
+    monkeypatch.setattr(samples.os, "replace", blocked)
+    with pytest.raises(OSError, match="not empty"):
+        samples.sample_path("sample:digits", ws.datasets)
     assert not list(ws.datasets.iterdir())

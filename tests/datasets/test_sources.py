@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from core.common.errors import DatasetError
 from core.common.workspace import Workspace
 from core.datasets.layouts import one_line
 from core.datasets.sources import (
+    ZIP_SKIPPED,
     DatasetRef,
     detect_dataset,
     extract_upload,
@@ -20,6 +22,7 @@ from core.datasets.sources import (
     read_label_csv,
     resolve_dataset,
 )
+from core.images import archive
 from tests import imagefactory as f
 
 
@@ -333,6 +336,37 @@ def test_the_same_zip_uploaded_twice_is_extracted_once(class_folder: Path, ws: W
     assert second == first
     assert (second / "cat" / "marker.txt").exists()
     assert len(list(ws.datasets.iterdir())) == 1
+
+
+def test_two_processes_extracting_one_zip_at_once_both_get_the_folder_with_its_record(
+    class_folder: Path, ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two launchers of one run extract the same upload together; the one whose rename comes second goes on.
+
+    The other process's finished copy is made to land just before our rename. The list of members left out
+    must be inside every copy as it is renamed, so no reader sees the folder without it.
+    """
+    members = f.folder_members(class_folder)
+    members["classes/dog/tool.exe"] = b"MZ"
+    data = f.zip_bytes(members)
+    real_rename = archive.os.rename
+    records_when_renamed: list[bool] = []
+
+    def other_process_first(src: str, dst: str) -> None:
+        records_when_renamed.append((Path(src) / ZIP_SKIPPED).is_file())
+        if not Path(dst).exists():
+            other = Path(dst).parent / ".other-process"
+            shutil.copytree(src, other)
+            real_rename(other, dst)
+        real_rename(src, dst)
+
+    monkeypatch.setattr(archive.os, "rename", other_process_first)
+    ref = detect_dataset(extract_upload(data, "race.zip", ws), ws)
+    entries, problems = list_entries(ref)
+
+    assert records_when_renamed == [True]
+    assert len(entries) == 12 and [p.reason for p in problems] == ["left out of the ZIP: not an image or label file"]
+    assert [p.name for p in ws.datasets.iterdir()] == [ref.root.parent.name]  # no temp copy left behind
 
 
 def test_a_zip_holding_one_class_folder_keeps_that_class(class_folder: Path, ws: Workspace) -> None:
