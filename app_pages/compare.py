@@ -4,6 +4,7 @@ settings against the result, the curves of the runs ticked, and the table as CSV
 import streamlit as st
 
 from ui import compare, runs
+from ui.common import default_run
 from ui.state import run_store, workspace
 
 st.title("Compare runs")
@@ -24,7 +25,8 @@ def comparison() -> None:
     st.caption(f"{len(frame):,} of {len(fresh):,} runs. Tick runs to overlay their "
                "curves below. Runs of a search, and runs started from another run's weights, say so under "
                "\"Part of\".")  # fmt: skip
-    ticked = compare.show(frame, "compare_table")
+    best = default_run(store, [r for r in fresh if r.status == "completed"])  # marked, as on Evaluate and Classify
+    ticked = compare.show(frame, "compare_table", best=best.run_id if best is not None else None)
     unchecked = compare.unchecked_datasets(workspace(), fresh)
     if unchecked and st.button("Look for test images copied from training images", key="compare_leaks",
                                icon=":material/content_copy:", help=compare.LEAK_HELP):  # fmt: skip

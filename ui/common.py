@@ -5,13 +5,15 @@ from __future__ import annotations
 import streamlit as st
 
 from core.common.errors import ChoiceError
+from core.common.percent import percent
 from core.common.words import choice_word
 from core.datasets.sources import dataset_title
+from core.store.ranking import best_run
 from core.store.records import RunRecord
 from core.store.runs import RunStore
 from core.train.archs import arch_label
 from core.train.config import label_of
-from ui.state import workspace
+from ui.state import current_ref, workspace
 from ui.text import plain
 
 
@@ -36,12 +38,21 @@ def count_of(n: int, noun: str) -> str:
     return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
-def run_label(store: RunStore, run: RunRecord) -> str:
-    """A run in words for pickers: "Run 3 · ResNet-18 · flowers · best validation accuracy 91%" (plain text, as
-    select boxes show it: pass it through ``plain`` before Markdown)."""
+def run_label(store: RunStore, run: RunRecord, *, best: bool = False) -> str:
+    """A run in words for pickers: "Run 3 · ResNet-18 · flowers · best validation accuracy 91.4%" (plain text, as
+    select boxes show it: pass it through ``plain`` before Markdown); ``best`` adds "the best on this data"."""
     acc = store.best_metric(run.run_id, "val_acc")
     parts = [f"Run {run.run_id}", arch_label(run.arch), dataset_title(run.dataset)]
-    return " · ".join(parts + ([f"best validation accuracy {acc:.0%}"] if acc is not None else []))
+    parts += [f"best validation accuracy {percent(acc, 1)}"] if acc is not None else []
+    return " · ".join(parts + (["the best on this data"] if best else []))
+
+
+def default_run(store: RunStore, runs: list[RunRecord]) -> RunRecord | None:
+    """The run a page opens on: the best completed one on the chosen dataset (``core.store.ranking``), else the
+    best of ``runs``; never merely the newest, which after a search is often a poor trial."""
+    ref = current_ref()
+    mine = [r for r in runs if ref is not None and r.dataset == ref.spec]
+    return best_run(store, among=mine or runs)
 
 
 def value_word(option: str, value: object) -> str:

@@ -13,6 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.common.percent import percent
 from core.common.untrusted import spreadsheet_csv
 from core.common.words import duration, status_word
 from core.experiments.compare import COLUMNS, RESULTS, compare_table
@@ -71,7 +72,7 @@ def column_config() -> dict:
     return config
 
 
-FORMATS = {**{k: "{:.1%}" for k in PERCENT}, "lr": "{:.3g}", "images_per_s": "{:,.0f}", "n_leaking": "{:.0f}",
+FORMATS = {**{k: lambda v: percent(v, 1) for k in PERCENT}, "lr": "{:.3g}", "images_per_s": "{:,.0f}", "n_leaking": "{:.0f}",
            "batch_size": "{:.0f}", "epochs": "{:.0f}", "image_size": "{:.0f}", "wall_s": lambda s: duration(s)}  # fmt: skip
 
 

@@ -9,8 +9,10 @@ import pandas as pd
 import streamlit as st
 
 from core.common.errors import CoreError
+from core.common.percent import percent, wilson_interval
 from core.common.words import AUTOMATIC, duration, metric_word, status_word
 from core.common.workspace import Workspace
+from core.store.ranking import best_before
 from core.store.records import ACTIVE_STATUSES, RunRecord
 from core.store.runs import RunStore
 from core.train import run_folder
@@ -132,13 +134,13 @@ def run_header(store: RunStore, ws: Workspace, run: RunRecord) -> None:
     runaways(went["runaways"])
     cards = st.columns(4)
     test, best = summary["test_accuracy"], summary["best_val_acc"]
-    chance = {"delta": f"chance {went['chance']:.1%}", "delta_color": "off", "delta_arrow": "off"} \
+    chance = {"delta": f"chance {percent(went['chance'], 1)}", "delta_color": "off", "delta_arrow": "off"} \
         if failed_to_learn and went["chance"] is not None else {}  # fmt: skip
-    cards[0].metric(metric_word("test_accuracy"), f"{test:.1%}" if test is not None else "not yet",
+    cards[0].metric(metric_word("test_accuracy"), percent(test, 1) if test is not None else "not yet",
                     help=f"Share of the {splits.get('test', 0):,} test images, never used in training, that get "
                          "the right label (best checkpoint)." if test is not None else
                          "Measured on the test images once the run finishes.", **chance)  # fmt: skip
-    cards[1].metric(metric_word("best_val_acc"), f"{best:.1%}" if best is not None else "not yet",
+    cards[1].metric(metric_word("best_val_acc"), percent(best, 1) if best is not None else "not yet",
                     help=f"The best epoch's score on the {splits.get('val', 0):,} validation images.",
                     **chance)  # fmt: skip
     cards[2].metric("Epochs", f"{train_run.epochs_trained(store, run.run_id):,}")
@@ -188,7 +190,7 @@ def runs_table(store: RunStore, ws: Workspace, runs: list[RunRecord]) -> pd.Data
         n_test = run_folder.split_sizes(store, ws, run.run_id).get("test")
         went = outcome_of(store, run.run_id)
         failed = went["outcome"] == DID_NOT_LEARN  # never a plain "finished" beside a score: chance said beside it
-        chance = f" (chance {went['chance']:.1%})" if failed and went["chance"] is not None else ""
+        chance = f" (chance {percent(went['chance'], 1)})" if failed and went["chance"] is not None else ""
         problem = run.error or (f"{DID_NOT_LEARN}: {went['why']}" if failed else "; ".join(went["runaways"]))
         rows.append({"run_id": run.run_id, "name": run.name,
                      "status": status_word(run.status) + (f", {DID_NOT_LEARN}" if failed else ""),
@@ -203,7 +205,33 @@ def runs_table(store: RunStore, ws: Workspace, runs: list[RunRecord]) -> pd.Data
 
 
 def _percent(value: float | None) -> str:
-    return f"{value:.1%}" if value is not None else "—"
+    return percent(value, 1, missing="—")
+
+
+def _score_words(test: float | None, n_test: int, best_val: float | None, chance: float | None) -> str:
+    """ "**99.4%** of its 310 test images get the right label (likely between 97.7% and 99.8% with this many;
+    chance level 10.3%; best validation accuracy 99.7%)." """
+    if test is None or not n_test:
+        score, notes = "it has no test images, so no test score", []
+    else:
+        low, high = wilson_interval(round(test * n_test), n_test)
+        score = f"**{percent(test, 1)}** of its {n_test:,} test images get the right label"
+        notes = [f"with this many images the true figure is likely between {percent(low, 1)} and {percent(high, 1)}"]
+    notes += [f"chance level {percent(chance, 1)}"] if chance is not None else []
+    notes += [f"best validation accuracy {percent(best_val, 1)}"] if best_val is not None else []
+    return score + (f" ({'; '.join(notes)})." if notes else ".")
+
+
+def _against_earlier(store: RunStore, run: RunRecord, test: float | None) -> str:
+    """The best earlier run on the same data, so a result is read against what was already reached."""
+    earlier = best_before(store, run)
+    if earlier is None:
+        return ""
+    what = "test" if earlier.split == "test" else "validation"
+    side = "" if test is None else (" This run is better." if test > earlier.accuracy else
+                                    " This run is not better." if test < earlier.accuracy else " The same score.")  # fmt: skip
+    return (f" The best earlier run on this data, run {earlier.run.run_id}, scored {percent(earlier.accuracy, 1)} on "
+            f"its {what} images.{side}")  # fmt: skip
 
 
 def table_config() -> dict:
@@ -221,19 +249,16 @@ def run_result(store: RunStore, ws: Workspace, run_id: int) -> None:
     n_test, test = run_folder.split_sizes(store, ws, run_id).get("test", 0), summary["test_accuracy"]
     went = outcome_of(store, run_id)
     if run.status == "completed" and went["outcome"] == DID_NOT_LEARN:
-        chance = f"{went['chance']:.1%}" if went["chance"] is not None else "unknown"
-        score = f"{test:.1%} of its {n_test:,} test images right" if test is not None else "no test score"
+        chance = f"{percent(went['chance'], 1)}" if went["chance"] is not None else "unknown"
+        score = f"{percent(test, 1)} of its {n_test:,} test images right" if test is not None else "no test score"
         st.warning(f"**{plain(run.name)}** finished in {duration(run.wall_s or 0)} but **did not learn**: "
                    f"{plain(went['why'])}. Its score ({score}; chance level {chance}) is not a result: "
                    f"{TRY_NEXT}.", icon=":material/warning:")  # fmt: skip
         runaways(went["runaways"])
     elif run.status == "completed":
-        score = (f"**{test:.1%}** of its {n_test:,} test images get the right label" if test is not None
-                 else "it has no test images, so no test score")  # fmt: skip
-        best = summary["best_val_acc"]
-        st.success(f"**{plain(run.name)}** finished in {duration(run.wall_s or 0)}: {score}"
-                   + (f" (best validation accuracy {best:.1%})." if best is not None else "."),
-                   icon=":material/check_circle:")  # fmt: skip
+        st.success(f"**{plain(run.name)}** finished in {duration(run.wall_s or 0)}: "
+                   f"{_score_words(test, n_test, summary['best_val_acc'], went['chance'])}"
+                   f"{_against_earlier(store, run, test)}", icon=":material/check_circle:")  # fmt: skip
         runaways(went["runaways"])
         small_split_warning(n_test, "test")
     else:

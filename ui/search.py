@@ -13,6 +13,7 @@ from typing import Any
 import streamlit as st
 
 from core.common.errors import CoreError
+from core.common.percent import percent
 from core.common.untrusted import whole_number
 from core.common.words import AUTOMATIC, STATUS_WORDS
 from core.experiments.rates import USUAL, USUAL_SPAN, factor_words
@@ -199,7 +200,7 @@ def _controls(search: RunRecord, driven: bool) -> None:
 
 def _best(best: dict, words: str, why: str) -> None:
     value = best["value"]
-    shown = f"{value:.1%}" if "accuracy" in words.lower() else f"{value:.4f}"
+    shown = percent(value, 1) if "accuracy" in words.lower() else f"{value:.4f}"
     text, evaluate, curves = st.columns([3, 2, 2], vertical_alignment="center")
     text.success(f"Best so far: **run {best['run_id']}** ({words.lower()} {shown})" + (f"; {why}" if why else ""),
                  icon=":material/star:")  # fmt: skip

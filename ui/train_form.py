@@ -17,6 +17,7 @@ from typing import Any
 import streamlit as st
 
 from core.common.errors import ChoiceError, CoreError
+from core.common.percent import percent
 from core.common.untrusted import whole_number
 from core.common.words import AUTOMATIC
 from core.train.archs import WEIGHTS_CHOICES
@@ -186,7 +187,7 @@ def parent_run(value: int, key: str, label: str) -> int:
         if run is None:
             return f"Run {run_id} (no checkpoint)"
         best = store.best_metric(run_id, "val_acc")
-        return f"Run {run_id} · {arch_label(run.arch)}" + (f" · {best:.0%} validation" if best is not None else "")
+        return f"Run {run_id} · {arch_label(run.arch)}" + (f" · {percent(best)} validation" if best is not None else "")
 
     help_text = ("Start from another run's best weights (its network too): the classification head is replaced "
                  "when the classes differ and fitted to the new ones first; freezing and the backbone rate apply "

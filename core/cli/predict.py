@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from core.common.percent import percent
 from core.common.workspace import Workspace
 from core.store.runs import RunStore
 
@@ -65,7 +66,7 @@ def _line(row: dict) -> str:
     image = one_line(str(row["image"]))
     if "error" in row:
         return f"{image}: error: {one_line(str(row['error']))}"
-    top = ", ".join(f"{one_line(str(t['label']))} {t['p']:.1%}" for t in row["top"])
+    top = ", ".join(f"{one_line(str(t['label']))} {percent(t['p'], 1)}" for t in row["top"])
     cam = f", {row['cam_method']} {row['cam_ms']:.0f} ms" if "cam_ms" in row else ""
     return f"{image}: {top}  ({row['ms']:.0f} ms{cam})"
 

@@ -17,6 +17,7 @@ from dataclasses import MISSING, Field, fields
 from typing import Any
 
 from core.common.errors import CoreError
+from core.common.percent import percent
 from core.common.words import duration
 from core.common.workspace import Workspace
 from core.store.runs import RunStore
@@ -216,7 +217,7 @@ def _printer(store: RunStore, quiet: bool) -> Callable[[int], None]:
 def _epoch_line(e: dict) -> str:
     acc = e.get("val_acc")
     return (f"epoch {e['epoch']:>3}  train loss {_f(e.get('train_loss'))}  val loss {_f(e.get('val_loss'))}  "
-            f"val acc {'-' if acc is None else f'{acc:.2%}'}  {'-' if e.get('seconds') is None else duration(e['seconds'])}")  # fmt: skip
+            f"val acc {'-' if acc is None else percent(acc, 2)}  {'-' if e.get('seconds') is None else duration(e['seconds'])}")  # fmt: skip
 
 
 def _f(value: float | None, spec: str = ".4f") -> str:
@@ -227,9 +228,9 @@ def _text(result: dict) -> str:
     from core.train.verdict import DID_NOT_LEARN
 
     test = result["test"]
-    acc = f"test accuracy {test['accuracy']:.2%}" if "accuracy" in test else "no test result"
+    acc = f"test accuracy {percent(test['accuracy'], 2)}" if "accuracy" in test else "no test result"
     if result["outcome"] == DID_NOT_LEARN and result["chance"] is not None:
-        acc += f" (chance level {result['chance']:.2%})"
+        acc += f" (chance level {percent(result['chance'], 2)})"
     lines = [f"run {result['run_id']} {result['status']}: {len(result['epochs'])} epochs, {acc}, "
              f"{duration(result['wall_s'] or 0)}; best checkpoint {result['checkpoint'] or '-'}"]  # fmt: skip
     if result["outcome"] == DID_NOT_LEARN:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from core.common.percent import percent, wilson_interval
 from core.common.words import split_word
 from core.evaluate.calibration import Calibration
 from core.evaluate.leakage import HonestScore
@@ -17,12 +18,14 @@ FEW_IMAGES = 20  # below this a score moves by 5+ points per image: say so besid
 
 
 def pct(value: float | None, digits: int = 0) -> str:
-    return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.{digits}f}%"
+    return percent(value, digits)  # never "100%" short of every image
 
 
 def accuracy_sentence(accuracy: float, n: int, split: str = "test") -> str:
     right = round(accuracy * n)
-    return f"{right:,} of {n:,} {split_word(split)} images get the right label ({pct(accuracy, 1)})."
+    low, high = wilson_interval(right, n) if n else (math.nan, math.nan)
+    return (f"{right:,} of {n:,} {split_word(split)} images get the right label ({pct(accuracy, 1)}). With this many "
+            f"images the true figure is likely between {pct(low, 1)} and {pct(high, 1)} (95% interval).")  # fmt: skip
 
 
 def top_k_sentence(value: float, n: int, k: int) -> str:

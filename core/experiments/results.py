@@ -17,6 +17,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
+from core.common.percent import percent
 from core.common.words import split_word
 from core.common.workspace import Workspace
 from core.store.records import RunGroup, RunRecord
@@ -87,7 +88,7 @@ def judged(store: RunStore, ws: Workspace | None, row: dict[str, Any], metric_na
     counts = _split_counts(_splits_folder(store, ws, row["run_id"]), split)
     check = check_score(row["test_accuracy" if split == "test" else "val_acc"], counts)  # the verdict's own rule
     outcome = outcome_of(store, row["run_id"])["outcome"]
-    note = (f"about chance ({check.chance:.1%} on the {sum(counts.values()):,} {split_word(split)} images)"
+    note = (f"about chance ({percent(check.chance, 1)} on the {sum(counts.values()):,} {split_word(split)} images)"
             if check.at_chance else "did not learn" if outcome == DID_NOT_LEARN else "")  # fmt: skip
     return {"chance": check.chance, "at_chance": check.at_chance, "outcome": outcome, "note": note}
 
@@ -122,7 +123,7 @@ def best_words(rows: list[dict[str, Any]]) -> str:
                 + (f"; {at_chance} scored about chance" if at_chance else "")
                 + (f"; {others} did not learn" if others else ""))  # fmt: skip
     levels = sorted({round(r["chance"], 4) for r in left_out if r.get("at_chance") and r.get("chance") is not None})
-    shown = " to ".join(dict.fromkeys(f"{v:.1%}" for v in (levels[0], levels[-1]))) if levels else ""
+    shown = " to ".join(dict.fromkeys(percent(v, 1) for v in (levels[0], levels[-1]))) if levels else ""
     if not others:  # every one at chance (a trial is at chance only with a known chance level)
         return (f"No trial learned: every score is about chance ({shown}, what always answering the biggest class "
                 f"scores). {TRY}")  # fmt: skip

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from core.common.percent import percent
 from core.train.outcome import check_score
 
 if TYPE_CHECKING:
@@ -70,8 +71,8 @@ def judge(*, gave_up: str | None, epochs: Sequence[Mapping[str, float]], first_l
     if gave_up is not None:
         return Verdict(DID_NOT_LEARN, f"its loss kept running away ({gave_up})", chance)
     if check.at_chance:
-        return Verdict(DID_NOT_LEARN, f"its best validation accuracy, {best:.1%} on {sum(val_counts.values()):,} "
-                       f"images, is about chance ({chance:.1%}: always answering its biggest class)", chance)  # fmt: skip
+        return Verdict(DID_NOT_LEARN, f"its best validation accuracy, {percent(best, 1)} on {sum(val_counts.values()):,} "
+                       f"images, is about chance ({percent(chance, 1)}: always answering its biggest class)", chance)  # fmt: skip
     if check.can_tell and best is not None:  # clearly above chance on images it never trained on: it learned
         return Verdict(LEARNED, "", chance)
     last, blind = (epochs[-1]["train_loss"] if epochs else math.nan), math.log(max(len(val_counts), 2))

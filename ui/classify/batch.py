@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 from PIL import Image, ImageOps
 
+from core.common.percent import percent
 from core.common.untrusted import spreadsheet_csv
 from core.explain import predict
 from core.explain.predict import Predictor
@@ -61,7 +62,7 @@ def gallery(files: list[Upload], preds: list[Result]) -> None:
                     st.markdown(f":red[{plain(pred)}]")
                 else:
                     st.image(_thumb(pred.picture), width="stretch")
-                    st.markdown(f"**{plain(str(pred.top[0]['label']))}** · {float(pred.top[0]['p']):.0%}")
+                    st.markdown(f"**{plain(str(pred.top[0]['label']))}** · {percent(float(pred.top[0]['p']))}")
                 st.caption(plain(file.name))
 
 

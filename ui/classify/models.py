@@ -1,5 +1,5 @@
-"""Which model classifies: completed runs (newest first) and the ImageNet models whose weights are here, named in
-words; each loaded once per server process (``st.cache_resource``), keyed by run and checkpoint time."""
+"""Which model classifies: completed runs (newest first, opening on the best) and the ImageNet models whose
+weights are here, named in words; each loaded once per server process (``st.cache_resource``), keyed by run and checkpoint time."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from core.store.runs import RunStore
 from core.train.archs import ARCHS
 from core.train.run_folder import checkpoint_path
 from core.train.weights import imagenet_weights_file
-from ui.common import run_label, show_error
+from ui.common import default_run, run_label, show_error
+from ui.state import set_url_run, url_run
 
 
 @dataclass(frozen=True)
@@ -24,16 +25,21 @@ class ModelChoice:
     label: str
     run_id: int | None = None
     arch: str | None = None
+    best: bool = False  # the run the page opens on (ui.common.default_run)
 
 
 def model_choices(ws: Workspace, store: RunStore) -> list[ModelChoice]:
-    """Completed runs with a checkpoint (newest first), then the ImageNet models whose weights are present."""
+    """Completed runs with a checkpoint (newest first; the best on the chosen dataset marked), then the ImageNet
+    models whose weights are present."""
+    runs = [r for r in store.list_runs(status="completed", kind="train")
+            if checkpoint_path(ws, r.run_id, "best").is_file()]  # fmt: skip
+    best = default_run(store, runs)
     out = []
-    for run in store.list_runs(status="completed", kind="train"):
-        path = checkpoint_path(ws, run.run_id, "best")
-        if path.is_file():
-            out.append(ModelChoice(f"run:{run.run_id}:{path.stat().st_mtime_ns}", run_label(store, run),
-                                   run_id=run.run_id))  # fmt: skip
+    for run in runs:
+        stamp = checkpoint_path(ws, run.run_id, "best").stat().st_mtime_ns
+        mark = best is not None and run.run_id == best.run_id
+        out.append(ModelChoice(f"run:{run.run_id}:{stamp}", run_label(store, run, best=mark), run_id=run.run_id,
+                               best=mark))  # fmt: skip
     for arch, info in ARCHS.items():
         if info.weights and predict.imagenet_available(arch):
             out.append(ModelChoice(f"imagenet:{arch}", f"{info.label} trained on ImageNet (1,000 everyday classes)",
@@ -50,11 +56,20 @@ def no_model() -> None:
 
 
 def pick_model(choices: list[ModelChoice], container=st) -> ModelChoice:
+    """The model to classify with: the run the address names, else the best run on the chosen dataset; a choice
+    other than that default is kept in the address, so a refresh or a shared link keeps it."""
     by_key = {c.key: c for c in choices}
-    key = container.selectbox("Model", list(by_key), format_func=lambda k: by_key[k].label, key="classify_model",
-                              help="A completed training run (its best checkpoint), newest first, or a "
-                              "torchvision ImageNet model whose weights are on this machine.")  # fmt: skip
-    return by_key[key]
+    keys = list(by_key)
+    wanted = url_run()
+    default = next((c.key for c in choices if c.best), keys[0])
+    start = next((c.key for c in choices if wanted is not None and c.run_id == wanted), default)
+    key = container.selectbox("Model", keys, index=keys.index(start), format_func=lambda k: by_key[k].label,
+                              key="classify_model", help="A completed training run (its best checkpoint), newest "
+                              "first; the page opens on the best one on the chosen dataset. Or a torchvision "
+                              "ImageNet model whose weights are on this machine.")  # fmt: skip
+    chosen = by_key[key]
+    set_url_run(chosen.run_id if key != default else None)
+    return chosen
 
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=4)

@@ -16,7 +16,7 @@ from core.store.records import RunRecord
 from core.store.runs import RunStore
 from core.train.predictions import predictions_file
 from core.train.run_folder import run_dir, run_splits
-from ui.common import run_label, show_error
+from ui.common import default_run, run_label, show_error
 from ui.state import set_url_run, url_run
 from ui.text import plain
 
@@ -26,8 +26,8 @@ LEAK_CHECKS = "evaluate_leak_checks"  # session key: {(run_id, split)} whose cop
 
 
 def pick_run(store: RunStore) -> tuple[RunRecord, str] | None:
-    """The run and split to show (the newest completed run by default, or the one in the address); None, with
-    what to do said, when there is none yet."""
+    """The run and split to show (the best completed run on the chosen dataset by default, or the one in the
+    address); None, with what to do said, when there is none yet."""
     runs = store.list_runs(kind="train")
     done = [r for r in runs if r.status == "completed"]
     active = [r for r in runs if r.status in ACTIVE]
@@ -37,16 +37,18 @@ def pick_run(store: RunStore) -> tuple[RunRecord, str] | None:
     by_id = {r.run_id: r for r in done}
     wanted = url_run()
     ids = list(by_id)
+    best = default_run(store, done)
+    default_id = best.run_id if best is not None else ids[0]
     left, right = st.columns([3, 1])
-    chosen = left.selectbox("Run", ids, index=ids.index(wanted) if wanted in by_id else 0, key="evaluate_run",
-                            format_func=lambda i: run_label(store, by_id[i]),
-                            help="A finished training run, newest first. Its scores come from the images it kept "
-                            "aside and never trained on.")  # fmt: skip
+    chosen = left.selectbox("Run", ids, index=ids.index(wanted if wanted in by_id else default_id), key="evaluate_run",
+                            format_func=lambda i: run_label(store, by_id[i], best=i == default_id),
+                            help="A finished training run, newest first; the page opens on the best one on the "
+                            "chosen dataset. Its scores come from the images it kept aside and never trained on.")  # fmt: skip
     split = right.segmented_control("Score on", list(SPLIT_LABELS), default="test", key="evaluate_split",
                                     format_func=SPLIT_SHORT.get,
                                     help="Test images: the final, untouched check. Validation images: the ones "
                                     "training used to pick its best epoch (slightly optimistic).") or "test"  # fmt: skip
-    set_url_run(chosen if chosen != ids[0] else None)
+    set_url_run(chosen if chosen != default_id else None)
     if active:
         names = ", ".join(str(r.run_id) for r in active[:5])
         st.caption(f"Still training: run {names}. Finished runs appear in this list.")
