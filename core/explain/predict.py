@@ -23,6 +23,7 @@ from PIL import Image
 
 from core.common.errors import CoreError, ImageError
 from core.common.workspace import Workspace
+from core.explain.familiar import MAX_UNSURE_P, Familiarity, caught_features, load_familiarity, weak_guess
 from core.images.opener import Source, open_image
 from core.store.runs import RunStore
 
@@ -53,9 +54,12 @@ class Prediction:
     cam_layer: str = ""  # the explained layer, e.g. "layer3.1" (a ResNet below 224 px: see cam_layer_for)
     cam_map: tuple[int, int] | None = None  # (h, w) cells of that layer's map, before upscaling
     input_size: int | None = None  # the model's input side in px
+    not_sure: bool = False  # unlike the training photos, or a weak best guess (``core.explain.familiar``)
+    why: str = ""  # why not sure, in words ("" when sure)
 
     def to_json(self, cam_file: str | None = None) -> dict[str, Any]:
-        out: dict[str, Any] = {"image": self.image, "top": self.top, "ms": round(self.ms, 2)}
+        out: dict[str, Any] = {"image": self.image, "top": self.top, "ms": round(self.ms, 2),
+                               "not_sure": self.not_sure, "why": self.why}  # fmt: skip
         if self.cam_method is not None:
             out.update(cam_method=self.cam_method, cam_class=self.cam_class, cam_ms=round(self.cam_ms or 0.0, 2),
                        cam_layer=self.cam_layer, cam_map=list(self.cam_map) if self.cam_map else None)  # fmt: skip
@@ -69,9 +73,10 @@ class Prediction:
 class Predictor:
     """A model ready to classify: its own inference copy, its classes, its input transform, one lock."""
 
-    def __init__(self, model: InferenceModel, *, source: str) -> None:
+    def __init__(self, model: InferenceModel, *, source: str, familiar: Familiarity | None = None) -> None:
         self.inference = model
         self.source = source  # "run 3" / "resnet50 (ImageNet)": what the page and the JSON say
+        self.familiar = familiar  # the run's "not sure" checks; None: the top probability alone decides
         self._lock = threading.Lock()  # the CAM library is not thread-safe; one request at a time per model
         self._warm_up()
 
@@ -100,10 +105,12 @@ class Predictor:
     def classify(self, picture: Image.Image, name: str, *, top_k: int = TOP_K) -> Prediction:
         """Top-k classes of one opened picture, timed (preprocessing included)."""
         began = time.perf_counter()
-        with self._lock:
+        with self._lock, caught_features(self.inference.model) as seen:
             probs = self.inference.predict_images([picture])[0]
         ms = (time.perf_counter() - began) * 1000
-        return Prediction(name, self._top(probs, top_k), ms, picture.size, picture=picture)
+        pred = Prediction(name, self._top(probs, top_k), ms, picture.size, picture=picture)
+        pred.not_sure, pred.why = self._judge(seen[0], probs)
+        return pred
 
     def explain(self, picture: Image.Image, name: str, method: str, *, target: str | None = None,
                 top_k: int = TOP_K) -> Prediction:  # fmt: skip
@@ -113,15 +120,26 @@ class Predictor:
         klass = self._class_index(target)
         began = time.perf_counter()
         batch = self.inference.preprocess([picture]).to(self.inference.device)
-        with self._lock:
+        with self._lock, caught_features(self.inference.model) as seen:  # the first forward pass is the photo's own
             result = cam(self.inference.model, batch, method=method, target_class=klass, arch=self.inference.arch)
         prep_ms = (time.perf_counter() - began) * 1000 - result.forward_ms - result.cam_ms
         heat = square_map_to_image(result.heatmap, picture.size)
-        return Prediction(name, self._top(torch.from_numpy(result.probabilities), top_k),
+        probs = torch.from_numpy(result.probabilities)
+        pred = Prediction(name, self._top(probs, top_k),
                           result.forward_ms + max(prep_ms, 0.0), picture.size, cam_method=method,
                           cam_ms=result.cam_ms, cam_class=self.classes[result.class_index], heatmap=heat,
                           cam_note=result.note, picture=picture, cam_layer=result.layer, cam_map=result.map_size,
                           input_size=self.inference.image_size)  # fmt: skip
+        pred.not_sure, pred.why = self._judge(seen[0], probs)
+        return pred
+
+    def _judge(self, features: torch.Tensor, probs: torch.Tensor) -> tuple[bool, str]:
+        top = probs.reshape(-1).max().reshape(1)
+        if self.familiar is not None:
+            return self.familiar.judge(features[:1].flatten(1), top)[0]
+        if float(top) < MAX_UNSURE_P:  # no calibrated checks (an ImageNet model, a run from before they were kept)
+            return True, weak_guess(float(top))
+        return False, ""
 
     def run(self, source: Source, name: str, *, cam: str | None = None, target: str | None = None) -> Prediction:
         """Open ``source`` as training did (JPEG draft at the model's size) and classify it; the size and the heat
@@ -201,7 +219,7 @@ def load_run_predictor(ws: Workspace, store: RunStore, run_id: int | None = None
     from core.train.checkpoints import load_for_inference
 
     run_id, path = run_checkpoint(ws, store, run_id)
-    return Predictor(load_for_inference(path, device), source=f"run {run_id}")
+    return Predictor(load_for_inference(path, device), source=f"run {run_id}", familiar=load_familiarity(path.parent))
 
 
 def predict_many(predictor: Predictor, images: list[str], *, cam: str | None = None, cam_out: Path | None = None,
@@ -229,7 +247,7 @@ def predict_many(predictor: Predictor, images: list[str], *, cam: str | None = N
 
 def predictions_table(rows: list[dict[str, Any]], top_k: int = TOP_K) -> Any:
     """The rows of ``predict --json`` (or the page's) as one flat table for a spreadsheet: image, top1, p1,
-    ... top5, p5, ms, error (empty where the file was fine). The CLI's ``--csv`` and the page's download."""
+    ... top5, p5, not_sure ("yes"/"no"), why, ms, error (empty where the file was fine). The CLI's ``--csv`` and the page's download."""
     import pandas as pd
 
     flat = []
@@ -239,10 +257,12 @@ def predictions_table(rows: list[dict[str, Any]], top_k: int = TOP_K) -> Any:
         for k in range(top_k):
             out[f"top{k + 1}"] = top[k]["label"] if k < len(top) else ""
             out[f"p{k + 1}"] = round(float(top[k]["p"]), 6) if k < len(top) else None
+        out["not_sure"] = {True: "yes", False: "no"}.get(row.get("not_sure"), "")  # words: a spreadsheet's reader
+        out["why"] = row.get("why", "")
         out["ms"] = row.get("ms")
         out["error"] = row.get("error", "")
         flat.append(out)
-    columns = ["image", *(f"{c}{k + 1}" for k in range(top_k) for c in ("top", "p")), "ms", "error"]
+    columns = ["image", *(f"{c}{k + 1}" for k in range(top_k) for c in ("top", "p")), "not_sure", "why", "ms", "error"]
     return pd.DataFrame(flat, columns=columns)
 
 

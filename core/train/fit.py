@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -87,6 +88,7 @@ class FitResult:
     dropped: pd.DataFrame  # images left out, with reasons
     runaways: list[dict[str, Any]]  # the divergence guard's events, with their words
     verdict: Verdict | None  # None unless completed
+    familiar: dict[str, Any] | None = None  # the "not sure" checks' thresholds and false-alarm rates, when made
 
     @property
     def epochs_trained(self) -> int:
@@ -147,7 +149,8 @@ def fit(
     _call(callbacks.on_start, run.info())
     status = run.train(callbacks, cancel)
     test, predictions = run.test() if status == "completed" else ({}, None)
-    return run.result(status, test, predictions, time.perf_counter() - started)
+    familiar = run.familiarity() if status == "completed" else None
+    return run.result(status, test, predictions, time.perf_counter() - started, familiar)
 
 
 def _call(fn: Callable[..., None] | None, *args: Any) -> None:
@@ -186,6 +189,7 @@ class _Run:
         self.net.to(self.device, memory_format=_memory_format(self.device))
         self.mean, self.std = data.scaling()
         train, val, self.test_batches = self._batches()
+        self._best_loaded = False
         optimizer = build_optimizer(self.net, self.settings)
         scheduler = build_scheduler(optimizer, self.settings, len(train))
         self.best = BestCheckpoint(self.settings.best_metric, self._save)
@@ -277,21 +281,47 @@ class _Run:
         """Test metrics of the best checkpoint (and its per-image predictions); empty without a test split."""
         if not len(self.test_batches.indices) or (self.dist is not None and not self.dist.main):
             return {}, None  # under torch.distributed rank 0 tests alone, once, on every test image
-        best = self.folder / "best.pt"
-        if best.is_file():
-            self.net.load_state_dict(load_checkpoint(best).weights)
+        self._load_best()
         out = evaluate(self.net, self.test_batches, precision=self.precision, keep_predictions=True)
         paths = [self.data.tensors.paths[i] for i in self.data.indices["test"]]
         predictions = {"paths": paths, "targets": out.pop("targets"), "predicted": out.pop("predicted"),
                        "probs": out.pop("probs"), "classes": list(self.data.classes)}  # fmt: skip
         return {**out, "epoch": self.best.epoch or self.learner.epoch}, predictions
 
-    def result(self, status: str, test: dict, predictions: dict | None, wall_s: float) -> FitResult:
+    def _load_best(self) -> None:
+        best = self.folder / "best.pt"
+        if best.is_file() and not self._best_loaded:
+            self.net.load_state_dict(load_checkpoint(best).weights)
+            self._best_loaded = True
+
+    def familiarity(self) -> dict[str, Any] | None:
+        """The best model's "not sure" checks (``core.explain.familiar``), calibrated on the validation images and
+        saved beside the checkpoints; their parameters, or None (too few validation images, or not rank 0)."""
+        from core.explain.familiar import BANK_MAX, fit_familiarity
+
+        if self.dist is not None and not self.dist.main:
+            return None
+        self._load_best()
+        d, c = self.data, self.settings
+        common = {"mean": self.mean, "std": self.std, "device": self.device, "batch_size": 2 * c.batch_size}
+        kept = np.asarray(d.indices["train"])
+        if len(kept) > BANK_MAX:  # a fixed subset: the same run gives the same checks
+            kept = np.sort(np.random.default_rng(c.seed).choice(kept, BANK_MAX, replace=False))
+        train = Batches(d.tensors.images, d.labels, kept, **common)
+        val = Batches(d.tensors.images, d.labels, d.indices["val"], **common)
+        found = fit_familiarity(self.net, train, val)
+        if found is None:
+            return None
+        found.save(self.folder)
+        return found.params()
+
+    def result(self, status: str, test: dict, predictions: dict | None, wall_s: float,
+               familiar: dict[str, Any] | None = None) -> FitResult:  # fmt: skip
         lr = self.learner
         return FitResult(status, list(lr.history), test, predictions, self.best.epoch, self.best.value, lr.stop,
                          lr.step, wall_s, self.plan, str(self.device), self.folder, self.data.dropped,
                          [e.to_dict() for e in self.guard.events],
-                         self.verdict() if status == "completed" else None)  # fmt: skip
+                         self.verdict() if status == "completed" else None, familiar)  # fmt: skip
 
     def verdict(self) -> Verdict:
         """Whether the run learned (``core.train.verdict``): the guard's give-up, chance on the validation images,

@@ -181,6 +181,8 @@ def run_training(ctx: JobContext, ws: Workspace, source: TrainConfig | RunPlan, 
         ctx.store.log_metrics(ctx.run_id, [(f"test_{k}", 0, float(v)) for k, v in result.test.items() if _number(v)])
     if result.test_predictions is not None:
         _keep_predictions(ctx.store, ctx.run_id, folder, result.test_predictions, result.test.get("epoch"))
+    if result.familiar is not None:  # the "not sure" checks' thresholds, with their false alarms on validation
+        ctx.store.log_params(ctx.run_id, result.familiar)
     if result.verdict is not None:  # before the status: a run reads as finished only with its verdict
         ctx.store.log_params(ctx.run_id, result.verdict.params())
     return result.status

@@ -24,7 +24,7 @@ def test_no_share_short_of_every_image_is_shown_as_100_or_above_none_as_0() -> N
             for digits in (0, 1, 2):
                 text = percent(right / n, digits)
                 assert text not in {"100%", "100.0%", "100.00%", "0%", "0.0%", "0.00%"}, (right, n, digits)
-                assert abs(float(text.rstrip("%")) - 100 * right / n) < 10.0 ** -digits  # still near the value
+                assert abs(float(text.rstrip("%")) - 100 * right / n) < 10.0**-digits  # still near the value
 
 
 def test_the_wilson_interval_matches_the_formula_and_stays_inside_0_and_1() -> None:

@@ -25,7 +25,7 @@ from tests import imagefactory as f
 from tests.support import TrainedRun, copy_workspace, train_to_the_end
 
 COLOURS = f.COLOURS
-CONTRACT_KEYS = {"image", "top", "ms"}
+CONTRACT_KEYS = {"image", "top", "ms", "not_sure", "why"}  # not_sure/why: issue 25's "not sure"
 CAM_KEYS = {"cam_method", "cam_class", "cam_ms", "cam", "cam_layer", "cam_map"}  # which layer, its map h x w
 
 
@@ -162,7 +162,14 @@ def test_csv_option_writes_the_same_predictions_as_a_table(trained: Trained, tmp
     table_file = tmp_path / "out.csv"
     rows = _predict(capsys, trained, *paths, "--csv", str(table_file))
     table = pd.read_csv(table_file, keep_default_na=False)
-    assert list(table.columns) == ["image", *(f"{c}{k}" for k in range(1, 6) for c in ("top", "p")), "ms", "error"]
+    assert list(table.columns) == [
+        "image",
+        *(f"{c}{k}" for k in range(1, 6) for c in ("top", "p")),
+        "not_sure",
+        "why",
+        "ms",
+        "error",
+    ]
     assert table["image"].tolist() == paths
     good, bad = table.iloc[0], table.iloc[1]
     assert [good[f"top{k + 1}"] for k in range(3)] == [t["label"] for t in rows[0]["top"]]

@@ -236,7 +236,8 @@ def test_a_batch_shows_a_gallery_with_errors_in_their_cells_and_offers_a_csv(pag
     assert at.get("download_button")
 
     table = _offered_csv(at)
-    assert list(table.columns) == ["image", *[f"{p}{k}" for k in range(1, 6) for p in ("top", "p")], "ms", "error"]
+    tops = [f"{p}{k}" for k in range(1, 6) for p in ("top", "p")]
+    assert list(table.columns) == ["image", *tops, "not_sure", "why", "ms", "error"]
     assert list(table["image"]) == [name for name, _, _ in files]
     good, bad = table[table["error"].isna()], table[table["error"].notna()]
     assert list(bad["image"]) == ["broken.jpg", "notes.png"]

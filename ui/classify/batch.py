@@ -12,6 +12,7 @@ from core.explain import predict
 from core.explain.predict import Predictor
 from ui.classify.models import ModelChoice
 from ui.classify.results import Result, Upload, classified, is_stored
+from ui.classify.words import not_sure_words
 from ui.text import plain
 
 THUMB_SIDE = 150
@@ -63,6 +64,8 @@ def gallery(files: list[Upload], preds: list[Result]) -> None:
                 else:
                     st.image(_thumb(pred.picture), width="stretch")
                     st.markdown(f"**{plain(str(pred.top[0]['label']))}** · {percent(float(pred.top[0]['p']))}")
+                    if pred.not_sure:
+                        st.markdown(":orange[:material/help: **Not sure**]", help=not_sure_words(pred))
                 st.caption(plain(file.name))
 
 

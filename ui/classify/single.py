@@ -14,6 +14,7 @@ from core.explain.predict import Prediction, Predictor
 from core.explain.words import describe_layer
 from ui.classify.models import ModelChoice
 from ui.classify.results import Result, Upload, classified, enlarged, explained, is_stored
+from ui.classify.words import not_sure_words
 from ui.text import plain
 
 TOP = ""  # the class picker's "top class" entry
@@ -50,6 +51,8 @@ def single(predictor: Predictor, model: ModelChoice, file: Upload) -> None:
     images, facts = st.columns([3, 2], gap="large")
     with facts:
         st.markdown(f"**{plain(file.name)}** · {pred.size[0]}×{pred.size[1]} px")
+        if pred.not_sure:
+            st.warning(not_sure_words(pred), icon=":material/help:")
         st.plotly_chart(top_chart(pred.top), key="classify_top5", config={"displayModeBar": False})
         a, b = st.columns(2)
         a.metric("Classification", f"{pred.ms:.1f} ms", help=TIME_HELP)
