@@ -17,35 +17,37 @@ if not runs:
     st.page_link("app_pages/train.py", label="Train a model", icon=":material/model_training:")
     st.stop()
 
-table = views.runs_table(store, workspace(), runs)
-st.caption("Tick runs to see and compare their curves (newest first).")
-event = st.dataframe(table, hide_index=True, width="stretch", key="runs_table", on_select="rerun",
-                     selection_mode="multi-row", column_config=views.table_config())  # fmt: skip
-ticked = [int(table.iloc[i]["run_id"]) for i in (event.selection.rows if event else [])]
-# Nothing ticked: the run the address names (a refresh, a shared link), else the newest, said in words.
-shown = url_run() if url_run() in set(table["run_id"]) else int(table.iloc[0]["run_id"])
-chosen_ids = ticked or [shown]
-if ticked:  # a choice the user made is kept in the address; the default is not (the newest stays the default)
-    set_url_run(ticked[0] if len(ticked) == 1 else None)
-else:
-    st.caption(f"Showing run {shown}; tick others in the table to compare.")
 
-
-# Polls every 2 s only while something trains; the timer is set on each full run of this script.
+# The table, the curves and the chosen run's result all live in one fragment, polled every 2 s only while
+# something trains: the table's accuracy and time move with the curves instead of going stale beside them.
 @st.fragment(run_every=2.0 if views.any_active(runs) else None)
 def live() -> None:
-    fresh = {r.run_id: r for r in store.list_runs(kind="train")}
+    fresh = store.list_runs(kind="train")
+    table = views.runs_table(store, workspace(), fresh)
+    st.caption("Tick runs to see and compare their curves (newest first).")
+    event = st.dataframe(table, hide_index=True, width="stretch", key="runs_table", on_select="rerun",
+                         selection_mode="multi-row", column_config=views.table_config())  # fmt: skip
+    ticked = [int(table.iloc[i]["run_id"]) for i in (event.selection.rows if event else []) if i < len(table)]
+    # Nothing ticked: the run the address names (a refresh, a shared link), else the newest, said in words.
+    shown = url_run() if url_run() in set(table["run_id"]) else int(table.iloc[0]["run_id"])
+    chosen_ids = ticked or [shown]
+    if ticked:  # a choice the user made is kept in the address; the default is not (the newest stays the default)
+        set_url_run(ticked[0] if len(ticked) == 1 else None)
+    else:
+        st.caption(f"Showing run {shown}; tick others in the table to compare.")
     views.active_jobs(registry, store)
-    chosen = [fresh[i] for i in chosen_ids if i in fresh]
-    views.curves(store, chosen)
-    was_active = views.any_active([r for r in runs if r.run_id in fresh])
-    if was_active and not views.any_active(list(fresh.values())):
-        st.rerun()  # everything finished: one full rerun updates the table and stops the polling
+    by_id = {r.run_id: r for r in fresh}
+    views.curves(store, [by_id[i] for i in chosen_ids if i in by_id])
+    chosen_run(chosen_ids)
+    was_active = views.any_active([r for r in runs if r.run_id in by_id])
+    if was_active and not views.any_active(fresh):
+        st.rerun()  # everything finished: one full rerun stops the polling
 
 
-live()
-
-if len(chosen_ids) == 1:
+def chosen_run(chosen_ids: list[int]) -> None:
+    if len(chosen_ids) > 1:
+        st.caption(f"Comparing {len(chosen_ids)} runs. Tick a single run for its result, settings and actions.")
+        return
     run = store.get_run(chosen_ids[0])
     views.run_header(store, workspace(), run)
     leakage_notice(views.dataset_ref(run))  # its scores are optimistic when val/test images leak from train
@@ -55,5 +57,6 @@ if len(chosen_ids) == 1:
         show_error(exc)
     with st.expander("All settings of this run"):
         views.config_view(run)
-elif len(chosen_ids) > 1:
-    st.caption(f"Comparing {len(chosen_ids)} runs. Tick a single run for its result, settings and actions.")
+
+
+live()
