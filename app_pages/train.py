@@ -26,6 +26,9 @@ scanned = scan(ref)
 prefill = st.session_state.pop(runs.TRAIN_PREFILL, None)
 if prefill is not None:  # "Rerun with changes": the widgets start from that run's settings, not from their state
     runs.forget_form(st.session_state)
+if st.session_state.get(runs.PREFILLED_FROM):
+    st.info(f"The form holds {st.session_state[runs.PREFILLED_FROM]}: change what you want, then start.",
+            icon=":material/tune:")  # fmt: skip
 # The same defaults as the command line's (TrainConfig's): a page run and `python -m core train` train alike.
 defaults = TrainConfig.from_dict({**TrainConfig().to_dict(), **(prefill or {}), "dataset": ref.spec})
 st.caption(f"Dataset: **{plain(dataset_title(ref.spec))}** · {len(scanned.manifest):,} images, "
@@ -69,6 +72,7 @@ lr_find.show(config.lr)
 if go.button("Start training", type="primary", icon=":material/play_arrow:", key="train_start"):
     try:
         st.session_state[LAST_STARTED] = train_run.submit_training(jobs(), workspace(), seen.plan)
+        st.session_state.pop(runs.PREFILLED_FROM, None)
         st.success(f"Run {st.session_state[LAST_STARTED]} started. It trains in the background: switch pages "
                    "freely, its curves update on the Runs page.", icon=":material/check:")  # fmt: skip
     except CoreError as exc:
@@ -85,7 +89,9 @@ def training_now() -> None:
         st.rerun()
     runs.active_jobs(jobs(), run_store())
     if not jobs().active():
-        last = st.session_state.get(LAST_STARTED)
+        # This tab's run, else the newest run of its own: one that finished while the user was away (or before a
+        # refresh, which starts a new session) still shows how it went.
+        last = st.session_state.get(LAST_STARTED) or runs.last_result(run_store())
         if last is not None:
             runs.run_result(run_store(), workspace(), last)
     st.page_link("app_pages/runs.py", label="See the curves on the Runs page", icon=":material/monitoring:")

@@ -234,6 +234,21 @@ def _against_earlier(store: RunStore, run: RunRecord, test: float | None) -> str
             f"its {what} images.{side}")  # fmt: skip
 
 
+def run_words(run: RunRecord) -> str:
+    """ "run 3 (lenet-3, ResNet-18 on flowers)": a run named so a user knows which one is meant."""
+    network = f"{arch_label(run.arch)} on " if run.arch else ""
+    return f"run {run.run_id} ({plain(run.name)}, {network}{plain(dataset_title(run.dataset))})"
+
+
+def last_result(store: RunStore) -> int | None:
+    """The run whose result the Train page shows to a tab that started none: the newest run trained on its own
+    (not a search's trial) once it has ended, so a run that finished while the user was away is still reported."""
+    for run in store.list_runs(kind="train"):
+        if run.run_group is None:
+            return None if run.status in ACTIVE_STATUSES else run.run_id
+    return None
+
+
 def table_config() -> dict:
     """Column titles for ``runs_table``."""
     return {k: st.column_config.NumberColumn(t, format="%d") if k == "run_id" else t for k, t in TABLE_COLUMNS.items()}
@@ -310,6 +325,7 @@ def _value_words(option: str, value: object) -> str:
 
 
 TRAIN_PREFILL = "train_prefill"  # session key: a run's config to start the Train form from ("rerun with changes")
+PREFILLED_FROM = "train_prefilled_from"  # session key: whose settings the form holds, in words, until a run starts
 FORM_EXTRAS = ("train_weights_parent", "train_weights_file")  # the form's widgets that are not an option's own
 
 
@@ -343,11 +359,13 @@ def run_actions(run: RunRecord, store: RunStore, registry: JobRegistry, ws: Work
     if rerun.button("Rerun with changes", icon=":material/tune:", key="run_rerun",
                     help="opens the Train form filled in with this run's settings"):  # fmt: skip
         st.session_state[TRAIN_PREFILL] = dict(run.config)
+        st.session_state[PREFILLED_FROM] = f"the settings of {run_words(run)}"
         st.switch_page("app_pages/train.py")
     best = run_folder.checkpoint_path(ws, run.run_id, "best")
     if child.button("Start a run from it", icon=":material/call_split:", key="run_child", disabled=not best.is_file(),
                     help="opens the Train form starting from this run's best weights (on the dataset chosen there)"):  # fmt: skip
         st.session_state[TRAIN_PREFILL] = {"from_run": run.run_id}
+        st.session_state[PREFILLED_FROM] = f"the best weights of {run_words(run)} to start from"
         st.switch_page("app_pages/train.py")
     download.download_button("Download best checkpoint", data=best.read_bytes if best.is_file() else b"",
                              file_name=f"{run.name}-best.pt", disabled=not best.is_file(), on_click="ignore",

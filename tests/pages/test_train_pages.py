@@ -168,6 +168,19 @@ def test_runs_page_shows_a_finished_run_with_curves_and_actions(colours: Path, f
     assert not at.exception
     assert at.selectbox(key="train_arch").value == "lenet"  # the Train form opened with this run's settings
     assert at.number_input(key="train_batch_size").value == 8
+    said = " ".join(i.value for i in at.info)
+    assert f"The form holds the settings of run {run_id} (lenet-{run_id}, LeNet" in said and "colours" in said
+    at.switch_page("app_pages/train.py").run()  # still said on the next redraw, until a run starts
+    assert f"the settings of run {run_id}" in " ".join(i.value for i in at.info)
+
+
+def test_a_run_that_finished_while_the_user_was_away_shows_its_result_on_the_train_page(
+    colours: Path, fresh_workspace: Path
+) -> None:
+    run_id = _finished_run(fresh_workspace, colours)  # started elsewhere (another tab, the command line)
+    at = _app("app_pages/train.py")  # a new session: it started nothing
+    assert not at.exception
+    assert any(s.value.startswith(f"**lenet-{run_id}** finished in") for s in at.success), [s.value for s in at.success]
 
 
 def test_the_run_named_in_the_address_is_the_one_shown(colours: Path, fresh_workspace: Path) -> None:
