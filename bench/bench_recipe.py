@@ -1,6 +1,6 @@
 """Benchmark: the default recipe on a zoo of datasets (issue 24), against a small grid given the same time.
 
-.venv/bin/python -m bench.bench_recipe [--quick] [--only NAME,...] [--threads 1] [--workspace DIR]
+.venv/bin/python -m bench.bench_recipe [--quick] [--grid quick|small|full] [--only NAME,...] [--threads 1] [--workspace DIR]
 
 The zoo differs in size (60 to 3,000+ training images), image side (8 to 200 px), classes (2 to 20), colour and
 grey, balanced and imbalanced; real photos among them (``tests.realphotos``: scikit-image's photos cut into classes),
@@ -92,6 +92,11 @@ ZOO = (
 GRID = tuple((arch, batch, rate) for arch in ("lenet", "resnet18") for batch, usual in ((16, 0.025), (64, 0.1))
              for rate in (usual / 3, usual, usual * 3))  # fmt: skip
 QUICK_GRID = (("lenet", 64, 0.1), ("lenet", 16, 0.075), ("resnet18", 16, 0.025))
+# Five points for the larger sets, where twelve times the default's minutes do not fit a session: each network at
+# the usual rate of each batch, and ResNet-18 at a third of it (the side the guard's restarts point to).
+SMALL_GRID = (("lenet", 64, 0.1), ("lenet", 16, 0.025), ("resnet18", 64, 0.1), ("resnet18", 16, 0.025),
+              ("resnet18", 64, 0.1 / 3))  # fmt: skip
+GRIDS = {"quick": QUICK_GRID, "small": SMALL_GRID, "full": GRID}
 
 
 def _dataset(zoo: Zoo, base: Path) -> str:
@@ -161,6 +166,7 @@ def print_table(rows: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_recipe")
     parser.add_argument("--quick", action="store_true", help="four small datasets and a grid of three points")
+    parser.add_argument("--grid", choices=sorted(GRIDS), default=None, help="quick: 3 points, small: 5, full: 12")
     parser.add_argument("--only", default="", help="comma-separated dataset names (see ZOO)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared machine)")
     parser.add_argument("--workspace", type=Path, default=None, help="where the datasets and runs are kept")
@@ -174,7 +180,7 @@ def main() -> None:
     rows = []
     for z in zoo:
         print(f"{z.name}: {z.what}", flush=True)
-        rows.append(bench_one(z, ws, base, QUICK_GRID if args.quick else GRID))
+        rows.append(bench_one(z, ws, base, GRIDS[args.grid or ("quick" if args.quick else "full")]))
     print_table(rows)
     print(f"load average after: {os.getloadavg()}")
 
