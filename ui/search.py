@@ -54,7 +54,8 @@ def _word(name: str, value: Any) -> str:
 
 def new_search(dataset: str) -> SearchSpec | None:
     """The space form; returns the search to start when "Start the search" was pressed with a usable space."""
-    with st.form("search_form", border=False):
+    # Only the button starts a search: Enter in a box (the trials, a rate) must not start minutes of training.
+    with st.form("search_form", border=False, enter_to_submit=False):
         st.markdown("**What to vary.** An option with one value is fixed for every trial; with several, the trials "
                     "try them.")  # fmt: skip
         how = st.radio("Learning rate", list(RATE_HOW), format_func=RATE_HOW.get, key="search_lr", horizontal=True,

@@ -49,6 +49,12 @@ def _a_search_runs_to_its_end(page, server: str, store: RunStore, shots: Path) -
     page.goto(f"{server}/search")
     expect(page.get_by_role("heading", name="Search settings")).to_be_visible(timeout=120_000)
     expect(page.get_by_text("No search yet")).to_be_visible(timeout=60_000)
+    # Enter in the Trials box must not start minutes of training: only the button does (issue 25).
+    trials_box = page.get_by_role("spinbutton", name="Trials", exact=True)
+    trials_box.fill("4")
+    trials_box.press("Enter")
+    page.wait_for_timeout(3000)
+    assert store.list_runs(kind="search") == [] and store.list_runs(kind="train") == []
     page.get_by_role("button", name="Start the search").click()  # the defaults: 4 random trials on the sample
     # The trials appear in the table, train two at a time, and finish.
     expect(_cells(page, "search 1 · trial 1").first).to_be_attached(timeout=120_000)
