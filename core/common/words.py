@@ -70,9 +70,9 @@ def choice_word(option: str, value: object) -> str:
 METRIC_WORDS: Mapping[str, str] = {
     "accuracy": "Right answers",
     "top_k_accuracy": "Right within {k} guesses",
-    "map5": "Whale score (MAP@5)",
-    "macro_f1": "Balance across classes (F1)",
-    "log_loss": "Surprise (log loss)",
+    "map5": "Score of the 5 best guesses",
+    "macro_f1": "Balance across classes",
+    "log_loss": "Surprise",
     "ece": "Confidence error",
     "val_acc": "Validation accuracy",
     "val_loss": "Validation loss",
@@ -82,9 +82,42 @@ METRIC_WORDS: Mapping[str, str] = {
 }
 
 
+# The class-by-class table's columns, as the Evaluate page and the HTML report title them ("{split}": test, ...).
+CLASS_COLUMN_WORDS: Mapping[str, str] = {
+    "label": "Class",
+    "support": "{Split} images",
+    "correct": "Right",
+    "accuracy": "Share right",
+    "recall": "Found",
+    "precision": "Right when named",
+    "f1": "Balance",
+    "confused_with": "Most often called",
+}
+
+
+def class_column(column: str, split: str = "test") -> str:
+    return CLASS_COLUMN_WORDS[column].format(Split=split_word(split).capitalize())
+
+
+# The technical name of each, for a help line or a small print beside the plain one (never in its place).
+METRIC_TECHNICAL: Mapping[str, str] = {
+    "accuracy": "accuracy",
+    "top_k_accuracy": "top-{k} accuracy",
+    "map5": "MAP@5, mean average precision at 5",
+    "macro_f1": "macro F1",
+    "log_loss": "log loss, mean cross-entropy",
+    "ece": "expected calibration error, ECE",
+}
+
+
 def metric_word(metric: str, *, k: int = 5) -> str:
     """A metric's name as the Evaluate page, the report, Compare and the command line show it."""
     return METRIC_WORDS.get(metric, metric).format(k=k)
+
+
+def metric_technical(metric: str, *, k: int = 5) -> str:
+    """The name a data scientist would use ("MAP@5, mean average precision at 5"), for the help line."""
+    return METRIC_TECHNICAL.get(metric, metric).format(k=k)
 
 
 # -- time -------------------------------------------------------------------------------------------------------

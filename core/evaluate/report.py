@@ -18,7 +18,7 @@ import pandas as pd
 from PIL import Image
 
 from core.common.atomic import write_atomic
-from core.common.words import SPLITS, choice_word, duration, metric_word, split_word
+from core.common.words import SPLITS, choice_word, class_column, duration, metric_technical, metric_word, split_word
 from core.datasets.sources import dataset_title
 from core.evaluate import words as w
 from core.evaluate.evaluation import Evaluation
@@ -69,21 +69,25 @@ def _e(text: object) -> str:
     return html.escape(str(text))
 
 
-def _card(value: str, title: str, sentence: str, warning: str = "") -> str:
+def _card(value: str, metric: str, sentence: str, warning: str = "", k: int = 5) -> str:
+    """A score card: the plain name the page shows (``metric_word``), the number, one sentence, and the technical
+    name in small print for a reader who knows it."""
     warn = f"<p class='warn'>{_e(warning)}</p>" if warning else ""
-    return f"<div class='card'>{_e(title)}<b>{_e(value)}</b><p>{_e(sentence)}</p>{warn}</div>"
+    title, tech = metric_word(metric, k=k), metric_technical(metric, k=k)
+    return (f"<div class='card'>{_e(title)}<b>{_e(value)}</b><p>{_e(sentence)}</p>{warn}"
+            f"<p class='small'>{_e(tech)}</p></div>")  # fmt: skip
 
 
 def _cards(ev: Evaluation) -> str:
     m = ev.metrics
-    cards = [_card(w.pct(m.accuracy, 1), metric_word("accuracy"), w.accuracy_sentence(m.accuracy, m.n, ev.split),
+    cards = [_card(w.pct(m.accuracy, 1), "accuracy", w.accuracy_sentence(m.accuracy, m.n, ev.split),
                    w.few_images_warning(m.n, m.accuracy)),
-             _card(w.pct(m.top_k_accuracy, 1), metric_word("top_k_accuracy", k=m.top_k),
-                   w.top_k_sentence(m.top_k_accuracy, m.n, m.top_k)),
-             _card(f"{m.map5:.3f}", metric_word("map5"), w.map5_sentence(m.map5)),
-             _card(f"{m.macro['f1']:.3f}", metric_word("macro_f1"), w.f1_sentence(m.macro["f1"], m.n_classes)),
-             _card(f"{m.log_loss:.3f}", metric_word("log_loss"), w.log_loss_sentence(m.log_loss, m.n_classes)),
-             _card(w.pct(m.calibration.ece, 1), metric_word("ece"), w.calibration_sentence(m.calibration))]  # fmt: skip
+             _card(w.pct(m.top_k_accuracy, 1), "top_k_accuracy", w.top_k_sentence(m.top_k_accuracy, m.n, m.top_k),
+                   k=m.top_k),
+             _card(f"{m.map5:.3f}", "map5", w.map5_sentence(m.map5)),
+             _card(f"{m.macro['f1']:.3f}", "macro_f1", w.f1_sentence(m.macro["f1"], m.n_classes)),
+             _card(f"{m.log_loss:.3f}", "log_loss", w.log_loss_sentence(m.log_loss, m.n_classes)),
+             _card(w.pct(m.calibration.ece, 1), "ece", w.calibration_sentence(m.calibration))]  # fmt: skip
     macro = (f"<p class='small'>Macro precision {m.macro['precision']:.3f}, recall {m.macro['recall']:.3f}; "
              f"weighted by class size: precision {m.weighted['precision']:.3f}, recall {m.weighted['recall']:.3f}, "
              f"F1 {m.weighted['f1']:.3f}.</p>")  # fmt: skip
@@ -97,7 +101,7 @@ def _leakage(ev: Evaluation) -> str:
     if ev.honest is None:
         return head + "<p>Not checked when this report was made.</p>"
     h = ev.honest
-    table = (f"<table><tr><th class='l'></th><th>images</th><th>accuracy</th><th>MAP@5</th></tr>"
+    table = (f"<table><tr><th class='l'></th><th>images</th><th>{_e(metric_word('accuracy'))}</th><th>{_e(metric_word('map5'))}</th></tr>"
              f"<tr><td class='l'>all {split_word(ev.split)} images</td><td>{h.n_all:,}</td>"
              f"<td>{w.pct(h.accuracy_all, 1)}</td><td>{h.map5_all:.3f}</td></tr>"
              f"<tr><td class='l'>without a copy in train</td><td>{h.n_clean:,}</td><td>{w.pct(h.accuracy_clean, 1)}"
@@ -136,7 +140,7 @@ def _cm_cell(count: int, share: float, diagonal: bool) -> str:
 def _classes(ev: Evaluation) -> str:
     table = worst_classes(ev.metrics).head(50)
     rows = "".join(
-        f"<tr><td class='l'>{_e(r.label)}</td><td>{int(r.support)}</td><td>{w.pct(r.accuracy)}</td>"
+        f"<tr><td class='l'>{_e(r.label)}</td><td>{int(r.support)}</td><td>{int(r.correct)}</td><td>{w.pct(r.accuracy)}</td>"
         f"<td>{r.precision:.2f}</td><td>{r.recall:.2f}</td><td>{r.f1:.2f}</td>"
         f"<td class='l'>{_e(r.confused_with) if r.confused_with else ''}"
         f"{f' ({int(r.confused_count)})' if r.confused_with else ''}</td></tr>"
@@ -145,10 +149,16 @@ def _classes(ev: Evaluation) -> str:
     pairs = confused_pairs(ev.metrics)
     pair_rows = "".join(f"<li>{int(p.count)} {_e(p.true)} image{'s' if p.count != 1 else ''} called {_e(p.predicted)} "
                         f"({w.pct(p.share)} of class {_e(p.true)})</li>" for p in pairs.itertuples())  # fmt: skip
-    return ("<h2>Class by class, worst first</h2><table><tr><th class='l'>class</th><th>test images</th>"
-            "<th>right</th><th>precision</th><th>recall</th><th>F1</th><th class='l'>most often called</th></tr>"
+    left = ("label", "confused_with")  # text columns, aligned left
+    heads = "".join(_th(class_column(k, ev.split), k in left) for k in (*left[:1], "support", "correct", "accuracy", "precision",
+                                                                        "recall", "f1", left[1]))  # fmt: skip
+    return (f"<h2>Class by class, worst first</h2><table><tr>{heads}</tr>"
             f"{rows}</table><h2>The classes most often confused</h2>"
             + (f"<ul>{pair_rows}</ul>" if pair_rows else "<p>No mistakes.</p>"))  # fmt: skip
+
+
+def _th(title: str, left: bool) -> str:
+    return f"<th class='l'>{_e(title)}</th>" if left else f"<th>{_e(title)}</th>"
 
 
 def _png(picture: Image.Image | None) -> str:

@@ -35,8 +35,8 @@ def top_k_sentence(value: float, n: int, k: int) -> str:
 
 
 def map5_sentence(value: float) -> str:
-    return (f"Scored as in the whale competition: 1 point when the first guess is right, 1/2 when it is the second "
-            f"guess, ... 1/5 for the fifth, 0 otherwise. Average: {value:.2f} of 1.")  # fmt: skip
+    return (f"1 point when the first guess is right, 1/2 when it is the second guess, ... 1/5 for the fifth, 0 "
+            f"otherwise. Average: {value:.2f} of 1.")  # fmt: skip
 
 
 def f1_sentence(macro_f1: float, n_classes: int) -> str:

@@ -52,7 +52,7 @@ def test_every_status_and_split_has_words() -> None:
 
 def test_metric_names() -> None:
     assert metric_word("top_k_accuracy", k=3) == "Right within 3 guesses"
-    assert metric_word("map5") == "Whale score (MAP@5)" and metric_word("unknown") == "unknown"
+    assert metric_word("map5") == "Score of the 5 best guesses" and metric_word("unknown") == "unknown"
 
 
 def _lines_matching(pattern: str, *, besides: tuple[str, ...] = ("core/common/words.py",)) -> list[str]:

@@ -4,6 +4,7 @@ worst mistakes, and the leakage-honest score on a run whose test holds copies of
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -107,8 +108,8 @@ def test_a_run_shows_its_scores_in_words_and_a_cell_of_the_matrix_shows_its_imag
     at = open_page(base / "ws", runs["colours"])
     assert_clean(at)
     shown = metrics(at)
-    assert {"Right answers", "Right within 2 guesses", "Whale score (MAP@5)", "Balance across classes (F1)",
-            "Surprise (log loss)", "Confidence error"} <= set(shown)  # fmt: skip
+    assert {"Right answers", "Right within 2 guesses", "Score of the 5 best guesses", "Balance across classes",
+            "Surprise", "Confidence error"} <= set(shown)  # fmt: skip
     words = texts(at)
     assert "of 20 test images get the right label" in words
     assert "Not checked yet" in words  # looking for copies reads every image: only when asked (or cached)
@@ -123,7 +124,7 @@ def test_a_run_shows_its_scores_in_words_and_a_cell_of_the_matrix_shows_its_imag
     assert len([c for c in at.caption if "% sure · test/" in c.value]) == count  # one picture per image
     table = next(d.value for d in at.dataframe if "Class" in d.value.columns)
     assert list(table.columns)[:3] == ["Class", "Test images", "Right"]
-    assert list(table["Balance (F1)"]) == sorted(table["Balance (F1)"])  # worst first
+    assert list(table["Balance"]) == sorted(table["Balance"])  # worst first
     assert "Its most confident mistakes" in words
     assert "The heat map comes from a 4×4 grid of the network" in words
     at.button(key=f"evaluate_leaks_{runs['colours']}_test").click().run()
@@ -180,3 +181,26 @@ def test_the_report_names_each_score_as_the_page_does(runs, base: Path, open_pag
     report = build_report(ev, [], run_settings(ev.run, None, None))
     cards = [html.unescape(t) for t in re.findall(r"<div class='card'>(.*?)<b>", report)]
     assert len(cards) == 6 and [m.label for m in at.metric][:6] == cards
+
+
+def test_the_report_names_every_score_and_column_as_the_page_does(runs, base: Path, open_page) -> None:
+    """One vocabulary: each score card's and class column's title on the page is the report's title for it, and the
+    technical names (MAP@5, F1, log loss) appear only in the help lines and the report's small print."""
+    from core.common.words import METRIC_TECHNICAL, metric_word
+    from core.evaluate.evaluation import evaluate_run
+    from core.evaluate.report import build_report
+
+    at = open_page(base / "ws", runs["colours"])
+    table = next(d.value for d in at.dataframe if "Class" in d.value.columns)
+    cards = {metric_word(k, k=2) for k in METRIC_TECHNICAL}  # the six score cards (3 classes: "within 2 guesses")
+    assert cards <= set(metrics(at))
+    on_page = cards | {c for c in table.columns if c != "Note"}
+    ws = Workspace.open(base / "ws")
+    report = build_report(evaluate_run(ws, RunStore(ws.runs_db), runs["colours"], "test"), [], [])
+    titles = set(re.findall(r"<div class='card'>([^<]+)<b>", report)) | set(
+        re.findall(r"<th(?: class='l')?>([^<]*)</th>", report)
+    )
+    assert on_page <= titles, on_page - titles
+    for technical in ("MAP@5", "F1", "log loss", "precision", "recall"):
+        assert not any(technical in t for t in on_page | titles), technical
+    assert all(m.help for m in at.metric)  # where the technical names are said

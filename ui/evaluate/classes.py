@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.common.words import split_word
+from core.common.words import CLASS_COLUMN_WORDS, class_column, split_word
 from core.evaluate.evaluation import Evaluation
 from core.evaluate.metrics import confused_pairs, worst_classes
 from core.evaluate.words import FEW_IMAGES, pct
@@ -22,11 +22,11 @@ def table_of_classes(ev: Evaluation) -> pd.DataFrame:
     mistaken = [
         f"{c} ({int(k)})" if c else "" for c, k in zip(rows["confused_with"], rows["confused_count"], strict=True)
     ]
+    c = {k: class_column(k, ev.split) for k in CLASS_COLUMN_WORDS}  # the report's titles too
     return pd.DataFrame({
-        "Class": rows["label"], f"{split.capitalize()} images": rows["support"], "Right": rows["correct"],
-        "Share right": 100 * rows["accuracy"], "Found (recall)": rows["recall"],
-        "Right when named (precision)": rows["precision"], "Balance (F1)": rows["f1"],
-        "Most often called": mistaken, "Note": note,
+        c["label"]: rows["label"], c["support"]: rows["support"], c["correct"]: rows["correct"],
+        c["accuracy"]: 100 * rows["accuracy"], c["recall"]: rows["recall"], c["precision"]: rows["precision"],
+        c["f1"]: rows["f1"], c["confused_with"]: mistaken, "Note": note,
     })  # fmt: skip
 
 
@@ -35,14 +35,15 @@ def classes(ev: Evaluation) -> None:
     table = table_of_classes(ev)
     split = split_word(ev.split)
     st.dataframe(table, hide_index=True, width="stretch", key="evaluate_classes", column_config={
-        "Share right": st.column_config.ProgressColumn(
+        class_column("accuracy"): st.column_config.ProgressColumn(
             format="%.0f%%", min_value=0, max_value=100,
             help=f"Share of the class's {split} images the model labels right"),
-        "Found (recall)": st.column_config.NumberColumn(
-            format="%.2f", help="Of the images of this class, the share the model calls by this class"),
-        "Right when named (precision)": st.column_config.NumberColumn(
-            format="%.2f", help="Of the images the model calls by this class, the share that really are"),
-        "Balance (F1)": st.column_config.NumberColumn(format="%.2f", help="Balance of the two: 1 is perfect"),
+        class_column("recall"): st.column_config.NumberColumn(
+            format="%.2f", help="Recall: of the images of this class, the share the model calls by this class"),
+        class_column("precision"): st.column_config.NumberColumn(
+            format="%.2f", help="Precision: of the images the model calls by this class, the share that really are"),
+        class_column("f1"): st.column_config.NumberColumn(format="%.2f", help="F1, the balance of the two: 1 is "
+                                                          "perfect"),
         "Note": st.column_config.TextColumn(help=f"Classes with fewer than {FEW_IMAGES} {split} images: each "
                                             "image moves their scores a lot"),
     })  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.common.words import metric_word, split_word
+from core.common.words import metric_technical, metric_word, split_word
 from core.evaluate import words as w
 from core.evaluate.evaluation import Evaluation
 from core.store.records import RunRecord
@@ -29,18 +29,18 @@ def cards(ev: Evaluation) -> None:
     few = f"Only {m.n} images: treat this as rough." if m.n < w.FEW_IMAGES else ""
     rows = [
         (metric_word("accuracy"), w.pct(m.accuracy, 1), w.accuracy_sentence(m.accuracy, m.n, ev.split),
-         "Accuracy: the share of images whose top guess is the true label.", w.few_images_warning(m.n, m.accuracy)),
+         f"{metric_technical('accuracy').capitalize()}: the share of images whose top guess is the true label.", w.few_images_warning(m.n, m.accuracy)),
         (metric_word("top_k_accuracy", k=m.top_k), w.pct(m.top_k_accuracy, 1), w.top_k_sentence(m.top_k_accuracy, m.n, m.top_k),
-         f"Top-{m.top_k} accuracy. With more than 5 classes this is top-5 accuracy.", few),
+         f"{metric_technical('top_k_accuracy', k=m.top_k).capitalize()}.", few),
         (metric_word("map5"), f"{m.map5:.3f}", w.map5_sentence(m.map5),
-         "Mean average precision at 5, as Kaggle's humpback whale competition scored it.", few),
+         f"{metric_technical('map5')}, the score of Kaggle's humpback whale competition.", few),
         (metric_word("macro_f1"), f"{m.macro['f1']:.3f}", w.f1_sentence(m.macro["f1"], m.n_classes),
-         f"Macro F1. Precision {m.macro['precision']:.3f}, recall {m.macro['recall']:.3f} (averaged over classes); "
+         f"{metric_technical('macro_f1').capitalize()}. Precision {m.macro['precision']:.3f}, recall {m.macro['recall']:.3f} (averaged over classes); "
          f"weighted by class size: F1 {m.weighted['f1']:.3f}.", few),
         (metric_word("log_loss"), f"{m.log_loss:.3f}", w.log_loss_sentence(m.log_loss, m.n_classes),
-         "Mean cross-entropy of the true labels: lower is better.", few),
+         f"{metric_technical('log_loss').capitalize()} of the true labels: lower is better.", few),
         (metric_word("ece"), w.pct(m.calibration.ece, 1), w.calibration_sentence(m.calibration),
-         "Expected calibration error over 15 confidence bins (see the reliability diagram below).", few),
+         f"{metric_technical('ece').capitalize()}, over 15 confidence bins (see the reliability diagram below).", few),
     ]  # fmt: skip
     for start in (0, 3):
         for column, row in zip(st.columns(3), rows[start : start + 3], strict=True):
