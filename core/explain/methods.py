@@ -35,6 +35,7 @@ class CamMethod:
         cam_class: The grad-cam class whose weighting code computes the map.
         slow: True for methods that run hundreds of forward passes (the library's normal path).
         uses_gradients: False for gradient-free methods (no backward at all).
+        class_specific: False for a map that ignores the class asked for (Eigen-CAM's main pattern).
     """
 
     name: str
@@ -43,6 +44,7 @@ class CamMethod:
     cam_class: type[BaseCAM]
     slow: bool = False
     uses_gradients: bool = True
+    class_specific: bool = True  # False: the same map whatever class is asked (Eigen-CAM)
 
 
 METHODS: dict[str, CamMethod] = {
@@ -59,7 +61,7 @@ METHODS: dict[str, CamMethod] = {
         CamMethod("layercam", "LayerCAM", "Positive gradients times activations, cell by cell: finer detail.",
                   LayerCAM),
         CamMethod("eigencam", "Eigen-CAM", "Main pattern of the feature map, no gradients: NOT class-specific "
-                  "(the same map for every class).", EigenCAM, uses_gradients=False),
+                  "(the same map for every class).", EigenCAM, uses_gradients=False, class_specific=False),
     )
 }  # fmt: skip
 

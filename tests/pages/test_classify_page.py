@@ -167,6 +167,15 @@ def test_method_and_class_changes_recompute_but_the_slider_and_colours_only_redr
     ]
 
 
+def test_eigen_cam_is_not_said_to_be_for_a_class_and_its_class_box_is_off(page: AppTest) -> None:
+    at = upload(page, ("red.png", png_bytes(), "image/png"))
+    at.selectbox(key="classify_method").set_value("eigencam").run()
+    assert not at.exception
+    assert image_captions(at)[1] == "Eigen-CAM (the main pattern, the same for any class)"
+    assert next(s for s in at.selectbox if s.label == "Explain class").disabled
+    assert not any("part named" in c.value or "layer" in c.value for c in at.caption)  # no layer names for people
+
+
 def test_a_slow_method_waits_for_its_button_then_runs(page: AppTest) -> None:
     at = upload(page, ("red.png", png_bytes(), "image/png"))
     at.selectbox(key="classify_method").set_value("scorecam").run()

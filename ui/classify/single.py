@@ -87,7 +87,9 @@ def _cam_controls(predictor: Predictor, model: ModelChoice, pred: Prediction,
     target = b.selectbox("Explain class", options, index=options.index(remembered) if remembered in options else 0,
                          key=f"classify_class_{model.key}_{file.file_id}",
                          format_func=lambda k: f"top class ({top})" if k == TOP else k,
-                         help="Where the evidence for this class lies; any class of the model can be asked for.")  # fmt: skip
+                         disabled=not ALL_METHODS[method].class_specific,
+                         help="Where the evidence for this class lies; any class of the model can be asked for. "
+                         "Eigen-CAM shows the picture's main pattern whatever the class.")  # fmt: skip
     asked[(model.key, file.file_id)] = target
     opacity = c.slider(
         "Opacity", 0.0, 1.0, 0.5, 0.05, key="classify_opacity", help="0: the photo only, 1: colours only"
@@ -113,7 +115,8 @@ def _images(picture: Image.Image, cam: Result | None, opacity: float, colormap: 
     else:
         # Blended at the picture's own size, then enlarged like the original: the same pixels side by side.
         blended = enlarged(overlay(picture, cam.heatmap, opacity, colormap))
-        right.image(blended, caption=f"{ALL_METHODS[cam.cam_method].label} for “{plain(cam.cam_class)}”",
-                    width="stretch", output_format=fmt)  # fmt: skip
+        info = ALL_METHODS[cam.cam_method]
+        about = f"for “{plain(cam.cam_class)}”" if info.class_specific else "(the main pattern, the same for any class)"
+        right.image(blended, caption=f"{info.label} {about}", width="stretch", output_format=fmt)
         if cam.cam_layer:  # which layer, and how coarse its map (a ResNet at 112 px: layer3 7x7, not 4x4)
             right.caption(describe_layer(cam.cam_layer, cam.cam_map, cam.input_size))
