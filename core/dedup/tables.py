@@ -16,8 +16,9 @@ from core.common.untrusted import spreadsheet_safe
 
 GROUP_CSV_COLUMNS = ["group", "kind", "size", "conflict", "leak", "max_distance", "path", "label", "split", "width",
                      "height"]  # fmt: skip
-# The page's words for the per-distance table; "look alike" there is a pair that passed the pixel check (verified).
-BY_DISTANCE_COLUMNS = {"distance": "bits", "pairs": "candidate pairs", "verified": "look alike",
+# The page's words for the per-distance table. "copies on the pixels": pairs that passed the pixel check (verified);
+# never "look alike", the Groups tab's word for the pairs that are NOT copies.
+BY_DISTANCE_COLUMNS = {"distance": "bits", "pairs": "candidate pairs", "verified": "copies on the pixels",
                        "grouped_now": "grouped now"}  # fmt: skip
 
 
@@ -39,7 +40,7 @@ def groups_csv(groups: pd.DataFrame, members: pd.DataFrame) -> str:
 @dataclass(frozen=True)
 class Borderline:
     """The candidate pairs within ``margin`` bits of ``threshold``: each verified on pixels (``verified``: they
-    look alike, so a threshold at or above their distance groups them) and ``counted`` when grouped now."""
+    are copies on the pixels, so a threshold at or above their distance groups them) and ``counted`` when grouped now."""
 
     threshold: int
     margin: int
@@ -67,7 +68,7 @@ class Borderline:
         return {t: self.change(t) for t in steps}
 
     def by_distance(self) -> pd.DataFrame:
-        """Per distance: candidate pairs, those that look alike, those grouped now (columns in words)."""
+        """Per distance: candidate pairs, those that are copies on the pixels, those grouped now (columns in words)."""
         table = (
             self.pairs.assign(alike=self.pairs["verified"].astype(bool), counted=self.pairs["counted"].astype(bool))
             .groupby("distance")

@@ -107,7 +107,7 @@ def test_the_page_and_the_command_line_count_the_same_borderline(zoo: Zoo, tmp_p
     result = find_duplicates(zoo.ref, tmp_path / "cache", DedupConfig(threshold=4))
     near = result.near_threshold
     table = near.by_distance()
-    assert list(table.columns) == ["bits", "candidate pairs", "look alike", "grouped now"]  # the page's words
+    assert list(table.columns) == ["bits", "candidate pairs", "copies on the pixels", "grouped now"]  # the page's words
     assert json.loads(json.dumps(result.summary()))["borderline"] == json.loads(json.dumps(near.to_dict()))
     assert len(near.grouped()) == int(table["grouped now"].sum())
-    assert len(near.outside()) == int((table["look alike"] - table["grouped now"]).sum())
+    assert len(near.outside()) == int((table["copies on the pixels"] - table["grouped now"]).sum())

@@ -214,10 +214,10 @@ def test_borderline_tab_shows_what_one_bit_more_or_less_changes(planted: Dataset
     assert int(metrics(at)[f"At {largest} bits"].lstrip("+").split()[0]) >= 1
     texts = "\n".join(m.value for m in at.markdown)
     assert f"added from {largest} bits" in texts  # ...and is shown as the pair one more bit would add
-    table = frame_with(at, "look alike")
-    assert list(table.columns) == ["bits", "candidate pairs", "look alike", "grouped now"]
+    table = frame_with(at, "copies on the pixels")
+    assert list(table.columns) == ["bits", "candidate pairs", "copies on the pixels", "grouped now"]
     assert table["bits"].between(largest - 3, largest + 1).all()
-    assert (table["grouped now"] <= table["look alike"]).all()
+    assert (table["grouped now"] <= table["copies on the pixels"]).all()
 
 
 def test_leakage_tab_counts_per_split_pair_with_the_pairs(planted: DatasetRef) -> None:
