@@ -77,12 +77,15 @@ def value_table(manifest: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 def size_summary(manifest: pd.DataFrame) -> dict[str, object]:
-    """Smallest, median and largest width/height, and how many distinct sizes there are."""
+    """Smallest, median and largest width/height, how many distinct sizes there are and the (up to) 3 most common
+    with their counts."""
     if manifest.empty:
         return {"distinct_sizes": 0}
     sizes = manifest[["width", "height"]]
+    common = sizes.value_counts().head(3)  # the most frequent sizes, so "2 different sizes" says which
     return {
         "distinct_sizes": int(sizes.drop_duplicates().shape[0]),
+        "common": [(f"{int(w)}x{int(h)}", int(n)) for (w, h), n in common.items()],
         "min": f"{int(sizes.width.min())}x{int(sizes.height.min())}",
         "median": f"{int(sizes.width.median())}x{int(sizes.height.median())}",
         "max": f"{int(sizes.width.max())}x{int(sizes.height.max())}",

@@ -57,7 +57,7 @@ def test_a_matrix_square_shows_its_images_and_the_report_holds_the_metrics(
     assert box is not None
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     image_word = "image" if count == 1 else "images"
-    heading = f"{count} {labels[true]} {image_word} the model called {labels[said]}"
+    heading = f"{count} {image_word} of class “{labels[true]}” the model called “{labels[said]}”"
     expect(page.get_by_text(heading)).to_be_visible(timeout=60_000)
     gallery = page.get_by_text("% sure · test/", exact=False)
     expect(gallery).to_have_count(count, timeout=30_000)

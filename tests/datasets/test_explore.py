@@ -79,6 +79,15 @@ def test_size_summary_gives_smallest_median_largest(tmp_path: Path, ws: Workspac
     assert explore.size_summary(manifest_of(ws, root).iloc[0:0]) == {"distinct_sizes": 0}
 
 
+def test_size_summary_names_the_most_common_sizes_with_their_counts(tmp_path: Path, ws: Workspace) -> None:
+    root = tmp_path / "d"
+    for i, size in enumerate([(8, 8)] * 3 + [(10, 6)] * 2 + [(30, 20), (5, 5)]):
+        f.write_rgb(root / "a" / f"{i}.png", size=size)
+    summary = explore.size_summary(manifest_of(ws, root))
+    assert summary["distinct_sizes"] == 4 and summary["common"][:2] == [("8x8", 3), ("10x6", 2)]
+    assert len(summary["common"]) == 3
+
+
 @pytest.mark.parametrize(("page", "first_path_index"), [(0, 0), (1, 5), (2, 10), (99, 10), (-3, 0)])
 def test_page_of_clamps_to_existing_pages(class_folder: Path, ws: Workspace, page: int, first_path_index: int) -> None:
     manifest = manifest_of(ws, class_folder)

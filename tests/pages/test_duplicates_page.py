@@ -123,6 +123,8 @@ def test_sample_digits_shows_what_the_engine_finds(fresh_workspace: Path) -> Non
     assert shown["Duplicate groups"] == f"{len(engine.groups):,}"
     assert shown["Redundant images"] == f"{engine.n_redundant:,}"
     assert shown["Split leaks"] == f"{engine.leakage.pairs['path_b'].nunique():,}"
+    # the page read every image itself (a fresh workspace): it must not say "the rest from the cache"
+    assert any("fingerprints: 1,797 images read (none were cached yet)" in c.value for c in at.caption)
     # the 1,797 handwritten digits are all different drawings: the hashes find close pairs, but none survives the
     # pixel check, so the page says so instead of showing groups (planted copies below show the cards)
     assert engine.groups.empty and len(cards(at)) == 0

@@ -120,7 +120,7 @@ def test_a_run_shows_its_scores_in_words_and_a_cell_of_the_matrix_shows_its_imag
     at.selectbox(key="evaluate_cell").set_value(f"{true}\x1f{said}").run()
     assert_clean(at)
     count = int(mistake.split(": ")[1].split()[0])
-    assert f"{count} {true} {'image' if count == 1 else 'images'} the model called {said}" in texts(at)
+    assert f"{count} {'image' if count == 1 else 'images'} of class “{true}” the model called “{said}”" in texts(at)
     assert len([c for c in at.caption if "% sure · test/" in c.value]) == count  # one picture per image
     table = next(d.value for d in at.dataframe if "Class" in d.value.columns)
     assert list(table.columns)[:3] == ["Class", "Test images", "Right"]

@@ -21,6 +21,7 @@ from ui.text import plain
 ALL = "All classes"
 DRAWN = "projections_drawn"  # session key: the 2-D views this tab asked for (the views themselves: _projection)
 CLASSES_PER_PAGE = 10
+LASSO_SHOWN = 24  # thumbnails of a lasso selection
 KIND_WORDS = {"folder": "A folder per class", "csv": "A CSV of labels", "metadata": "One JSON file per image"}
 MODE_WORDS = {"1": "black and white", "L": "grayscale", "LA": "grayscale + transparency", "P": "palette colours",
               "PA": "palette + transparency", "RGB": "colour", "RGBA": "colour + transparency", "CMYK": "CMYK (print)",
@@ -119,8 +120,11 @@ def properties(result: ScanResult) -> None:
     if facts["distinct_sizes"] == 1:
         st.markdown(f"Every image is **{facts['min']} px**; {facts['total_mb']} MB in all.")
     else:
+        common = ", ".join(f"{size} px ({count_of(n, 'image')})" for size, n in facts["common"])
+        more = " ..." if facts["distinct_sizes"] > len(facts["common"]) else ""
         st.markdown(f"**{facts['distinct_sizes']:,}** different sizes, from {facts['min']} to {facts['max']} px "
-                    f"(median {facts['median']}); {facts['total_mb']} MB in all.")  # fmt: skip
+                    f"(median {facts['median']}); the most common: {common}{more}. {facts['total_mb']} MB in "
+                    "all.")  # fmt: skip
         st.plotly_chart(figures.image_sizes(manifest), key="sizes_chart")
     c1, c2, c3 = st.columns(3)
     c1.markdown("**Colours**")
@@ -150,7 +154,8 @@ def projection(result: ScanResult) -> None:
         return
     c1, c2 = st.columns([1, 2])
     method = c1.radio("Method", embed.METHODS, format_func=str.upper, horizontal=True, key="proj_method")
-    limit = c2.slider("Images (sampled per class)", 100, 5000, embed.DEFAULT_MAX_POINTS, 100, key="proj_points")
+    limit = c2.slider("Images at most (the same share of each class)", 100, 5000, embed.DEFAULT_MAX_POINTS, 100,
+                      key="proj_points")  # fmt: skip
     st.caption("Each dot is one image, reduced to 16x16 pixels. Classes that form separate clouds are easy to "
                "tell apart; overlapping clouds are where a model will struggle. Lasso dots to see their images.")  # fmt: skip
     drawn: set = st.session_state.setdefault(DRAWN, set())
@@ -182,7 +187,10 @@ def _projection_chart(result: ScanResult, frame: pd.DataFrame, method: str) -> N
     event = st.plotly_chart(figures.projection(frame, method), key="proj_chart", on_select="rerun",
                             selection_mode=("points", "lasso", "box"))  # fmt: skip
     points = event.selection.points if event and event.selection else []
-    paths = [p["hovertext"] for p in points if p.get("hovertext")][:24]
+    paths = [p["hovertext"] for p in points if p.get("hovertext")][:LASSO_SHOWN]
     if paths:
-        st.markdown(f"**{len(points)} selected** (first {len(paths)} shown)")
-        _thumbs(result, result.manifest[result.manifest["path"].isin(paths)], 12)
+        shown = result.manifest[result.manifest["path"].isin(paths)]
+        st.markdown(f"**{len(points):,} selected**" + (f" (the first {len(shown)} shown)" if len(points) > len(shown)
+                                                      else ""))  # fmt: skip
+        for start in range(0, len(shown), 12):  # rows of 12: every one of them shown, as said
+            _thumbs(result, shown.iloc[start : start + 12], 12)

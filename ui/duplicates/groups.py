@@ -37,8 +37,8 @@ def summary(result: DedupResult) -> None:
                    help="Val/test images with a copy in an earlier split (see the Leakage tab)")  # fmt: skip
     cols[5].metric("Unreadable", f"{len(result.failed):,}")
     st.caption(f"{result.config.method}, threshold {result.config.threshold} bits of 64 · {result.n_candidates:,} "
-               f"pairs with hashes at most {result.config.limit} bits apart, each checked on pixels · fingerprints: {result.hashes.n_opened:,} images opened, the rest "
-               "from the cache")  # fmt: skip
+               f"pairs with hashes at most {result.config.limit} bits apart, each checked on pixels · fingerprints: "
+               f"{_cache_words(result.hashes.n_opened, len(result.hashes.table))}")  # fmt: skip
     if not result.failed.empty:
         with st.expander(f"{count_of(len(result.failed), 'file')} could not be read: left out of the search and of any "
                          "cleaned copy", icon=":material/broken_image:"):  # fmt: skip
@@ -124,7 +124,8 @@ def borderline(result: DedupResult) -> None:
              "more", threshold + 2: "Look alike, added with two bits more"}  # fmt: skip
     columns = st.columns([1, 1, 1, 2])
     for column, (at, change) in zip(columns[3 - len(near.changes()) : 3], near.changes().items(), strict=True):
-        column.metric(f"At {at} bits", f"{change:+d} pairs", help=helps[at])
+        words = "no change" if change == 0 else f"{change:+,} pair" + ("" if abs(change) == 1 else "s")
+        column.metric(f"At {at} bits", words, help=helps[at])
     columns[3].dataframe(near.by_distance(), hide_index=True, width="stretch")
     if result.config.method == "phash":
         st.caption("phash distances are always even (its bits split at the median): odd thresholds act like the "
@@ -173,3 +174,12 @@ def look_alikes(result: DedupResult) -> None:
         shown = pairs.sort_values("correlation", ascending=False, kind="stable").head(LOOK_ALIKES_SHOWN)
         texts = [f"**{r.distance} bits** · pixel correlation {r.correlation:.2f}" for r in shown.itertuples()]
         pair_cards(result.ref.root, shown, texts)
+
+
+def _cache_words(opened: int, total: int) -> str:
+    """ "every image read (none were cached yet)", "all from the cache", or "12 read, 2,050 from the cache"."""
+    if opened >= total:
+        return f"{count_of(total, 'image')} read (none were cached yet)"
+    if opened == 0:
+        return "all from the cache"
+    return f"{opened:,} read, {total - opened:,} from the cache"

@@ -118,9 +118,10 @@ def _cell_gallery(ev: Evaluation, true: str, said: str) -> None:
     from core.datasets.thumbs import thumbnail_files
 
     rows = cell_images(ev.frame, true, said)
+    # "1 image of class “7” the model called “8”": a class named by a number must not read as a count.
     noun = "image" if len(rows) == 1 else "images"
-    what = (f"{plain(true)} {noun} the model got right" if true == said
-            else f"{plain(true)} {noun} the model called {plain(said)}")  # fmt: skip
+    what = (f"{noun} of class “{plain(true)}” the model got right" if true == said
+            else f"{noun} of class “{plain(true)}” the model called “{plain(said)}”")  # fmt: skip
     st.markdown(f"**{len(rows):,} {what}**, most confident first")
     if ev.root is None:
         st.info(f"{plain(ev.root_problem)} The images cannot be shown.")
