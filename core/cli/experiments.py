@@ -43,8 +43,9 @@ def add_parsers(sub: Any, common: Any, help_lines: dict[str, str]) -> None:
     search.add_argument("--resume", type=int, metavar="SEARCH", help="continue a stopped search")
     finder = sub.add_parser("lr-find", help=help_lines["lr-find"])
     finder.add_argument("dataset", metavar="DATASET", nargs="?", help="a folder, a .csv, a .zip, or sample:digits")
-    finder.add_argument("--steps", type=bounded(Bound(MIN_STEPS, MAX_STEPS), int), default=100,
-                        help=f"training steps of the sweep (fastai: 100; {MIN_STEPS} to {MAX_STEPS})")  # fmt: skip
+    finder.add_argument("--steps", type=bounded(Bound(MIN_STEPS, MAX_STEPS), int), default=0,
+                        help=f"training steps of the sweep ({MIN_STEPS} to {MAX_STEPS}; default: 100 at 64 images a "
+                        "step, as fastai, and as many more as a smaller batch needs to see as many images)")  # fmt: skip
     for parser in (search, finder):
         for f in fields(TrainConfig):
             if f.name != "dataset":

@@ -65,6 +65,14 @@ LENET_UP_TO = 64  # median image side (px) up to which arch="auto" picks LeNet (
 # (never under MIN_BATCH); the automatic rate is the optimizer's usual one scaled to that batch.
 RECIPE_BATCH = 64  # the recipe's batch, for which DEFAULT_LR's rates are the usual ones (the digits: 20 steps)
 MIN_STEPS = 10  # steps per epoch an automatic batch aims at
+# ... and for the small CNN, whose steps cost little: it learns from the number of steps. Measured (bench.bench_recipe,
+# 2026-12-07, LeNet at 32 px, 84 epochs of cycles): 1,200 coloured shapes of 64 px (840 to train), 64 a step at 0.1
+# (13 steps an epoch): 81.7% / 76.1%, 32 at 0.1: 98.3%, 16 at 0.1: 100%, 16 at 0.025: 97.2%; 20 classes x 60 photo crops
+# of 32 px, 64: 78.3%, 32: 81.7%, 16: 82.8%; the digits (1,257 to train) 64: 98.9%, 32 and 16: 98.5% (270 test images:
+# one image is 0.4 points), every one of them in 3-4 s.
+# Not under 16 a step for that reason alone: 10 classes x 30 photo crops (200 to train) at 8 a step gave 96/96/96%
+# over three seeds, at 16 98/98/98% (50 test images: one is 2 points).
+MIN_STEPS_SMALL_CNN, SMALL_CNN_BATCH_FLOOR = 50, 16
 MIN_BATCH = 8  # the smallest automatic batch: BatchNorm's statistics of fewer images are mostly noise
 SMALL_SET = 500  # fewer training images than this, from scratch: arch="auto" picks LeNet whatever their side
 # Measured (issue 24; test accuracy over seeds 0/1/2, 15 test images each, default recipe otherwise): 3 colour

@@ -35,7 +35,9 @@ from core.train.config import (
     LENET_UP_TO,
     MIN_BATCH,
     MIN_STEPS,
+    MIN_STEPS_SMALL_CNN,
     RECIPE_BATCH,
+    SMALL_CNN_BATCH_FLOOR,
     SMALL_SET,
     TrainConfig,
     choice_words,
@@ -188,7 +190,7 @@ def resolve(config: TrainConfig, facts: DataFacts) -> RunPlan:
     if config.schedule == "auto":
         why["schedule"] = ("Cycles: the number of epochs is left to the data." if schedule == "cycles"
                            else f"One cycle over the {epochs.count} asked for.")  # fmt: skip
-    batch = _batch(config, facts.train_images, why)
+    batch = _batch(config, facts.train_images, why, small_cnn=arch == "lenet")
     lr = _rate(config, batch, pretrained, why)
     warmup = _warmup(config, schedule, epochs, steps_per_epoch(facts.train_images, batch), why)
     augment, normalize = _augment(config, facts, why), _normalize(config, pretrained, why)
@@ -204,8 +206,10 @@ def steps_per_epoch(train_images: int, batch: int) -> int:
     return train_images // batch + (1 if train_images % batch > 1 else 0)
 
 
-def _batch(config: TrainConfig, train_images: int, why: dict[str, str]) -> int:
+def _batch(config: TrainConfig, train_images: int, why: dict[str, str], *, small_cnn: bool = False) -> int:
     """The batch as typed, or the recipe's 64 halved until the training images give ``MIN_STEPS`` steps an epoch
+    (for LeNet, whose steps cost little, on to ``MIN_STEPS_SMALL_CNN`` while the batch stays at least
+    ``SMALL_CNN_BATCH_FLOOR``)
     (never under ``MIN_BATCH``, nor under 2 images per process). Why: 114 training images at 64 are 2 steps an
     epoch, and the first 12-epoch cycle rose to its peak rate in 6 steps: ResNet-18 from scratch ran away (see
     ``SMALL_SET`` in ``core.train.config`` for what smaller batches measured)."""
@@ -217,13 +221,21 @@ def _batch(config: TrainConfig, train_images: int, why: dict[str, str]) -> int:
     batch, floor = RECIPE_BATCH, max(MIN_BATCH, 2 * config.ranks)
     while batch // 2 >= floor and steps_per_epoch(train_images, batch) < MIN_STEPS:
         batch //= 2
+    enough = batch
+    while (
+        small_cnn
+        and batch // 2 >= max(floor, SMALL_CNN_BATCH_FLOOR)
+        and (steps_per_epoch(train_images, batch) < MIN_STEPS_SMALL_CNN)
+    ):
+        batch //= 2
     steps = steps_per_epoch(train_images, batch)
     if batch == RECIPE_BATCH:
         why["batch_size"] = f"The recipe's {batch}: {train_images:,} training images give {_steps(steps)} an epoch."
     else:
         why["batch_size"] = (f"{train_images:,} training images give {_steps(steps)} an epoch at {batch} "
                              f"({_steps(steps_per_epoch(train_images, RECIPE_BATCH))} at the recipe's {RECIPE_BATCH}): "
-                             f"a small set learns from more, smaller steps.")  # fmt: skip
+                             + ("the small CNN learns from the number of its steps, which cost little." if batch < enough
+                                else "a small set learns from more, smaller steps."))  # fmt: skip
     return batch
 
 

@@ -84,10 +84,23 @@ def test_a_typed_batch_is_kept_and_the_usual_rate_with_it() -> None:
     [(0, 64), (40, 8), (60, 8), (114, 8), (200, 16), (300, 32), (500, 32), (640, 64), (1257, 64)],
 )
 def test_the_automatic_batch_gives_enough_steps_an_epoch(train_images: int, batch: int) -> None:
-    plan = resolve(TrainConfig(dataset="x").validate(), DataFacts(8, True, train_images))
+    config = TrainConfig(dataset="x", arch="resnet18").validate()
+    plan = resolve(config, DataFacts(8, True, train_images))
     assert plan.batch_size == batch
     if batch not in (MIN_BATCH, RECIPE_BATCH):
         assert steps_per_epoch(train_images, batch) >= 10 > steps_per_epoch(train_images, 2 * batch)
+
+
+@pytest.mark.parametrize(
+    ("train_images", "batch"),
+    [(0, 64), (40, 8), (60, 8), (114, 8), (200, 16), (300, 16), (840, 16), (1257, 16), (3200, 64), (6400, 64)],
+)
+def test_the_small_cnn_gets_more_steps_down_to_16_a_step(train_images: int, batch: int) -> None:
+    """LeNet's steps cost little and it learns from their number (the measurements: MIN_STEPS_SMALL_CNN)."""
+    plan = resolve(TrainConfig(dataset="x").validate(), DataFacts(8, True, train_images))
+    assert plan.arch == "lenet" and plan.batch_size == batch
+    if 16 < batch < RECIPE_BATCH:
+        assert steps_per_epoch(train_images, batch) >= 50 > steps_per_epoch(train_images, 2 * batch)
 
 
 def test_the_network_follows_the_number_of_training_images_from_scratch_only() -> None:
@@ -120,11 +133,13 @@ def test_too_few_epochs_from_scratch_are_warned_in_words(colours_96: tuple[Works
         assert not [w for w in seen.warnings if "from random weights" in w], fine
 
 
-def test_the_digits_keep_the_recipe_they_had(digits_ws: Workspace) -> None:
+def test_the_digits_get_the_small_cnns_steps(digits_ws: Workspace) -> None:
     plan = check_run(TrainConfig(dataset="sample:digits").validate(), digits_ws).plan
     assert plan.facts.train_images == 1257
-    assert (plan.arch, plan.image_size, plan.batch_size, plan.lr, plan.warmup_steps) == ("lenet", 16, 64, 0.1, 60)
-    assert plan.explain()["batch_size"] == "The recipe's 64: 1,257 training images give 20 steps an epoch."
+    assert (plan.arch, plan.image_size, plan.batch_size, plan.lr, plan.warmup_steps) == ("lenet", 16, 16, 0.025, 237)
+    assert plan.explain()["batch_size"] == ("1,257 training images give 79 steps an epoch at 16 (20 steps at the "
+                                            "recipe's 64): the small CNN learns from the number of its steps, which "
+                                            "cost little.")  # fmt: skip
 
 
 def test_a_plan_stored_before_the_batch_was_automatic_reads_back_as_it_ran() -> None:
