@@ -42,9 +42,9 @@ def run_label(store: RunStore, run: RunRecord, *, best: bool = False) -> str:
     """A run in words for pickers: "Run 3 · ResNet-18 · flowers · best validation accuracy 91.4%" (plain text, as
     select boxes show it: pass it through ``plain`` before Markdown); ``best`` adds "the best on this data"."""
     acc = store.best_metric(run.run_id, "val_acc")
-    parts = [f"Run {run.run_id}", arch_label(run.arch), dataset_title(run.dataset)]
-    parts += [f"best validation accuracy {percent(acc, 1)}"] if acc is not None else []
-    return " · ".join(parts + (["the best on this data"] if best else []))
+    first = f"Run {run.run_id}" + (" (the best on this data)" if best else "")  # first: a long label is cut
+    parts = [first, arch_label(run.arch), dataset_title(run.dataset)]
+    return " · ".join(parts + ([f"best validation accuracy {percent(acc, 1)}"] if acc is not None else []))
 
 
 def default_run(store: RunStore, runs: list[RunRecord]) -> RunRecord | None:

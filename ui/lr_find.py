@@ -13,7 +13,6 @@ import streamlit as st
 from core.common.errors import CoreError
 from core.common.words import duration
 from core.train.config import TrainConfig, choice_words
-from core.train.lr_find import STEPS
 from core.train.plan import RunPreview
 from core.train.runplan import RunPlan
 from ui.state import workspace
@@ -71,7 +70,7 @@ def _timed(key: str, _seen: RunPreview) -> float | None:
     from core.train.lr_find import estimate_seconds
 
     try:
-        return estimate_seconds(_seen, STEPS)
+        return estimate_seconds(_seen)
     except CoreError:  # too big for the memory: the plan's warning says so
         return None
 

@@ -21,11 +21,28 @@ def pct(value: float | None, digits: int = 0) -> str:
     return percent(value, digits)  # never "100%" short of every image
 
 
-def accuracy_sentence(accuracy: float, n: int, split: str = "test") -> str:
+def accuracy_sentence(accuracy: float, n: int, split: str = "test", chance: float | None = None) -> str:
+    """How many are right, the likely range of the true figure, and (given) the chance level beside it, with
+    "about chance" in words when the score is no better (``core.train.outcome.about_chance``)."""
+    from core.train.outcome import about_chance
+
     right = round(accuracy * n)
     low, high = wilson_interval(right, n) if n else (math.nan, math.nan)
-    return (f"{right:,} of {n:,} {split_word(split)} images get the right label ({pct(accuracy, 1)}). With this many "
+    text = (f"{right:,} of {n:,} {split_word(split)} images get the right label ({pct(accuracy, 1)}). With this many "
             f"images the true figure is likely between {pct(low, 1)} and {pct(high, 1)} (95% interval).")  # fmt: skip
+    if chance is None:
+        return text
+    if about_chance(accuracy, chance, n):
+        return (f"{text} That is about chance: always answering the biggest class gets {pct(chance, 1)}. This model "
+                "has not learned to tell the classes apart.")  # fmt: skip
+    return f"{text} Chance level (always answering the biggest class): {pct(chance, 1)}."
+
+
+def chance_of(per_class_support: list[int]) -> float | None:
+    """The majority class's share of the images (``core.train.outcome.chance_level``); None for none."""
+    from core.train.outcome import chance_level
+
+    return chance_level(dict(enumerate(per_class_support))) if sum(per_class_support) else None
 
 
 def top_k_sentence(value: float, n: int, k: int) -> str:

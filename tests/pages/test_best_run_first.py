@@ -54,8 +54,8 @@ def test_evaluate_opens_on_the_best_run_not_the_newest_and_says_so(open_page, tw
     at = open_page("app_pages/evaluate.py")
     box = at.selectbox(key="evaluate_run")
     assert not at.exception and box.value == good
-    assert box.format_func(good).endswith("the best on this data")
-    assert not box.format_func(poor).endswith("the best on this data")
+    assert box.format_func(good).startswith(f"Run {good} (the best on this data) · ")
+    assert "the best on this data" not in box.format_func(poor)
     assert "run" not in at.query_params  # the default is not written into the address
 
 
@@ -89,3 +89,12 @@ def test_compare_marks_the_best_run(open_page, two_runs) -> None:
     shown = table.data if hasattr(table, "data") else table
     marked = shown.loc[shown["best"] != "", "run_id"].tolist()
     assert not at.exception and marked == [good]
+
+
+def test_a_run_at_chance_says_so_beside_its_score_and_a_good_one_names_chance(open_page, two_runs) -> None:
+    _, good, poor = two_runs
+    words = " ".join(c.value for c in open_page("app_pages/evaluate.py", run=poor).caption)
+    assert "That is about chance: always answering the biggest class gets " in words
+    assert "has not learned to tell the classes apart" in words
+    words = " ".join(c.value for c in open_page("app_pages/evaluate.py", run=good).caption)
+    assert "Chance level (always answering the biggest class): " in words and "about chance" not in words

@@ -111,7 +111,8 @@ def test_the_model_picker_lists_runs_newest_first_and_imagenet_models_with_weigh
     monkeypatch.setattr(views.predict, "imagenet_available", lambda arch: arch == "resnet18")
     choices = views.model_choices(ws, RunStore(ws.runs_db))
     assert [c.run_id for c in choices] == [1, None]
-    assert choices[0].label.startswith("Run 1 · LeNet (small CNN) · colours · best validation accuracy ")
+    assert choices[0].label.startswith("Run 1 (the best on this data) · LeNet (small CNN) · colours · best validation "
+                                       "accuracy ")  # fmt: skip
     assert choices[1].arch == "resnet18" and "ImageNet" in choices[1].label
 
 
