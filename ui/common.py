@@ -33,6 +33,14 @@ def error_words(exc: BaseException) -> str:
     return str(exc)
 
 
+def titled_metric(container, label: str, value: str, *, help: str | None = None, **kwargs) -> None:
+    """A metric whose title wraps onto a second line instead of being cut: ``st.metric`` keeps its label on one
+    line, and at 800 px three cards a row read "Right within ...", "Balance acro...". The label stays the metric's
+    own (hidden) label for screen readers and tests."""
+    container.markdown(f"**{plain(label)}**", help=help)
+    container.metric(label, value, label_visibility="collapsed", **kwargs)
+
+
 def count_of(n: int, noun: str) -> str:
     """ "1 image", "2 images": a count with its noun, never "image(s)"."""
     return f"{n:,} {noun}" + ("" if n == 1 else "s")

@@ -367,9 +367,10 @@ def run_actions(run: RunRecord, store: RunStore, registry: JobRegistry, ws: Work
         st.session_state[TRAIN_PREFILL] = {"from_run": run.run_id}
         st.session_state[PREFILLED_FROM] = f"the best weights of {run_words(run)} to start from"
         st.switch_page("app_pages/train.py")
-    download.download_button("Download best checkpoint", data=best.read_bytes if best.is_file() else b"",
+    download.download_button("Weights", data=best.read_bytes if best.is_file() else b"",
                              file_name=f"{run.name}-best.pt", disabled=not best.is_file(), on_click="ignore",
-                             icon=":material/download:", help="a state dict; load it with torch.load(weights_only=True)")  # fmt: skip
+                             icon=":material/download:", help="Download the best checkpoint's weights: a state dict; "
+                             "load it with torch.load(weights_only=True)")  # fmt: skip
     with delete.popover("Delete", icon=":material/delete:", disabled=run.status in ACTIVE_STATUSES):
         st.write(f"Delete **{plain(run.name)}** with its curves and checkpoints? This cannot be undone.")
         if st.button("Delete for good", type="primary", key="run_delete"):

@@ -203,4 +203,5 @@ def test_the_report_names_every_score_and_column_as_the_page_does(runs, base: Pa
     assert on_page <= titles, on_page - titles
     for technical in ("MAP@5", "F1", "log loss", "precision", "recall"):
         assert not any(technical in t for t in on_page | titles), technical
-    assert all(m.help for m in at.metric)  # where the technical names are said
+    helps = {m.value.strip("*"): m.help for m in at.markdown if m.help}  # each card's title, with its help line
+    assert all(helps.get(title) for title in cards), helps  # where the technical names are said

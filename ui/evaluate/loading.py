@@ -39,7 +39,7 @@ def pick_run(store: RunStore) -> tuple[RunRecord, str] | None:
     ids = list(by_id)
     best = default_run(store, done)
     default_id = best.run_id if best is not None else ids[0]
-    left, right = st.columns([3, 1])
+    left, right = st.columns([5, 2])  # room for the Score on choice at 800 px
     chosen = left.selectbox("Run", ids, index=ids.index(wanted if wanted in by_id else default_id), key="evaluate_run",
                             format_func=lambda i: run_label(store, by_id[i], best=i == default_id),
                             help="A finished training run, newest first; the page opens on the best one on the "

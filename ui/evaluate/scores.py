@@ -9,13 +9,14 @@ from core.common.words import metric_technical, metric_word, split_word
 from core.evaluate import words as w
 from core.evaluate.evaluation import Evaluation
 from core.store.records import RunRecord
+from ui.common import titled_metric
 from ui.evaluate.loading import ask_for_leak_check
 from ui.text import plain
 
 
 def _card(column, label: str, value: str, sentence: str, help_text: str, warning: str = "") -> None:
     with column.container(border=True):
-        st.metric(label, value, help=help_text)
+        titled_metric(st, label, value, help=help_text)
         st.caption(sentence)
         if warning:
             st.warning(warning, icon=":material/warning:")
@@ -58,12 +59,13 @@ def leakage(ev: Evaluation, run: RunRecord) -> None:
         return
     h = ev.honest
     a, b, c = st.columns(3)
-    a.metric(f"All {h.n_all:,} {split} images", w.pct(h.accuracy_all, 1), help="Accuracy on every image of the split")
+    titled_metric(a, f"All {h.n_all:,} {split} images", w.pct(h.accuracy_all, 1),
+                  help="Accuracy on every image of the split")  # fmt: skip
     gap = f"{-100 * h.gap:+.1f} points" if h.n_leaking and h.gap is not None and abs(h.gap) >= 0.0005 else None
-    b.metric(f"The {h.n_clean:,} without a copy in training", w.pct(h.accuracy_clean, 1), delta=gap,
+    titled_metric(b, f"The {h.n_clean:,} without a copy in training", w.pct(h.accuracy_clean, 1), delta=gap,
              delta_color="normal", help="Accuracy on the images that have no copy (or near copy) among the "
              "training images: what to expect on new images.")  # fmt: skip
-    c.metric("With a copy in training", f"{h.n_leaking:,}", help="Found by the duplicate search (perceptual hash, "
+    titled_metric(c, "With a copy in training", f"{h.n_leaking:,}", help="Found by the duplicate search (perceptual hash, "
              f"threshold {ev.leaks.threshold} bits, every match checked on pixels).")  # fmt: skip
     box = st.warning if h.n_leaking and (h.gap or 0) > 0.005 else st.info
     box(w.leakage_sentence(h, ev.split), icon=":material/content_copy:")
