@@ -115,10 +115,17 @@ def _words(frame: pd.DataFrame) -> pd.DataFrame:
     """Numbers as people read them; "—" where a value does not exist (speedup without a one-worker point)."""
     out = frame.copy()
     for column, fmt in (("Time (s)", "{:.2f}"), ("Speedup", "{:.2f}x"), ("Efficiency", "{:.0%}"),
-                        ("Serial fraction", "{:.2f}"), ("Images per second", "{:,.0f}")):  # fmt: skip
-        out[column] = [fmt.format(v) if v is not None and v == v else "—" for v in frame[column]]
+                        ("Serial fraction", _serial_words), ("Images per second", "{:,.0f}")):  # fmt: skip
+        out[column] = [(fmt(v) if callable(fmt) else fmt.format(v)) if v is not None and v == v else "—"
+                       for v in frame[column]]  # fmt: skip
     out["Oversubscribed"] = ["yes: more threads than cores" if v else "" for v in frame["Oversubscribed"]]
     return out
+
+
+def _serial_words(fraction: float) -> str:
+    """Karp-Flatt's serial fraction as a share; above 1 (more workers took longer than one) it is not a share of
+    anything, so it says that instead of "2.75"."""
+    return f"{fraction:.0%}" if fraction <= 1 else "over 100%: slower than one worker"
 
 
 def time_chart(table: Table) -> go.Figure:

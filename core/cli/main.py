@@ -137,11 +137,18 @@ def cmd_runs(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
         return rows, "no runs yet"
     header = f"{'id':>4}  {'status':<10} {'arch':<14} {'best val acc':>12} {'time':>11}  dataset"
     lines = [header] + [
-        f"{r['run_id']:>4}  {r['status']:<10} {str(r['arch'] or '-'):<14} {_fmt(r['best_val_acc'], '.4f'):>12} "
+        f"{r['run_id']:>4}  {r['status']:<10} {_network(r):<14} {_fmt(r['best_val_acc'], '.4f'):>12} "
         f"{'-' if r['wall_s'] is None else duration(r['wall_s']):>11}  {_one_line(str(r['dataset']))}"
         for r in rows
     ]
     return rows, "\n".join(lines)
+
+
+def _network(row: dict) -> str:
+    """The network of a training run; what a search or a sweep is, in its place (it trains none itself)."""
+    if row["kind"] != "train":
+        return f"({row['kind']})"
+    return str(row["arch"] or "-")
 
 
 def _fmt(value: float | None, spec: str) -> str:

@@ -184,6 +184,16 @@ def test_runs_json_is_an_empty_list_in_a_new_workspace(ws: Workspace, capsys) ->
     assert run_cli(["runs", "--workspace", str(ws.root)], capsys)[:2] == (0, "no runs yet\n")
 
 
+def test_runs_text_names_a_search_as_such_not_as_a_run_without_a_network(ws: Workspace, capsys) -> None:
+    store = RunStore(ws.runs_db)
+    search = store.create_run(dataset="sample:digits", kind="search")
+    trial = store.create_run(dataset="sample:digits", arch="lenet", parent_id=search)
+    store.close()
+    code, out, _ = run_cli(["runs", "--workspace", str(ws.root)], capsys)
+    lines = {int(line.split()[0]): line for line in out.splitlines()[1:]}
+    assert code == 0 and "(search)" in lines[search] and "lenet" in lines[trial]
+
+
 def test_runs_json_lists_stored_runs_newest_first_and_filters_by_status(ws: Workspace, capsys) -> None:
     store = RunStore(ws.runs_db)
     done = store.create_run(dataset="sample:digits", arch="resnet18")

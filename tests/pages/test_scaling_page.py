@@ -132,3 +132,10 @@ def test_a_sweep_waiting_for_a_core_is_queued_and_its_stop_cancels_it(photos: Pa
         release.set()
         for run_id in holders:
             registry.wait(run_id, timeout=60)
+
+
+def test_a_serial_fraction_above_one_is_said_in_words_not_shown_raw() -> None:
+    from ui.scaling import _serial_words
+
+    assert _serial_words(0.25) == "25%" and _serial_words(1.0) == "100%"
+    assert _serial_words(2.75) == "over 100%: slower than one worker"  # Karp-Flatt when more workers took longer
