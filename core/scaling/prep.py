@@ -16,6 +16,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 from core.common.errors import CoreError
+from core.common.spawn import children_skip_main
 from core.datasets.scan import ScanResult
 from core.train.config import TEST_FRACTION, VAL_FRACTION
 
@@ -37,7 +38,8 @@ def run_task(task: str, scan: ScanResult, dest: Path, *, workers: int, mode: str
     jobs = _copy_jobs(scan, dest, val, test, seed) if task == "copy" else _fingerprint_jobs(scan)
     work: Callable[[list], int] = _copy_chunk if task == "copy" else _fingerprint_chunk
     chunks = [jobs[i : i + CHUNK] for i in range(0, len(jobs), CHUNK)]
-    with _pool(mode, workers) as pool:
+    # The pool's processes start within map (on its first submits): no child re-runs the page that asked for them.
+    with children_skip_main(), _pool(mode, workers) as pool:
         return sum(pool.map(work, chunks))
 
 
