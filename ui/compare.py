@@ -186,8 +186,8 @@ def settings_chart(frame: pd.DataFrame, key: str) -> None:
 def _lines(frame: pd.DataFrame, settings: list[str], result: str) -> go.Figure:
     dims = [_dimension(frame, s) for s in settings]
     values = frame[result].astype(float)
-    dims.append({"label": CHART_RESULTS[result], "values": values, "tickformat": ".0%" if result in PERCENT else ""})
-    bar = {"title": {"text": ""}, "tickformat": ".0%" if result in PERCENT else ""}
+    dims.append({"label": CHART_RESULTS[result], "values": values, "tickformat": ".2~%" if result in PERCENT else ""})
+    bar = {"title": {"text": ""}, "tickformat": ".2~%" if result in PERCENT else ""}
     line = {"color": values, "colorscale": "Viridis", "showscale": True, "colorbar": bar}
     fig = go.Figure(go.Parcoords(dimensions=dims, line=line))
     fig.update_layout(height=380, margin=dict(t=60, b=30, l=60, r=60))
@@ -221,7 +221,7 @@ def _dots(frame: pd.DataFrame, setting: str, result: str) -> go.Figure:
     if setting == "lr":
         fig.update_xaxes(type="log")
     if result in PERCENT:
-        fig.update_yaxes(tickformat=".0%")
+        fig.update_yaxes(tickformat=".2~%")
     return fig
 
 

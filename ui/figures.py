@@ -80,7 +80,7 @@ def run_curves(frame: pd.DataFrame, what: str, x: str, *, log: bool = False) -> 
     else:
         fig.update_xaxes(rangemode="nonnegative", tickformat=",d")
     if what == "accuracy":
-        fig.update_yaxes(tickformat=".0%")
+        fig.update_yaxes(tickformat=".2~%")
     if log:
         fig.update_yaxes(type="log")
     return fig

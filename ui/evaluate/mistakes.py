@@ -77,16 +77,17 @@ def reliability_figure(cal: Calibration) -> go.Figure:
     width = float(cal.edges[1] - cal.edges[0])
     fig = go.Figure()
     fig.add_bar(x=100 * mids[used], y=100 * cal.accuracy[used], width=100 * width * 0.9, marker_color="#4C78A8",
-                name="share right", text=[f"{int(n)}" for n in cal.count[used]], textposition="outside",
+                name="share right", text=[f"{int(n)}" for n in cal.count[used]], textposition="outside", cliponaxis=False,
                 textfont=dict(size=10, color="#666"), customdata=np.column_stack([cal.count[used], 100 * cal.confidence[used]]),
                 hovertemplate="sure %{customdata[1]:.0f}% on average: %{y:.0f}% right (%{customdata[0]} images)"
                 "<extra></extra>")  # fmt: skip
     fig.add_scatter(x=[0, 100], y=[0, 100], mode="lines", line=dict(dash="dash", color="#E45756"),
                     name="perfectly calibrated", hoverinfo="skip")  # fmt: skip
-    fig.update_layout(height=360, margin=dict(t=30, b=10, l=10, r=10), bargap=0,
-                      legend=dict(orientation="h", y=1.08, x=0), xaxis=dict(title="how sure the model was",
-                      range=[0, 100], ticksuffix="%"), yaxis=dict(title="share of right answers", range=[0, 100],
-                      ticksuffix="%"))  # fmt: skip
+    # Room above 100% for the counts over full bars, and the legend above that room, not over the bars.
+    fig.update_layout(height=380, margin=dict(t=50, b=10, l=10, r=10), bargap=0,
+                      legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0), xaxis=dict(title="how sure the model was",
+                      range=[0, 100], ticksuffix="%"), yaxis=dict(title="share of right answers", range=[0, 112],
+                      tickvals=[0, 20, 40, 60, 80, 100], ticksuffix="%"))  # fmt: skip
     return fig
 
 
