@@ -17,7 +17,7 @@ from tests import imagefactory as fx
 from tests.app_server import running_app
 from tests.support import train_to_the_end
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # ~16 s; its parts are AppTests in the default suite
 
 
 @pytest.fixture(scope="module")
