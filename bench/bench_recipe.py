@@ -2,7 +2,7 @@
 
 .venv/bin/python -m bench.bench_recipe [--quick] [--grid quick|small|full] [--only NAME,...] [--threads 1] [--workspace DIR]
 
-The zoo differs in size (60 to 3,000+ training images), image side (8 to 200 px), classes (2 to 20), colour and
+The zoo differs in size (60 to 3,000+ training images), image side (8 to 224 px), classes (2 to 20), colour and
 grey, balanced and imbalanced; real photos among them (``tests.realphotos``: scikit-image's photos cut into classes),
 the digits, the textured colours of issue 24 and the coloured shapes. Every set is made by its one writer in
 ``tests/`` (once, reused from ``--workspace``).
@@ -86,7 +86,8 @@ ZOO = (
     Zoo("photos-imbalanced-5-100", f"real photos, 5 classes of {IMBALANCED}, 100 px", _photos(IMBALANCED, 100)),
     Zoo("shapes-4x300-64", "coloured shapes on textures, 4 classes x 300, 64 px", _shapes),
     Zoo("photos-20x60-32", "real photos, 20 classes x 60, 32 px", _photos(60, 32, 20)),
-    Zoo("photos-2x2300-200", "real photos, 2 classes x 2,300, 200 px", _photos(2300, 200, 2)),
+    Zoo("photos-4x1100-48", "real photos, 4 classes x 1,100, 48 px", _photos(1100, 48, 4)),
+    Zoo("photos-2x150-224", "real photos, 2 classes x 150, 224 px", _photos(150, 224, 2)),
 )
 # (network, batch, rate): SGD's usual 0.1 at 64 and the linear-scaled 0.025 at 16, each also x3 and /3.
 GRID = tuple((arch, batch, rate) for arch in ("lenet", "resnet18") for batch, usual in ((16, 0.025), (64, 0.1))
