@@ -23,9 +23,9 @@ from PIL import Image
 
 from core.common.errors import CoreError, ImageError
 from core.common.workspace import Workspace
-from core.explain.familiar import MAX_UNSURE_P, Familiarity, caught_features, load_familiarity, weak_guess
 from core.images.opener import Source, open_image
 from core.store.runs import RunStore
+from core.train.familiar import MAX_UNSURE_P, Familiarity, Seen, caught_features, load_familiarity, weak_guess
 
 if TYPE_CHECKING:  # only for the type: importing the checkpoints module at the top would load the networks
     from core.train.checkpoints import InferenceModel
@@ -54,7 +54,7 @@ class Prediction:
     cam_layer: str = ""  # the explained layer, e.g. "layer3.1" (a ResNet below 224 px: see cam_layer_for)
     cam_map: tuple[int, int] | None = None  # (h, w) cells of that layer's map, before upscaling
     input_size: int | None = None  # the model's input side in px
-    not_sure: bool = False  # unlike the training photos, or a weak best guess (``core.explain.familiar``)
+    not_sure: bool = False  # unlike the training photos, or a weak best guess (``core.train.familiar``)
     why: str = ""  # why not sure, in words ("" when sure)
 
     def to_json(self, cam_file: str | None = None) -> dict[str, Any]:
@@ -109,7 +109,7 @@ class Predictor:
             probs = self.inference.predict_images([picture])[0]
         ms = (time.perf_counter() - began) * 1000
         pred = Prediction(name, self._top(probs, top_k), ms, picture.size, picture=picture)
-        pred.not_sure, pred.why = self._judge(seen[0], probs)
+        pred.not_sure, pred.why = self._judge(seen, probs)
         return pred
 
     def explain(self, picture: Image.Image, name: str, method: str, *, target: str | None = None,
@@ -130,13 +130,14 @@ class Predictor:
                           cam_ms=result.cam_ms, cam_class=self.classes[result.class_index], heatmap=heat,
                           cam_note=result.note, picture=picture, cam_layer=result.layer, cam_map=result.map_size,
                           input_size=self.inference.image_size)  # fmt: skip
-        pred.not_sure, pred.why = self._judge(seen[0], probs)
+        pred.not_sure, pred.why = self._judge(seen, probs)
         return pred
 
-    def _judge(self, features: torch.Tensor, probs: torch.Tensor) -> tuple[bool, str]:
+    def _judge(self, seen: Seen, probs: torch.Tensor) -> tuple[bool, str]:
+        """Not sure, and why, from the photo's own (first) forward pass."""
         top = probs.reshape(-1).max().reshape(1)
         if self.familiar is not None:
-            return self.familiar.judge(features[:1].flatten(1), top)[0]
+            return self.familiar.judge(seen.features[0][:1], seen.inputs[0][:1], top)[0]
         if float(top) < MAX_UNSURE_P:  # no calibrated checks (an ImageNet model, a run from before they were kept)
             return True, weak_guess(float(top))
         return False, ""

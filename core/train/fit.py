@@ -295,9 +295,9 @@ class _Run:
             self._best_loaded = True
 
     def familiarity(self) -> dict[str, Any] | None:
-        """The best model's "not sure" checks (``core.explain.familiar``), calibrated on the validation images and
+        """The best model's "not sure" checks (``core.train.familiar``), calibrated on the validation images and
         saved beside the checkpoints; their parameters, or None (too few validation images, or not rank 0)."""
-        from core.explain.familiar import BANK_MAX, fit_familiarity
+        from core.train.familiar import BANK_MAX, fit_familiarity
 
         if self.dist is not None and not self.dist.main:
             return None

@@ -1,4 +1,4 @@
-"""Tests for core.explain.familiar: "not sure" on the default digits run, with real photos of other things.
+"""Tests for core.train.familiar: "not sure" on the default digits run, with real photos of other things.
 
 The digits run (the session's default recipe) meets scikit-image's real photos (a coffee cup, an astronaut), a flat
 grey square and noise: each must be called "not like the photos this model learned from", even where the network
@@ -16,10 +16,10 @@ from PIL import Image
 from skimage import data as photos
 
 from core.__main__ import main
-from core.explain.familiar import FAMILIAR_FILE, PASS_SHARE, UNLIKE, caught_features, fit_familiarity, last_linear
 from core.explain.predict import Predictor, load_run_predictor
 from core.store.runs import RunStore
 from core.train.checkpoints import load_for_inference
+from core.train.familiar import FAMILIAR_FILE, PASS_SHARE, UNLIKE, caught_features, fit_familiarity, last_linear
 from core.train.run_folder import checkpoint_path, run_splits
 from tests.support import TrainedRun
 
@@ -101,4 +101,4 @@ def test_too_few_validation_images_give_no_checks() -> None:
     assert fit_familiarity(net, few, few) is None
     with caught_features(net) as seen:
         net(torch.rand(2, 4))
-    assert seen[0].shape == (2, 4)
+    assert seen.features[0].shape == (2, 4) and seen.inputs[0].shape == (2, 4)
