@@ -1,9 +1,9 @@
-"""What the Classify page says of an answer the model is not sure of (``core.explain.familiar``)."""
+"""What the Classify page says of an answer the model is not sure of (``core.train.familiar``)."""
 
 from __future__ import annotations
 
-from core.explain.familiar import UNLIKE
 from core.explain.predict import Prediction
+from core.train.familiar import UNLIKE
 from ui.text import plain
 
 
