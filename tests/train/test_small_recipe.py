@@ -96,9 +96,13 @@ def test_the_automatic_batch_gives_enough_steps_an_epoch(train_images: int, batc
     [(0, 64), (40, 8), (60, 8), (114, 8), (200, 16), (300, 16), (840, 16), (1257, 16), (3200, 64), (6400, 64)],
 )
 def test_the_small_cnn_gets_more_steps_down_to_16_a_step(train_images: int, batch: int) -> None:
-    """LeNet's steps cost little and it learns from their number (the measurements: MIN_STEPS_SMALL_CNN)."""
+    """LeNet's steps cost little and it learns from their number (the measurements: MIN_STEPS_SMALL_CNN); a typed
+    rate, chosen for the recipe's batch, keeps the batch the rest of the recipe would give."""
     plan = resolve(TrainConfig(dataset="x").validate(), DataFacts(8, True, train_images))
     assert plan.arch == "lenet" and plan.batch_size == batch
+    typed = resolve(TrainConfig(dataset="x", lr=0.5).validate(), DataFacts(8, True, train_images))
+    assert typed.batch_size == resolve(TrainConfig(dataset="x", arch="resnet18").validate(),
+                                       DataFacts(8, True, train_images)).batch_size  # fmt: skip
     if 16 < batch < RECIPE_BATCH:
         assert steps_per_epoch(train_images, batch) >= 50 > steps_per_epoch(train_images, 2 * batch)
 
