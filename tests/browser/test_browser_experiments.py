@@ -17,7 +17,7 @@ from core.store.runs import RunStore
 from tests.app_server import running_app
 from tests.support import wait_until
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # ~26 s: the default suite keeps under 6 min (CI runs it)
 TIMEOUT_MS = 300_000
 
 

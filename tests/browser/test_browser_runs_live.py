@@ -15,7 +15,7 @@ from tests import imagefactory as fx
 from tests.app_server import running_app
 from tests.support import ROOT, wait_until
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # ~10 s: the default suite keeps under 6 min (CI runs it)
 
 
 @pytest.fixture(scope="module")
