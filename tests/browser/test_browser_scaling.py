@@ -15,7 +15,7 @@ from core.store.runs import RunStore
 from tests.app_server import running_app
 from tests.support import ROOT
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # ~8 s: the default suite keeps under 6 min (CI runs it)
 
 
 @pytest.fixture(scope="module")

@@ -43,6 +43,7 @@ def full_disk(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return json.loads(done.stdout)
 
 
+@pytest.mark.slow  # its full disk takes ~9 s to set up: CI runs it; the default suite keeps under 6 min
 def test_a_checkpoint_that_does_not_fit_fails_the_run_saying_disk_full(full_disk: dict) -> None:
     train = full_disk["train"]
     assert train["code"] == 2

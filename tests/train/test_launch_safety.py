@@ -174,6 +174,7 @@ def run_ws(tmp_path: Path, digits_ws: Workspace) -> Iterator[Path]:
 # --- finding 1: where it listens ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # ~8 s of torchrun: CI runs it; the default suite keeps under 6 min
 def test_a_two_rank_run_listens_on_loopback_only(run_ws: Path) -> None:
     proc = _train(run_ws, "sample:digits", "--ranks", "2", "--epochs", "1")
     ranks = wait_until(lambda: _rank_pids(run_ws) if len(_rank_pids(run_ws)) == 2 else None, timeout=300,
@@ -252,9 +253,10 @@ def _training(ws: Path) -> subprocess.Popen:
     return proc
 
 
-# SIGKILL in every run; SIGTERM (the same lifeline, after the CLI's own handler) with the slow tests, to keep the
-# default suite under 6 minutes.
-@pytest.mark.parametrize("sig", [signal.SIGKILL, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)],
+# Both with the slow tests (CI runs them), to keep the default suite under 6 minutes: SIGTERM is the same lifeline,
+# after the CLI's own handler.
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGKILL, marks=pytest.mark.slow),
+                                 pytest.param(signal.SIGTERM, marks=pytest.mark.slow)],
                          ids=["SIGKILL", "SIGTERM"])  # fmt: skip
 def test_a_killed_launcher_takes_every_process_of_its_run_with_it(run_ws: Path, sig: signal.Signals) -> None:
     proc = _training(run_ws)
@@ -266,6 +268,7 @@ def test_a_killed_launcher_takes_every_process_of_its_run_with_it(run_ws: Path, 
     assert status == ("crashed" if sig == signal.SIGKILL else "cancelled")  # SIGTERM cancels cleanly
 
 
+@pytest.mark.slow  # ~8 s of torchrun: CI runs it; the default suite keeps under 6 min
 def test_resume_is_refused_while_a_process_of_the_run_lives(run_ws: Path) -> None:
     from core.train.jobs import JobRegistry
     from core.train.lifeline import processes_alive
