@@ -80,7 +80,7 @@ def _card(value: str, metric: str, sentence: str, warning: str = "", k: int = 5)
 
 def _cards(ev: Evaluation) -> str:
     m = ev.metrics
-    cards = [_card(w.pct(m.accuracy, 1), "accuracy", w.accuracy_sentence(m.accuracy, m.n, ev.split, w.chance_of(m.per_class['support'].tolist())),
+    cards = [_card(w.pct(m.accuracy, 1), "accuracy", w.score_sentence(m, ev.split),
                    w.few_images_warning(m.n, m.accuracy)),
              _card(w.pct(m.top_k_accuracy, 1), "top_k_accuracy", w.top_k_sentence(m.top_k_accuracy, m.n, m.top_k),
                    k=m.top_k),

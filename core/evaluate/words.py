@@ -13,6 +13,7 @@ from core.common.percent import percent, wilson_interval
 from core.common.words import split_word
 from core.evaluate.calibration import Calibration
 from core.evaluate.leakage import HonestScore
+from core.evaluate.metrics import Metrics
 
 FEW_IMAGES = 20  # below this a score moves by 5+ points per image: say so beside it
 
@@ -38,11 +39,14 @@ def accuracy_sentence(accuracy: float, n: int, split: str = "test", chance: floa
     return f"{text} Chance level (always answering the biggest class): {pct(chance, 1)}."
 
 
-def chance_of(per_class_support: list[int]) -> float | None:
-    """The majority class's share of the images (``core.train.outcome.chance_level``); None for none."""
+def score_sentence(metrics: Metrics, split: str) -> str:
+    """The accuracy card's sentence for an evaluation, chance level from its own per-class counts (the page and the
+    report both say this one)."""
     from core.train.outcome import chance_level
 
-    return chance_level(dict(enumerate(per_class_support))) if sum(per_class_support) else None
+    support = metrics.per_class["support"].tolist()
+    chance = chance_level(dict(enumerate(support))) if sum(support) else None
+    return accuracy_sentence(metrics.accuracy, metrics.n, split, chance)
 
 
 def top_k_sentence(value: float, n: int, k: int) -> str:

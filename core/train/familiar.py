@@ -25,7 +25,6 @@ a forward hook, so the same forward pass that classifies (or explains) the photo
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -59,18 +58,14 @@ class Familiarity:
     false_alarm: float  # share of validation images called unlike (either view; measured)
     unsure_rate: float  # share of validation images below ``unsure_p`` (measured)
     n_val: int
-    pixel_bank: torch.Tensor | None = None  # (N, P) float16, unit-length thumbnails of the same training images
-    pixel_threshold: float = math.inf
+    pixel_bank: torch.Tensor  # (N, P) float16, unit-length thumbnails of the same training images
+    pixel_threshold: float
 
-    def strangeness(self, features: torch.Tensor, thumbs: torch.Tensor | None = None) -> torch.Tensor:
-        """Per photo, how far it lies beyond each view's threshold (> 1 in either: unlike the training photos);
-        with ``thumbs`` None, the feature view's mean cosine distance to its ``K`` nearest."""
-        far = _distance(self.bank, features)
-        if thumbs is None:
-            return far
-        if self.pixel_bank is None:
-            return far / self.threshold
-        return torch.maximum(far / self.threshold, _distance(self.pixel_bank, thumbs) / self.pixel_threshold)
+    def strangeness(self, features: torch.Tensor, thumbs: torch.Tensor) -> torch.Tensor:
+        """Per photo, how far it lies past the nearer of the two thresholds: above 1 in either view, it is unlike
+        the training photos."""
+        return torch.maximum(_distance(self.bank, features) / self.threshold,
+                             _distance(self.pixel_bank, thumbs) / self.pixel_threshold)  # fmt: skip
 
     def judge(self, features: torch.Tensor, thumbs: torch.Tensor, top_p: torch.Tensor) -> list[tuple[bool, str]]:
         """(not sure, why in words) per photo: unlike the training photos first, then a weak best guess."""
@@ -90,12 +85,6 @@ class Familiarity:
                 "unlike_false_alarm": round(self.false_alarm, 6),
                 "unsure_p": round(self.unsure_p, 6), "unsure_false_alarm": round(self.unsure_rate, 6),
                 "familiar_n_val": self.n_val}  # fmt: skip
-
-    def words(self) -> str:
-        return (f"A photo is called {UNLIKE} when it is further from the training photos than "
-                f"{percent(1 - self.false_alarm, 1)} of the {self.n_val:,} validation photos, and unsure when its best "
-                f"guess is below {percent(self.unsure_p)}; {percent(self.false_alarm, 1)} and "
-                f"{percent(self.unsure_rate, 1)} of the validation photos were flagged by each.")  # fmt: skip
 
     def save(self, folder: Path) -> Path:
         import io
@@ -121,7 +110,7 @@ def load_familiarity(folder: Path) -> Familiarity | None:
     saved = torch.load(path, map_location="cpu", weights_only=True)
     return Familiarity(saved["bank"], float(saved["threshold"]), float(saved["unsure_p"]),
                        float(saved["false_alarm"]), float(saved["unsure_rate"]), int(saved["n_val"]),
-                       saved.get("pixel_bank"), float(saved.get("pixel_threshold", math.inf)))  # fmt: skip
+                       saved["pixel_bank"], float(saved["pixel_threshold"]))  # fmt: skip
 
 
 def last_linear(model: nn.Module) -> nn.Linear:

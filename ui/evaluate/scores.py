@@ -29,7 +29,7 @@ def cards(ev: Evaluation) -> None:
     st.subheader(f"How good is it? Scored on {m.n:,} {split} images it never trained on")
     few = f"Only {m.n} images: treat this as rough." if m.n < w.FEW_IMAGES else ""
     rows = [
-        (metric_word("accuracy"), w.pct(m.accuracy, 1), w.accuracy_sentence(m.accuracy, m.n, ev.split, w.chance_of(m.per_class['support'].tolist())),
+        (metric_word("accuracy"), w.pct(m.accuracy, 1), w.score_sentence(m, ev.split),
          f"{metric_technical('accuracy').capitalize()}: the share of images whose top guess is the true label.", w.few_images_warning(m.n, m.accuracy)),
         (metric_word("top_k_accuracy", k=m.top_k), w.pct(m.top_k_accuracy, 1), w.top_k_sentence(m.top_k_accuracy, m.n, m.top_k),
          f"{metric_technical('top_k_accuracy', k=m.top_k).capitalize()}.", few),
