@@ -5,7 +5,6 @@ coffee cup) dropped on Classify is called not like the photos the model learned 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ from skimage import data as photos
 
 from core.common.workspace import Workspace
 from tests import imagefactory as fx
-from tests.app_server import running_app
 from tests.support import train_to_the_end
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]  # ~16 s; its parts are AppTests in the default suite
@@ -27,12 +25,6 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     train_to_the_end(ws, dataset=str(colours), arch="lenet", epochs=6)  # run 1: learns the colours
     train_to_the_end(ws, dataset=str(colours), arch="lenet", epochs=1, lr=1e-9)  # run 2, newer: learns nothing
     return ws.root
-
-
-@pytest.fixture(scope="module")
-def server(workspace: Path) -> Iterator[str]:
-    with running_app(workspace) as url:
-        yield url
 
 
 def test_pages_open_on_the_best_run_say_chance_and_not_sure(server: str, browser, workspace: Path,

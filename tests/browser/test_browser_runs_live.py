@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from core.store.runs import RunStore
 from tests import imagefactory as fx
-from tests.app_server import running_app
 from tests.support import ROOT, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]  # ~10 s: the default suite keeps under 6 min (CI runs it)
@@ -23,12 +21,6 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ws = tmp_path_factory.mktemp("runs-live") / "ws"
     fx.write_colour_classes(ws / "datasets" / "colours", 45, size=(16, 16))
     return ws
-
-
-@pytest.fixture(scope="module")
-def server(workspace: Path) -> Iterator[str]:
-    with running_app(workspace) as url:
-        yield url
 
 
 def _table_text(page) -> str:

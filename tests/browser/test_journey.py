@@ -7,13 +7,11 @@ refresh and find the same dataset and run. On every screen: no raw field name, n
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests import imagefactory as fx
-from tests.app_server import running_app
 from tests.support import ROOT
 
 pytestmark = pytest.mark.browser
@@ -30,12 +28,6 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # three colour classes, 45 each: 7 of each for validation and for test (21 each, shown without a warning)
     fx.write_colour_classes(ws / "datasets" / "colours", 45, size=(16, 16))
     return ws
-
-
-@pytest.fixture(scope="module")
-def server(workspace: Path) -> Iterator[str]:
-    with running_app(workspace) as url:
-        yield url
 
 
 def _clean(page, workspace: Path, where: str) -> None:
