@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from core.common.errors import CoreError
-from core.common.percent import percent, wilson_interval
+from core.common.percent import interval_words, percent
 from core.common.words import AUTOMATIC, duration, metric_word, status_word
 from core.common.workspace import Workspace
 from core.store.ranking import best_before
@@ -214,9 +214,8 @@ def _score_words(test: float | None, n_test: int, best_val: float | None, chance
     if test is None or not n_test:
         score, notes = "it has no test images, so no test score", []
     else:
-        low, high = wilson_interval(round(test * n_test), n_test)
         score = f"**{percent(test, 1)}** of its {n_test:,} test images get the right label"
-        notes = [f"with this many images the true figure is likely between {percent(low, 1)} and {percent(high, 1)}"]
+        notes = [f"with this many images the true figure is likely {interval_words(test, n_test)}"]
     notes += [f"chance level {percent(chance, 1)}"] if chance is not None else []
     notes += [f"best validation accuracy {percent(best_val, 1)}"] if best_val is not None else []
     return score + (f" ({'; '.join(notes)})." if notes else ".")

@@ -38,9 +38,14 @@ def wilson_interval(right: int, n: int, confidence: float = 0.95) -> tuple[float
     return float(ci.low), float(ci.high)
 
 
+def interval_words(accuracy: float, n: int) -> str:
+    """ "between 97.7% and 99.8%": the 95% interval of ``accuracy`` on ``n`` images, as every page says it."""
+    low, high = wilson_interval(round(accuracy * n), n)
+    return f"between {percent(low, 1)} and {percent(high, 1)}"
+
+
 def accuracy_with_interval(accuracy: float, n: int, split_words: str = "test images") -> str:
     """ "99.4%, between 97.7% and 99.8% for 310 test images": the score and its 95% interval in words."""
     if n <= 0:
         return percent(accuracy, 1)
-    low, high = wilson_interval(round(accuracy * n), n)
-    return f"{percent(accuracy, 1)}, between {percent(low, 1)} and {percent(high, 1)} for {n:,} {split_words}"
+    return f"{percent(accuracy, 1)}, {interval_words(accuracy, n)} for {n:,} {split_words}"

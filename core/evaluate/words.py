@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from core.common.percent import percent, wilson_interval
+from core.common.percent import interval_words, percent
 from core.common.words import split_word
 from core.evaluate.calibration import Calibration
 from core.evaluate.leakage import HonestScore
@@ -28,9 +28,9 @@ def accuracy_sentence(accuracy: float, n: int, split: str = "test", chance: floa
     from core.train.outcome import about_chance
 
     right = round(accuracy * n)
-    low, high = wilson_interval(right, n) if n else (math.nan, math.nan)
+    likely = interval_words(accuracy, n) if n else "between n/a and n/a"
     text = (f"{right:,} of {n:,} {split_word(split)} images get the right label ({pct(accuracy, 1)}). With this many "
-            f"images the true figure is likely between {pct(low, 1)} and {pct(high, 1)} (95% interval).")  # fmt: skip
+            f"images the true figure is likely {likely} (95% interval).")  # fmt: skip
     if chance is None:
         return text
     if about_chance(accuracy, chance, n):
