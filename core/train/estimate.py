@@ -12,7 +12,7 @@ from torch import nn
 
 from core.train.checkpoints import device_for
 from core.train.config import TrainConfig
-from core.train.fit import _memory_format
+from core.train.batches import TRAINING_LAYOUT
 from core.train.loop import train_step
 from core.train.memory import RunTooBigError, memory_problem
 from core.train.optim import Precision, build_optimizer, choose_precision
@@ -50,10 +50,11 @@ def step_seconds(source: RunPreview | PreparedData, *, steps: int = 3) -> float:
     precision = choose_precision(config.amp, device)
     with torch.random.fork_rng(devices=[]):  # leaves the caller's random streams untouched
         model = build_model(config.arch, n_classes, weights="none", freeze=config.freeze)
-        model.to(device, memory_format=_memory_format(device))
+        model.to(device, memory_format=TRAINING_LAYOUT)
         optimizer = build_optimizer(model, replace(config, lr=config.lr or 0.01))
         batch = min(config.batch_size, max(2, n_train))
         x = torch.randn(batch, 3, config.image_size, config.image_size, device=device)
+        x = x.contiguous(memory_format=TRAINING_LAYOUT)
         y = torch.randint(0, n_classes, (batch,), device=device)
         return _time_steps(model, optimizer, precision, x, y, steps)
 

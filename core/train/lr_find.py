@@ -230,12 +230,14 @@ def _sweep(config: TrainConfig, data: Any, steps: int, start_lr: float, end_lr: 
            progress: Callable[[str, float], None] | None) -> tuple[list[float], list[float], bool]:  # fmt: skip
     """The sweep: the run's own epoch loop and step (``core.train.loop``), with rising rates, until the finder
     ends it."""
+    from core.train.batches import TRAINING_LAYOUT
     from core.train.loop import Tally, train_one_epoch
     from core.train.models import build_model, set_train_mode
     from core.train.optim import build_optimizer, choose_precision
 
     device = _device(config)
-    model = build_model(config.arch, len(data.classes), weights=config.weights, freeze=config.freeze).to(device)
+    model = build_model(config.arch, len(data.classes), weights=config.weights, freeze=config.freeze)
+    model.to(device, memory_format=TRAINING_LAYOUT)
     optimizer = build_optimizer(model, replace(config, lr=1.0))  # each group's rate = 1 x its factor, scaled below
     ratio = end_lr / start_lr
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: start_lr * ratio ** (i / (steps - 1)))
