@@ -10,6 +10,10 @@ the endpoint receives goes through it, and is refused unless it resolves (symlin
 (``os.pathsep``-separated). So a dashboard shown to others cannot be used to read the server's disk. The
 refusal never echoes the path: it may come from a file whose content must not leak.
 
+The dashboard names the operator's folders by short names (``root_names``: each folder's own name, e.g.
+``photos/cats`` for ``/srv/data/photos/cats``), both in what it shows and in what a user types, so a page, an
+address or a message never shows the server's layout.
+
 The command line is the operator's own tool: ``for_operator`` adds the paths typed on it to the roots, and
 relative paths there start at the current folder, so ``scan ~/photos`` works as any command would.
 """
@@ -104,6 +108,7 @@ class Workspace:
         raw = Path(str(path).strip()).expanduser()
         if "\0" in str(raw):  # no file can have such a name; the OS calls below would raise ValueError
             raise PathNotAllowedError(f"the {what} is not a valid path (it holds a NUL character)")
+        raw = self._from_short_name(raw)
         # os.path.realpath, not Path.resolve: on Python 3.11 resolve() raises RuntimeError on a symlink loop.
         resolved = Path(os.path.realpath(raw if raw.is_absolute() else (self.base or self.root) / raw))
         if any(resolved.is_relative_to(root) for root in self.allowed_roots):
@@ -124,9 +129,38 @@ class Workspace:
                                     if p.is_dir() and not p.name.startswith(".") and self.allows(p)))  # fmt: skip
         return found
 
+    def root_names(self) -> dict[str, Path]:
+        """Short names of the operator's data folders, as the dashboard shows and reads them: each folder's own
+        name, with a number added when two share it or the workspace has an entry of that name (which a
+        relative path would otherwise mean). Empty for the command line, whose paths are the shell's."""
+        if self.base is not None:
+            return {}
+        names: dict[str, Path] = {}
+        for root in self.extra_roots:
+            stem = root.name or "data"
+            name, n = stem, 2
+            while name in names or (self.root / name).exists():
+                name, n = f"{stem}-{n}", n + 1
+            names[name] = root
+        return names
+
+    def _from_short_name(self, raw: Path) -> Path:
+        """``photos/cats`` -> the operator's ``photos`` folder's ``cats`` (a relative path whose first part is
+        a short name of :meth:`root_names`); any other path unchanged."""
+        if raw.is_absolute() or not raw.parts:
+            return raw
+        root = self.root_names().get(raw.parts[0])
+        return root.joinpath(*raw.parts[1:]) if root is not None else raw
+
     def relative_name(self, path: Path) -> str:
-        """How to show ``path`` to a user: relative to the workspace when inside it."""
-        return str(path.relative_to(self.root)) if path.is_relative_to(self.root) else str(path)
+        """How to show ``path`` to a user: relative to the workspace when inside it, by its short name when in
+        one of the operator's folders (the dashboard), else as it is."""
+        if path.is_relative_to(self.root):
+            return str(path.relative_to(self.root))
+        for name, root in self.root_names().items():
+            if path.is_relative_to(root):
+                return str(Path(name) / path.relative_to(root))
+        return str(path)
 
     def redact(self, text: str) -> str:
         """``text`` with the workspace's absolute location removed: what the browser and the endpoint show.
@@ -134,7 +168,11 @@ class Workspace:
         A safety net under messages that name a path inside the workspace: the server's folder layout is not
         the audience's business, and paths relative to the workspace are what a user types anyway.
         """
-        return text.replace(f"{self.root}{os.sep}", "").replace(str(self.root), "the workspace")
+        text = text.replace(f"{self.root}{os.sep}", "").replace(str(self.root), "the workspace")
+        # Longest first: a folder inside another operator folder keeps its own name.
+        for name, root in sorted(self.root_names().items(), key=lambda item: -len(str(item[1]))):
+            text = text.replace(f"{root}{os.sep}", f"{name}{os.sep}").replace(str(root), name)
+        return text
 
 
 def _roots_from_env() -> tuple[Path, ...]:

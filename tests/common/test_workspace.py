@@ -112,3 +112,43 @@ def test_list_folders_shows_datasets_and_data_roots_without_hidden_ones(
 def test_relative_name_is_short_inside_the_workspace(ws: Workspace, tmp_path: Path) -> None:
     assert ws.relative_name(ws.datasets / "cats") == "datasets/cats"
     assert ws.relative_name(tmp_path / "x") == str(tmp_path / "x")
+
+
+def test_the_dashboard_names_operator_folders_by_short_names_both_ways(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("STUDIO_DATA_ROOTS", raising=False)
+    photos, scans = tmp_path / "srv" / "photos", tmp_path / "other" / "photos"
+    (photos / "cats").mkdir(parents=True)
+    (scans / "dogs").mkdir(parents=True)
+    ws = Workspace.open(tmp_path / "ws").with_roots(photos, scans)
+    assert ws.root_names() == {"photos": photos.resolve(), "photos-2": scans.resolve()}
+    assert ws.relative_name((photos / "cats").resolve()) == "photos/cats"
+    assert ws.relative_name((scans / "dogs").resolve()) == "photos-2/dogs"
+    assert ws.confine("photos/cats") == (photos / "cats").resolve()
+    assert ws.confine("photos-2/dogs") == (scans / "dogs").resolve()
+    message = ws.redact(f"cannot read {photos.resolve()}/cats/1.png or {scans.resolve()}")
+    assert message == "cannot read photos/cats/1.png or photos-2"
+    assert str(tmp_path) not in message
+
+
+def test_a_short_name_never_hides_a_workspace_folder_of_that_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("STUDIO_DATA_ROOTS", raising=False)
+    shared = tmp_path / "srv" / "datasets"
+    shared.mkdir(parents=True)
+    ws = Workspace.open(tmp_path / "ws").with_roots(shared)
+    assert list(ws.root_names()) == ["datasets-2"]  # "datasets" is the workspace's own folder
+    assert ws.confine("datasets") == ws.datasets
+
+
+def test_the_command_line_keeps_shell_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STUDIO_DATA_ROOTS", raising=False)
+    photos = tmp_path / "srv" / "photos"
+    photos.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    ws = Workspace.open(tmp_path / "ws").for_operator([str(photos)])
+    assert ws.root_names() == {}
+    assert ws.relative_name(photos.resolve()) == str(photos.resolve())
+    assert ws.confine("srv/photos") == photos.resolve()

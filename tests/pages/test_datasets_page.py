@@ -115,3 +115,18 @@ def test_a_zip_posing_as_a_cleaned_copy_is_listed_with_its_reason_and_the_others
     assert not at.exception, at.exception
     assert {m.label: m.value for m in at.metric}["Images"] == "1"
     assert at.session_state["dataset"].display == "cats-cleaned-2"
+
+
+def test_the_operators_data_folder_is_shown_and_typed_by_its_short_name(tmp_path: Path) -> None:
+    colours = fx.write_colour_classes(tmp_path / "data" / "colours", 4, size=(8, 8))
+    at = datasets_page()
+    at.radio(key="picker_source").set_value("Folder").run()
+    words = shown(at)
+    assert "inside the shared data folder `data` (e.g. `data/...`)" in words
+    assert "data/colours" in words  # the folder list names it as a user types it
+    assert str(tmp_path) not in words
+    at.text_input(key="folder_path").set_value("data/colours").run()
+    at.button(key="open_folder").click().run()
+    assert not at.exception, at.exception
+    assert at.query_params["dataset"] == "data/colours", at.query_params  # no server path in the address
+    assert str(colours) not in shown(at)

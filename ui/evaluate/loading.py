@@ -39,15 +39,15 @@ def pick_run(store: RunStore) -> tuple[RunRecord, str] | None:
     ids = list(by_id)
     best = default_run(store, done)
     default_id = best.run_id if best is not None else ids[0]
-    left, right = st.columns([5, 2])  # room for the Score on choice at 800 px
-    chosen = left.selectbox("Run", ids, index=ids.index(wanted if wanted in by_id else default_id), key="evaluate_run",
-                            format_func=lambda i: run_label(store, by_id[i], best=i == default_id),
-                            help="A finished training run, newest first; the page opens on the best one on the "
-                            "chosen dataset. Its scores come from the images it kept aside and never trained on.")  # fmt: skip
-    split = right.segmented_control("Score on", list(SPLIT_LABELS), default="test", key="evaluate_split",
-                                    format_func=SPLIT_SHORT.get,
-                                    help="Test images: the final, untouched check. Validation images: the ones "
-                                    "training used to pick its best epoch (slightly optimistic).") or "test"  # fmt: skip
+    # The choice of images sits under the run, not beside it: beside a run's long label it was cut at 800 px.
+    chosen = st.selectbox("Run", ids, index=ids.index(wanted if wanted in by_id else default_id), key="evaluate_run",
+                          format_func=lambda i: run_label(store, by_id[i], best=i == default_id),
+                          help="A finished training run, newest first; the page opens on the best one on the "
+                          "chosen dataset. Its scores come from the images it kept aside and never trained on.")  # fmt: skip
+    split = st.segmented_control("Score on", list(SPLIT_LABELS), default="test", key="evaluate_split",
+                                 format_func=SPLIT_SHORT.get,
+                                 help="Test images: the final, untouched check. Validation images: the ones "
+                                 "training used to pick its best epoch (slightly optimistic).") or "test"  # fmt: skip
     set_url_run(chosen if chosen != default_id else None)
     if active:
         names = ", ".join(str(r.run_id) for r in active[:5])
