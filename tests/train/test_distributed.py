@@ -74,6 +74,12 @@ def test_two_ranks_train_the_sample_to_the_accuracy_of_one(tmp_path: Path, train
     runs = ((RunStore(trained_digits.ws.runs_db), one["run_id"]), (store, two["run_id"]))
     sizes = [{k: where.params(run_id)[k] for k in ("n_train", "n_val", "n_test")} for where, run_id in runs]
     assert sizes[0] == sizes[1] == {"n_train": 1257, "n_val": 270, "n_test": 270}  # the splits, not rank 0's shard
+    # A run trained on torch.distributed exports like any other (issue 26): its weights were saved unwrapped.
+    from core.common.workspace import Workspace
+    from core.export.folder import export_run
+
+    exported = export_run(Workspace.open(tmp_path / "ws"), store, two["run_id"], "onnx", tmp_path / "export")
+    assert exported.parity["top1_equal"] == exported.parity["images"] == 20
 
 
 def _rank_pids(ws: Path) -> dict[int, int]:
