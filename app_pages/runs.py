@@ -6,6 +6,7 @@ from core.common.errors import CoreError
 from ui import runs as views
 from ui.common import show_error
 from ui.duplicates.leakage import leakage_notice
+from ui.export import export_panel
 from ui.state import jobs, run_store, set_url_run, url_run, workspace
 
 st.title("Runs")
@@ -55,6 +56,7 @@ def chosen_run(chosen_ids: list[int]) -> None:
         views.run_actions(run, store, registry, workspace())
     except CoreError as exc:
         show_error(exc)
+    export_panel(run, store, workspace())
     with st.expander("All settings of this run"):
         views.config_view(run)
 
