@@ -10,6 +10,7 @@ import streamlit as st
 
 from core.common.errors import CoreError
 from core.common.percent import percent
+from core.export.folder import NO_DEMO
 from core.store.records import RunRecord
 from core.store.runs import RunStore
 from core.train import run_folder
@@ -58,15 +59,15 @@ def _export(run: RunRecord, store: RunStore, ws, fmt: str, demo: bool) -> None:
             show_error(exc)
             return
         archive = Path(shutil.make_archive(str(result.folder), "zip", result.folder.parent, result.folder.name))
-    p = result.parity
-    st.session_state.setdefault(EXPORTED, {})[run.run_id] = (fmt, demo, str(archive), p)
+    st.session_state.setdefault(EXPORTED, {})[run.run_id] = (fmt, result.demo, str(archive), result.parity,
+                                                            result.notes)  # fmt: skip
 
 
 def _download(run: RunRecord) -> None:
     done = st.session_state.get(EXPORTED, {}).get(run.run_id)
     if done is None:
         return
-    fmt, demo, archive, p = done
+    fmt, demo, archive, p, notes = done
     path = Path(archive)
     if not path.is_file():
         return
@@ -75,6 +76,13 @@ def _download(run: RunRecord) -> None:
                f"{percent(p['max_top5_difference'], 2)} apart.", icon=":material/verified:")  # fmt: skip
     st.download_button("Download the export (ZIP)", data=path.read_bytes, file_name=path.name, on_click="ignore",
                        icon=":material/download:", key="export_download", type="primary")  # fmt: skip
-    how = ("Unzip it and open index.html in any browser: drop photos or use the webcam." if demo else
+    if any(n.startswith(NO_DEMO) for n in notes):  # the core's note names server folders: said here in general words
+        st.warning("The browser demo was not included: its runtime (onnxruntime-web) is not installed on this "
+                   "server. Whoever runs the studio installs it by running ./studio once with npm installed.",
+                   icon=":material/warning:")  # fmt: skip
+    for note in (n for n in notes if not n.startswith(NO_DEMO)):
+        st.caption(plain(note[:1].upper() + note[1:] + "."))
+    how = ("Unzip it and open index.html in a browser (Chrome, Edge or Chromium were tried): drop photos or use "
+           "the webcam." if demo else
            "Unzip it; its README.md says how to call the model.")  # fmt: skip
     st.caption(plain(how))

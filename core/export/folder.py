@@ -26,6 +26,7 @@ import numpy as np
 from core.common.errors import check_choice
 from core.common.workspace import Workspace
 from core.store.runs import RunStore
+from core.train.archs import arch_label
 from core.train.checkpoints import load_for_inference
 from core.train.familiar import load_familiarity
 
@@ -36,6 +37,7 @@ FORMATS = ("onnx", "torchscript")
 MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.pt"}
 PARITY_TOLERANCE = 1e-4
 STANDALONE = Path(__file__).with_name("standalone_predict.py")
+NO_DEMO = "the demo page was not written"  # how a note about a missing browser runtime starts
 
 
 @dataclass
@@ -127,11 +129,15 @@ def _write(ws, store, run, studio, checkpoint: Path, fmt: str, folder: Path, dem
         model_card(run, inference, fmt, ev, len(golden.rows), problem, demo), encoding="utf-8"
     )
     notes = [] if block is not None or not demo else [
-        f"{inference.arch}'s head is not pooling + one linear layer: the demo shows no heat map"]  # fmt: skip
+        f"the demo shows no heat map: {arch_label(inference.arch)} ends in more than pooling and one linear layer"]  # fmt: skip
     if demo:
-        from .demo import write_demo
+        from .demo import DemoError, write_demo
 
-        write_demo(folder)
+        try:
+            write_demo(folder)
+        except DemoError as exc:  # the model, its proof and predict.py are still worth having: keep them, say so
+            demo = False
+            notes.append(f"{NO_DEMO}: {exc}")
     files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     return ExportResult(run.run_id, fmt, folder, files, parity, demo, notes)
 

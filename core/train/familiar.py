@@ -25,6 +25,7 @@ a forward hook, so the same forward pass that classifies (or explains) the photo
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -107,10 +108,15 @@ def load_familiarity(folder: Path) -> Familiarity | None:
     path = folder / FAMILIAR_FILE
     if not path.is_file():
         return None
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    return Familiarity(saved["bank"], float(saved["threshold"]), float(saved["unsure_p"]),
-                       float(saved["false_alarm"]), float(saved["unsure_rate"]), int(saved["n_val"]),
-                       saved["pixel_bank"], float(saved["pixel_threshold"]))  # fmt: skip
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        return Familiarity(saved["bank"], float(saved["threshold"]), float(saved["unsure_p"]),
+                           float(saved["false_alarm"]), float(saved["unsure_rate"]), int(saved["n_val"]),
+                           saved["pixel_bank"], float(saved["pixel_threshold"]))  # fmt: skip
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError, pickle.UnpicklingError, EOFError):
+        # Damaged, or written by an earlier build without the pixel view: the weak-guess rule alone, as for a run
+        # that kept no checks, rather than a page that cannot classify with the run at all.
+        return None
 
 
 def last_linear(model: nn.Module) -> nn.Linear:

@@ -102,3 +102,18 @@ def test_too_few_validation_images_give_no_checks() -> None:
     with caught_features(net) as seen:
         net(torch.rand(2, 4))
     assert seen.features[0].shape == (2, 4) and seen.inputs[0].shape == (2, 4)
+
+
+@pytest.mark.parametrize("damage", ["feature view only", "truncated"])
+def test_a_damaged_or_older_checks_file_leaves_the_weak_guess_rule_not_a_crash(
+    trained_digits: TrainedRun, tmp_path, damage: str
+) -> None:
+    from core.train.familiar import load_familiarity
+
+    folder = checkpoint_path(trained_digits.ws, trained_digits.run_id, "best").parent
+    saved = torch.load(folder / FAMILIAR_FILE, weights_only=True)
+    if damage == "feature view only":  # what a build of the same day wrote before the pixel view was added
+        torch.save({k: v for k, v in saved.items() if not k.startswith("pixel")}, tmp_path / FAMILIAR_FILE)
+    else:
+        (tmp_path / FAMILIAR_FILE).write_bytes((folder / FAMILIAR_FILE).read_bytes()[:100])
+    assert load_familiarity(tmp_path) is None

@@ -150,3 +150,19 @@ def test_the_command_line_exports_and_prints_the_parity(digits: TrainedRun, tmp_
     assert cli(["export", str(digits.run_id), "--out", str(out), "--workspace", str(digits.ws.root)]) == 0
     assert "same top class on 20 of 20" in capsys.readouterr().out  # and an earlier export there is replaced
     shutil.rmtree(out)
+
+
+def test_without_the_browser_runtime_the_export_is_kept_and_says_why(
+    digits: TrainedRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import functools
+
+    from core.export import demo
+    from core.export.folder import NO_DEMO
+
+    # The real write_demo, pointed at an empty folder: a server where `npm ci --prefix web` never ran.
+    monkeypatch.setattr(demo, "write_demo", functools.partial(demo.write_demo, runtime=tmp_path / "no-runtime"))
+    result = export_run(digits.ws, RunStore(digits.ws.runs_db), digits.run_id, "onnx", tmp_path / "out", demo=True)
+    assert not result.demo and (result.folder / "model.onnx").is_file() and not (result.folder / "index.html").exists()
+    said = [n for n in result.notes if n.startswith(NO_DEMO)]
+    assert len(said) == 1 and "npm ci --prefix web" in said[0], result.notes

@@ -73,3 +73,14 @@ def test_an_export_that_cannot_read_its_test_images_says_why(two_runs: Workspace
     assert not at.exception, at.exception
     assert any("test images cannot be read" in e.value for e in at.error), [e.value for e in at.error]
     assert not (two_runs.root / "exports" / "run-1-onnx").exists()
+
+
+def test_the_demo_comes_in_the_zip_and_a_lenet_says_it_has_no_heat_map(two_runs: Workspace) -> None:
+    at = _runs_page(1)
+    assert at.checkbox(key="export_demo").value  # on by default for ONNX
+    at.button(key="export_go").click().run()
+    assert not at.exception, at.exception
+    said = _texts(at)
+    assert "open index.html in a browser" in said and "The demo shows no heat map: LeNet" in said, said
+    with zipfile.ZipFile(two_runs.root / "exports" / "run-1-onnx.zip") as z:
+        assert "run-1-onnx/index.html" in z.namelist()
