@@ -82,7 +82,7 @@ def _download(run: RunRecord) -> None:
                    icon=":material/warning:")  # fmt: skip
     for note in (n for n in notes if not n.startswith(NO_DEMO)):
         st.caption(plain(note[:1].upper() + note[1:] + "."))
-    how = ("Unzip it and open index.html in a browser (Chrome, Edge or Chromium were tried): drop photos or use "
-           "the webcam." if demo else
+    how = ("Unzip it and open index.html in a browser (tried in Chromium, the engine of Chrome and Edge): drop "
+           "photos or use the webcam." if demo else
            "Unzip it; its README.md says how to call the model.")  # fmt: skip
     st.caption(plain(how))

@@ -129,7 +129,7 @@ def _write(ws, store, run, studio, checkpoint: Path, fmt: str, folder: Path, dem
         model_card(run, inference, fmt, ev, len(golden.rows), problem, demo), encoding="utf-8"
     )
     notes = [] if block is not None or not demo else [
-        f"the demo shows no heat map: {arch_label(inference.arch)} ends in more than pooling and one linear layer"]  # fmt: skip
+        f"the demo page shows no heat map for {arch_label(inference.arch)}: it draws one for ResNet and MobileNetV2 runs"]  # fmt: skip
     if demo:
         from .demo import DemoError, write_demo
 

@@ -81,6 +81,6 @@ def test_the_demo_comes_in_the_zip_and_a_lenet_says_it_has_no_heat_map(two_runs:
     at.button(key="export_go").click().run()
     assert not at.exception, at.exception
     said = _texts(at)
-    assert "open index.html in a browser" in said and "The demo shows no heat map: LeNet" in said, said
+    assert "open index.html in a browser" in said and "The demo page shows no heat map for LeNet" in said, said
     with zipfile.ZipFile(two_runs.root / "exports" / "run-1-onnx.zip") as z:
         assert "run-1-onnx/index.html" in z.namelist()
