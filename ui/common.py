@@ -46,6 +46,15 @@ def count_of(n: int, noun: str) -> str:
     return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
+def cache_words(opened: int, total: int) -> str:
+    """ "every image read (none were cached yet)", "all from the cache", or "12 read, 2,050 from the cache"."""
+    if opened >= total:
+        return f"{count_of(total, 'image')} read (none were cached yet)"
+    if opened == 0:
+        return f"all {total:,} from the cache" if total > 1 else "from the cache"
+    return f"{opened:,} read, {total - opened:,} from the cache"
+
+
 def run_label(store: RunStore, run: RunRecord, *, best: bool = False) -> str:
     """A run in words for pickers: "Run 3 · ResNet-18 · flowers · best validation accuracy 91.4%" (plain text, as
     select boxes show it: pass it through ``plain`` before Markdown); ``best`` adds "the best on this data"."""

@@ -130,3 +130,12 @@ def test_the_operators_data_folder_is_shown_and_typed_by_its_short_name(tmp_path
     assert not at.exception, at.exception
     assert at.query_params["dataset"] == "data/colours", at.query_params  # no server path in the address
     assert str(colours) not in shown(at)
+
+
+def test_the_scan_caption_says_how_many_images_came_from_the_cache() -> None:
+    at = datasets_page()
+    first = [c.value for c in at.caption if "scanned in" in c.value]
+    assert first and "1,797 images read (none were cached yet)" in first[0], first
+    at.button[[b.label for b in at.button].index("Rescan")].click().run()
+    again = [c.value for c in at.caption if "scanned in" in c.value]
+    assert again and "(all 1,797 from the cache)" in again[0], again  # it said "0 images opened, the rest from..."

@@ -14,7 +14,7 @@ from core.datasets import embed, explore
 from core.datasets.scan import UNSPLIT, ScanResult
 from core.datasets.thumbs import thumbnail_files
 from ui import figures
-from ui.common import count_of, show_error
+from ui.common import cache_words, count_of, show_error
 from ui.state import workspace
 from ui.text import plain
 
@@ -41,8 +41,8 @@ def summary(result: ScanResult) -> None:
         cols[2].metric(_splits_title(list(splits)), " / ".join(f"{n:,}" for n in splits.values()))
     cols[3].metric("Unreadable files", len(result.unreadable))
     st.caption(f"{KIND_WORDS.get(result.ref.kind, result.ref.kind)} at {plain(workspace().relative_name(result.root))} · "
-               f"scanned in {duration(result.seconds)} ({count_of(result.n_opened, 'image')} opened, the rest from the "
-               "cache)")  # fmt: skip
+               f"scanned in {duration(result.seconds)} "
+               f"({cache_words(result.n_opened, len(result.manifest) + len(result.unreadable))})")  # fmt: skip
 
 
 def _splits_title(splits: Sequence[str]) -> str:

@@ -8,7 +8,7 @@ import streamlit as st
 
 from core.dedup.groups import DedupResult
 from core.dedup.tables import groups_csv
-from ui.common import count_of
+from ui.common import cache_words, count_of
 from ui.duplicates.cards import bits, name, pager, pair_cards, thumb_grid
 from ui.text import plain, plain_list
 
@@ -38,7 +38,7 @@ def summary(result: DedupResult) -> None:
     cols[5].metric("Unreadable", f"{len(result.failed):,}")
     st.caption(f"{result.config.method}, threshold {result.config.threshold} bits of 64 · {result.n_candidates:,} "
                f"pairs with hashes at most {result.config.limit} bits apart, each checked on pixels · fingerprints: "
-               f"{_cache_words(result.hashes.n_opened, len(result.hashes.table))}")  # fmt: skip
+               f"{cache_words(result.hashes.n_opened, len(result.hashes.table))}")  # fmt: skip
     if not result.failed.empty:
         with st.expander(f"{count_of(len(result.failed), 'file')} could not be read: left out of the search and of any "
                          "cleaned copy", icon=":material/broken_image:"):  # fmt: skip
@@ -174,12 +174,3 @@ def look_alikes(result: DedupResult) -> None:
         shown = pairs.sort_values("correlation", ascending=False, kind="stable").head(LOOK_ALIKES_SHOWN)
         texts = [f"**{r.distance} bits** · pixel correlation {r.correlation:.2f}" for r in shown.itertuples()]
         pair_cards(result.ref.root, shown, texts)
-
-
-def _cache_words(opened: int, total: int) -> str:
-    """ "every image read (none were cached yet)", "all from the cache", or "12 read, 2,050 from the cache"."""
-    if opened >= total:
-        return f"{count_of(total, 'image')} read (none were cached yet)"
-    if opened == 0:
-        return "all from the cache"
-    return f"{opened:,} read, {total - opened:,} from the cache"
