@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.dedup.cleaning import CLEANING_RECORD
@@ -139,3 +140,11 @@ def test_the_scan_caption_says_how_many_images_came_from_the_cache() -> None:
     at.button[[b.label for b in at.button].index("Rescan")].click().run()
     again = [c.value for c in at.caption if "scanned in" in c.value]
     assert again and "(all 1,797 from the cache)" in again[0], again  # it said "0 images opened, the rest from..."
+
+
+def test_without_operator_folders_the_folder_picker_names_the_workspace_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STUDIO_DATA_ROOTS")
+    at = datasets_page()
+    at.radio(key="picker_source").set_value("Folder").run()
+    assert not at.exception, at.exception  # it raised IndexError with no shared folder
+    assert "Type a path inside the workspace (e.g. `datasets/cats`)." in shown(at)

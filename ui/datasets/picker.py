@@ -180,7 +180,8 @@ def _meta_keys_in(folder: Path) -> list[str]:
 def _roots() -> str:
     """Where a typed path may point: paths relative to the workspace, or inside the operator's data folders."""
     names = list(workspace().root_names())
-    shared = ", ".join(f"`{n}`" for n in names)
-    where = f", or inside the shared data folder{'s' if len(names) > 1 else ''} {shared} (e.g. `{names[0]}/...`)"
-    where = where if names else ""
+    where = ""
+    if names:
+        shared = ", ".join(f"`{n}`" for n in names)
+        where = f", or inside the shared data folder{'s' if len(names) > 1 else ''} {shared} (e.g. `{names[0]}/...`)"
     return f"Type a path inside the workspace (e.g. `datasets/cats`){where}."
