@@ -7,11 +7,14 @@ the earlier ones):
    same individual, so its unknown-labelled copies are **relabelled** to the real class. Relabelled rather than
    removed: without ``keep-one`` the user keeps every image, now with the right label; with it, ``keep-one``
    still chooses the best copy (train split, largest) instead of the one that happened to be labelled.
-2. ``drop-conflicts``: groups still holding several labels are removed whole; no copy's label can be trusted.
-3. ``move-leaks``: copies in a later split of an image in an earlier one move to the earlier split (val/test
+2. ``relabel`` and ``drop-suspects``: the label check's decisions (``core.labels``: images whose label is probably
+   wrong), given as ``label_fixes`` (path -> the label to take, or None to drop the image): an image relabelled
+   here takes part in the later policies with its new label, so a conflict it caused disappears.
+3. ``drop-conflicts``: groups still holding several labels are removed whole; no copy's label can be trusted.
+4. ``move-leaks``: copies in a later split of an image in an earlier one move to the earlier split (val/test
    copies of a train image become train; test copies of a val image become val), so no picture is evaluated
    on after being trained on. Unsplit images are left alone.
-4. ``keep-one``: one file per group stays: the one in the earliest split (train first), then the largest
+5. ``keep-one``: one file per group stays: the one in the earliest split (train first), then the largest
    (width x height), then the first in path order; the others are removed as duplicates of it.
 
 ``write_cleaned`` never touches the source files: it writes ``<workspace>/datasets/<name>-cleaned-<hash>/``
@@ -24,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -40,7 +43,15 @@ from core.datasets.sources import DatasetRef, came_from_zip, csv_ref, resolve_da
 from core.dedup.groups import SPLIT_ORDER, DedupResult
 
 CLEANING_RECORD = "cleaning.json"  # written beside a cleaned copy's labels.csv: its source, policies and counts
-POLICIES = ("prefer-known", "drop-conflicts", "move-leaks", "keep-one")  # the order they are applied in
+POLICIES = (
+    "prefer-known",
+    "relabel",
+    "drop-suspects",
+    "drop-conflicts",
+    "move-leaks",
+    "keep-one",
+)  # applied in this order
+LABEL_POLICIES = ("relabel", "drop-suspects")  # they act on the label check's decisions (``label_fixes``)
 # Labels that mean "not identified" in public datasets; prefer-known uses the first one present when the user
 # names none (new_whale: Kaggle humpback whales).
 UNKNOWN_LABELS = ("new_whale", "unknown", "unlabeled", "unlabelled", "other", "none")
@@ -94,12 +105,20 @@ class CleaningPlan:
 
 
 def plan_cleaning(
-    result: DedupResult, policies: str | Iterable[str], *, unknown_label: str | None = None
+    result: DedupResult,
+    policies: str | Iterable[str],
+    *,
+    unknown_label: str | None = None,
+    label_fixes: Mapping[str, str | None] | None = None,
 ) -> CleaningPlan:
     """Apply ``policies`` (in the fixed order) to the groups of ``result``; nothing is written.
 
+    ``label_fixes``: path -> the label an image takes (``relabel``) or None, the image is dropped
+    (``drop-suspects``); each policy applies only its own kind of decision.
+
     Raises:
-        DedupError: an unknown policy, or prefer-known without an unknown label (none given, none found).
+        DedupError: an unknown policy, prefer-known without an unknown label (none given, none found), or a
+            label policy without decisions.
     """
     chosen = parse_policies(policies)
     state = _initial_state(result)
@@ -107,6 +126,13 @@ def plan_cleaning(
     if "prefer-known" in chosen:
         unknown_label = _unknown_label(unknown_label, state)
         notes["relabelled"] = _prefer_known(state, unknown_label)
+    if any(p in chosen for p in LABEL_POLICIES):
+        if not label_fixes:
+            raise DedupError("relabel and drop-suspects act on the label check's decisions: check the labels first "
+                             "(the Label issues tab, or `label-issues DATASET --run RUN`)")  # fmt: skip
+        relabelled, removed = _label_fixes(state, label_fixes, "relabel" in chosen, "drop-suspects" in chosen)
+        notes["relabelled"] += relabelled
+        notes["removed"] += removed
     if "drop-conflicts" in chosen:
         notes["removed"] += _drop_conflicts(state)
     if "move-leaks" in chosen:
@@ -169,6 +195,25 @@ def _prefer_known(state: pd.DataFrame, unknown: str) -> list[dict]:
             notes.append({"path": state.at[index, "path"], "old": unknown, "new": label})
             state.at[index, "label"] = label
     return notes
+
+
+def _label_fixes(state: pd.DataFrame, fixes: Mapping[str, str | None], relabel: bool,
+                 drop: bool) -> tuple[list[dict], list[dict]]:  # fmt: skip
+    """The label check's decisions applied to the images still kept: (relabelled notes, removed notes)."""
+    relabelled, removed = [], []
+    where = {path: index for index, path in state["path"].items()}
+    for path, new in fixes.items():
+        index = where.get(path)
+        if index is None or not state.at[index, "keep"]:
+            continue  # not in this dataset (any more): a decision made on another version of it
+        old = state.at[index, "label"]
+        if new is None and drop:
+            state.at[index, "keep"] = False
+            removed.append({"path": path, "reason": f"label probably wrong: labelled {old}, and the model disagrees"})
+        elif new is not None and relabel and new != old:
+            state.at[index, "label"] = new
+            relabelled.append({"path": path, "old": old, "new": new})
+    return relabelled, removed
 
 
 def _drop_conflicts(state: pd.DataFrame) -> list[dict]:
@@ -260,9 +305,10 @@ def clean_dataset(
     *,
     unknown_label: str | None = None,
     name: str | None = None,
+    label_fixes: Mapping[str, str | None] | None = None,
 ) -> tuple[CleaningPlan, DatasetRef]:
     """``plan_cleaning`` then ``write_cleaned``: what ``dedup --apply`` does. Returns the plan and the new ref."""
-    plan = plan_cleaning(result, policies, unknown_label=unknown_label)
+    plan = plan_cleaning(result, policies, unknown_label=unknown_label, label_fixes=label_fixes)
     return plan, write_cleaned(plan, ws, name)
 
 

@@ -376,6 +376,21 @@ def test_prefer_known_without_an_unknown_label_is_refused(zoo_result) -> None:
         plan_cleaning(zoo_result, "prefer-known")
 
 
+def test_relabel_takes_the_label_checks_suggestion_before_conflicts_are_judged(zoo_result) -> None:
+    fixes = {"train/dog/b_bright.jpg": "cat", "train/dog/p.png": None, "no/such/file.png": "cat"}
+    plan, removed = _plan(zoo_result, "relabel,drop-conflicts", label_fixes=fixes)
+    assert plan.relabelled.to_dict("records") == [{"path": "train/dog/b_bright.jpg", "old": "dog", "new": "cat"}]
+    assert removed == {}  # the conflict it caused is gone; the drop decision is drop-suspects' business
+    plan, removed = _plan(zoo_result, "drop-suspects", label_fixes=fixes)
+    assert plan.relabelled.empty
+    assert removed == {"train/dog/p.png": "label probably wrong: labelled dog, and the model disagrees"}
+
+
+def test_label_policies_without_a_label_check_are_refused(zoo_result) -> None:
+    with pytest.raises(DedupError, match="check the labels first"):
+        plan_cleaning(zoo_result, "relabel")
+
+
 def test_all_policies_together_and_the_cleaned_dataset(zoo: Zoo, zoo_result, ws: Workspace) -> None:
     plan = plan_cleaning(zoo_result, "keep-one,drop-conflicts,move-leaks")
     assert plan.policies == ("drop-conflicts", "move-leaks", "keep-one")

@@ -11,6 +11,7 @@ from core.datasets.sources import DatasetRef
 from core.dedup.cleaning import POLICIES, CleaningPlan, plan_cleaning, write_cleaned
 from core.dedup.groups import SPLIT_ORDER, DedupResult
 from ui.common import show_error
+from ui.duplicates.labels import label_decisions
 from ui.state import choose_dataset, dataset_title, workspace
 from ui.text import plain
 
@@ -18,6 +19,8 @@ CLEANED = "dedup_cleaned"  # session key: what "Write cleaned dataset" wrote (a 
 POLICY_TEXT = {
     "prefer-known": "a group holding one real class plus the unknown label (e.g. new_whale) relabels its unknown "
     "copies to that class",
+    "relabel": "images you chose to relabel on the Label issues tab take the suggested label",
+    "drop-suspects": "images you chose to drop on the Label issues tab are left out",
     "drop-conflicts": "groups that still hold several labels are removed whole: no copy's label can be trusted",
     "move-leaks": "val/test copies of a train image move to train (test copies of a val image to val)",
     "keep-one": "one image per group stays (train first, then the largest, then path order)",
@@ -38,7 +41,8 @@ def clean_up(result: DedupResult) -> None:
     if not chosen:
         return
     try:
-        plan = plan_cleaning(result, chosen, unknown_label=unknown.strip() or None)
+        plan = plan_cleaning(result, chosen, unknown_label=unknown.strip() or None,
+                             label_fixes=label_decisions(result.ref))  # fmt: skip
     except CoreError as exc:
         show_error(exc)
         return
