@@ -46,6 +46,7 @@ class OutOfSample:
     # Labelled images that got no probabilities, each with why (unreadable, a class too small to hold out):
     # listed, never silently lost. Dicts of {"path", "reason"}.
     left_out: list[dict[str, str]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # how long each part took (quick: features, regression)
 
     def __post_init__(self) -> None:
         self.probs = np.asarray(self.probs, dtype=np.float32)
@@ -75,7 +76,7 @@ def save_out_of_sample(ws: Workspace, oos: OutOfSample) -> Path:
     """Keep ``oos`` (atomically; an earlier result of the same dataset, run and mode is replaced)."""
     meta = {"format": FORMAT, "dataset": oos.dataset, "run_id": oos.run_id, "mode": oos.mode, "folds": oos.folds,
             "classes": oos.classes, "paths": oos.paths, "given": oos.given, "fold_runs": oos.fold_runs,
-            "left_out": oos.left_out}  # fmt: skip
+            "left_out": oos.left_out, "seconds": oos.seconds}  # fmt: skip
     buffer = io.BytesIO()
     np.savez_compressed(buffer, probs=oos.probs, fold_of=oos.fold_of,
                         meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))  # fmt: skip
@@ -98,6 +99,6 @@ def load_out_of_sample(ws: Workspace, dataset: str, run_id: int, mode: str) -> O
             return None  # another layout, or (a hash collision) another dataset's file
         return OutOfSample(meta["dataset"], int(meta["run_id"]), meta["mode"], int(meta["folds"]), meta["classes"],
                            meta["paths"], meta["given"], probs, fold_of, [int(r) for r in meta["fold_runs"]],
-                           meta.get("left_out", []))  # fmt: skip
+                           meta.get("left_out", []), meta.get("seconds", {}))  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, UnicodeDecodeError):
         return None
