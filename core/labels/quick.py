@@ -18,8 +18,8 @@ suspects against the planted flips:
 
 On the digits a network trained on the clean labels instead found 77 suspects (precision 0.96, recall 0.82): most
 of the missed flips are missed by the regression on these features, not only because the network learned them.
-The regression's strength was chosen on the digits (an earlier training on the same flips): C = 0.1 gave precision 0.98, recall 0.71; C = 1 (kept) 0.93 /
-0.79; C = 10 0.76 / 0.82; 10 folds instead of 5 changed nothing.
+The regression's strength was chosen on the digits (an earlier training on the same flips): C = 0.1 gave
+precision 0.98, recall 0.71; C = 1 (kept) 0.93 / 0.79; C = 10 0.76 / 0.82; 10 folds instead of 5 changed nothing.
 """
 
 from __future__ import annotations
