@@ -16,6 +16,7 @@ from core.cli import dedup as cli_dedup
 from core.cli import evaluate as cli_evaluate
 from core.cli import experiments as cli_experiments
 from core.cli import export as cli_export
+from core.cli import labels as cli_labels
 from core.cli import predict as cli_predict
 from core.cli import scaling as cli_scaling
 from core.cli import train as cli_train
@@ -58,6 +59,7 @@ HELP = {
     "predict": "top-5 classes (and a CAM heat map) for images",
     "serve": 'an HTTP endpoint: POST /predict with image bytes or {"path": ...}',
     "evaluate": "how good a finished run is: metrics, mistakes, copies of train in test",
+    "label-issues": cli_labels.HELP,
     "export": "a finished run as ONNX or TorchScript, with a demo page that needs no Python",
     "sweep": "time the same work with 1..N workers; every point is a stored run",
     "scaling": "tables of workers against time: speedup, efficiency, serial fraction",
@@ -86,6 +88,7 @@ GROUPS: list[tuple[tuple[str, ...], Callable[[Any], None]]] = [
     (("train",), lambda sub: cli_train.add_parser(sub, _common)),
     (("predict", "serve"), lambda sub: cli_predict.add_parsers(sub, _common)),
     (("evaluate",), lambda sub: cli_evaluate.add_parser(sub, _common)),
+    (("label-issues",), lambda sub: cli_labels.add_parser(sub, _common, _dataset_args)),
     (("export",), lambda sub: cli_export.add_parser(sub, _common)),
     (("sweep", "scaling"), lambda sub: cli_scaling.add_parsers(sub, _common)),
     (("search", "lr-find"), lambda sub: cli_experiments.add_parsers(sub, _common, HELP)),
@@ -166,6 +169,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Workspace], tuple[Any, str]]] 
     "predict": cli_predict.cmd_predict,
     "serve": cli_predict.cmd_serve,
     "evaluate": cli_evaluate.cmd_evaluate,
+    "label-issues": cli_labels.cmd_label_issues,
     "export": cli_export.cmd_export,
     "sweep": cli_scaling.cmd_sweep,
     "scaling": cli_scaling.cmd_scaling,

@@ -49,7 +49,7 @@ class LabelIssues:
     per_class: pd.DataFrame  # class, n_images, n_suspects, estimated_wrong, threshold
     n_images: int
     classes: list[str]
-    source: dict[str, Any] = field(default_factory=dict)  # dataset, run, mode, folds of the probabilities
+    source: dict[str, Any] = field(default_factory=dict)  # dataset, run, mode, folds, fold_runs of the probabilities
     left_out: list[dict[str, str]] = field(default_factory=list)  # images not judged, with why
 
     def to_json(self) -> dict[str, Any]:
@@ -98,7 +98,8 @@ def find_label_issues(oos: OutOfSample) -> LabelIssues:
         "estimated_wrong": joint.sum(axis=1) - np.diag(joint),
         "threshold": np.where(counts > 0, thresholds, np.nan),
     })  # fmt: skip
-    source = {"dataset": oos.dataset, "run": oos.run_id, "mode": oos.mode, "folds": oos.folds}
+    source = {"dataset": oos.dataset, "run": oos.run_id, "mode": oos.mode, "folds": oos.folds,
+              "fold_runs": list(oos.fold_runs)}  # fmt: skip
     return LabelIssues(suspects, joint, per_class, len(labels), list(oos.classes), source, list(oos.left_out))
 
 
