@@ -1,4 +1,5 @@
-"""Duplicates: exact and near copies, label conflicts, train/val/test leaks, a cleaned copy, and data quality.
+"""Duplicates: exact and near copies, label conflicts, train/val/test leaks, labels that are probably wrong, a cleaned
+copy, and data quality.
 
 The current dataset is fingerprinted once per hash method (cached on disk and in the session); the threshold
 slider only regroups the fingerprints, so moving it is instant.
@@ -9,7 +10,7 @@ import streamlit as st
 from core.common.errors import CoreError
 from core.dedup.groups import DEFAULT_THRESHOLDS, known_methods
 from ui.common import show_error
-from ui.duplicates import cleanup, groups, leakage, quality, session
+from ui.duplicates import cleanup, groups, labels, leakage, quality, session
 from ui.state import current_ref, dataset_title, scan
 from ui.text import plain
 
@@ -63,7 +64,7 @@ except CoreError as exc:
 groups.summary(result)
 # Stateful tabs: only the open one runs, so the thumbnails of hidden tabs cost nothing.
 TABS = {"Groups": groups.groups, "Borderline": groups.borderline, "Leakage": leakage.leakage,
-        "Clean up": cleanup.clean_up, "Quality": quality.quality}  # fmt: skip
+        "Label issues": labels.label_issues, "Clean up": cleanup.clean_up, "Quality": quality.quality}  # fmt: skip
 for tab, draw in zip(st.tabs(list(TABS), key="dup_tab", on_change="rerun"), TABS.values(), strict=True):
     if tab.open:
         with tab:

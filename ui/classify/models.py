@@ -87,3 +87,13 @@ def load(choice: ModelChoice, ws: Workspace, store: RunStore) -> Predictor | Non
     except CoreError as exc:
         show_error(exc, f"Cannot load {choice.label}")
         return None
+
+
+def cached_run_predictor(run_id: int) -> Predictor:
+    """Run ``run_id``'s predictor from the same per-process cache the Classify page loads through (keyed by its best
+    checkpoint's time, so a resumed run is loaded afresh)."""
+    from ui.state import run_store, workspace
+
+    ws, store = workspace(), run_store()
+    stamp = checkpoint_path(ws, run_id, "best").stat().st_mtime_ns
+    return _predictor(run_id, None, f"run:{run_id}:{stamp}", str(ws.root), ws, store)
