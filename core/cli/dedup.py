@@ -19,7 +19,8 @@ def add_parser(sub: Any, common: Any, dataset_args: Any) -> None:
                    help="Hamming distance in bits up to which images are near duplicates (default per hash)")  # fmt: skip
     p.add_argument("--no-verify", action="store_true", help="count hash matches without checking pixels")
     p.add_argument("--apply", metavar="POLICY[,POLICY...]",
-                   help="write a cleaned dataset: keep-one, prefer-known, drop-conflicts, move-leaks")  # fmt: skip
+                   help="write a cleaned dataset: keep-one, prefer-known, drop-conflicts, move-leaks, and, after "
+                   "label-issues, relabel and drop-suspects")  # fmt: skip
     p.add_argument("--unknown-label", metavar="L", help="the label meaning 'not identified' (e.g. new_whale)")
     p.add_argument("--name", help="name of the cleaned dataset (default <dataset>-cleaned-<hash>)")
     p.add_argument("--csv", metavar="FILE.csv", help="write every grouped image as a row (group, kind, flags, path, "
@@ -49,9 +50,23 @@ def cmd_dedup(args: argparse.Namespace, ws: Workspace) -> tuple[Any, str]:
         lines.append(f"groups CSV: {target}")
     if policies is None:
         return {**result.summary(), **written}, "\n".join(lines)
-    plan, cleaned = clean_dataset(result, policies, ws, unknown_label=args.unknown_label, name=args.name)
+    fixes = _label_fixes(ws, ref.spec, policies)
+    plan, cleaned = clean_dataset(result, policies, ws, unknown_label=args.unknown_label, name=args.name,
+                                  label_fixes=fixes)  # fmt: skip
     summary = plan.summary(cleaned)
     lines.append(f"cleaned dataset: {summary['n_images']} images, {len(summary['removed'])} removed, "
                  f"{len(summary['relabelled'])} relabelled, {len(summary['moved'])} moved")  # fmt: skip
     lines.append(f"use it as DATASET: {cleaned.spec}")
     return {**result.summary(cleaned=summary), **written}, "\n".join(lines)
+
+
+def _label_fixes(ws: Workspace, dataset: str, policies: tuple[str, ...]) -> dict[str, str | None] | None:
+    """The stored label check's suspects as decisions, when ``relabel`` or ``drop-suspects`` is asked for."""
+    from core.dedup.cleaning import LABEL_POLICIES
+
+    if not any(p in policies for p in LABEL_POLICIES):
+        return None
+    from core.labels.decisions import automatic_fixes, stored_issues
+
+    issues = stored_issues(ws, dataset)
+    return None if issues is None else automatic_fixes(issues, "relabel" in policies, "drop-suspects" in policies)
