@@ -21,5 +21,5 @@ scores.cards(ev)
 scores.leakage(ev, run)
 confusion.matrix(ev)
 classes.classes(ev)
-mistakes.worst(mistakes.explained(ws, store, ev), ev)  # the only part that runs the model: a few images
+mistakes.worst(mistakes.explained(ws, store, ev), ev, ws)  # the only part that runs the model: a few images
 mistakes.calibration(ev)

@@ -102,3 +102,18 @@ def test_a_thorough_check_shows_its_progress_and_cancels(flipped) -> None:
     assert any("models trained" in p.text for p in at.get("progress")), _words(at)
     at.button(key="labels_cancel").click().run()
     assert not at.exception, at.exception
+
+
+def test_evaluate_says_which_mistakes_are_probably_mislabelled(tmp_path: Path, fresh_workspace: Path) -> None:
+    clean = fx.write_colour_classes(tmp_path / "data" / "clean", 40, size=(16, 16))
+    planted = plant_flips(clean, tmp_path / "data" / "flipped", share=0.15)  # enough that some land in the test split
+    ws = Workspace.open(fresh_workspace).with_roots(tmp_path / "data")
+    train_to_the_end(ws, dataset=str(planted.root), arch="lenet", epochs=6)
+    at = _tab(resolve_dataset(str(planted.root), ws))
+    at.button(key="labels_go").click().run()  # the quick check, stored
+    at.switch_page("app_pages/evaluate.py").run()
+    assert not at.exception, at.exception
+    said = [i.value for i in at.info if "probably mislabelled" in i.value]
+    assert said and said[0].split(" of the ")[0].isdigit(), _words(at)
+    marks = [c.value for c in at.caption if c.value.startswith(":material/label_off: its label is probably wrong")]
+    assert marks, "the mistakes whose label is doubted are marked"

@@ -39,12 +39,13 @@ def explained(ws: Workspace, store: RunStore, ev: Evaluation) -> list[Explained]
         return _explained(ev.run.run_id, ev.split, stamp, str(ws.root), ws, store, ev)
 
 
-def worst(items: list[Explained], ev: Evaluation) -> None:
+def worst(items: list[Explained], ev: Evaluation, ws: Workspace) -> None:
     leaking = set(ev.leaks.leaking) if ev.leaks is not None else set()
     st.subheader("Its most confident mistakes, and what it looked at")
     if not items:
         st.success(f"No mistakes on the {split_word(ev.split)} images.", icon=":material/check_circle:")
         return
+    suspects = _suspects(ws, ev)
     layer = next((i for i in items if i.layer), None)
     st.caption("The images it got wrong while most sure, worst first. Beside each, where the evidence for the "
                "class it chose lies (red: the most).")  # fmt: skip
@@ -53,10 +54,30 @@ def worst(items: list[Explained], ev: Evaluation) -> None:
     for start in range(0, len(items), PER_ROW):
         for cell, item in zip(st.columns(PER_ROW), items[start : start + PER_ROW], strict=False):
             with cell.container(border=True):
-                _one(item, item.image in leaking)
+                _one(item, item.image in leaking, suspects.get(item.image))
 
 
-def _one(item: Explained, has_copy: bool) -> None:
+def _suspects(ws: Workspace, ev: Evaluation) -> dict[str, str]:
+    """The split's mistakes whose label a stored label check of the run's dataset doubts (image -> suggested
+    class), said in one sentence with the way to the check; empty when the dataset was never checked."""
+    from core.labels.decisions import stored_issues
+
+    issues = stored_issues(ws, ev.run.dataset)
+    if issues is None:
+        return {}
+    frame = ev.frame
+    wrong = set(frame.loc[frame["pred1"] != frame["label"], "image"])
+    doubted = {r.path: r.suggested for r in issues.suspects.itertuples() if r.path in wrong}
+    n_wrong = len(wrong)
+    if doubted:
+        st.info(f"{len(doubted):,} of the {n_wrong:,} mistakes are probably mislabelled: the label check doubts "
+                "their label, so the model may be right and the label wrong. Look at them on the Duplicates page's "
+                "Label issues tab.", icon=":material/label_off:")  # fmt: skip
+        st.page_link("app_pages/duplicates.py", label="Check the labels", icon=":material/fact_check:")
+    return doubted
+
+
+def _one(item: Explained, has_copy: bool, suggested: str | None = None) -> None:
     if item.picture is not None:
         left, right = st.columns(2)
         left.image(enlarged(item.picture), width="stretch", caption="the image")
@@ -67,6 +88,8 @@ def _one(item: Explained, has_copy: bool) -> None:
     st.caption(f"{pct(item.p_true, 1)} on the true class · {plain(item.image)}")
     if has_copy:
         st.caption(":material/content_copy: has a copy among the training images")
+    if suggested is not None:
+        st.caption(f":material/label_off: its label is probably wrong (the label check says {plain(suggested)})")
     if item.note:
         st.caption(f":orange[{plain(item.note)}]")
 
