@@ -13,8 +13,10 @@ import pandas as pd
 import pytest
 
 from core.common.workspace import Workspace
+from core.datasets import samples
 from core.datasets.sources import DatasetRef, csv_ref, resolve_dataset
 from core.labels import thorough
+from core.labels.confident import find_label_issues
 from core.labels.folds import assign_folds, fold_tables, labelled_images
 from core.labels.probabilities import LabelIssuesError, load_out_of_sample, out_of_sample_file
 from core.store.runs import RunStore
@@ -23,6 +25,7 @@ from core.train.jobs import JobRegistry
 from core.train.predictions import predictions_file
 from core.train.run_folder import run_dir, run_splits
 from tests import imagefactory as f
+from tests.labels import plant_flips
 from tests.support import TrainedRun, train_to_the_end
 
 WAIT_S = 600
@@ -189,3 +192,44 @@ def _few(folder: Path, ref: DatasetRef) -> Path:
     csv = folder / "few.csv"
     csv.write_text("image,label\nred/0.png,red\nred/1.png,red\nblue/0.png,blue\nblue/1.png,blue\n")
     return csv
+
+
+# --- how well it finds planted flips (the figures in the final report of issue 27's note) --------------------
+
+
+def thorough_scores(base: Path, source: Path, seed: int = 0) -> tuple[float, float, int, int]:
+    """Plant 5% flips in a copy of ``source`` (``seed``), train the default recipe on the flipped copy (the run a
+    user with wrong labels has), then thorough mode with its settings, 5 folds: (precision, recall, suspects, flips)."""
+    flipped = plant_flips(source, base / "flipped", seed=seed)
+    ws = Workspace.open(base / "ws").with_roots(base)
+    run = train_to_the_end(ws, dataset=str(flipped.root))
+    store = RunStore(ws.runs_db)
+    oos = thorough.thorough_and_wait(ws, store, resolve_dataset(str(flipped.root), ws), run.run_id)
+    assert not oos.left_out and len(oos.paths) == flipped.n_images
+    suspects = list(find_label_issues(oos).suspects["path"])
+    precision, recall = flipped.scores(suspects)
+    print(f"{source.name} (flips seed {seed}): {len(suspects)} suspects, {len(flipped.flips)} flips, precision "
+          f"{precision:.3f}, recall {recall:.3f}, folds {oos.seconds['wall']:.0f} s")  # fmt: skip
+    return precision, recall, len(suspects), len(flipped.flips)
+
+
+@pytest.mark.slow
+def test_thorough_mode_finds_planted_flips_in_the_digits(digits_ws: Workspace, tmp_path: Path) -> None:
+    """Measured (flips seed 0, default recipe, 5 folds): precision 0.92-0.96, recall 0.744 (72-73 suspects, 90 flips
+    of 1,797), so *under* the issue's 0.8 recall; other draws of the flips (a scratch script, seeds 1 and 2):
+    0.96 / 0.83 and 0.98 / 0.87. Every flip missed is predicted as its true class, but below that class's threshold
+    (its images' mean confidence): label smoothing 0.1 keeps confident answers near 0.91, so a held-out image
+    answered at 0.6-0.8 counts as unsure. Asserted: what it reaches, so a regression shows."""
+    source = samples.sample_path("sample:digits", digits_ws.datasets)
+    precision, recall, _, flips = thorough_scores(tmp_path, source)
+    assert flips == 90
+    assert precision >= 0.85 and recall >= 0.7
+
+
+@pytest.mark.slow
+def test_thorough_mode_finds_planted_flips_in_colour_classes(tmp_path: Path) -> None:
+    """Measured: precision 1.0, recall 0.90 (27 suspects, 30 flips of 600)."""
+    source = f.write_colour_classes(tmp_path / "colours", 200, size=(32, 32))
+    precision, recall, _, flips = thorough_scores(tmp_path, source)
+    assert flips == 30
+    assert precision >= 0.8 and recall >= 0.8
