@@ -188,18 +188,19 @@ def cancel_thorough(registry: JobRegistry, store: RunStore, group: int) -> int:
 
 
 def resume_thorough(registry: JobRegistry, ws: Workspace, store: RunStore, group: int) -> list[int]:
-    """Continue a stopped label check: each stopped fold from its checkpoint (same run), a fold that never started
-    (or whose run was deleted) queued again; the watching thread starts again. Returns the fold runs queued.
+    """Continue a label check's stopped folds: each from its checkpoint (same run), a fold that never started (or
+    whose run was deleted) queued again; returns the fold runs queued. Its other folds may still be training (one
+    was cancelled on the Runs page); a label check nobody watches any more is watched again.
 
     Raises:
-        RunStoreError: not a label check, or one that is still running. RunTooBigError: a fold no longer fits.
+        RunStoreError: not a label check, or one already completed. RunTooBigError: a fold no longer fits.
     """
     from core.train.run_folder import delete_run
     from core.train.runner import RESUMABLE, resume_training
 
     spec, record = thorough_spec(store, group), store.get_run(group)
-    if record.status in ACTIVE_STATUSES or _driven(store, group):
-        raise RunStoreError(f"label check {group} is {record.status}; only a stopped one can be resumed")
+    if record.status == "completed":
+        raise RunStoreError(f"label check {group} is completed; there is nothing to resume")
     runs, queued = fold_runs(store, group), []
     for k in range(spec.folds):
         run = runs.get(k)
@@ -212,8 +213,10 @@ def resume_thorough(registry: JobRegistry, ws: Workspace, store: RunStore, group
         if run is not None:  # stopped before its first epoch: nothing to continue from
             delete_run(store, ws, run.run_id)
         queued.append(_submit_fold(registry, ws, store, group, k))
-    store.set_status(group, "queued")
-    _watch(ws, store, group)
+    # Watched already (here, or by the live process that queued it): that thread sees the folds queued again.
+    if not _driven(store, group) and store.get_run(group).status not in ACTIVE_STATUSES:
+        store.set_status(group, "queued")
+        _watch(ws, store, group)
     return queued
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.common.errors import RunStoreError
 from core.common.workspace import Workspace
 from core.datasets import samples
 from core.datasets.sources import DatasetRef, csv_ref, resolve_dataset
@@ -161,6 +162,23 @@ def test_cancel_stops_the_folds_collect_waits_and_resume_finishes_them(tmp_path:
     oos = thorough.collect_thorough(ws, store, group)
     assert oos is not None and len(oos.paths) == 36 and sorted(oos.fold_runs) == sorted(
         r.run_id for r in thorough.fold_runs(store, group).values())  # fmt: skip
+
+
+def test_a_fold_cancelled_on_its_own_is_resumed_while_the_others_train(tmp_path: Path) -> None:
+    trained, ref = _colour_run(tmp_path)
+    ws, store = trained.ws, RunStore(trained.ws.runs_db)
+    registry = JobRegistry(store, cores=1)
+    group = thorough.submit_thorough(registry, ws, store, ref, trained.run_id, FOLDS)
+    last = thorough.fold_runs(store, group)[FOLDS - 1].run_id
+    assert registry.cancel(last)  # still queued behind the others: cancelled before it started (the Runs page's way)
+    assert store.get_run(last).status == "cancelled"
+    (again,) = thorough.resume_thorough(registry, ws, store, group)  # no checkpoint: queued afresh as the same fold
+    assert again != last and thorough.fold_runs(store, group)[FOLDS - 1].run_id == again
+    assert thorough.wait_thorough(store, group, WAIT_S)
+    assert store.get_run(group).status == "completed" and thorough.thorough_progress(store, group) == (3, 3, 0)
+    with pytest.raises(RunStoreError, match="completed"):
+        thorough.resume_thorough(registry, ws, store, group)
+    assert thorough.collect_thorough(ws, store, group).fold_runs[-1] == again
 
 
 def test_the_command_lines_form_trains_the_folds_and_returns_the_probabilities(tmp_path: Path) -> None:
