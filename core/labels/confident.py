@@ -36,6 +36,7 @@ from core.labels.probabilities import OutOfSample
 
 NEAR = 1e-6  # probabilities this close count as equal (a threshold met, a best guess tied with the given label)
 MIN_THRESHOLD = 2 * NEAR  # a class whose images all score 0 for it still needs a threshold above the fuzz
+CHUNK_CELLS = 1 << 22  # probabilities handled at once in the n x K steps (32 MB of float64)
 ABSENT = 2.0  # the threshold of a class no image carries: above every probability, so never confident
 SUSPECT_COLUMNS = ["path", "given", "suggested", "p_given", "p_suggested", "rank"]
 
@@ -57,14 +58,17 @@ class LabelIssues:
         suspects = [{"image": r.path, "given": r.given, "suggested": r.suggested, "p_given": round(r.p_given, 4),
                      "p_suggested": round(r.p_suggested, 4), "rank": int(r.rank)}
                     for r in self.suspects.itertuples()]  # fmt: skip
+        suggested = self.suspects.groupby(["given", "suggested"], sort=False).size()
         per_class = []
         for i, row in enumerate(self.per_class.to_dict("records")):
-            mine = self.suspects[self.suspects["given"] == row["class"]]
+            mine = suggested[row["class"]].sort_values(ascending=False) if row["class"] in suggested.index else {}
+            wrong = {self.classes[j]: int(self.confident_joint[i, j]) for j in np.flatnonzero(self.confident_joint[i])
+                     if j != i}  # fmt: skip
             per_class.append({"class": row["class"], "n_images": int(row["n_images"]),
                               "n_suspects": int(row["n_suspects"]), "estimated_wrong": int(row["estimated_wrong"]),
                               "threshold": _rounded(row["threshold"]),
-                              "suggested": {c: int(n) for c, n in mine["suggested"].value_counts().items()},
-                              "joint": [int(v) for v in self.confident_joint[i]]})  # fmt: skip
+                              "suggested": {c: int(n) for c, n in dict(mine).items()},
+                              "estimated_as": wrong})  # fmt: skip
         return {**self.source, "n_images": self.n_images, "n_suspects": len(self.suspects), "classes": self.classes,
                 "suspects": suspects, "per_class": per_class, "left_out": self.left_out}  # fmt: skip
 
@@ -115,22 +119,34 @@ def confident_thresholds(labels: np.ndarray, probs: np.ndarray, k: int) -> np.nd
 def confident_joint(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """C[i][j]: images labelled i confidently in class j (step 2), the diagonal at least 1."""
     k = probs.shape[1]
-    above = probs >= thresholds - NEAR
-    confident = above.any(axis=1)
-    # The most probable class among those above their threshold (the paper's tie-break).
-    guess = np.where(above, probs, -np.inf).argmax(axis=1)
     joint = np.zeros((k, k), dtype=np.int64)
-    np.add.at(joint, (labels[confident], guess[confident]), 1)
+    for rows in _chunks(*probs.shape):
+        above = probs[rows] >= thresholds - NEAR
+        confident = above.any(axis=1)
+        # The most probable class among those above their threshold (the paper's tie-break).
+        guess = np.where(above, probs[rows], -np.inf).argmax(axis=1)
+        np.add.at(joint, (labels[rows][confident], guess[confident]), 1)
     np.fill_diagonal(joint, np.maximum(np.diag(joint), 1))
     return joint
 
 
+def _chunks(n: int, k: int) -> list[slice]:
+    """Row ranges of about ``CHUNK_CELLS`` cells: the whales' 4,251 classes would otherwise need n x K temporaries
+    (25,000 images: 0.85 GB each in float64)."""
+    step = max(1, CHUNK_CELLS // max(k, 1))
+    return [slice(start, start + step) for start in range(0, n, step)]
+
+
 def calibrate(joint: np.ndarray, label_counts: np.ndarray) -> np.ndarray:
-    """Step 3: rows scaled to the images carrying each label, the whole to n, rounded keeping row totals."""
-    rows = joint.sum(axis=1, keepdims=True).astype(float)
-    scaled = joint / np.maximum(rows, 1e-100) * label_counts[:, None]
-    scaled = scaled / max(scaled.sum(), 1e-100) * label_counts.sum()
-    return np.vstack([round_keeping_total(row) for row in scaled])
+    """Step 3: rows scaled to the images carrying each label, the whole to n, rounded keeping row totals (row by
+    row: K x K floats at once would be 145 MB for 4,251 classes)."""
+    rows = joint.sum(axis=1).astype(float)
+    carried = label_counts * (rows > 0)
+    whole = label_counts.sum() / max(float(carried.sum()), 1e-100)  # 1 unless a label's row is empty
+    out = np.empty_like(joint, dtype=np.int64)
+    for i in range(len(joint)):
+        out[i] = round_keeping_total(joint[i] / max(rows[i], 1e-100) * label_counts[i] * whole)
+    return out
 
 
 def round_keeping_total(values: np.ndarray) -> np.ndarray:
@@ -139,7 +155,10 @@ def round_keeping_total(values: np.ndarray) -> np.ndarray:
     unstable sort, which differs between machines)."""
     floors = np.floor(values)
     short = int(round(values.sum() - floors.sum()))
-    up = np.argsort(-(values - floors), kind="stable")[: max(short, 0)]
+    # Remainders equal in exact arithmetic (two cells of one count: 2.333... and 72.333...) tie, whatever their last
+    # bits say.
+    remainders = np.round(values - floors, 9)
+    up = np.argsort(-remainders, kind="stable")[: max(short, 0)]
     floors[up] += 1
     return floors.astype(np.int64)
 
@@ -148,20 +167,20 @@ def prune_by_noise_rate(labels: np.ndarray, probs: np.ndarray, joint: np.ndarray
     """Step 4: the flagged images (a boolean mask), without those whose best guess is their given label."""
     n, k = probs.shape
     counts = _leave_one_per_label(joint)
+    np.fill_diagonal(counts, 0)
+    by_label = np.split(np.argsort(labels, kind="stable"), np.cumsum(np.bincount(labels, minlength=k))[:-1])
     flagged = np.zeros(n, dtype=bool)
-    for given in range(k):
-        mine = np.flatnonzero(labels == given)
+    for given, true in np.argwhere(counts > 0):  # the non-zero off-diagonal cells only: K x K can be 18 million
+        mine = by_label[given]
         if len(mine) <= 1:  # a label on one image: nothing to weigh it against
             continue
-        for true in range(k):
-            take = int(counts[given, true])
-            if true == given or take <= 0:
-                continue
-            margin = probs[mine, true] - probs[mine, given]
-            flagged[mine[np.argsort(-margin, kind="stable")[:take]]] = True
-    boosted = probs.astype(np.float64).copy()
-    boosted[np.arange(n), labels] += NEAR  # a tie with the given label is the given label
-    return flagged & (boosted.argmax(axis=1) != labels)
+        margin = probs[mine, true] - probs[mine, given]
+        flagged[mine[np.argsort(-margin, kind="stable")[: counts[given, true]]]] = True
+    for rows in _chunks(n, k):
+        boosted = probs[rows].astype(np.float64)
+        boosted[np.arange(len(boosted)), labels[rows]] += NEAR  # a tie with the given label is the given label
+        flagged[rows] &= boosted.argmax(axis=1) != labels[rows]
+    return flagged
 
 
 def _leave_one_per_label(joint: np.ndarray) -> np.ndarray:

@@ -186,7 +186,8 @@ def explain(labels: np.ndarray, probs: np.ndarray) -> dict[str, int]:
         expected[labels[i], probs[i].argmax()] += 1
     np.fill_diagonal(expected, np.maximum(np.diag(expected), 1))
     np.testing.assert_array_equal(theirs_raw, expected)
-    # Calibrated from the same raw joint, the two differ only in cells whose fraction ties another in their row.
+    # Calibrated from the same raw joint, the two differ only in cells whose fraction ties another in their row
+    # (equal in exact arithmetic: within 1e-9).
     ours, theirs = (
         calibrate(theirs_raw, np.bincount(labels, minlength=k)),
         calibrate_confident_joint(theirs_raw, labels),
@@ -197,7 +198,8 @@ def explain(labels: np.ndarray, probs: np.ndarray) -> dict[str, int]:
     fraction = (unrounded / unrounded.sum() * len(labels)) % 1
     for i, j in np.argwhere(ours != theirs):
         assert abs(int(ours[i, j]) - int(theirs[i, j])) == 1
-        twins = [m for m in range(k) if m != j and fraction[i, m] == fraction[i, j] and ours[i, m] != theirs[i, m]]
+        twins = [m for m in range(k) if m != j and abs(fraction[i, m] - fraction[i, j]) < 1e-9
+                 and ours[i, m] != theirs[i, m]]  # fmt: skip
         assert twins, f"cell ({i}, {j}) rounded differently without a tie"
     return {"moved": int(moved.sum()), "tied_cells": int((ours != theirs).sum())}
 
