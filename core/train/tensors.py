@@ -1,5 +1,6 @@
-"""Decode once: every image opened once, resized to a square and kept as ``N x 3 x S x S`` uint8, in RAM and in
-the workspace cache; and the evaluation transform, which must cut and scale exactly as the cache does.
+"""Decode once: every image opened once, resized to a square and kept as ``N x 3 x S x S`` uint8 in the workspace
+cache (written a chunk at a time, mapped when read: :mod:`core.train.tensor_cache`); and the evaluation transform,
+which must cut and scale exactly as the cache does.
 
 Why this shape (measured on the 2-core VM, 1,000 JPEGs of 160 px trained at 32 px): decoding JPEGs through a
 DataLoader every epoch fed ResNet-18 at 98 img/s, while indexing a uint8 tensor decoded once fed it at 145
@@ -11,9 +12,7 @@ training thread (``core.train.batches``).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,10 +24,10 @@ import torch
 from PIL import Image, ImageOps
 
 from core.common import filecache
-from core.common.atomic import write_atomic
 from core.common.cpu import usable_cores
 from core.common.errors import CoreError, ImageError
 from core.images.opener import open_image
+from core.train.tensor_cache import DECODE_CHUNK_BYTES, CachedRows, FileSink, RowSink, decode_lock, read_cache
 
 Progress = Callable[[int, int], None]
 CACHE_VERSION = 1  # bump when the decoding/resizing below changes: old cache files are then ignored
@@ -70,13 +69,18 @@ def load_tensors(
     progress: Progress | None = None,
     workers: int | None = None,
     cache_dir: Path | None = None,
+    chunk_bytes: int | None = None,
 ) -> TensorSet:
     """Decode ``paths`` (relative to ``root``) once into a uint8 tensor, reusing the on-disk cache.
 
-    The cache (``cache_dir/tensors/<dataset>-<S>.npy`` + ``.json``) remembers each file's size and mtime:
-    only new or changed files are decoded, so a second run, or a resume, decodes nothing. Files that fail to
-    open are dropped and listed in ``dropped`` with their reason (and remembered, so they are not retried
-    until they change). The cache is memory-mapped copy-on-write: a dataset larger than RAM still trains.
+    The cache (``cache_dir/tensors/<dataset>-<S>.json`` + ``.npy``, :mod:`core.train.tensor_cache`) remembers each
+    file's size and mtime: only new or changed files are decoded, so a second run, or a resume, decodes nothing.
+    Images are decoded, and cached rows copied, ``chunk_bytes`` at a time straight into a new cache file whose
+    index names the rows written after every chunk: memory holds one chunk, and a decode killed halfway is
+    resumed by the next call. One decode of a dataset at a size runs at a time; another waits for it, then finds
+    its images cached. Files that fail to open are dropped and listed in ``dropped`` with their reason (and
+    remembered, so they are not retried until they change). The cache is memory-mapped copy-on-write: a dataset
+    larger than RAM still trains.
 
     Args:
         root: the dataset root that ``paths`` are relative to.
@@ -85,21 +89,17 @@ def load_tensors(
         progress: called with (decoded, to decode) while images are decoded.
         workers: decoding threads (default: usable cores; Pillow releases the GIL while decoding).
         cache_dir: the workspace cache folder; None keeps nothing on disk.
+        chunk_bytes: decoded pixels held at once (default :data:`core.train.tensor_cache.DECODE_CHUNK_BYTES`).
     """
-    root = Path(root)
-    stats = {p: _stat(root / p) for p in paths}
+    root, paths = Path(root), list(paths)
+    load = _Load(root, paths, {p: _stat(root / p) for p in paths}, image_size, chunk_bytes or DECODE_CHUNK_BYTES,
+                 workers, progress)  # fmt: skip
     base = cache_dir / "tensors" / f"{_root_key(root)}-{image_size}" if cache_dir else None
-    cached_rows, cached_images = _read_cache(base, image_size)
-    todo = [p for p in paths if filecache.stale(cached_rows.get(p), stats[p])]
-    fresh = dict(zip(todo, _decode_many([str(root / p) for p in todo], image_size, workers, progress), strict=True))
-    rows = [_row(p, stats[p], fresh, cached_rows) for p in paths]
-    images = _gather(rows, fresh, cached_images, image_size)
-    if base is not None and todo:  # a subset or another order of cached images needs no new file
-        _write_cache(base, rows, images)
-    kept = [r["path"] for r in rows if not r["reason"]]
-    dropped = pd.DataFrame([{"path": r["path"], "reason": r["reason"]} for r in rows if r["reason"]],
-                           columns=["path", "reason"])  # fmt: skip
-    return TensorSet(torch.from_numpy(images), kept, dropped, len(todo), image_size)
+    with read_cache(base, image_size) as cached:
+        if base is None or not load.stale(cached):
+            return load.run(cached, None)
+    with decode_lock(base), read_cache(base, image_size) as cached:  # read again: the decode before may have done it
+        return load.run(cached, base if load.stale(cached) else None)
 
 
 def _stat(path: Path) -> tuple[int, int]:
@@ -114,85 +114,124 @@ def _root_key(root: Path) -> str:
     return hashlib.sha1(f"{CACHE_VERSION}\0{os.path.realpath(root)}".encode()).hexdigest()[:16]
 
 
-def _decode_many(paths: list[str], size: int, workers: int | None, progress: Progress | None) -> list:
-    """``3 x S x S`` arrays, or reason strings for files that cannot be used, in order."""
-    n_workers = min(workers or usable_cores(), max(1, len(paths) // _PER_WORKER_MIN))
-    chunk = max(16, min(256, len(paths) // (n_workers * 8) or 1))
-    chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
-    results: list = []
-    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="decode") as pool:
-        for part in pool.map(lambda c: [_decode_or_reason(p, size) for p in c], chunks):
-            results.extend(part)
-            if progress:
-                progress(len(results), len(paths))
-    return results
+@dataclass
+class _Load:
+    """One call of :func:`load_tensors`: what was asked, and its pass over the asked paths in order, a chunk of
+    rows at a time. A chunk's new images are decoded on the threads and its cached ones read, both into one reused
+    buffer; the usable rows are moved together (failed files leave no hole) and written at the next free rows of
+    the sink; then the index names them. So the sink's rows are the asked paths in order minus the failed ones,
+    and memory holds one chunk whatever the dataset's size."""
+
+    root: Path
+    paths: list[str]
+    stats: dict[str, tuple[int, int]]
+    size: int
+    chunk_bytes: int
+    workers: int | None
+    progress: Progress | None
+
+    def stale(self, cached: CachedRows) -> list[str]:
+        """The asked paths to decode: new, changed, or failed to stat."""
+        return [p for p in self.paths if filecache.stale(cached.rows.get(p), self.stats[p])]
+
+    def run(self, cached: CachedRows, base: Path | None) -> TensorSet:
+        """The asked images from ``cached``, decoding what is stale: into a new cache file at ``base``, or in RAM
+        (``base`` None: no cache folder, or another order of cached images, which needs no new file)."""
+        todo = self.stale(cached)
+        if not todo:  # an unchanged dataset (or the first rows of one): the mapped file itself, no copy at all
+            mapped = cached.mapped_as([p for p in self.paths if not cached.rows[p]["reason"]])
+            if mapped is not None:
+                return self._tensor_set(cached.rows, mapped, 0)
+        sink = FileSink(base, len(self.paths), self.size) if base is not None else RowSink(len(self.paths), self.size)
+        try:
+            rows = self._fill(cached, todo, sink)
+            images = sink.finish(sum(1 for r in rows if r["slot"] >= 0))
+        finally:
+            sink.close()
+        return self._tensor_set({r["path"]: r for r in rows}, images, len(todo))
+
+    def _fill(self, cached: CachedRows, todo: list[str], sink: RowSink) -> list[dict]:
+        """Every asked path's index row, its pixels written to ``sink``."""
+        per_chunk = max(1, self.chunk_bytes // (3 * self.size * self.size))
+        buf = np.empty((min(per_chunk, len(self.paths)), 3, self.size, self.size), np.uint8)
+        threads = min(self.workers or usable_cores(), max(1, len(todo) // _PER_WORKER_MIN))
+        decode = _Decode(self.root, set(todo), len(todo), self.size, threads, self.progress)
+        rows: list[dict] = []
+        slot = 0  # the next free row of the sink
+        with ThreadPoolExecutor(threads, thread_name_prefix="decode") as pool:
+            for start in range(0, len(self.paths), per_chunk):
+                part = self.paths[start : start + per_chunk]
+                reasons = decode.chunk(part, buf, cached, pool)
+                kept = [j for j, reason in enumerate(reasons) if not reason]
+                for k, j in enumerate(kept):
+                    if k != j:  # k < j: moving rows down never overwrites one still to move
+                        buf[k] = buf[j]
+                sink.write(slot, buf[: len(kept)])
+                rows += self._rows(part, reasons, slot, sink.name)
+                slot += len(kept)
+                if sink.index_due():
+                    done = {r["path"] for r in rows}  # cached rows not reached yet stay named where they are
+                    sink.write_index(rows + [r for p, r in cached.rows.items() if p not in done])
+        sink.write_index(rows, final=True)
+        return rows
+
+    def _rows(self, part: list[str], reasons: list[str], slot: int, file: str) -> list[dict]:
+        """The index rows of ``part``: stat, why it cannot be used ("" if it can), where its pixels are (the usable
+        ones from ``slot`` on, in order)."""
+        rows = []
+        for path, reason in zip(part, reasons, strict=True):
+            size, mtime_ns = self.stats[path]
+            rows.append({"path": path, "size": size, "mtime_ns": mtime_ns, "reason": reason,
+                         "slot": -1 if reason else slot, "file": file})  # fmt: skip
+            slot += 0 if reason else 1
+        return rows
+
+    def _tensor_set(self, rows: dict[str, dict], images: np.ndarray, n_decoded: int) -> TensorSet:
+        kept = [p for p in self.paths if not rows[p]["reason"]]
+        dropped = pd.DataFrame([{"path": p, "reason": rows[p]["reason"]} for p in self.paths if rows[p]["reason"]],
+                               columns=["path", "reason"])  # fmt: skip
+        return TensorSet(torch.from_numpy(images), kept, dropped, n_decoded, self.size)
 
 
-def _decode_or_reason(path: str, size: int) -> np.ndarray | str:
-    try:
-        return decode_square(path, size).numpy()
-    except ImageError as exc:
-        return exc.reason
+@dataclass
+class _Decode:
+    """Filling a chunk's buffer: the paths in ``todo`` decoded on the threads, the others read from the cache."""
 
+    root: Path
+    todo: set[str]
+    n_todo: int
+    size: int
+    threads: int
+    progress: Progress | None
+    decoded: int = 0
 
-def _row(path: str, stat: tuple[int, int], fresh: dict, cached_rows: dict[str, dict]) -> dict:
-    """The cache row of ``path``: its stat, why it cannot be used ("" if it can), where its pixels are."""
-    if path in fresh:
-        got = fresh[path]
-        reason, source = (got, None) if isinstance(got, str) else ("", ("fresh", path))
-    else:
-        old = cached_rows[path]
-        reason, source = old["reason"], None if old["reason"] else ("cache", old["slot"])
-    return {"path": path, "size": stat[0], "mtime_ns": stat[1], "reason": reason, "source": source}
+    def chunk(self, part: list[str], buf: np.ndarray, cached: CachedRows, pool: ThreadPoolExecutor) -> list[str]:
+        """Fill ``buf[j]`` with the pixels of ``part[j]``; the reason each one cannot be used ("" if it can)."""
+        reasons = [""] * len(part)
+        fresh = [j for j, p in enumerate(part) if p in self.todo]
+        step = max(1, min(256, len(fresh) // (self.threads * 4)))  # a few tasks a thread: none idles long
+        tasks = [fresh[i : i + step] for i in range(0, len(fresh), step)]
+        results = pool.map(lambda js: [(j, self._decode_into(part[j], buf[j])) for j in js], tasks)
+        for j, path in enumerate(part):  # cached rows are read while the threads decode
+            if path not in self.todo:
+                reasons[j] = cached.rows[path]["reason"]
+                if not reasons[j]:
+                    cached.read(path, buf[j])
+        for done in results:
+            for j, reason in done:
+                reasons[j] = reason
+            self.decoded += len(done)
+            if self.progress:
+                self.progress(self.decoded, self.n_todo)
+        return reasons
 
-
-def _gather(rows: list[dict], fresh: dict, cached_images: np.ndarray | None, size: int) -> np.ndarray:
-    """The usable images in row order (numbering their slots); the mapped cache itself when it is exactly that."""
-    sources = [r.pop("source") for r in rows]
-    kept = [s for s in sources if s is not None]
-    slots = iter(range(len(kept)))
-    for r in rows:
-        r["slot"] = -1 if r["reason"] else next(slots)
-    if (
-        cached_images is not None
-        and len(kept) == len(cached_images)
-        and kept == [("cache", i) for i in range(len(kept))]
-    ):
-        return cached_images  # unchanged dataset: no copy at all
-    out = np.empty((len(kept), 3, size, size), np.uint8)
-    from_cache = [(i, s[1]) for i, s in enumerate(kept) if s[0] == "cache"]
-    if from_cache:
-        at, old = zip(*from_cache, strict=True)
-        out[list(at)] = cached_images[list(old)]  # one vectorised read of the mapped file
-    for i, s in enumerate(kept):
-        if s[0] == "fresh":
-            out[i] = fresh[s[1]]
-    return out
-
-
-def _read_cache(base: Path | None, size: int) -> tuple[dict[str, dict], np.ndarray | None]:
-    index = base.with_suffix(".json") if base else None
-    if index is None or not index.is_file():
-        return {}, None
-    try:
-        doc = json.loads(index.read_text())
-        images = np.load(index.parent / doc["npy"], mmap_mode="c")  # copy-on-write: the file never changes
-        rows = doc["rows"]
-    except (OSError, ValueError, KeyError, TypeError):  # a damaged cache only costs a decode, never an error
-        return {}, None
-    if images.shape[1:] != (3, size, size) or any(r["slot"] >= len(images) for r in rows):
-        return {}, None
-    return {r["path"]: r for r in rows}, images
-
-
-def _write_cache(base: Path, rows: list[dict], images: np.ndarray) -> None:
-    """Write the pixels under a fresh name, then the index naming them: readers never see a mixed pair."""
-    npy = base.with_name(f"{base.name}-{uuid.uuid4().hex[:12]}.npy")
-    write_atomic(npy, lambda fh: np.save(fh, images), durable=False)  # a cache: rebuilt when lost
-    write_atomic(base.with_suffix(".json"), json.dumps({"npy": npy.name, "rows": rows}), durable=False)
-    for old in base.parent.glob(f"{base.name}-*.npy"):
-        if old != npy:  # a reader that mapped it keeps its pages (unlinked files stay readable on POSIX)
-            old.unlink(missing_ok=True)
+    def _decode_into(self, path: str, into: np.ndarray) -> str:
+        """Decode ``path`` into the row ``into``; why it cannot be used, or "" when it was."""
+        try:
+            into[...] = decode_square(self.root / path, self.size).numpy()
+        except ImageError as exc:
+            return exc.reason
+        return ""
 
 
 def channel_stats(images: torch.Tensor, indices: np.ndarray | None = None) -> tuple[list[float], list[float]]:
