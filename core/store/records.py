@@ -56,7 +56,7 @@ class RunGroup:
         return cls(kind, int(number))
 
 
-GROUP_KINDS: tuple[str, ...] = ("search", "sweep")
+GROUP_KINDS: tuple[str, ...] = ("search", "sweep", "labels")  # labels: the folds of a thorough label check
 
 
 def group_words(text: str | None) -> str:
