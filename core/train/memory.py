@@ -10,10 +10,11 @@ What the estimate adds up (bytes), per the way a run uses memory today:
 
 * **processes**: a single-process run trains in a thread of the process that asks (its torch is already
   loaded); a ``torch.distributed`` run starts ``torchrun`` plus one process per rank, each loading torch.
-* **images**: the decoded ``N x 3 x S x S`` uint8 tensor (``core.train.tensors.load_tensors``). A dataset first
-  decoded at this size is held twice at the peak (the decoded arrays and the gathered copy that is written to the
-  cache); later runs map the cache, or copy it once when their split orders the images otherwise. Counted twice
-  (the second copy as **decoding**, which ends before the statistics and the training begin).
+* **images**: the decoded ``N x 3 x S x S`` uint8 tensor (``core.train.tensors.load_tensors``): the cache file
+  mapped, or copied once when a split orders the images otherwise. A dataset first decoded at this size is decoded
+  a chunk at a time straight into the cache file (``core.train.tensor_cache``, issue 28), so one chunk of at most
+  ``DECODE_CHUNK_BYTES`` is held besides: **decoding**, which ends before the statistics and the training begin
+  (before issue 28, a second copy of every image).
 * **statistics**: the training images' mean/std are summed in float64 chunks
   (``core.train.tensors.channel_stats``): each rank holds about 30 bytes per value of one chunk at once.
 * **training**, per rank: weights, gradients, optimizer state (and DDP's gradient buckets), the activations of
@@ -55,6 +56,7 @@ from dataclasses import dataclass
 
 from core.common.cpu import usable_cores
 from core.train.config import ConfigError, OptionError, TrainConfig
+from core.train.tensor_cache import DECODE_CHUNK_BYTES
 
 PROCESS_BYTES = 900 * 1024**2  # one more process that loads torch, torchvision and core (800 MB RSS measured)
 AGENT_BYTES = 700 * 1024**2  # torchrun's agent process
@@ -78,7 +80,7 @@ class MemoryEstimate:
 
     processes: int  # processes started for the run, and each training process's own
     images: int  # the decoded images, held for the whole run
-    decoding: int  # the second copy while a dataset is first decoded at this size
+    decoding: int  # the chunk buffer while a dataset is first decoded at this size
     statistics: int  # mean/std chunks, every rank at once
     training: int  # weights, optimizer, activations and batches, every rank at once
 
@@ -96,7 +98,8 @@ def estimate_memory(config: TrainConfig, n_images: int, n_train: int, n_classes:
     processes = ranks * RUN_BYTES + (0 if ranks == 1 else AGENT_BYTES + ranks * PROCESS_BYTES)
     stats = min(n_train, _stats_chunk(side)) * pixels * STATS_BYTES_PER_VALUE
     training = _training(config, per_rank, max(2, n_classes))
-    return MemoryEstimate(processes, n_images * pixels, n_images * pixels, ranks * stats, ranks * training)
+    decoding = min(n_images, max(1, DECODE_CHUNK_BYTES // pixels)) * pixels  # the chunk buffer of a first decode
+    return MemoryEstimate(processes, n_images * pixels, decoding, ranks * stats, ranks * training)
 
 
 def _training(config: TrainConfig, batch: int, n_classes: int) -> int:
