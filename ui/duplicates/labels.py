@@ -198,7 +198,9 @@ def _heat_maps(column, run_id: int, ref: DatasetRef, path: str, classes: list[st
     cells = column.columns(len(classes))
     for cell, label in zip(cells, classes, strict=True):
         pred = predictor.explain(picture, path, "gradcam", target=label)
-        cell.image(overlay(picture, pred.heatmap), caption=f"for “{plain(label)}”", width="stretch")
+        empty = pred.heatmap is None or float(pred.heatmap.max()) <= 0.0  # no evidence for it anywhere in the image
+        caption = f"for “{plain(label)}”" + (": no evidence anywhere" if empty else "")
+        cell.image(picture if empty else overlay(picture, pred.heatmap), caption=caption, width="stretch")
 
 
 def _decided(ref: DatasetRef) -> None:

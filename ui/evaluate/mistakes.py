@@ -84,8 +84,9 @@ def _one(item: Explained, has_copy: bool, suggested: str | None = None) -> None:
         blended = overlay_of(item)
         if blended is not None:
             right.image(enlarged(blended), width="stretch", caption=f"evidence for {plain(item.predicted)}")
-    st.markdown(f"True: **{plain(item.label)}** · said: **{plain(item.predicted)}** ({pct(item.p_predicted)} sure)")
-    st.caption(f"{pct(item.p_true, 1)} on the true class · {plain(item.image)}")
+    # "Labelled", not "True": the label is what the dataset says, and the label check may doubt it (below).
+    st.markdown(f"Labelled: **{plain(item.label)}** · said: **{plain(item.predicted)}** ({pct(item.p_predicted)} sure)")
+    st.caption(f"{pct(item.p_true, 1)} on its labelled class · {plain(item.image)}")
     if has_copy:
         st.caption(":material/content_copy: has a copy among the training images")
     if suggested is not None:
