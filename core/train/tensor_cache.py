@@ -139,15 +139,19 @@ def decode_lock(base: Path) -> Iterator[None]:
 
 class RowSink:
     """Where :func:`core.train.tensors.load_tensors` puts rows in order: an array in RAM (no cache folder, or an
-    order of cached images that needs no new file)."""
+    order of cached images that needs no new file), filled in place: nothing held besides."""
 
     name = ""  # the file rows name in the index: none
 
     def __init__(self, capacity: int, size: int) -> None:
         self._out = np.empty((capacity, 3, size, size), np.uint8)
 
+    def buffer(self, slot: int, n_rows: int) -> np.ndarray:
+        """Where to put the next ``n_rows`` rows, of which the usable ones go to ``slot`` on (moved together)."""
+        return self._out[slot : slot + n_rows]
+
     def write(self, slot: int, rows: np.ndarray) -> None:
-        self._out[slot : slot + len(rows)] = rows
+        """Nothing to do: the rows were put in place."""
 
     def index_due(self) -> bool:
         return False
@@ -163,12 +167,12 @@ class RowSink:
 
 
 class FileSink(RowSink):
-    """A fresh ``.npy`` at ``base`` with room for ``capacity`` rows, written with ``pwrite`` (see the module's
-    docstring), and the index that names it."""
+    """A fresh ``.npy`` at ``base`` with room for ``capacity`` rows, written from a buffer of ``chunk_rows`` rows
+    with ``pwrite`` (see the module's docstring), and the index that names it."""
 
-    def __init__(self, base: Path, capacity: int, size: int) -> None:
+    def __init__(self, base: Path, capacity: int, size: int, chunk_rows: int) -> None:
         base.parent.mkdir(parents=True, exist_ok=True)
-        self._base = base
+        self._base, self._buf = base, np.empty((min(chunk_rows, capacity), 3, size, size), np.uint8)
         self.name = f"{base.name}-{uuid.uuid4().hex[:12]}.npy"
         path = base.parent / self.name
         header = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(capacity, 3, size, size))
@@ -177,6 +181,9 @@ class FileSink(RowSink):
         self._fd: int | None = os.open(path, os.O_WRONLY)
         self._index_cost = 0.0
         self._index_at = time.monotonic()
+
+    def buffer(self, slot: int, n_rows: int) -> np.ndarray:
+        return self._buf[:n_rows]
 
     def write(self, slot: int, rows: np.ndarray) -> None:
         assert self._fd is not None and rows.flags.c_contiguous

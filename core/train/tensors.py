@@ -142,18 +142,18 @@ class _Load:
             mapped = cached.mapped_as([p for p in self.paths if not cached.rows[p]["reason"]])
             if mapped is not None:
                 return self._tensor_set(cached.rows, mapped, 0)
-        sink = FileSink(base, len(self.paths), self.size) if base is not None else RowSink(len(self.paths), self.size)
+        per_chunk = max(1, self.chunk_bytes // (3 * self.size * self.size))
+        n, size = len(self.paths), self.size
+        sink = FileSink(base, n, size, per_chunk) if base is not None else RowSink(n, size)
         try:
-            rows = self._fill(cached, todo, sink)
+            rows = self._fill(cached, todo, sink, per_chunk)
             images = sink.finish(sum(1 for r in rows if r["slot"] >= 0))
         finally:
             sink.close()
         return self._tensor_set({r["path"]: r for r in rows}, images, len(todo))
 
-    def _fill(self, cached: CachedRows, todo: list[str], sink: RowSink) -> list[dict]:
-        """Every asked path's index row, its pixels written to ``sink``."""
-        per_chunk = max(1, self.chunk_bytes // (3 * self.size * self.size))
-        buf = np.empty((min(per_chunk, len(self.paths)), 3, self.size, self.size), np.uint8)
+    def _fill(self, cached: CachedRows, todo: list[str], sink: RowSink, per_chunk: int) -> list[dict]:
+        """Every asked path's index row, its pixels written to ``sink`` ``per_chunk`` rows at a time."""
         threads = min(self.workers or usable_cores(), max(1, len(todo) // _PER_WORKER_MIN))
         decode = _Decode(self.root, set(todo), len(todo), self.size, threads, self.progress)
         rows: list[dict] = []
@@ -161,6 +161,7 @@ class _Load:
         with ThreadPoolExecutor(threads, thread_name_prefix="decode") as pool:
             for start in range(0, len(self.paths), per_chunk):
                 part = self.paths[start : start + per_chunk]
+                buf = sink.buffer(slot, len(part))
                 reasons = decode.chunk(part, buf, cached, pool)
                 kept = [j for j, reason in enumerate(reasons) if not reason]
                 for k, j in enumerate(kept):
