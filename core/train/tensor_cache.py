@@ -187,7 +187,7 @@ class FileSink(RowSink):
 
     def write(self, slot: int, rows: np.ndarray) -> None:
         assert self._fd is not None and rows.flags.c_contiguous
-        data, at = memoryview(rows).cast("B"), self._offset + slot * self._row_bytes
+        data, at = memoryview(rows.reshape(-1)), self._offset + slot * self._row_bytes  # bytes, none for 0 rows
         while data:  # pwrite may write less than asked (signals, huge sizes): write the rest
             done = os.pwrite(self._fd, data, at)
             data, at = data[done:], at + done

@@ -196,3 +196,12 @@ def test_two_decodes_of_one_dataset_at_once_decode_it_once(tmp_path: Path) -> No
     for ts in sets:
         assert ts.paths == paths and mapped_file(ts.images) == str(npy)
         assert_decoded(root, paths[::20], ts.images[::20], size)
+
+
+def test_a_set_where_every_file_fails_gives_no_rows(tmp_path: Path) -> None:
+    root, cache = tmp_path / "imgs", tmp_path / "cache"
+    f.write_truncated_png(root / "a.png", size=(32, 32))
+    f.write_text_as_image(root / "b.png")
+    for decoded in (2, 0):  # remembered: not tried again
+        ts = load_tensors(root, ["a.png", "b.png"], 8, cache_dir=cache)
+        assert ts.images.shape == (0, 3, 8, 8) and ts.n_decoded == decoded and len(ts.dropped) == 2
