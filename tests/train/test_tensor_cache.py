@@ -19,10 +19,11 @@ from core.train.tensors import decode_square, load_tensors
 from tests import imagefactory as f
 
 ROOT = Path(__file__).resolve().parents[2]
-# What a process needs besides the chunk buffer to decode 3,000 images (measured 10.5 MB at 3,000, 9.5 MB at 30:
-# Pillow's PNG decoder, the threads, the DataFrame of dropped files; plus ~1 KB an image: its stat, index row and
-# JSON).
-ALLOWANCE = 16 * 1024**2
+# What a process grows by besides the chunk buffer, decoding 3,000 images: 10.5-12.8 MB measured (with 2 MB chunks,
+# 12.6-14.8 MB in all, varying with where malloc puts the buffer); 9 MB of it whatever the number of images
+# (Pillow's PNG decoder, the threads, the DataFrame of dropped files), plus ~1 KB an image (its stat, index row,
+# JSON). The code before issue 28 grew by 219 MB here.
+ALLOWANCE = 24 * 1024**2
 
 # The child: the imports load_tensors needs, then (unless told "imports") load_tensors over every PNG of ROOT;
 # prints VmHWM. With KILL_AT it ends itself, without any clean-up, once that many images are decoded.
@@ -101,7 +102,7 @@ def test_peak_memory_stays_near_one_chunk_not_the_decoded_size(tmp_path: Path) -
     assert imports.returncode == 0 and load.returncode == 0, imports.stderr + load.stderr
     growth = int(load.stdout) - int(imports.stdout)
     decoded = len(paths) * 3 * size * size
-    assert growth < chunk + ALLOWANCE < decoded / 4, (growth, decoded)
+    assert growth < chunk + ALLOWANCE < decoded / 3, (growth, decoded)
     ts = load_tensors(root, paths, size, cache_dir=tmp_path / "cache")
     assert ts.n_decoded == 0 and ts.paths == paths  # the child's cache is complete
     assert_decoded(root, paths[::250], ts.images[::250], size)
