@@ -93,7 +93,7 @@ def assert_decoded(root: Path, paths: list[str], images: torch.Tensor, size: int
 
 
 def test_peak_memory_stays_near_one_chunk_not_the_decoded_size(tmp_path: Path) -> None:
-    """3,000 images at 96 px are 83 MB decoded; with 2 MB chunks the process grows by about 12 MB (the code before
+    """3,000 images at 96 px are 83 MB decoded; with 2 MB chunks the process grows by 13-15 MB (the code before
     issue 28 grew by 219 MB: every image in a dict, then gathered into one array)."""
     root, size, chunk = tmp_path / "imgs", 96, 2 * 1024**2
     paths = write_images(root, 3000)
