@@ -31,6 +31,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from core.common.naming import natural_sorted
 from core.common.workspace import Workspace
@@ -39,6 +43,11 @@ from core.datasets.scan import scan_dataset
 from core.datasets.sources import DatasetRef
 from core.labels.probabilities import LabelIssuesError, OutOfSample
 from core.store.runs import RunStore
+from core.train.batches import Batches
+from core.train.checkpoints import load_for_inference
+from core.train.familiar import last_linear
+from core.train.run_folder import checkpoint_path
+from core.train.tensors import load_tensors
 
 Progress = Callable[[int, int], None]
 BATCH = 256  # images per forward pass: the features of 256 ResNet-50 images are 2 MB
@@ -95,8 +104,6 @@ def quick_out_of_sample(ws: Workspace, store: RunStore, dataset_ref: DatasetRef,
 
 
 def _best_checkpoint(ws: Workspace, store: RunStore, run_id: int) -> Path:
-    from core.train.run_folder import checkpoint_path
-
     run = store.get_run(run_id)
     path = checkpoint_path(ws, run_id, "best")
     if run.kind != "train" or run.status in ("queued", "running") or not path.is_file():
@@ -117,11 +124,6 @@ def _ticker(progress: Progress | None, total: int) -> Callable[[int], None]:
 def extract_features(ws: Workspace, ref: DatasetRef, paths: list[str], checkpoint: Path,
                      tick: Callable[[int], None]) -> tuple[np.ndarray, list[str], list[dict[str, str]], float]:  # fmt: skip
     """(features, the paths that could be read, the others with why, seconds of the network's pass)."""
-    from core.train.batches import Batches
-    from core.train.checkpoints import load_for_inference
-    from core.train.familiar import last_linear
-    from core.train.tensors import load_tensors
-
     model = load_for_inference(checkpoint)
     n = len(paths)
     tensors = load_tensors(ref.root, paths, model.image_size, cache_dir=ws.cache, progress=lambda d, _t: tick(d))
@@ -154,11 +156,6 @@ def out_of_fold(features: np.ndarray, y: np.ndarray, n_classes: int, folds: int,
     """(probabilities, fold of each row): stratified ``folds``-fold logistic regression, each row predicted by the
     regression fitted on the other folds. Every class has two or more rows, so each fold's training part holds every
     class (a class with fewer rows than folds is simply absent from some held-out folds)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     probs = np.zeros((len(y), n_classes), dtype=np.float32)
     fold_of = np.zeros(len(y), dtype=np.int64)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=SEED)
