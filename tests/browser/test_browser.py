@@ -22,6 +22,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
+@pytest.mark.slow  # 5-21 s: the default suite had reached 7:21 alone; CI (.ci/run) runs it
 def test_datasets_page_opened_directly_shows_the_sample_class_balance_chart(
     server: str, browser, tmp_path: Path
 ) -> None:

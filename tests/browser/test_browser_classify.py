@@ -34,6 +34,7 @@ def server(trained_ws: Workspace) -> Iterator[str]:
         yield url
 
 
+@pytest.mark.slow  # 5-21 s: the default suite had reached 7:21 alone; CI (.ci/run) runs it
 def test_a_dropped_image_gets_its_top5_chart_overlay_and_label_and_a_bad_file_a_message(
     server: str, browser, trained_ws: Workspace, tmp_path: Path
 ) -> None:

@@ -33,6 +33,7 @@ def server(trained_ws: Workspace, trained_colour_folders: TrainedRun) -> Iterato
             yield url
 
 
+@pytest.mark.slow  # 5-21 s: the default suite had reached 7:21 alone; CI (.ci/run) runs it
 def test_a_matrix_square_shows_its_images_and_the_report_holds_the_metrics(
     server: str, browser, trained_ws: Workspace, tmp_path: Path
 ) -> None:

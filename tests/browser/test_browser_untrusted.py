@@ -28,6 +28,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
             yield url, csv
 
 
+@pytest.mark.slow  # 5-21 s: the default suite had reached 7:21 alone; CI (.ci/run) runs it
 def test_payload_labels_show_as_text_and_their_urls_are_never_fetched(served, browser) -> None:
     from urllib.parse import quote, urlsplit
 

@@ -43,6 +43,7 @@ def _shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+@pytest.mark.slow  # 5-21 s: the default suite had reached 7:21 alone; CI (.ci/run) runs it
 def test_a_new_user_goes_from_data_to_a_classified_photo_and_a_refresh_keeps_the_place(
     server: str, browser, workspace: Path, tmp_path: Path
 ) -> None:

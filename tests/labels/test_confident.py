@@ -220,6 +220,7 @@ def test_same_as_cleanlab_on_random_probabilities(seed: int) -> None:
         assert why["moved"] or why["tied_cells"], "the top 50 differ with no tie-break or rounding tie to explain it"
 
 
+@pytest.mark.slow  # 5-21 s: the default suite had reached 7:21 alone; CI (.ci/run) runs it
 def test_same_as_cleanlab_on_real_probabilities(trained_digits: TrainedRun, digits_ws: Workspace,
                                                 tmp_path: Path) -> None:  # fmt: skip
     """The digits network (trained on the clean digits) as quick mode's feature extractor for a copy with 5% of the

@@ -231,7 +231,7 @@ def thorough_scores(base: Path, source: Path, seed: int = 0) -> tuple[float, flo
     return precision, recall, len(suspects), len(flipped.flips)
 
 
-@pytest.mark.slow
+@pytest.mark.measure  # ~2.5 min of training: a figure of the note, run by hand (-m measure); CI stays under 25 min
 def test_thorough_mode_finds_planted_flips_in_the_digits(digits_ws: Workspace, tmp_path: Path) -> None:
     """Measured (flips seed 0, default recipe, 5 folds; three runs, which differ as two folds train at once on
     varying thread budgets): precision 0.93-0.96, recall 0.74-0.77 (72-73 suspects, 90 flips of 1,797), so *under*
@@ -246,8 +246,9 @@ def test_thorough_mode_finds_planted_flips_in_the_digits(digits_ws: Workspace, t
 
 @pytest.mark.slow
 def test_thorough_mode_finds_planted_flips_in_colour_classes(tmp_path: Path) -> None:
-    """Measured: precision 1.0, recall 0.90 (27 suspects, 30 flips of 600)."""
-    source = f.write_colour_classes(tmp_path / "colours", 200, size=(32, 32))
+    """Measured at 3 x 200 images of 32 px: precision 1.0, recall 0.90 (27 suspects, 30 flips of 600), folds 135 s on
+    the shared machine; run here at 3 x 100 of 16 px (15 flips), a third of the time, for CI's budget."""
+    source = f.write_colour_classes(tmp_path / "colours", 100, size=(16, 16))
     precision, recall, _, flips = thorough_scores(tmp_path, source)
-    assert flips == 30
+    assert flips == 15
     assert precision >= 0.8 and recall >= 0.8

@@ -48,6 +48,7 @@ def _texts(elements) -> str:
     return " | ".join(e.value for e in elements)
 
 
+@pytest.mark.slow  # 5-21 s: the default suite had reached 7:21 alone; CI (.ci/run) runs it
 def test_a_rate_of_10_on_the_digits_is_caught_restarted_and_said_on_the_runs_page(fresh_workspace: Path) -> None:
     run_id = _train(fresh_workspace, TrainConfig(dataset="sample:digits", lr=10))
     store = RunStore(Workspace.open(fresh_workspace).runs_db)

@@ -42,6 +42,7 @@ def _rate_field(at: AppTest) -> tuple:
     return at.checkbox(key="train_lr_auto").value, rate
 
 
+@pytest.mark.slow  # 5-21 s: the default suite had reached 7:21 alone; CI (.ci/run) runs it
 def test_a_flat_curve_suggests_nothing_and_leaves_the_rate_field_as_it_was(same: Path, fresh_workspace: Path) -> None:
     at = _train_page(same)
     assert not at.exception

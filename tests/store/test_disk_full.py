@@ -57,6 +57,7 @@ def test_a_checkpoint_that_does_not_fit_fails_the_run_saying_disk_full(full_disk
     assert full_disk["best_loads"]
 
 
+@pytest.mark.slow  # 5-21 s: the default suite had reached 7:21 alone; CI (.ci/run) runs it
 def test_read_only_commands_still_work_on_a_disk_with_no_byte_free(full_disk: dict) -> None:
     assert full_disk["filled_bytes"] > 0
     runs = full_disk["runs"]

@@ -156,6 +156,7 @@ def test_a_start_removes_partial_files_a_killed_write_left(tmp_path: Path) -> No
 # --- writers racing on one workspace ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 5-21 s: the default suite had reached 7:21 alone; CI (.ci/run) runs it
 def test_a_training_run_scans_and_cleanings_at_once_on_one_workspace(tmp_path: Path) -> None:
     """Two dedup --apply writing the same cleaned dataset, two scans sharing one manifest cache and a training
     run writing the run store, all at once: every process succeeds and everything written reads back."""
