@@ -89,6 +89,7 @@ def test_a_random_search_draws_rates_on_a_log_range_within_the_core_budget(searc
     assert most <= 2  # never more trials training at once than the cores
 
 
+@pytest.mark.slow  # 3-6 s each: the default suite measured 6:28 alone; CI (.ci/run) runs it
 def test_a_stopped_search_cancels_its_trials_and_resumes_them_to_the_end(searching, digits: Path) -> None:
     ws, store, searches = searching
     space = {"lr": {"low": 0.02, "high": 0.2, "log": True}}
@@ -119,6 +120,7 @@ def test_a_stopped_search_cancels_its_trials_and_resumes_them_to_the_end(searchi
     assert {t.state for t in _study(ws, search_id).trials} == {optuna.trial.TrialState.COMPLETE}
 
 
+@pytest.mark.slow  # 3-6 s each: the default suite measured 6:28 alone; CI (.ci/run) runs it
 def test_successive_halving_cuts_a_hopeless_trial_short(tmp_path: Path, digits: Path) -> None:
     ws = Workspace.open(tmp_path / "ws").with_roots(digits)
     store = RunStore(ws.runs_db)

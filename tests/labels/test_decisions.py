@@ -33,6 +33,7 @@ def _apply(run: TrainedRun, flipped: Flipped, policies: str, capsys) -> dict:
     return json.loads(out)["cleaned"]
 
 
+@pytest.mark.slow  # 3-6 s each: the default suite measured 6:28 alone; CI (.ci/run) runs it
 def test_the_stored_check_is_found_and_turned_into_decisions(checked) -> None:
     run, flipped, result = checked
     issues = stored_issues(run.ws, str(flipped.root.resolve()))
@@ -42,6 +43,7 @@ def test_the_stored_check_is_found_and_turned_into_decisions(checked) -> None:
     assert {p for p, new in both.items() if new is not None} == sure and set(both) == set(issues.suspects["path"])
 
 
+@pytest.mark.slow  # 3-6 s each: the default suite measured 6:28 alone; CI (.ci/run) runs it
 def test_dedup_applies_relabel_and_drop_suspects_from_the_stored_check(checked, capsys) -> None:
     run, flipped, result = checked
     suspects = {s["image"]: s["suggested"] for s in result["suspects"]}

@@ -204,6 +204,7 @@ def test_a_search_that_varies_nothing_is_refused_in_words(colours: Path, fresh_w
     assert RunStore(Workspace.open(fresh_workspace).runs_db).list_runs() == []
 
 
+@pytest.mark.slow  # 3-6 s each: the default suite measured 6:28 alone; CI (.ci/run) runs it
 def test_a_search_stopped_from_the_page_can_be_resumed(slower: Path, fresh_workspace: Path) -> None:
     from tests.support import wait_until
     from ui.state import searches
@@ -238,6 +239,7 @@ def test_ranking_by_the_test_score_is_said_to_be_optimistic(colours: Path) -> No
 # --- Train: learning-rate finder and "Start from run" ------------------------------------------------------
 
 
+@pytest.mark.slow  # 3-6 s each: the default suite measured 6:28 alone; CI (.ci/run) runs it
 def test_find_a_learning_rate_plots_the_sweep_and_fills_the_field(colours: Path, fresh_workspace: Path) -> None:
     at = _app("app_pages/train.py", colours)
     at.selectbox(key="train_arch").select("lenet").run()

@@ -52,6 +52,7 @@ def test_a_run_exports_as_onnx_with_its_proof_and_a_zip(two_runs: Workspace) -> 
     assert str(two_runs.root) not in said  # no server path on the page
 
 
+@pytest.mark.slow  # 3-6 s each: the default suite measured 6:28 alone; CI (.ci/run) runs it
 def test_torchscript_has_no_demo_and_a_poorer_run_names_the_best(two_runs: Workspace) -> None:
     at = _runs_page(2)
     assert "Run 1 is the best on this data" in _texts(at)
@@ -63,6 +64,7 @@ def test_torchscript_has_no_demo_and_a_poorer_run_names_the_best(two_runs: Works
     assert (two_runs.root / "exports" / "run-2-torchscript" / "model.pt").is_file()
 
 
+@pytest.mark.slow  # 3-6 s each: the default suite measured 6:28 alone; CI (.ci/run) runs it
 def test_an_export_that_cannot_read_its_test_images_says_why(two_runs: Workspace, tmp_path: Path) -> None:
     import shutil
 

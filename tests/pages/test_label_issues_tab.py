@@ -83,6 +83,7 @@ def test_the_quick_check_finds_planted_labels_and_decisions_make_a_cleaned_copy(
     assert relabelled and len(relabelled[0]) == 1, relabelled
 
 
+@pytest.mark.slow  # 3-6 s each: the default suite measured 6:28 alone; CI (.ci/run) runs it
 def test_a_clean_set_is_said_to_be_clean(tmp_path: Path, fresh_workspace: Path) -> None:
     colours = fx.write_colour_classes(tmp_path / "data" / "colours", 30, size=(16, 16))
     ws = Workspace.open(fresh_workspace).with_roots(tmp_path / "data")
@@ -93,6 +94,7 @@ def test_a_clean_set_is_said_to_be_clean(tmp_path: Path, fresh_workspace: Path) 
     assert any("Nothing suspicious" in s.value for s in at.success), _words(at)
 
 
+@pytest.mark.slow  # 3-6 s each: the default suite measured 6:28 alone; CI (.ci/run) runs it
 def test_a_thorough_check_shows_its_progress_and_cancels(flipped) -> None:
     ws, planted = flipped
     at = _tab(resolve_dataset(str(planted.root), ws))
@@ -104,6 +106,7 @@ def test_a_thorough_check_shows_its_progress_and_cancels(flipped) -> None:
     assert not at.exception, at.exception
 
 
+@pytest.mark.slow  # 3-6 s each: the default suite measured 6:28 alone; CI (.ci/run) runs it
 def test_evaluate_says_which_mistakes_are_probably_mislabelled(tmp_path: Path, fresh_workspace: Path) -> None:
     clean = fx.write_colour_classes(tmp_path / "data" / "clean", 40, size=(16, 16))
     planted = plant_flips(clean, tmp_path / "data" / "flipped", share=0.15)  # enough that some land in the test split

@@ -13,6 +13,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import torch
 
 from core.train.tensors import decode_square, load_tensors
@@ -30,6 +31,7 @@ ALLOWANCE = 24 * 1024**2
 CHILD = """
 import os, sys
 from pathlib import Path
+import pytest
 import torch
 torch.set_num_threads(1)
 from core.train.tensors import load_tensors
@@ -92,6 +94,7 @@ def assert_decoded(root: Path, paths: list[str], images: torch.Tensor, size: int
         assert torch.equal(images[i], decode_square(root / path, size)), path
 
 
+@pytest.mark.slow  # 3-6 s each: the default suite measured 6:28 alone; CI (.ci/run) runs it
 def test_peak_memory_stays_near_one_chunk_not_the_decoded_size(tmp_path: Path) -> None:
     """3,000 images at 96 px are 83 MB decoded; with 2 MB chunks the process grows by 13-15 MB (the code before
     issue 28 grew by 219 MB: every image in a dict, then gathered into one array)."""
@@ -108,6 +111,7 @@ def test_peak_memory_stays_near_one_chunk_not_the_decoded_size(tmp_path: Path) -
     assert_decoded(root, paths[::250], ts.images[::250], size)
 
 
+@pytest.mark.slow  # 3-6 s each: the default suite measured 6:28 alone; CI (.ci/run) runs it
 def test_a_decode_killed_halfway_resumes_with_the_rest(tmp_path: Path) -> None:
     root, cache, size = tmp_path / "imgs", tmp_path / "cache", 16
     paths = write_images(root, 600)
@@ -123,6 +127,7 @@ def test_a_decode_killed_halfway_resumes_with_the_rest(tmp_path: Path) -> None:
     assert len(list((cache / "tensors").glob("*.npy"))) == 1  # the killed decode's file is gone
 
 
+@pytest.mark.slow  # 3-6 s each: the default suite measured 6:28 alone; CI (.ci/run) runs it
 def test_a_killed_decode_of_new_images_keeps_the_cached_ones(tmp_path: Path) -> None:
     """New images among cached ones are decoded into a new file in the asked order; killed, the index still names
     the cached images not yet copied (in the earlier file), so they are not decoded again."""
