@@ -142,8 +142,9 @@ def test_quick_mode_finds_planted_flips_in_the_digits(digits_ws: Workspace, tmp_
 
 @pytest.mark.slow
 def test_quick_mode_finds_planted_flips_in_colour_classes(tmp_path: Path) -> None:
-    """Measured: precision 1.0, recall 0.93 (28 suspects, 30 flips of 600)."""
-    source = f.write_colour_classes(tmp_path / "colours", 200, size=(32, 32))
+    """Measured at 3 x 200 images of 32 px: precision 1.0, recall 0.93 (28 suspects, 30 flips of 600); run here at
+    3 x 100 of 16 px (15 flips), for CI's budget."""
+    source = f.write_colour_classes(tmp_path / "colours", 100, size=(16, 16))
     precision, recall, _, flips = quick_scores(tmp_path, source)
-    assert flips == 30
+    assert flips == 15
     assert precision >= 0.9 and recall >= 0.8
