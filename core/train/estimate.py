@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.train.batches import TRAINING_LAYOUT
 from core.train.checkpoints import device_for
 from core.train.config import TrainConfig
-from core.train.batches import TRAINING_LAYOUT
 from core.train.loop import train_step
 from core.train.memory import RunTooBigError, memory_problem
 from core.train.optim import Precision, build_optimizer, choose_precision
