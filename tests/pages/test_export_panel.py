@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.common.workspace import Workspace
 from tests import imagefactory as fx
+from tests.export.test_demo import runtime  # noqa: F401 (a fixture: onnxruntime-web installed, else skipped)
 from tests.support import ROOT, train_to_the_end
 
 pytestmark = pytest.mark.usefixtures("no_training_left")
@@ -77,6 +78,7 @@ def test_an_export_that_cannot_read_its_test_images_says_why(two_runs: Workspace
     assert not (two_runs.root / "exports" / "run-1-onnx").exists()
 
 
+@pytest.mark.usefixtures("runtime")
 def test_the_demo_comes_in_the_zip_and_a_lenet_says_it_has_no_heat_map(two_runs: Workspace) -> None:
     at = _runs_page(1)
     assert at.checkbox(key="export_demo").value  # on by default for ONNX
