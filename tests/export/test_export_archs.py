@@ -74,7 +74,7 @@ def test_a_transferred_run_with_a_frozen_backbone_exports(colours, python: Path,
 
 
 # One network per family of the registry: ResNet-34, -101 and -152 are ResNet-18's and -50's blocks, more of them (all
-# nine were measured exporting with the same answers, 85 s; this set keeps CI within its budget).
+# eight were measured exporting with the same answers, 85 s; this set keeps CI within its budget).
 FAMILIES = ["lenet", "resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small"]
 
 
