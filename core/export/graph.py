@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from core.common.errors import CoreError
-from core.train.familiar import Familiarity, last_linear, thumbnail
+from core.train.familiar import Familiarity, last_linear, mean_nearest_distance, thumbnail
 
 OUTPUTS = ("probabilities", "unlike", "block")
 # The block whose output feeds global average pooling and then the one linear layer, per architecture family.
@@ -71,20 +71,12 @@ class Exported(nn.Module):
         out = [self.model(image).softmax(dim=1)]
         if self.has_unlike:
             features = self._seen["features"].flatten(1)
-            far = _mean_nearest_distance(self.bank, features) / self.threshold
-            far_pixels = _mean_nearest_distance(self.pixel_bank, thumbnail(image)) / self.pixel_threshold
+            far = mean_nearest_distance(self.bank, features) / self.threshold
+            far_pixels = mean_nearest_distance(self.pixel_bank, thumbnail(image)) / self.pixel_threshold
             out.append(torch.maximum(far, far_pixels))
         if self.has_block:
             out.append(self._seen["block"])
         return tuple(out)
-
-
-def _mean_nearest_distance(bank: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """``core.train.familiar``'s distance, written with ops every ONNX runtime has (``normalize`` -> divide)."""
-    from core.train.familiar import K
-
-    unit = rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    return 1.0 - (unit @ bank.T).topk(min(K, bank.shape[0]), dim=1).values.mean(dim=1)
 
 
 def write_onnx(module: Exported, example: torch.Tensor, path: Path) -> Path:

@@ -65,8 +65,8 @@ class Familiarity:
     def strangeness(self, features: torch.Tensor, thumbs: torch.Tensor) -> torch.Tensor:
         """Per photo, how far it lies past the nearer of the two thresholds: above 1 in either view, it is unlike
         the training photos."""
-        return torch.maximum(_distance(self.bank, features) / self.threshold,
-                             _distance(self.pixel_bank, thumbs) / self.pixel_threshold)  # fmt: skip
+        return torch.maximum(mean_nearest_distance(self.bank, features) / self.threshold,
+                             mean_nearest_distance(self.pixel_bank, thumbs) / self.pixel_threshold)  # fmt: skip
 
     def judge(self, features: torch.Tensor, thumbs: torch.Tensor, top_p: torch.Tensor) -> list[tuple[bool, str]]:
         """(not sure, why in words) per photo: unlike the training photos first, then a weak best guess."""
@@ -127,9 +127,11 @@ def last_linear(model: nn.Module) -> nn.Linear:
     return linear[-1]
 
 
-def _distance(bank: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Mean cosine distance of each row to its ``K`` nearest rows of ``bank`` (unit length already)."""
-    unit = nn.functional.normalize(rows.float(), dim=1)
+def mean_nearest_distance(bank: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Mean cosine distance of each row to its ``K`` nearest rows of ``bank`` (unit length already). Written with
+    ops every ONNX runtime has (a norm and a divide), since the exported model (``core.export.graph``) runs it too."""
+    rows = rows.float()
+    unit = rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-12)
     return 1.0 - (unit @ bank.float().T).topk(min(K, bank.shape[0]), dim=1).values.mean(dim=1)
 
 
@@ -184,7 +186,7 @@ def fit_familiarity(model: nn.Module, train_batches: Any, val_batches: Any) -> F
     train_feats, train_thumbs, _ = features_and_probs(model, train_batches)
     bank = nn.functional.normalize(train_feats, dim=1).half()
     pixel_bank = nn.functional.normalize(train_thumbs, dim=1).half()
-    far, far_pixels = _distance(bank, val_feats), _distance(pixel_bank, val_thumbs)
+    far, far_pixels = mean_nearest_distance(bank, val_feats), mean_nearest_distance(pixel_bank, val_thumbs)
     threshold, pixel_threshold = (float(torch.quantile(d, EACH_PASS)) for d in (far, far_pixels))
     unlike = (far > threshold) | (far_pixels > pixel_threshold)
     top = val_probs.max(dim=1).values
