@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from core.common.workspace import Workspace
 from core.labels.confident import LabelIssues, find_label_issues
-from core.labels.probabilities import MODES, load_out_of_sample
+from core.labels.probabilities import load_out_of_sample, stored_checks
 
 # With both policies and no person deciding: a suspect whose suggested class the model gives at least this
 # probability takes it; the others are dropped (an image the model is unsure about is not relabelled by guess).
@@ -17,17 +15,10 @@ RELABEL_WHEN_SURE = 0.5
 def stored_issues(ws: Workspace, dataset: str, run_id: int | None = None) -> LabelIssues | None:
     """The label issues of the newest stored check of ``dataset`` (of run ``run_id`` when given; a thorough
     check before a quick one of the same age); None when the dataset was never checked."""
-    folder = ws.cache / "labels"
-    if not folder.is_dir():
-        return None
-    key = hashlib.sha1(dataset.encode()).hexdigest()[:16]
-    files = sorted(folder.glob(f"{key}-run*-*.npz"), key=lambda p: (p.stat().st_mtime_ns, "thorough" in p.name),
-                   reverse=True)  # fmt: skip
-    for path in files:
-        run_part, _, mode = path.stem.removeprefix(f"{key}-run").partition("-")
-        if mode not in MODES or not run_part.isdigit() or (run_id is not None and int(run_part) != run_id):
+    for found_run, mode, _ in stored_checks(ws, dataset):
+        if run_id is not None and found_run != run_id:
             continue
-        oos = load_out_of_sample(ws, dataset, int(run_part), mode)
+        oos = load_out_of_sample(ws, dataset, found_run, mode)
         if oos is not None:
             return find_label_issues(oos)
     return None

@@ -68,8 +68,22 @@ class OutOfSample:
 
 def out_of_sample_file(ws: Workspace, dataset: str, run_id: int, mode: str) -> Path:
     """Where the probabilities of (``dataset``, ``run_id``, ``mode``) are kept (the spec hashed: it holds paths)."""
-    key = hashlib.sha1(dataset.encode()).hexdigest()[:16]
-    return ws.cache / "labels" / f"{key}-run{int(run_id)}-{mode}.npz"
+    return ws.cache / "labels" / f"{_dataset_key(dataset)}-run{int(run_id)}-{mode}.npz"
+
+
+def stored_checks(ws: Workspace, dataset: str) -> list[tuple[int, str, Path]]:
+    """(run id, mode, file) of every check kept for ``dataset``, newest first (a thorough one first among equals)."""
+    key = _dataset_key(dataset)
+    found = []
+    for path in (ws.cache / "labels").glob(f"{key}-run*-*.npz"):
+        run_part, _, mode = path.stem.removeprefix(f"{key}-run").partition("-")
+        if mode in MODES and run_part.isdigit():
+            found.append((int(run_part), mode, path))
+    return sorted(found, key=lambda f: (f[2].stat().st_mtime_ns, f[1] == "thorough"), reverse=True)
+
+
+def _dataset_key(dataset: str) -> str:
+    return hashlib.sha1(dataset.encode()).hexdigest()[:16]
 
 
 def save_out_of_sample(ws: Workspace, oos: OutOfSample) -> Path:
