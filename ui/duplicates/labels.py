@@ -12,7 +12,7 @@ from core.common.percent import percent
 from core.datasets.sources import DatasetRef
 from core.dedup.groups import DedupResult
 from core.labels.confident import LabelIssues, find_label_issues
-from core.labels.probabilities import OutOfSample, load_out_of_sample, save_out_of_sample
+from core.labels.probabilities import OutOfSample, load_out_of_sample, out_of_sample_file, save_out_of_sample
 from core.store.records import RunRecord
 from ui.common import count_of, default_run, run_label, show_error
 from ui.duplicates.cards import pager
@@ -46,13 +46,30 @@ def label_issues(result: DedupResult) -> None:
     run = _pick_run(runs)
     mode = st.segmented_control("How", list(MODE_WORDS), default="quick", format_func=MODE_WORDS.get,
                                 key="labels_mode") or "quick"  # fmt: skip
-    oos = load_out_of_sample(workspace(), ref.spec, run.run_id, mode)
+    oos, issues = checked(ref.spec, run.run_id, mode)
     if oos is None and mode == "thorough":
         oos = _thorough(ref, run)
     elif oos is None and st.button("Check the labels", type="primary", key="labels_go", icon=":material/fact_check:"):
         oos = _quick(ref, run)
     if oos is not None:
-        _show(find_label_issues(oos), ref, oos)
+        _show(issues if issues is not None else find_label_issues(oos), ref, oos)
+
+
+def checked(dataset: str, run_id: int, mode: str) -> tuple[OutOfSample | None, LabelIssues | None]:
+    """The stored check of (dataset, run, mode) and its issues, read and ranked once per version of its file: every
+    click on a card reruns the page, and confident learning over thousands of classes takes a second."""
+    path = out_of_sample_file(workspace(), dataset, run_id, mode)
+    if not path.is_file():
+        return None, None
+    return _checked(str(path), path.stat().st_mtime_ns, dataset, run_id, mode)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _checked(
+    path: str, stamp: int, dataset: str, run_id: int, mode: str
+) -> tuple[OutOfSample | None, LabelIssues | None]:
+    oos = load_out_of_sample(workspace(), dataset, run_id, mode)
+    return oos, None if oos is None else find_label_issues(oos)
 
 
 def _pick_run(runs: list[RunRecord]) -> RunRecord:

@@ -60,9 +60,11 @@ def worst(items: list[Explained], ev: Evaluation, ws: Workspace) -> None:
 def _suspects(ws: Workspace, ev: Evaluation) -> dict[str, str]:
     """The split's mistakes whose label a stored label check of the run's dataset doubts (image -> suggested
     class), said in one sentence with the way to the check; empty when the dataset was never checked."""
-    from core.labels.decisions import stored_issues
+    from core.labels.probabilities import stored_checks
+    from ui.duplicates.labels import checked
 
-    issues = stored_issues(ws, ev.run.dataset)
+    found = stored_checks(ws, ev.run.dataset)  # newest first; read and ranked once per file (cached)
+    issues = next((i for run_id, mode, _ in found if (i := checked(ev.run.dataset, run_id, mode)[1]) is not None), None)
     if issues is None:
         return {}
     frame = ev.frame
