@@ -120,7 +120,7 @@ def confident_joint(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarra
     """C[i][j]: images labelled i confidently in class j (step 2), the diagonal at least 1."""
     k = probs.shape[1]
     joint = np.zeros((k, k), dtype=np.int64)
-    for rows in _chunks(*probs.shape):
+    for rows in row_chunks(*probs.shape):
         above = probs[rows] >= thresholds - NEAR
         confident = above.any(axis=1)
         # The most probable class among those above their threshold (the paper's tie-break).
@@ -130,7 +130,7 @@ def confident_joint(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarra
     return joint
 
 
-def _chunks(n: int, k: int) -> list[slice]:
+def row_chunks(n: int, k: int) -> list[slice]:
     """Row ranges of about ``CHUNK_CELLS`` cells: the whales' 4,251 classes would otherwise need n x K temporaries
     (25,000 images: 0.85 GB each in float64)."""
     step = max(1, CHUNK_CELLS // max(k, 1))
@@ -176,7 +176,7 @@ def prune_by_noise_rate(labels: np.ndarray, probs: np.ndarray, joint: np.ndarray
             continue
         margin = probs[mine, true] - probs[mine, given]
         flagged[mine[np.argsort(-margin, kind="stable")[: counts[given, true]]]] = True
-    for rows in _chunks(n, k):
+    for rows in row_chunks(n, k):
         boosted = probs[rows].astype(np.float64)
         boosted[np.arange(len(boosted)), labels[rows]] += NEAR  # a tie with the given label is the given label
         flagged[rows] &= boosted.argmax(axis=1) != labels[rows]

@@ -22,7 +22,9 @@ from core.common.errors import CoreError
 from core.common.workspace import Workspace
 
 MODES = ("quick", "thorough")
-FORMAT = 1  # bump when the stored layout changes: older files are then ignored (they can be made again)
+# Bump when the stored layout or meaning changes: older files are then ignored (they are made again). 2: thorough
+# probabilities are stored after the temperature that undoes label smoothing (``core.labels.temperature``).
+FORMAT = 2
 
 
 class LabelIssuesError(CoreError):
@@ -47,6 +49,7 @@ class OutOfSample:
     # listed, never silently lost. Dicts of {"path", "reason"}.
     left_out: list[dict[str, str]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # how long each part took (quick: features, regression)
+    temperature: float = 1.0  # what ``probs`` were scaled by (thorough, to undo label smoothing); 1: as predicted
 
     def __post_init__(self) -> None:
         self.probs = np.asarray(self.probs, dtype=np.float32)
@@ -90,7 +93,7 @@ def save_out_of_sample(ws: Workspace, oos: OutOfSample) -> Path:
     """Keep ``oos`` (atomically; an earlier result of the same dataset, run and mode is replaced)."""
     meta = {"format": FORMAT, "dataset": oos.dataset, "run_id": oos.run_id, "mode": oos.mode, "folds": oos.folds,
             "classes": oos.classes, "paths": oos.paths, "given": oos.given, "fold_runs": oos.fold_runs,
-            "left_out": oos.left_out, "seconds": oos.seconds}  # fmt: skip
+            "left_out": oos.left_out, "seconds": oos.seconds, "temperature": oos.temperature}  # fmt: skip
     buffer = io.BytesIO()
     np.savez_compressed(buffer, probs=oos.probs, fold_of=oos.fold_of,
                         meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))  # fmt: skip
@@ -113,6 +116,6 @@ def load_out_of_sample(ws: Workspace, dataset: str, run_id: int, mode: str) -> O
             return None  # another layout, or (a hash collision) another dataset's file
         return OutOfSample(meta["dataset"], int(meta["run_id"]), meta["mode"], int(meta["folds"]), meta["classes"],
                            meta["paths"], meta["given"], probs, fold_of, [int(r) for r in meta["fold_runs"]],
-                           meta.get("left_out", []), meta.get("seconds", {}))  # fmt: skip
+                           meta.get("left_out", []), meta.get("seconds", {}), float(meta.get("temperature", 1.0)))  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, UnicodeDecodeError):
         return None

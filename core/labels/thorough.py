@@ -6,7 +6,9 @@ fold-<k>-of-<K>.csv``, columns ``image,label,split``, the images read from the d
 rows are the held-out fold, every other image is ``train``, and the run carves its validation images out of those
 as any run does (``core.train.splits`` keeps a CSV's split column). So a fold's network never sees its test images,
 and the run's own end-of-training predictions of its test split (``test_predictions.parquet``) are the held-out
-probabilities.
+probabilities, scaled by the one temperature that undoes the recipe's label smoothing
+(``core.labels.temperature``: squeezed below ~0.91, the folds' answers made confident learning count fewer wrong labels
+than there were).
 
 Why every labelled image, the run's test images included, rather than its training images only: a wrong label among
 the test images misleads a score most, and the Evaluate page asks which of its mistakes are suspects.
@@ -31,6 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
+import numpy as np
 import pandas as pd
 
 from core.common.atomic import write_atomic
@@ -39,6 +42,7 @@ from core.common.workspace import Workspace
 from core.datasets.sources import DatasetRef
 from core.labels.folds import FOLD_SEED, fold_tables, gather, labelled_images
 from core.labels.probabilities import LabelIssuesError, OutOfSample, load_out_of_sample, save_out_of_sample
+from core.labels.temperature import undo_smoothing
 from core.store.records import ACTIVE_STATUSES, RunRecord
 from core.store.runs import RunStore
 from core.train.jobs import JobRegistry
@@ -323,6 +327,8 @@ def collect_thorough(ws: Workspace, store: RunStore, group: int) -> OutOfSample 
 
 
 def _collect(ws: Workspace, store: RunStore, group: int) -> OutOfSample | None:
+    from core.train.checkpoints import stored_plan
+
     spec = thorough_spec(store, group)
     runs = fold_runs(store, group)
     if sorted(runs) != list(range(spec.folds)) or any(r.status != "completed" for r in runs.values()):
@@ -332,11 +338,16 @@ def _collect(ws: Workspace, store: RunStore, group: int) -> OutOfSample | None:
     if kept is not None and kept.fold_runs == ids:
         return kept
     frame, probs, classes, missing = gather(ws, [runs[k] for k in range(spec.folds)])
+    index = {c: i for i, c in enumerate(classes)}
+    given = np.fromiter((index[g] for g in frame["label"]), dtype=np.int64, count=len(frame))
+    plan = stored_plan(store, ws, runs[0])  # every fold trains with the same plan
+    probs, temperature = undo_smoothing(probs, given, plan.settings.label_smoothing if plan else 0.0)
     left_out = list(store.params(group).get("left_out", [])) + missing
     ran = [r for r in runs.values() if r.started_at is not None and r.ended_at is not None]
     seconds = {"training": sum(r.wall_s or 0.0 for r in ran),  # the folds' own times, and first start to last end
                "wall": max(r.ended_at for r in ran) - min(r.started_at for r in ran) if ran else 0.0}  # fmt: skip
     oos = OutOfSample(spec.dataset, spec.run_id, "thorough", spec.folds, classes, frame["path"].tolist(),
-                      frame["label"].tolist(), probs, frame["fold"].to_numpy(), ids, left_out, seconds)  # fmt: skip
+                      frame["label"].tolist(), probs, frame["fold"].to_numpy(), ids, left_out, seconds,
+                      temperature)  # fmt: skip
     save_out_of_sample(ws, oos)
     return oos

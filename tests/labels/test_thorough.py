@@ -18,8 +18,9 @@ from core.datasets import samples
 from core.datasets.sources import DatasetRef, csv_ref, resolve_dataset
 from core.labels import thorough
 from core.labels.confident import find_label_issues
-from core.labels.folds import assign_folds, fold_tables, labelled_images
+from core.labels.folds import assign_folds, fold_tables, gather, labelled_images
 from core.labels.probabilities import LabelIssuesError, load_out_of_sample, out_of_sample_file
+from core.labels.temperature import scaled
 from core.store.runs import RunStore
 from core.train.checkpoints import stored_plan
 from core.train.jobs import JobRegistry
@@ -104,6 +105,9 @@ def test_every_image_is_predicted_once_by_a_fold_that_never_trained_on_it(checke
             assert (split == "test") == (k == fold), (path, k, split)
     assert np.ptp(np.bincount(oos.fold_of)) <= 1
     assert [x["path"] for x in oos.left_out] == ["red/broken.png"]
+    raw = gather(ws, [runs[k] for k in range(FOLDS)])[1]  # as the folds answered: smoothed (label smoothing 0.1)
+    assert 0 < oos.temperature <= 1
+    np.testing.assert_allclose(oos.probs, scaled(raw, oos.temperature), rtol=1e-5, atol=1e-7)
 
 
 def test_the_label_check_is_one_record_and_its_folds_say_what_they_are(checked) -> None:
@@ -215,9 +219,9 @@ def _few(folder: Path, ref: DatasetRef) -> Path:
 # --- how well it finds planted flips (the figures in the final report of issue 27's note) --------------------
 
 
-def thorough_scores(base: Path, source: Path, seed: int = 0) -> tuple[float, float, int, int]:
+def thorough_scores(base: Path, source: Path, seed: int = 0) -> tuple[int, int, int]:
     """Plant 5% flips in a copy of ``source`` (``seed``), train the default recipe on the flipped copy (the run a
-    user with wrong labels has), then thorough mode with its settings, 5 folds: (precision, recall, suspects, flips)."""
+    user with wrong labels has), then thorough mode with its settings, 5 folds: (flips found, suspects, flips)."""
     flipped = plant_flips(source, base / "flipped", seed=seed)
     ws = Workspace.open(base / "ws").with_roots(base)
     run = train_to_the_end(ws, dataset=str(flipped.root))
@@ -227,21 +231,30 @@ def thorough_scores(base: Path, source: Path, seed: int = 0) -> tuple[float, flo
     suspects = list(find_label_issues(oos).suspects["path"])
     precision, recall = flipped.scores(suspects)
     print(f"{source.name} (flips seed {seed}): {len(suspects)} suspects, {len(flipped.flips)} flips, precision "
-          f"{precision:.3f}, recall {recall:.3f}, folds {oos.seconds['wall']:.0f} s")  # fmt: skip
-    return precision, recall, len(suspects), len(flipped.flips)
+          f"{precision:.3f}, recall {recall:.3f}, temperature {oos.temperature:.2f}, folds {oos.seconds['wall']:.0f} s")  # fmt: skip
+    return len(set(suspects) & set(flipped.flips)), len(suspects), len(flipped.flips)
 
 
-@pytest.mark.measure  # ~2.5 min of training: a figure of the note, run by hand (-m measure); CI stays under 25 min
+DIGIT_DRAWS = (0, 1, 2)
+
+
+@pytest.mark.measure  # ~4 min of training: a figure of the note, run by hand (-m measure); CI stays under 25 min
 def test_thorough_mode_finds_planted_flips_in_the_digits(digits_ws: Workspace, tmp_path: Path) -> None:
-    """Measured (flips seed 0, default recipe, 5 folds; three runs, which differ as two folds train at once on
-    varying thread budgets): precision 0.93-0.96, recall 0.74-0.77 (72-73 suspects, 90 flips of 1,797), so *under*
-    the issue's 0.8 recall; other draws of the flips (a scratch script, seeds 1 and 2): 0.96 / 0.83, 0.98 / 0.87. Every flip missed is predicted as its true class, but below that class's threshold
-    (its images' mean confidence): label smoothing 0.1 keeps confident answers near 0.91, so a held-out image
-    answered at 0.6-0.8 counts as unsure. Asserted: what it reaches, so a regression shows."""
+    """Three draws of the flips (seeds 0-2, 90 of 1,797 each), default recipe, 5 folds, pooled: one draw of 90 flips
+    is a small sample (the share of flips counted varied from 64% to 79% between draws, against 77% of clean images).
+
+    Measured 2026-12-07 (four draws, 0-3): without the temperature precision 0.951, recall 0.814 pooled (per draw
+    recall 0.744, 0.789, 0.889, 0.833); with it (``core.labels.temperature``, T = 0.84-0.85) 0.954 and 0.856 (0.800,
+    0.811, 0.900, 0.911). Every flip missed is predicted as its true class, but below that class's threshold (its
+    images' mean confidence)."""
     source = samples.sample_path("sample:digits", digits_ws.datasets)
-    precision, recall, _, flips = thorough_scores(tmp_path, source)
-    assert flips == 90
-    assert precision >= 0.85 and recall >= 0.7
+    found = suspects = flips = 0
+    for seed in DIGIT_DRAWS:
+        one = thorough_scores(tmp_path / f"draw{seed}", source, seed)
+        assert one[2] == 90 and one[0] >= 0.7 * one[2], one  # no draw far below the bar
+        found, suspects, flips = found + one[0], suspects + one[1], flips + one[2]
+    print(f"pooled over {len(DIGIT_DRAWS)} draws: precision {found / suspects:.3f}, recall {found / flips:.3f}")
+    assert found / suspects >= 0.8 and found / flips >= 0.8
 
 
 @pytest.mark.slow
@@ -249,6 +262,6 @@ def test_thorough_mode_finds_planted_flips_in_colour_classes(tmp_path: Path) -> 
     """Measured at 3 x 200 images of 32 px: precision 1.0, recall 0.90 (27 suspects, 30 flips of 600), folds 135 s on
     the shared machine; run here at 3 x 100 of 16 px (15 flips), a third of the time, for CI's budget."""
     source = f.write_colour_classes(tmp_path / "colours", 100, size=(16, 16))
-    precision, recall, _, flips = thorough_scores(tmp_path, source)
+    found, suspects, flips = thorough_scores(tmp_path, source)
     assert flips == 15
-    assert precision >= 0.8 and recall >= 0.8
+    assert found / suspects >= 0.8 and found / flips >= 0.8
