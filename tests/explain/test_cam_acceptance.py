@@ -4,7 +4,7 @@ and at 96 px (ResNet-18, upscaled to 112 px so that the explained layer has a 7x
 
 The 96 px claim is checked in two parts. What is decided without training (fast, in every run): the input side
 and the layer the studio explains, at every side the recipe can pick for every network: a map of at least 7x7
-whole cells. What needs a trained network (slow, in CI): the full default recipe, ``tests.shapes.FULL_96``, with
+whole cells. What needs a trained network (a measurement run by hand, ``-m measure``): the full default recipe, ``tests.shapes.FULL_96``, with
 the 90% bar on Grad-CAM (a shorter run does not reach it: see the test). Figures from
 ``bench.bench_cam_localisation`` in each test's docstring.
 """
@@ -129,14 +129,17 @@ def _localisation(tmp_path: Path, recipe: Recipe) -> tuple[float, dict[str, floa
     return accuracy, share
 
 
-@pytest.mark.slow
+# A measurement, run by hand (-m measure): its 7 minutes of training were 37% of the slow set's time, and CI must stay
+# under 25 minutes with the scale and label-check tests to come. The 64 px acceptance above keeps the trained bar in
+# CI; the layer and side decided for 96 px are checked without training in every run (the two tests above).
+@pytest.mark.measure
 @pytest.mark.timeout(3600)  # the suite's 600 s is below this test's 6-17 minutes of training
 def test_at_96_px_the_gradcam_peak_falls_inside_the_object_box(tmp_path: Path) -> None:
     """``FULL_96``: the default recipe, automatic epochs, 400 images per class. It picks ResNet-18 and upscales the
     96 px images to 112 px, where layer3's map is 7x7 (at 96 px it would be 6x6, and layer4's 3x3); the explained
     layer is layer3. Its training takes 6-17 minutes on the 2-core CPU (1042 s in the bench's run beside other work; this test and
-    the 64 px one 8 minutes together alone, 2026-12-07: 100% accuracy, 96.7% in the box); it runs
-    with the slow tests in CI.
+    the 64 px one 8 minutes together alone, 2026-12-07: 100% accuracy, 96.7% in the box); run it by hand
+    with `./studio test -m measure -s`.
 
     Measured on this set (bench.bench_cam_localisation, 240 test images): at 112 px 100% test accuracy, Grad-CAM
     peak inside the box 96.7% with layer3 (the choice), Grad-CAM++ 97.5%; at the former 96 px input 98.8%
