@@ -132,10 +132,10 @@ def _predict(ws: Workspace, run: RunRecord, splits: pd.DataFrame) -> tuple[list[
     index_of = {c: i for i, c in enumerate(model.classes)}
     rows = splits[(splits["split"] == "test") & splits["label"].isin(index_of)]
     tensors = load_tensors(resolve_dataset(run.dataset, ws).root, list(rows["path"]), model.image_size,
-                           cache_dir=ws.cache)  # fmt: skip
+                           cache_dir=ws.cache, in_place=True)  # fmt: skip
     label_of = dict(zip(rows["path"], rows["label"], strict=True))
     labels = torch.tensor([index_of[label_of[p]] for p in tensors.paths], dtype=torch.long)
-    batches = Batches(tensors.images, labels, np.arange(len(labels)), batch_size=128, mean=model.mean,
+    batches = Batches(tensors.images, tensors.spread(labels), tensors.positions, batch_size=128, mean=model.mean,
                       std=model.std, device=model.device)  # fmt: skip
     out = evaluate(model.model, batches, keep_predictions=True)
     return list(tensors.paths), np.asarray(out["probs"], dtype=np.float64), list(model.classes)

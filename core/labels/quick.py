@@ -126,14 +126,15 @@ def extract_features(ws: Workspace, ref: DatasetRef, paths: list[str], checkpoin
     """(features, the paths that could be read, the others with why, seconds of the network's pass)."""
     model = load_for_inference(checkpoint)
     n = len(paths)
-    tensors = load_tensors(ref.root, paths, model.image_size, cache_dir=ws.cache, progress=lambda d, _t: tick(d))
+    tensors = load_tensors(ref.root, paths, model.image_size, cache_dir=ws.cache, progress=lambda d, _t: tick(d),
+                           in_place=True)  # fmt: skip
     tick(n)
     dropped = [{"path": str(r.path), "reason": str(r.reason)} for r in tensors.dropped.itertuples()]
     if not tensors.paths:
         raise LabelIssuesError(f"none of the {n} labelled images of {ref.display} can be read")
     started = time.perf_counter()
-    batches = Batches(tensors.images, torch.zeros(len(tensors.paths), dtype=torch.long),
-                      np.arange(len(tensors.paths)), batch_size=BATCH, mean=model.mean, std=model.std,
+    labels = tensors.spread(torch.zeros(len(tensors.paths), dtype=torch.long))
+    batches = Batches(tensors.images, labels, tensors.positions, batch_size=BATCH, mean=model.mean, std=model.std,
                       device=model.device)  # fmt: skip
     caught: list[torch.Tensor] = []
     # The input of the last linear layer: what the classifier reads, the network's description of the image.

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from core.common.errors import check_choice
+from core.train import cache_rows
 from core.train.config import AUGMENTS
 
 # Training keeps weights and batches channels_last on every device: on GPUs for tensor cores, and on this 2-core
@@ -233,7 +234,7 @@ class Batches:
 
     def _batch(self, rows: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         rows = rows.to(self.images.device, non_blocking=True)
-        x, y = self.images.index_select(0, rows), self.labels.index_select(0, rows)
+        x, y = cache_rows.gather(self.images, rows), self.labels.index_select(0, rows)  # pread from a cache file
         if x.device != self.device:  # a CPU cache feeding a GPU: pinned pages let the copy run asynchronously
             x, y = x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
         if self.augment != "none":
@@ -250,5 +251,5 @@ def _place(
         return images, labels, indices
     if len(indices) * images[0].numel() <= MAX_DEVICE_CACHE_BYTES:
         mine = indices.to(images.device)
-        return images[mine].to(device), labels[mine].to(device), torch.arange(len(indices))
+        return cache_rows.gather(images, mine).to(device), labels[mine].to(device), torch.arange(len(indices))
     return images, labels, indices  # too large for the GPU: each batch is pinned and copied (see _batch)

@@ -283,7 +283,7 @@ class _Run:
             return {}, None  # under torch.distributed rank 0 tests alone, once, on every test image
         self._load_best()
         out = evaluate(self.net, self.test_batches, precision=self.precision, keep_predictions=True)
-        paths = [self.data.tensors.paths[i] for i in self.data.indices["test"]]
+        paths = self.data.tensors.path_at(self.data.indices["test"])
         predictions = {"paths": paths, "targets": out.pop("targets"), "predicted": out.pop("predicted"),
                        "probs": out.pop("probs"), "classes": list(self.data.classes)}  # fmt: skip
         return {**out, "epoch": self.best.epoch or self.learner.epoch}, predictions

@@ -10,11 +10,13 @@ What the estimate adds up (bytes), per the way a run uses memory today:
 
 * **processes**: a single-process run trains in a thread of the process that asks (its torch is already
   loaded); a ``torch.distributed`` run starts ``torchrun`` plus one process per rank, each loading torch.
-* **images**: the decoded ``N x 3 x S x S`` uint8 tensor (``core.train.tensors.load_tensors``): the cache file
-  mapped, or copied once when a split orders the images otherwise. A dataset first decoded at this size is decoded
-  a chunk at a time straight into the cache file (``core.train.tensor_cache``, issue 28), so one chunk of at most
-  ``DECODE_CHUNK_BYTES`` is held besides: **decoding**, which ends before the statistics and the training begin
-  (before issue 28, a second copy of every image).
+* **images**: none of the decoded ``N x 3 x S x S`` uint8 images is held by the process (issue 28). They are
+  decoded a chunk at a time straight into the cache file (``core.train.tensor_cache``; one chunk of at most
+  ``DECODE_CHUNK_BYTES`` held: **decoding**, which ends before the statistics and the training begin), and read
+  from it a batch at a time with ``pread`` (``core.train.cache_rows``), in place whatever the order the run asks
+  for. The file lives in the kernel's page cache (``cache_file``, on disk; not counted): when it is larger than
+  the machine's memory, every epoch reads it from the disk (:func:`disk_bound`). Before issue 28 the whole
+  tensor was held, twice while decoding: 11 GB for 20,000 images at 160 px.
 * **statistics**: the training images' mean/std are summed in float64 chunks
   (``core.train.tensors.channel_stats``): each rank holds about 30 bytes per value of one chunk at once.
 * **training**, per rank: weights, gradients, optimizer state (and DDP's gradient buckets), the activations of
@@ -25,19 +27,20 @@ Measured against real peak RSS (``python -m core train DATA --epochs 1 ...`` on 
 the 2-core VM): the whole process tree's VmRSS summed every 50 ms, and ``/usr/bin/time -v``'s maximum resident
 set for single processes (the larger of the two), minus 0.92 GB, the peak of a process that has only imported
 what ``train`` imports. The estimate is 1.1-1.6x what was measured, above it in every case (4x for the smallest,
-where the fixed 0.2 GB per training process dominates):
+where the fixed 0.2 GB per training process dominates). The estimates are those of today's code, which holds no
+decoded image (issue 28); the peaks were measured when the process still held them, so they over-state today's:
 
     ===========================================  =======  ========  =========
     settings                                     images   estimate  measured
     ===========================================  =======  ========  =========
     LeNet, 32 px, batch 64                       120      0.28 GB   0.07 GB
-    ResNet-18, 224 px, batch 64                  96       2.98 GB   1.87 GB
-    MobileNetV2, 224 px, batch 32                96       3.48 GB   3.07 GB
-    ResNet-50, 224 px, batch 16, Adam            96       3.22 GB   2.42 GB
-    ResNet-18, 512 px, batch 8                   96       2.13 GB   1.61 GB
-    LeNet, 256 px, batch 16, decoded afresh      900      1.41 GB   0.90 GB
+    ResNet-18, 224 px, batch 64                  96       2.97 GB   1.87 GB
+    MobileNetV2, 224 px, batch 32                96       3.47 GB   3.07 GB
+    ResNet-50, 224 px, batch 16, Adam            96       3.21 GB   2.42 GB
+    ResNet-18, 512 px, batch 8                   96       2.06 GB   1.61 GB
+    LeNet, 256 px, batch 16, decoded afresh      900      1.23 GB   0.90 GB
     LeNet, 32 px, batch 64, 2 ranks              120      3.11 GB   2.19 GB
-    ResNet-18, 112 px, batch 32, 2 ranks         96       3.74 GB   2.87 GB
+    ResNet-18, 112 px, batch 32, 2 ranks         96       3.73 GB   2.87 GB
     ===========================================  =======  ========  =========
 
 A GPU run's weights and activations live on the GPU: the estimate still counts them in the machine's memory
@@ -75,18 +78,18 @@ class RunTooBigError(ConfigError):
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """What a run will take, by part (bytes). The parts after ``images`` come one after the other, so the peak
-    is the largest of them on top of the processes and the decoded images."""
+    """What a run will take, by part (bytes). The parts after ``cache_file`` come one after the other, so the peak
+    is the largest of them on top of the processes."""
 
     processes: int  # processes started for the run, and each training process's own
-    images: int  # the decoded images, held for the whole run
+    cache_file: int  # the decoded images' file on disk (read a batch at a time: in the page cache, not counted)
     decoding: int  # the chunk buffer while a dataset is first decoded at this size
     statistics: int  # mean/std chunks, every rank at once
     training: int  # weights, optimizer, activations and batches, every rank at once
 
     @property
     def total(self) -> int:
-        return self.processes + self.images + max(self.decoding, self.statistics, self.training)
+        return self.processes + max(self.decoding, self.statistics, self.training)
 
 
 def estimate_memory(config: TrainConfig, n_images: int, n_train: int, n_classes: int) -> MemoryEstimate:
@@ -100,6 +103,13 @@ def estimate_memory(config: TrainConfig, n_images: int, n_train: int, n_classes:
     training = _training(config, per_rank, max(2, n_classes))
     decoding = min(n_images, max(1, DECODE_CHUNK_BYTES // pixels)) * pixels  # the chunk buffer of a first decode
     return MemoryEstimate(processes, n_images * pixels, decoding, ranks * stats, ranks * training)
+
+
+def disk_bound(estimate: MemoryEstimate, total: int | None = None) -> bool:
+    """Whether the decoded images are larger than this machine's memory (``MemTotal``; ``total`` to say it), so
+    the page cache cannot keep them and every epoch reads them from the disk."""
+    total = total_bytes() if total is None else total
+    return total is not None and estimate.cache_file > total
 
 
 def _training(config: TrainConfig, batch: int, n_classes: int) -> int:
@@ -146,14 +156,26 @@ def _stats_chunk(side: int) -> int:
 # --- what is free, and the refusal -----------------------------------------------------------------------------
 
 
-def free_bytes() -> int | None:
-    """Memory a new run may take: ``MemAvailable`` minus the margin; None where ``/proc/meminfo`` is missing."""
+def _meminfo() -> dict[str, int] | None:
     try:
         info = dict(line.split(":", 1) for line in open("/proc/meminfo").read().splitlines() if ":" in line)
-        available, total = (int(info[k].split()[0]) * 1024 for k in ("MemAvailable", "MemTotal"))
-    except (OSError, KeyError, ValueError):  # not Linux: nothing to compare with, nothing refused
+        return {k: int(info[k].split()[0]) * 1024 for k in ("MemAvailable", "MemTotal")}
+    except (OSError, KeyError, ValueError):  # not Linux
         return None
-    return max(0, available - max(MARGIN_BYTES, int(MARGIN_SHARE * total)))
+
+
+def total_bytes() -> int | None:
+    """The machine's memory (``MemTotal``); None where ``/proc/meminfo`` is missing."""
+    info = _meminfo()
+    return info["MemTotal"] if info else None
+
+
+def free_bytes() -> int | None:
+    """Memory a new run may take: ``MemAvailable`` minus the margin; None where ``/proc/meminfo`` is missing."""
+    info = _meminfo()
+    if info is None:  # not Linux: nothing to compare with, nothing refused
+        return None
+    return max(0, info["MemAvailable"] - max(MARGIN_BYTES, int(MARGIN_SHARE * info["MemTotal"])))
 
 
 def memory_problem(estimate: MemoryEstimate, free: int | None = None) -> str | None:

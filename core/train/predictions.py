@@ -168,12 +168,12 @@ def predict_split(checkpoint: Path, dataset: str, splits: pd.DataFrame, split: s
     if rows.empty:
         raise PredictionsError(f"the run has no {split} images of the classes its model knows")
     ref = resolve_dataset(dataset, ws)
-    tensors = load_tensors(ref.root, list(rows["path"]), model.image_size, cache_dir=ws.cache)
+    tensors = load_tensors(ref.root, list(rows["path"]), model.image_size, cache_dir=ws.cache, in_place=True)
     if not tensors.paths:
         raise PredictionsError(f"none of the run's {len(rows)} {split} images can be read any more")
     label_of = dict(zip(rows["path"], rows["label"], strict=True))
     labels = torch.tensor([index_of[label_of[p]] for p in tensors.paths], dtype=torch.long)
-    batches = Batches(tensors.images, labels, np.arange(len(labels)), batch_size=128, mean=model.mean,
+    batches = Batches(tensors.images, tensors.spread(labels), tensors.positions, batch_size=128, mean=model.mean,
                       std=model.std, device=model.device)  # fmt: skip
     out = evaluate(model.model, batches, keep_predictions=True)
     return from_probabilities(tensors.paths, out["targets"], out["probs"], model.classes, split,

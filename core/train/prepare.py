@@ -35,8 +35,8 @@ class PreparedData:
     splits: pd.DataFrame  # path, label, split: store it with the run so a resume uses exactly this split
     classes: list[str]
     tensors: TensorSet
-    labels: torch.Tensor  # class index of each decoded image
-    indices: dict[str, np.ndarray]  # split -> positions in tensors
+    labels: torch.Tensor  # class index of each row of tensors.images (-1 for a row that is no image of the run)
+    indices: dict[str, np.ndarray]  # split -> rows of tensors.images
     mean: list[float]  # of the training images, 0..1 units (what the inputs are scaled by: plan.scaling)
     std: list[float]
     dropped: pd.DataFrame  # path, reason: unreadable at scan time or at decode time
@@ -96,7 +96,7 @@ def prepare(
         splits = make_splits(scan.manifest, config.val_fraction, config.test_fraction, config.seed)
     plan = source if isinstance(source, RunPlan) else runplan.resolve(config, image_facts(scan.manifest, splits))
     tensors = load_tensors(ref.root, list(splits["path"]), plan.image_size, progress=progress, workers=workers,
-                           cache_dir=ws.cache)  # fmt: skip
+                           cache_dir=ws.cache, in_place=True)  # fmt: skip
     return _assemble_prepared(plan, ref, splits, tensors, scan.unreadable, started)
 
 
@@ -109,8 +109,10 @@ def _assemble_prepared(
         raise DatasetError(f"{dataset}: a classifier needs at least 2 classes, found {classes}")
     index_of = {c: i for i, c in enumerate(classes)}
     label_of = dict(zip(splits["path"], splits["label"], strict=True))
-    labels = torch.tensor([index_of[label_of[p]] for p in tensors.paths], dtype=torch.long)
-    indices = split_indices(splits, tensors.paths)
+    labels = tensors.spread(torch.tensor([index_of[label_of[p]] for p in tensors.paths], dtype=torch.long))
+    # Rows of tensors.images: the images' own positions, or (in_place: images left out of a dataset since its cache
+    # was made) their rows in the cache file, never a copy in RAM of the rest.
+    indices = {k: tensors.positions[v] for k, v in split_indices(splits, tensors.paths).items()}
     if len(indices["train"]) < 2:
         raise DatasetError(f"{dataset}: {len(indices['train'])} readable training images; at least 2 needed")
     mean, std = channel_stats(tensors.images, indices["train"])

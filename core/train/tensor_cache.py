@@ -89,6 +89,15 @@ class CachedRows:
                 return None
         return array[: len(kept)]
 
+    def holding(self, kept: list[str]) -> np.ndarray | None:
+        """The whole mapped file (its named rows) when it holds every one of ``kept``, in any order."""
+        names = {self.rows[p]["file"] for p in kept}
+        if len(names) != 1:
+            return None
+        (name,) = names
+        last = max((r["slot"] for r in self.rows.values() if r["file"] == name), default=-1)
+        return self.arrays[name][: last + 1]
+
     def read(self, path: str, into: np.ndarray) -> None:
         """Copy the pixels of ``path`` into ``into`` (one ``3 x S x S`` row) with ``pread``: no mapped page kept."""
         row = self.rows[path]

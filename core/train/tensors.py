@@ -27,6 +27,7 @@ from core.common import filecache
 from core.common.cpu import usable_cores
 from core.common.errors import CoreError, ImageError
 from core.images.opener import open_image
+from core.train import cache_rows
 from core.train.tensor_cache import DECODE_CHUNK_BYTES, CachedRows, FileSink, RowSink, decode_lock, read_cache
 
 Progress = Callable[[int, int], None]
@@ -40,13 +41,36 @@ STATS_CHUNK_BYTES = 128 * 1024**2
 
 @dataclass
 class TensorSet:
-    """Decoded images: ``images[i]`` is ``paths[i]`` as a 3 x S x S uint8 tensor (RGB)."""
+    """Decoded images: ``images[positions[i]]`` is ``paths[i]`` as a 3 x S x S uint8 tensor (RGB); ``positions`` is
+    ``0, 1, 2, ...`` (``images[i]`` is ``paths[i]``) unless :func:`load_tensors` was asked ``in_place``."""
 
     images: torch.Tensor
     paths: list[str]
     dropped: pd.DataFrame  # path, reason: files asked for that could not be decoded
     n_decoded: int  # images decoded by this call (0 when everything came from the cache)
     image_size: int
+    rows: np.ndarray | None = None  # in_place: the row of ``images`` (the whole cache file) of each path
+
+    @property
+    def positions(self) -> np.ndarray:
+        """The row of ``images`` of each of ``paths``."""
+        return self.rows if self.rows is not None else np.arange(len(self.paths))
+
+    def spread(self, labels: torch.Tensor) -> torch.Tensor:
+        """``labels`` (one per path) laid over the rows of ``images`` (-1 where no path is), for ``Batches``, which
+        indexes images and labels alike."""
+        if self.rows is None:
+            return labels
+        out = torch.full((len(self.images),), -1, dtype=labels.dtype)
+        out[torch.from_numpy(self.rows)] = labels
+        return out
+
+    def path_at(self, rows: Sequence[int] | np.ndarray) -> list[str]:
+        """The path of each of ``rows`` of ``images``."""
+        if self.rows is None:
+            return [self.paths[int(i)] for i in rows]
+        where = dict(zip(self.rows.tolist(), self.paths, strict=True))
+        return [where[int(i)] for i in rows]
 
 
 def decode_square(path: str | os.PathLike[str], image_size: int) -> torch.Tensor:
@@ -70,6 +94,7 @@ def load_tensors(
     workers: int | None = None,
     cache_dir: Path | None = None,
     chunk_bytes: int | None = None,
+    in_place: bool = False,
 ) -> TensorSet:
     """Decode ``paths`` (relative to ``root``) once into a uint8 tensor, reusing the on-disk cache.
 
@@ -90,16 +115,25 @@ def load_tensors(
         workers: decoding threads (default: usable cores; Pillow releases the GIL while decoding).
         cache_dir: the workspace cache folder; None keeps nothing on disk.
         chunk_bytes: decoded pixels held at once (default :data:`core.train.tensor_cache.DECODE_CHUNK_BYTES`).
+        in_place: when every asked image is cached in one file, but not as its first rows in this order (a split's
+            images, another order), give that file itself with ``rows`` saying where each one is, instead of a
+            copy in RAM (issue 28: the test split of 200,000 images at 160 px is a 2.3 GB copy). For callers that
+            index through ``positions`` / ``spread``.
     """
     root, paths = Path(root), list(paths)
     load = _Load(root, paths, {p: _stat(root / p) for p in paths}, image_size, chunk_bytes or DECODE_CHUNK_BYTES,
-                 workers, progress)  # fmt: skip
+                 workers, progress, in_place)  # fmt: skip
     base = cache_dir / "tensors" / f"{_root_key(root)}-{image_size}" if cache_dir else None
     with read_cache(base, image_size) as cached:
-        if base is None or not load.stale(cached):
+        found = load.as_cached(cached)
+        if found is not None:
+            return found
+        if base is None or load.copy_in_ram(cached):
             return load.run(cached, None)
     with decode_lock(base), read_cache(base, image_size) as cached:  # read again: the decode before may have done it
-        return load.run(cached, base if load.stale(cached) else None)
+        # What needs a new file: images to decode, or cached ones spread over several files (a decode killed while
+        # copying): copied there with pread a chunk at a time, never all into RAM.
+        return load.as_cached(cached) or load.run(cached, base)
 
 
 def _stat(path: Path) -> tuple[int, int]:
@@ -129,19 +163,38 @@ class _Load:
     chunk_bytes: int
     workers: int | None
     progress: Progress | None
+    in_place: bool = False
 
     def stale(self, cached: CachedRows) -> list[str]:
         """The asked paths to decode: new, changed, or failed to stat."""
         return [p for p in self.paths if filecache.stale(cached.rows.get(p), self.stats[p])]
 
+    def as_cached(self, cached: CachedRows) -> TensorSet | None:
+        """The asked images as they lie in one cache file, when none is stale and they need no new file: its first
+        rows in the asked order (an unchanged dataset), or, ``in_place``, any of its rows in any order."""
+        if self.stale(cached):
+            return None
+        kept = [p for p in self.paths if not cached.rows[p]["reason"]]
+        mapped = cached.mapped_as(kept)
+        if mapped is not None:
+            return self._tensor_set(cached.rows, mapped, 0)
+        whole = cached.holding(kept) if self.in_place else None
+        if whole is None:
+            return None
+        found = self._tensor_set(cached.rows, whole, 0)
+        found.rows = np.fromiter((cached.rows[p]["slot"] for p in kept), dtype=np.int64, count=len(kept))
+        return found
+
+    def copy_in_ram(self, cached: CachedRows) -> bool:
+        """Whether the asked images, all cached in one file but in another order, are copied into RAM: for a caller
+        that cannot take them in place (none of the studio's own: a copy of a large dataset would not fit)."""
+        kept = [p for p in self.paths if not cached.rows.get(p, {}).get("reason", "")]
+        return not self.in_place and not self.stale(cached) and cached.holding(kept) is not None
+
     def run(self, cached: CachedRows, base: Path | None) -> TensorSet:
-        """The asked images from ``cached``, decoding what is stale: into a new cache file at ``base``, or in RAM
-        (``base`` None: no cache folder, or another order of cached images, which needs no new file)."""
+        """The asked images from ``cached``, decoding what is stale, into a new cache file at ``base`` in the asked
+        order (cached rows copied there), or in RAM (``base`` None: no cache folder)."""
         todo = self.stale(cached)
-        if not todo:  # an unchanged dataset (or the first rows of one): the mapped file itself, no copy at all
-            mapped = cached.mapped_as([p for p in self.paths if not cached.rows[p]["reason"]])
-            if mapped is not None:
-                return self._tensor_set(cached.rows, mapped, 0)
         per_chunk = max(1, self.chunk_bytes // (3 * self.size * self.size))
         n, size = len(self.paths), self.size
         sink = FileSink(base, n, size, per_chunk) if base is not None else RowSink(n, size)
@@ -191,7 +244,9 @@ class _Load:
         kept = [p for p in self.paths if not rows[p]["reason"]]
         dropped = pd.DataFrame([{"path": p, "reason": rows[p]["reason"]} for p in self.paths if rows[p]["reason"]],
                                columns=["path", "reason"])  # fmt: skip
-        return TensorSet(torch.from_numpy(images), kept, dropped, n_decoded, self.size)
+        tensor = torch.from_numpy(images)
+        cache_rows.track(tensor, images)  # batches read a mapped cache's rows with pread, not through the mapping
+        return TensorSet(tensor, kept, dropped, n_decoded, self.size)
 
 
 @dataclass
@@ -246,7 +301,7 @@ def channel_stats(images: torch.Tensor, indices: np.ndarray | None = None) -> tu
     total = torch.zeros(3, dtype=torch.float64)
     squares = torch.zeros(3, dtype=torch.float64)
     for part in chosen.split(stats_chunk(images.shape[2])):
-        x = images[part].to(torch.float64) / 255.0
+        x = cache_rows.gather(images, part).to(torch.float64) / 255.0
         total += x.sum(dim=(0, 2, 3))
         squares += (x * x).sum(dim=(0, 2, 3))
     count = len(chosen) * images.shape[2] * images.shape[3]

@@ -11,7 +11,7 @@ import pytest
 
 from core.common.workspace import Workspace
 from core.train.config import TrainConfig
-from core.train.memory import estimate_memory, free_bytes, memory_problem, network_facts
+from core.train.memory import disk_bound, estimate_memory, free_bytes, memory_problem, network_facts
 from core.train.plan import check_run
 from tests import imagefactory as fx
 from tests.support import ROOT
@@ -24,12 +24,14 @@ def test_the_network_is_counted_on_the_meta_device() -> None:
     assert network_facts("resnet18", 448, 1000)[1] == pytest.approx(4 * outputs, rel=0.01)  # outputs grow with area
 
 
-def test_the_estimate_grows_with_every_setting_that_takes_memory() -> None:
+def test_the_estimate_grows_with_every_setting_that_takes_memory_but_not_with_the_images() -> None:
     base = TrainConfig(arch="resnet18", image_size=224, batch_size=64)  # training, not the statistics, is largest
     first = estimate_memory(base, 1000, 700, 10).total
     for change in ({"image_size": 448}, {"batch_size": 128}, {"ranks": 2}, {"arch": "resnet50"}, {"optimizer": "adam"}):
         assert estimate_memory(replace(base, **change), 1000, 700, 10).total > first, change
-    assert estimate_memory(base, 100_000, 70_000, 10).total > first  # more images to hold
+    many = estimate_memory(base, 200_000, 140_000, 10)  # issue 28: the images are read from the disk cache
+    assert many.total == first and many.cache_file == 200_000 * 3 * 224 * 224
+    assert disk_bound(many, total=16 * 1024**3) and not disk_bound(many, total=64 * 1024**3)
 
 
 def test_what_is_free_is_below_what_the_kernel_says_is_available() -> None:
