@@ -11,7 +11,7 @@ from core.scaling.points import best_setting
 from core.train import runner as train_run
 from core.train.config import TrainConfig
 from core.train.estimate import estimate_epoch_seconds
-from core.train.plan import preview
+from core.train.plan import memory_words, preview
 from ui import lr_find, runs, train_form
 from ui.state import current_ref, dataset_title, jobs, run_store, scan, workspace
 from ui.text import plain
@@ -46,6 +46,7 @@ try:
     seen = preview(config, scanned.manifest)  # the run's plan: made here, once, and handed to whatever runs it
     train_form.show_automatic(slots, seen.plan, values)
     st.caption(train_form.split_caption(seen))
+    st.caption(memory_words(seen.memory))  # the estimate that refuses a run too big
     for warning in seen.warnings:
         st.warning(plain(warning), icon=":material/warning:")
 except CoreError as exc:

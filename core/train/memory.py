@@ -183,8 +183,8 @@ def memory_problem(estimate: MemoryEstimate, free: int | None = None) -> str | N
     free = free_bytes() if free is None else free
     if free is None or estimate.total <= free:
         return None
-    return (f"this run would need about {_size(estimate.total)} of memory; {_size(free)} is free on this machine. "
-            "Choose a smaller input size or fewer images per step, fewer processes, or a smaller network.")  # fmt: skip
+    return (f"this run would need about {size_words(estimate.total)} of memory; {size_words(free)} is free on this "
+            "machine. Choose a smaller input size or fewer images per step, fewer processes, or a smaller network.")  # fmt: skip
 
 
 def cores_problem(config: TrainConfig, nodes: int = 1, *, name: str = "ranks") -> str | None:
@@ -194,11 +194,12 @@ def cores_problem(config: TrainConfig, nodes: int = 1, *, name: str = "ranks") -
     if nodes > 1 or config.ranks <= cores:
         return None
     return (f"{name} {config.ranks}: this machine has {cores} usable core{'s' if cores != 1 else ''}; more training "
-            f"processes than cores only slow a run down, and each takes about {_size(PROCESS_BYTES)} of memory. "
-            f"Choose at most {cores}.")  # fmt: skip
+            f"processes than cores only slow a run down, and each takes about {size_words(PROCESS_BYTES)} of "
+            f"memory. Choose at most {cores}.")  # fmt: skip
 
 
-def _size(n: float) -> str:
+def size_words(n: float) -> str:
+    """Bytes as people read them: 1.2 GB, 350 MB."""
     for unit, scale in (("TB", 1e12), ("GB", 1e9)):
         if n >= scale:
             return f"{n / scale:,.1f} {unit}"

@@ -16,7 +16,17 @@ from core.train import runplan
 from core.train.archs import arch_info
 from core.train.config import SMALL_SET, ConfigError, TrainConfig, label_of
 from core.train.epochs import FIRST_CYCLE
-from core.train.memory import MemoryEstimate, RunTooBigError, cores_problem, estimate_memory, memory_problem
+from core.train.memory import (
+    MemoryEstimate,
+    RunTooBigError,
+    cores_problem,
+    disk_bound,
+    estimate_memory,
+    free_bytes,
+    memory_problem,
+    size_words,
+    total_bytes,
+)
 from core.train.runplan import DataFacts, RunPlan, starts_trained
 from core.train.splits import SPLITS, make_splits
 
@@ -48,9 +58,28 @@ def preview(source: TrainConfig | RunPlan, manifest: pd.DataFrame) -> RunPreview
     counts = {s: int((splits["split"] == s).sum()) for s in SPLITS}
     n_classes = int(splits["label"].nunique())
     memory = estimate_memory(plan.settings, sum(counts.values()), counts["train"], n_classes)
-    refusals = [cores_problem(plan.settings, name=label_of("ranks")), memory_problem(memory)]
+    refusals = [cores_problem(plan.settings, name=label_of("ranks")), memory_problem(memory), _from_disk(memory)]
     return RunPreview(plan, counts, n_classes, memory,
                       tuple(p[0].upper() + p[1:] for p in refusals if p) + _warnings(plan, counts))  # fmt: skip
+
+
+def _from_disk(memory: MemoryEstimate) -> str | None:
+    """Words when the decoded images outgrow the machine's memory: the run trains, but every epoch reads them from
+    the disk (``core.train.memory.disk_bound``)."""
+    if not disk_bound(memory):
+        return None
+    return (f"the decoded images ({size_words(memory.cache_file)}) are larger than this machine's memory "
+            f"({size_words(total_bytes() or 0)}): the run trains, reading them from the disk a batch at a time, so "
+            "each epoch waits on the disk and takes longer than on a dataset that fits. A smaller input size, or "
+            "several machines (each reads its share), keeps them in memory.")  # fmt: skip
+
+
+def memory_words(memory: MemoryEstimate) -> str:
+    """The plan's memory line: what the run takes, what is free, where the images are."""
+    free = free_bytes()
+    free_part = f", of {size_words(free)} free" if free is not None else ""
+    return (f"Memory: about {size_words(memory.total)} for this run{free_part}. The decoded images "
+            f"({size_words(memory.cache_file)}) stay on the disk, read a batch at a time.")  # fmt: skip
 
 
 def check_run(source: TrainConfig | RunPlan, ws: Workspace, nodes: int = 1) -> RunPreview | None:

@@ -67,3 +67,18 @@ def test_the_estimate_is_above_a_real_runs_peak(tmp_path: Path) -> None:
                          "import core.train.runner, core.train.fit, torchvision, pandas"])  # fmt: skip
     assert run - imports <= plan.memory.total, (run - imports, plan.memory)
     assert plan.memory.total < 2 * (run - imports)  # an upper bound, not a wild one
+
+
+def test_a_run_whose_images_outgrow_the_memory_is_planned_with_words_not_refused() -> None:
+    """200,000 images at 512 px (157 GB decoded) on this machine: the run fits (no image is held), and the plan
+    says every epoch reads them from the disk."""
+    from core.train.memory import total_bytes
+    from core.train.plan import _from_disk, memory_words
+
+    big = estimate_memory(TrainConfig(arch="lenet", image_size=512, batch_size=16), 200_000, 140_000, 4)
+    assert big.cache_file > total_bytes() and memory_problem(big, free=8 * 1024**3) is None
+    words = _from_disk(big)
+    assert words.startswith("the decoded images (157.3 GB) are larger than this machine's memory")
+    assert "reading them from the disk a batch at a time" in words
+    assert _from_disk(estimate_memory(TrainConfig(arch="lenet", image_size=16), 1000, 700, 4)) is None
+    assert "The decoded images (157.3 GB) stay on the disk" in memory_words(big)
