@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.common.allocator import keep_freed_memory
 from core.common.errors import check_choice
 from core.train import cache_rows
 from core.train.config import AUGMENTS
@@ -173,6 +174,7 @@ class Batches:
         seed: int = 0,
         shard: tuple[int, int] = (0, 1),
     ) -> None:
+        keep_freed_memory()  # every pass over the data allocates the same tensors each step: reuse, not re-fault
         self.device = torch.device(device)
         self.shard = shard  # (rank, world): this process's part of every epoch under torch.distributed
         self.indices = torch.as_tensor(np.asarray(indices), dtype=torch.long)

@@ -180,16 +180,32 @@ def features_and_probs(model: nn.Module, batches: Any) -> tuple[torch.Tensor, to
 
 def fit_familiarity(model: nn.Module, train_batches: Any, val_batches: Any) -> Familiarity | None:
     """The checks of a trained ``model``, calibrated on its validation images; None with too few of them."""
-    val_feats, val_thumbs, val_probs = features_and_probs(model, val_batches)
-    if len(val_feats) < MIN_VAL:
-        return None
     train_feats, train_thumbs, _ = features_and_probs(model, train_batches)
     bank = nn.functional.normalize(train_feats, dim=1).half()
     pixel_bank = nn.functional.normalize(train_thumbs, dim=1).half()
-    far, far_pixels = mean_nearest_distance(bank, val_feats), mean_nearest_distance(pixel_bank, val_thumbs)
+    far, far_pixels, top = _validation_scores(model, val_batches, bank, pixel_bank)
+    if len(far) < MIN_VAL:
+        return None
     threshold, pixel_threshold = (float(torch.quantile(d, EACH_PASS)) for d in (far, far_pixels))
     unlike = (far > threshold) | (far_pixels > pixel_threshold)
-    top = val_probs.max(dim=1).values
     unsure_p = min(MAX_UNSURE_P, float(torch.quantile(top, 1 - PASS_SHARE)))
     return Familiarity(bank, threshold, unsure_p, float(unlike.float().mean()), float((top < unsure_p).float().mean()),
-                       len(val_feats), pixel_bank, pixel_threshold)  # fmt: skip
+                       len(far), pixel_bank, pixel_threshold)  # fmt: skip
+
+
+def _validation_scores(model: nn.Module, batches: Any, bank: torch.Tensor,
+                       pixel_bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Each validation image's distance to the bank in both views and its top probability, a batch at a time: three
+    numbers an image are kept, not its features and thumbnail (issue 28: 30,000 validation images held 100 MB of
+    them, and one distance matrix against the 4,096-image bank 490 MB)."""
+    was_training = model.training
+    model.eval()
+    far, far_pixels, top = [], [], []
+    with torch.inference_mode(), caught_features(model) as seen:
+        for x, _ in batches:
+            top.append(model(x).float().softmax(dim=1).max(dim=1).values.cpu())
+            far.append(mean_nearest_distance(bank, seen.features.pop()))
+            far_pixels.append(mean_nearest_distance(pixel_bank, seen.inputs.pop()))
+    model.train(was_training)
+    far_t, far_pixels_t, top_t = (torch.cat(v) if v else torch.zeros(0) for v in (far, far_pixels, top))
+    return far_t, far_pixels_t, top_t
