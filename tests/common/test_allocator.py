@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.support import ROOT
 
 # The child: LeNet at 160 px, batch 16 (a case measured in the module), 3 steps after 2: minor faults a step.
@@ -35,6 +37,7 @@ def _faults_a_step(way: str) -> int:
     return int(done.stdout)
 
 
+@pytest.mark.slow  # two fresh Pythons training LeNet at 160 px: 7 s; the default suite is at its 6 minutes
 def test_a_step_stops_faulting_its_memory_in_again() -> None:
     default, kept = _faults_a_step("default"), _faults_a_step("keep")
     assert kept < default / 3, (kept, default)

@@ -65,6 +65,7 @@ def _most_resident(root: Path, cache: Path, size: int, way: str) -> int:
     return int(done.stdout)
 
 
+@pytest.mark.slow  # two fresh Pythons reading 41 MB of cache: 7 s; the default suite is at its 6 minutes
 def test_an_epoch_over_a_cache_file_keeps_none_of_it_resident(tmp_path: Path) -> None:
     """1,500 images at 96 px: a 41 MB cache. Read through its mapping, the whole file stays in the process after one
     epoch; read with pread, none of it."""
