@@ -208,6 +208,7 @@ BOUNDS: dict[str, Bound] = {
     "ranks": Bound(1, MAX_RANKS),
     # Steps between progress reports: past a million the run reports nothing at all.
     "log_every": Bound(1, 1_000_000),
+    "memory_budget": Bound(0, 1024 * 1024),  # MB: up to a terabyte
 }
 MILESTONE_BOUND = Bound(1, MAX_EPOCHS)  # each step-schedule milestone is an epoch of the longest run
 
@@ -347,6 +348,9 @@ class TrainConfig:
                   "Mixed precision", "Augmentation and device")  # fmt: skip
     log_every: int = _f(20, "Steps between progress reports (each report waits for the device once).",
                         "Report every (steps)", "Augmentation and device")  # fmt: skip
+    memory_budget: int = _f(0, "Memory (MB) for images handled at once while decoding and summing them; 0: an "
+                            "eighth of what is free when the run starts, 64 to 512 MB.", "Working memory (MB)",
+                            "Augmentation and device", zero_is_auto=True)  # fmt: skip
 
     def validate(self) -> TrainConfig:
         """Check every value; returns self.

@@ -12,7 +12,7 @@ What the estimate adds up (bytes), per the way a run uses memory today:
   loaded); a ``torch.distributed`` run starts ``torchrun`` plus one process per rank, each loading torch.
 * **images**: none of the decoded ``N x 3 x S x S`` uint8 images is held by the process (issue 28). They are
   decoded a chunk at a time straight into the cache file (``core.train.tensor_cache``; one chunk of at most
-  ``DECODE_CHUNK_BYTES`` held: **decoding**, which ends before the statistics and the training begin), and read
+  :func:`decode_chunk_bytes` of the run's working memory held: **decoding**, which ends before the statistics and the training begin), and read
   from it a batch at a time with ``pread`` (``core.train.cache_rows``), in place whatever the order the run asks
   for. The file lives in the kernel's page cache (``cache_file``, on disk; not counted): when it is larger than
   the machine's memory, every epoch reads it from the disk (:func:`disk_bound`). Before issue 28 the whole
@@ -59,7 +59,6 @@ from dataclasses import dataclass
 
 from core.common.cpu import usable_cores
 from core.train.config import ConfigError, OptionError, TrainConfig
-from core.train.tensor_cache import DECODE_CHUNK_BYTES
 
 PROCESS_BYTES = 900 * 1024**2  # one more process that loads torch, torchvision and core (800 MB RSS measured)
 AGENT_BYTES = 700 * 1024**2  # torchrun's agent process
@@ -70,6 +69,11 @@ ACTIVATION_FACTOR = 1.25  # bytes held per byte of the layers' outputs (saved te
 INPUT_COPIES = 6  # float copies of a batch alive at once: converted, scaled, padded, shifted, flipped, normalised
 STATS_BYTES_PER_VALUE = 32  # channel_stats, per value of a chunk: float64 copies and reductions (30 measured)
 OPTIMIZER_STATES = {"sgd": 1, "adam": 2, "adamw": 2, "adadelta": 2, "rmsprop": 2}  # tensors per weight
+
+
+BUDGET_SHARE = 8  # the automatic working memory: this fraction of what is free (1/8) ...
+BUDGET_MIN, BUDGET_MAX = 64 * 1024**2, 512 * 1024**2  # ... within these (512 MB: the chunks of before the budget)
+BUDGET_UNKNOWN = 256 * 1024**2  # where the free memory cannot be read
 
 
 class RunTooBigError(ConfigError):
@@ -86,10 +90,32 @@ class MemoryEstimate:
     decoding: int  # the chunk buffer while a dataset is first decoded at this size
     statistics: int  # mean/std chunks, every rank at once
     training: int  # weights, optimizer, activations and batches, every rank at once
+    working: int = 0  # the working memory decoding and statistics were sized by (:func:`working_bytes`)
 
     @property
     def total(self) -> int:
         return self.processes + max(self.decoding, self.statistics, self.training)
+
+
+def working_bytes(config: TrainConfig, free: int | None = None) -> int:
+    """The run's working memory: what it may hold of images at once while decoding them and summing their
+    statistics. ``memory_budget`` MB when set, else an eighth of what is free (``free``, or read now), kept within
+    ``BUDGET_MIN`` and ``BUDGET_MAX``: a small machine decodes in smaller chunks, a large one gains nothing above."""
+    if config.memory_budget:
+        return config.memory_budget * 1024**2
+    free = free_bytes() if free is None else free
+    return BUDGET_UNKNOWN if free is None else min(BUDGET_MAX, max(BUDGET_MIN, free // BUDGET_SHARE))
+
+
+def decode_chunk_bytes(budget: int) -> int:
+    """Decoded pixels held at once while decoding (``core.train.tensor_cache``): an eighth of the budget (64 MB at
+    the automatic maximum: 870 images at 160 px)."""
+    return max(1024**2, budget // 8)
+
+
+def stats_chunk_bytes(budget: int) -> int:
+    """Float64 bytes ``channel_stats`` sums at once: a quarter of the budget (its peak is about 3x that)."""
+    return max(1024**2, budget // 4)
 
 
 def estimate_memory(config: TrainConfig, n_images: int, n_train: int, n_classes: int) -> MemoryEstimate:
@@ -99,10 +125,11 @@ def estimate_memory(config: TrainConfig, n_images: int, n_train: int, n_classes:
     pixels = 3 * side * side
     per_rank = max(2, config.batch_size // ranks)  # core.train.fit: each rank takes its share of the batch
     processes = ranks * RUN_BYTES + (0 if ranks == 1 else AGENT_BYTES + ranks * PROCESS_BYTES)
-    stats = min(n_train, _stats_chunk(side)) * pixels * STATS_BYTES_PER_VALUE
+    budget = working_bytes(config)
+    stats = min(n_train, _stats_chunk(side, stats_chunk_bytes(budget))) * pixels * STATS_BYTES_PER_VALUE
     training = _training(config, per_rank, max(2, n_classes))
-    decoding = min(n_images, max(1, DECODE_CHUNK_BYTES // pixels)) * pixels  # the chunk buffer of a first decode
-    return MemoryEstimate(processes, n_images * pixels, decoding, ranks * stats, ranks * training)
+    decoding = min(n_images, max(1, decode_chunk_bytes(budget) // pixels)) * pixels  # a first decode's chunk buffer
+    return MemoryEstimate(processes, n_images * pixels, decoding, ranks * stats, ranks * training, budget)
 
 
 def disk_bound(estimate: MemoryEstimate, total: int | None = None) -> bool:
@@ -147,10 +174,10 @@ def network_facts(arch: str, image_size: int, n_classes: int) -> tuple[int, int,
     return sum(p.numel() for p in model.parameters()), sum(counts), max(counts, default=0)
 
 
-def _stats_chunk(side: int) -> int:
+def _stats_chunk(side: int, chunk_bytes: int) -> int:
     from core.train.tensors import stats_chunk
 
-    return stats_chunk(side)
+    return stats_chunk(side, chunk_bytes)
 
 
 # --- what is free, and the refusal -----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from core.common.workspace import Workspace
 from core.datasets.sources import DatasetRef
 from core.train import runplan
 from core.train.config import TrainConfig
+from core.train.memory import decode_chunk_bytes, stats_chunk_bytes, working_bytes
 from core.train.plan import image_facts
 from core.train.runplan import RunPlan
 from core.train.splits import class_names, make_splits, split_indices
@@ -95,14 +96,14 @@ def prepare(
     if splits is None:
         splits = make_splits(scan.manifest, config.val_fraction, config.test_fraction, config.seed)
     plan = source if isinstance(source, RunPlan) else runplan.resolve(config, image_facts(scan.manifest, splits))
+    budget = working_bytes(plan.settings)  # the same numbers the run's memory estimate used
     tensors = load_tensors(ref.root, list(splits["path"]), plan.image_size, progress=progress, workers=workers,
-                           cache_dir=ws.cache, in_place=True)  # fmt: skip
-    return _assemble_prepared(plan, ref, splits, tensors, scan.unreadable, started)
+                           cache_dir=ws.cache, in_place=True, chunk_bytes=decode_chunk_bytes(budget))  # fmt: skip
+    return _assemble_prepared(plan, ref, splits, tensors, scan.unreadable, started, stats_chunk_bytes(budget))
 
 
-def _assemble_prepared(
-    plan: RunPlan, ref: DatasetRef, splits: pd.DataFrame, tensors: TensorSet, unreadable: pd.DataFrame, started: float
-) -> PreparedData:
+def _assemble_prepared(plan: RunPlan, ref: DatasetRef, splits: pd.DataFrame, tensors: TensorSet,
+                       unreadable: pd.DataFrame, started: float, stats_bytes: int | None = None) -> PreparedData:  # fmt: skip
     classes = class_names(splits)
     dataset = plan.config.dataset
     if len(classes) < 2:
@@ -115,7 +116,7 @@ def _assemble_prepared(
     indices = {k: tensors.positions[v] for k, v in split_indices(splits, tensors.paths).items()}
     if len(indices["train"]) < 2:
         raise DatasetError(f"{dataset}: {len(indices['train'])} readable training images; at least 2 needed")
-    mean, std = channel_stats(tensors.images, indices["train"])
+    mean, std = channel_stats(tensors.images, indices["train"], stats_bytes)
     dropped = pd.concat([unreadable, tensors.dropped], ignore_index=True).drop_duplicates("path", keep="last")
     return PreparedData(plan, ref.root, splits, classes, tensors, labels, indices, mean, std, dropped,
                         time.perf_counter() - started)  # fmt: skip

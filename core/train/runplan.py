@@ -198,6 +198,9 @@ def resolve(config: TrainConfig, facts: DataFacts) -> RunPlan:
     augment, normalize = _augment(config, facts, why), _normalize(config, pretrained, why)
     if not config.threads:
         why["threads"] = "All cores while it trains alone; shared fairly when several runs train."
+    if not config.memory_budget:
+        why["memory_budget"] = ("An eighth of the memory free when the run starts, 64 to 512 MB: decoding and "
+                                "statistics hold that much of the images at once.")  # fmt: skip
     return RunPlan(config, arch, image_size, normalize, augment, schedule, epochs, lr, facts, _in_order(why), batch,
                    warmup)  # fmt: skip
 

@@ -290,7 +290,8 @@ class _Decode:
         return ""
 
 
-def channel_stats(images: torch.Tensor, indices: np.ndarray | None = None) -> tuple[list[float], list[float]]:
+def channel_stats(images: torch.Tensor, indices: np.ndarray | None = None,
+                  chunk_bytes: int | None = None) -> tuple[list[float], list[float]]:  # fmt: skip
     """Per-channel mean and standard deviation, in 0..1 units, of ``images[indices]`` (the training images).
 
     Summed in chunks of float64 (:func:`stats_chunk`), so 100k images need no 100k-image float copy.
@@ -300,7 +301,7 @@ def channel_stats(images: torch.Tensor, indices: np.ndarray | None = None) -> tu
         return [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
     total = torch.zeros(3, dtype=torch.float64)
     squares = torch.zeros(3, dtype=torch.float64)
-    for part in chosen.split(stats_chunk(images.shape[2])):
+    for part in chosen.split(stats_chunk(images.shape[2], chunk_bytes)):
         x = cache_rows.gather(images, part).to(torch.float64) / 255.0
         total += x.sum(dim=(0, 2, 3))
         squares += (x * x).sum(dim=(0, 2, 3))
@@ -310,10 +311,10 @@ def channel_stats(images: torch.Tensor, indices: np.ndarray | None = None) -> tu
     return mean.tolist(), std.tolist()
 
 
-def stats_chunk(image_size: int) -> int:
-    """Images :func:`channel_stats` sums at once at ``image_size`` px (at most 4,096, at most
-    ``STATS_CHUNK_BYTES`` of float64)."""
-    return max(1, min(4096, STATS_CHUNK_BYTES // (3 * image_size * image_size * 8)))
+def stats_chunk(image_size: int, chunk_bytes: int | None = None) -> int:
+    """Images :func:`channel_stats` sums at once at ``image_size`` px (at most 4,096, at most ``chunk_bytes``,
+    default ``STATS_CHUNK_BYTES``, of float64)."""
+    return max(1, min(4096, (chunk_bytes or STATS_CHUNK_BYTES) // (3 * image_size * image_size * 8)))
 
 
 # --- the evaluation transform ------------------------------------------------------------------------------

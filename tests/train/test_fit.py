@@ -151,12 +151,13 @@ def test_a_plan_says_why_for_every_automatic_choice_and_round_trips_through_json
     plan = resolve(TrainConfig(dataset="x", optimizer="adam").validate(), DataFacts(8, True))
     why = plan.explain()
     assert set(why) == {"arch", "image_size", "schedule", "epochs", "lr", "augment", "normalize", "threads",
-                        "batch_size"}  # fmt: skip
+                        "batch_size", "memory_budget"}  # fmt: skip
     assert "8 px" in why["arch"] and "grey-scale" in why["augment"] and "Adam" in why["lr"]
     assert why["epochs"] == plan.epochs.words() == EpochPlan("cycles", AUTO_MAX_EPOCHS).words()
     assert RunPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
     given = resolve(TrainConfig(dataset="x", arch="lenet", image_size=16, lr=0.1, epochs=3, augment="crop",
-                                normalize="dataset", threads=1, batch_size=8).validate(), DataFacts(8, True))  # fmt: skip
+                                normalize="dataset", threads=1, batch_size=8, memory_budget=100).validate(),
+                     DataFacts(8, True))  # fmt: skip
     assert set(given.explain()) == {"epochs", "schedule"}  # nothing else was left to the studio
 
 

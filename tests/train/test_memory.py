@@ -7,7 +7,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from core.common.workspace import Workspace
 from core.train.config import TrainConfig
@@ -82,3 +84,29 @@ def test_a_run_whose_images_outgrow_the_memory_is_planned_with_words_not_refused
     assert "reading them from the disk a batch at a time" in words
     assert _from_disk(estimate_memory(TrainConfig(arch="lenet", image_size=16), 1000, 700, 4)) is None
     assert "The decoded images (157.3 GB) stay on the disk" in memory_words(big)
+
+
+def test_the_working_memory_sizes_the_chunks_the_estimate_counts() -> None:
+    from core.train.memory import BUDGET_MAX, BUDGET_MIN, working_bytes
+
+    assert working_bytes(TrainConfig(memory_budget=100)) == 100 * 1024**2  # as set
+    assert (
+        working_bytes(TrainConfig(), free=0) == BUDGET_MIN and working_bytes(TrainConfig(), free=10**12) == BUDGET_MAX
+    )
+    assert working_bytes(TrainConfig(), free=1024**3) == 128 * 1024**2  # an eighth of what is free
+    small, large = (estimate_memory(TrainConfig(arch="lenet", image_size=160, batch_size=16, memory_budget=mb),
+                                    20_000, 14_000, 4) for mb in (16, 512))  # fmt: skip
+    assert small.working == 16 * 1024**2 and small.decoding < large.decoding and small.statistics < large.statistics
+    assert small.decoding <= 2 * 1024**2 + 3 * 160 * 160  # an eighth of 16 MB, in whole images
+
+
+def test_a_run_decoded_and_summed_in_small_chunks_gets_the_same_numbers(tmp_path: Path) -> None:
+    from core.train.prepare import prepare
+
+    data = fx.write_colour_classes(tmp_path / "colours", 20, size=(24, 24))
+    ws = Workspace.open(tmp_path / "ws").for_operator([str(data)])
+    base = TrainConfig(dataset=str(data), arch="lenet", image_size=96, epochs=1)  # 1 MB: 37 images, 4 summed
+    tiny = prepare(replace(base, memory_budget=1), Workspace.open(tmp_path / "ws2").for_operator([str(data)]))
+    usual = prepare(base, ws)
+    assert torch.equal(tiny.tensors.images, usual.tensors.images)
+    np.testing.assert_allclose(tiny.mean + tiny.std, usual.mean + usual.std, rtol=1e-6)
