@@ -104,7 +104,8 @@ def load_tensors(
     index names the rows written after every chunk: memory holds one chunk, and a decode killed halfway is
     resumed by the next call. One decode of a dataset at a size runs at a time; another waits for it, then finds
     its images cached. Files that fail to open are dropped and listed in ``dropped`` with their reason (and
-    remembered, so they are not retried until they change). The cache is memory-mapped copy-on-write: a dataset
+    remembered, so they are not retried until they change). The cache is mapped copy-on-write, and ``Batches``
+    reads its rows with ``pread`` (``core.train.cache_rows``): no process holds the decoded images, so a dataset
     larger than RAM still trains.
 
     Args:
