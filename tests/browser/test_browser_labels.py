@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from core.common.workspace import Workspace
+from core.store.runs import RunStore
 from tests import imagefactory as fx
 from tests.browser.test_browser_experiments import _cells, _settled
 from tests.labels import plant_flips
-from tests.support import train_to_the_end
+from tests.support import train_to_the_end, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]  # ~1-2 min: a label check, a cleaned copy, a second run
 
@@ -65,9 +66,12 @@ def test_suspects_are_decided_cleaned_and_retrained_beside_the_noisy_run(server:
 
     page.get_by_role("link", name="Train on it").click()
     page.get_by_role("button", name="Start training").click()
-    expect(page.get_by_text(re.compile(r"finished in .*test images get the right label"))).to_be_visible(
-        timeout=300_000
-    )
+    # The run's own card, not the card of run 1 (trained before the page opened: "finished while you were away"),
+    # which a loaded machine showed before the click had queued run 2.
+    store = RunStore(Workspace.open(workspace).runs_db)
+    wait_until(lambda: [r.status for r in store.list_runs(kind="train")] == ["completed"] * 2, timeout=300,
+               what="the run on the cleaned copy")  # fmt: skip
+    expect(page.get_by_text(re.compile(r"finished in .*test images get the right label")).first).to_be_visible()
     page.goto(f"{server}/compare")
     expect(page.get_by_text("2 of 2 runs")).to_be_visible()
     expect(_cells(page, "finished")).to_have_count(2)
