@@ -349,7 +349,7 @@ class TrainConfig:
     log_every: int = _f(20, "Steps between progress reports (each report waits for the device once).",
                         "Report every (steps)", "Augmentation and device")  # fmt: skip
     memory_budget: int = _f(0, "Memory (MB) for images handled at once while decoding and summing them; 0: an "
-                            "eighth of what is free when the run starts, 64 to 512 MB.", "Working memory (MB)",
+                            "eighth of what is free when the run starts, 64 to 512 MB.", "Memory (MB)",
                             "Augmentation and device", zero_is_auto=True)  # fmt: skip
 
     def validate(self) -> TrainConfig:

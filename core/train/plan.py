@@ -78,9 +78,10 @@ def memory_words(memory: MemoryEstimate) -> str:
     """The plan's memory line: what the run takes, what is free, where the images are."""
     free = free_bytes()
     free_part = f", of {size_words(free)} free" if free is not None else ""
-    return (f"Memory: about {size_words(memory.total)} for this run{free_part}; it decodes and sums the images "
-            f"{size_words(memory.working)} at a time. The decoded images ({size_words(memory.cache_file)}) stay on "
-            "the disk, read a batch at a time.")  # fmt: skip
+    chunks = (f"; decoding and statistics go through them {size_words(memory.working)} at a time (Memory, under "
+              "Advanced)" if memory.cache_file > memory.working else "")  # fmt: skip
+    return (f"Memory: about {size_words(memory.total)} for this run{free_part}. The decoded images "
+            f"({size_words(memory.cache_file)}) stay on the disk, read a batch at a time{chunks}.")  # fmt: skip
 
 
 def check_run(source: TrainConfig | RunPlan, ws: Workspace, nodes: int = 1) -> RunPreview | None:

@@ -73,8 +73,8 @@ def test_train_form_shows_the_essentials_with_what_automatic_chose_and_help_on_e
     text = " ".join(c.value for c in at.caption)
     assert "1,257 images to learn from, 270 to watch progress on (validation) and 270 kept apart" in text
     # 1,797 digits at 16 px: 1.4 MB decoded, on the disk; the run's own memory before what is free
-    assert re.search(r"Memory: about [\d.,]+ MB for this run, of [\d.,]+ GB free; it decodes and sums the images "
-                     r"\d+ MB at a time\. The decoded images \(1 MB\) stay on the disk", text)  # fmt: skip
+    assert re.search(r"Memory: about [\d.,]+ MB for this run, of [\d.,]+ GB free\. The decoded images \(1 MB\) "
+                     r"stay on the disk, read a batch at a time\.", text)  # fmt: skip
     assert "Automatic. An eighth of the memory free when the run starts" in text  # Working memory, under Advanced
     assert not at.warning  # the digits have large enough splits and the small CNN suits them
 

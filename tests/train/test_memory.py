@@ -83,7 +83,10 @@ def test_a_run_whose_images_outgrow_the_memory_is_planned_with_words_not_refused
     assert words.startswith("the decoded images (157.3 GB) are larger than this machine's memory")
     assert "reading them from the disk a batch at a time" in words
     assert _from_disk(estimate_memory(TrainConfig(arch="lenet", image_size=16), 1000, 700, 4)) is None
-    assert "The decoded images (157.3 GB) stay on the disk" in memory_words(big)
+    assert (
+        "The decoded images (157.3 GB) stay on the disk, read a batch at a time; decoding and statistics go "
+        "through them" in memory_words(big)
+    )
 
 
 def test_the_working_memory_sizes_the_chunks_the_estimate_counts() -> None:
