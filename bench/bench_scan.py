@@ -21,6 +21,7 @@ and a run that started on a busy machine is flagged.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing
 import os
@@ -73,15 +74,11 @@ def _is_png(i: int) -> bool:
     return np.random.default_rng([GENERATOR_VERSION, i, 1]).random() < PNG_SHARE
 
 
-_noise: np.ndarray | None = None
-
-
-def _noise_tile() -> np.ndarray:
-    """Sensor-like noise, made once per process and cropped at random offsets (drawing it per image is slow)."""
-    global _noise
-    if _noise is None:
-        _noise = np.random.default_rng(GENERATOR_VERSION).normal(0, 5, (NOISE_SIDE, NOISE_SIDE, 3)).astype(np.int16)
-    return _noise
+@functools.lru_cache(maxsize=4)
+def noise_tile(side: int, sigma: float, seed: int) -> np.ndarray:
+    """Sensor-like noise, made once per process and cropped at random offsets (drawing it per image is slow); the
+    scale bench's generator (``bench.scale_data``) takes its own from here too."""
+    return np.random.default_rng(seed).normal(0, sigma, (side, side, 3)).astype(np.int16)
 
 
 def make_image(i: int) -> Image.Image:
@@ -106,7 +103,7 @@ def make_image(i: int) -> Image.Image:
         (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
     im = im.filter(ImageFilter.BoxBlur(1))
     oy, ox = int(rng.integers(0, NOISE_SIDE - h + 1)), int(rng.integers(0, NOISE_SIDE - w + 1))
-    pixels = np.asarray(im, np.int16) + _noise_tile()[oy : oy + h, ox : ox + w]
+    pixels = np.asarray(im, np.int16) + noise_tile(NOISE_SIDE, 5, GENERATOR_VERSION)[oy : oy + h, ox : ox + w]
     return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
 
 

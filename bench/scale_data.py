@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from bench.bench_scan import noise_tile
+
 CLASSES = ("discs", "boxes", "stripes", "rings")
 SIDE = 128  # source pixels; the decode's side is the stage's --image-size
 QUALITY = 85
@@ -72,17 +74,6 @@ def n_copies(n: int) -> int:
     return sum(1 for i in range(n) if origin(i).kind != "own")
 
 
-_noise: np.ndarray | None = None
-
-
-def _noise_tile() -> np.ndarray:
-    """Fine sensor-like noise, made once per process and cropped at a random offset per image."""
-    global _noise
-    if _noise is None:
-        _noise = np.random.default_rng(GENERATOR_VERSION).normal(0, 6, (NOISE_SIDE, NOISE_SIDE, 3)).astype(np.int16)
-    return _noise
-
-
 def _colour(hue: float, saturation: float, value: float) -> tuple[int, int, int]:
     r, g, b = colorsys.hsv_to_rgb(hue % 1.0, saturation, value)
     return int(r * 255), int(g * 255), int(b * 255)
@@ -115,7 +106,7 @@ def make_image(i: int) -> Image.Image:
             draw.ellipse([x0, y0, x1, y1], outline=fill, width=int(rng.integers(3, 7)))
     im = im.filter(ImageFilter.BoxBlur(1))
     oy, ox = (int(v) for v in rng.integers(0, NOISE_SIDE - SIDE + 1, 2))
-    pixels = np.asarray(im, np.int16) + _noise_tile()[oy : oy + SIDE, ox : ox + SIDE]
+    pixels = np.asarray(im, np.int16) + noise_tile(NOISE_SIDE, 6, GENERATOR_VERSION)[oy : oy + SIDE, ox : ox + SIDE]
     return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
 
 
