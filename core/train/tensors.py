@@ -126,15 +126,17 @@ def load_tensors(
                  workers, progress, in_place)  # fmt: skip
     base = cache_dir / "tensors" / f"{_root_key(root)}-{image_size}" if cache_dir else None
     with read_cache(base, image_size) as cached:
-        found = load.as_cached(cached)
+        todo = load.stale(cached)
+        found = load.as_cached(cached, todo)
         if found is not None:
             return found
-        if base is None or load.copy_in_ram(cached):
-            return load.run(cached, None)
+        if base is None or load.copy_in_ram(cached, todo):
+            return load.run(cached, None, todo)
     with decode_lock(base), read_cache(base, image_size) as cached:  # read again: the decode before may have done it
         # What needs a new file: images to decode, or cached ones spread over several files (a decode killed while
         # copying): copied there with pread a chunk at a time, never all into RAM.
-        return load.as_cached(cached) or load.run(cached, base)
+        todo = load.stale(cached)
+        return load.as_cached(cached, todo) or load.run(cached, base, todo)
 
 
 def _stat(path: Path) -> tuple[int, int]:
@@ -170,12 +172,17 @@ class _Load:
         """The asked paths to decode: new, changed, or failed to stat."""
         return [p for p in self.paths if filecache.stale(cached.rows.get(p), self.stats[p])]
 
-    def as_cached(self, cached: CachedRows) -> TensorSet | None:
-        """The asked images as they lie in one cache file, when none is stale and they need no new file: its first
-        rows in the asked order (an unchanged dataset), or, ``in_place``, any of its rows in any order."""
-        if self.stale(cached):
+    def kept(self, cached: CachedRows) -> list[str]:
+        """The asked paths ``cached`` holds pixels of (when none is stale)."""
+        return [p for p in self.paths if not cached.rows[p]["reason"]]
+
+    def as_cached(self, cached: CachedRows, todo: list[str]) -> TensorSet | None:
+        """The asked images as they lie in one cache file, when none is stale (``todo`` empty) and they need no new
+        file: its first rows in the asked order (an unchanged dataset), or, ``in_place``, any of its rows in any
+        order."""
+        if todo:
             return None
-        kept = [p for p in self.paths if not cached.rows[p]["reason"]]
+        kept = self.kept(cached)
         mapped = cached.mapped_as(kept)
         if mapped is not None:
             return self._tensor_set(cached.rows, mapped, 0)
@@ -186,16 +193,14 @@ class _Load:
         found.rows = np.fromiter((cached.rows[p]["slot"] for p in kept), dtype=np.int64, count=len(kept))
         return found
 
-    def copy_in_ram(self, cached: CachedRows) -> bool:
+    def copy_in_ram(self, cached: CachedRows, todo: list[str]) -> bool:
         """Whether the asked images, all cached in one file but in another order, are copied into RAM: for a caller
         that cannot take them in place (none of the studio's own: a copy of a large dataset would not fit)."""
-        kept = [p for p in self.paths if not cached.rows.get(p, {}).get("reason", "")]
-        return not self.in_place and not self.stale(cached) and cached.holding(kept) is not None
+        return not self.in_place and not todo and cached.holding(self.kept(cached)) is not None
 
-    def run(self, cached: CachedRows, base: Path | None) -> TensorSet:
-        """The asked images from ``cached``, decoding what is stale, into a new cache file at ``base`` in the asked
-        order (cached rows copied there), or in RAM (``base`` None: no cache folder)."""
-        todo = self.stale(cached)
+    def run(self, cached: CachedRows, base: Path | None, todo: list[str]) -> TensorSet:
+        """The asked images from ``cached``, decoding ``todo`` (the stale ones), into a new cache file at ``base`` in
+        the asked order (cached rows copied there), or in RAM (``base`` None: no cache folder)."""
         per_chunk = max(1, self.chunk_bytes // (3 * self.size * self.size))
         n, size = len(self.paths), self.size
         sink = FileSink(base, n, size, per_chunk) if base is not None else RowSink(n, size)
