@@ -3,7 +3,7 @@
 Training allocates the same large tensors every step (activations, gradients, the batch's float copies). glibc
 serves blocks above ``M_MMAP_THRESHOLD`` (at most 32 MiB by its own rule) with a fresh ``mmap`` and unmaps them when
 freed, so every step faults its memory in again, one 4 KB page at a time. Measured on this 2-core VM (torch 2.14.1,
-one training step, 2 threads, 20 steps after 3 warm-up):
+one training step, 2 threads, 20 steps after 3 warm-up; ``python -m bench.bench_allocator`` measures it again):
 
     ===============================  ==============  ================  ======================
     network, input, batch            glibc default   kept (256 MiB)    peak RSS default/kept
@@ -11,7 +11,7 @@ one training step, 2 threads, 20 steps after 3 warm-up):
     LeNet, 160 px, 64                17.0 ms/img     6.7-7.3 ms/img    1.73 / 2.47 GB
     LeNet, 160 px, 16                12.6            7.6               1.12 / 1.17 GB
     ResNet-18, 112 px, 64            8.6             7.2               1.36 / 1.44 GB
-    LeNet, 16 px, 16 (the digits)    0.13            0.11              0.69 / 0.69 GB
+    LeNet, 16 px, 16 (the digits)    0.11-0.13       0.11              0.69 / 0.69 GB
     ===============================  ==============  ================  ======================
 
 (614,000 minor page faults a step at LeNet 160 px, batch 64, before; 8,000-27,000 after.) The price is the
