@@ -39,6 +39,7 @@ from pathlib import Path
 
 import imagehash
 import numpy as np
+import pandas as pd
 from PIL import Image, ImageEnhance
 
 from bench.bench_scan import cpu_model, load_average, make_image, warm_page_cache
@@ -135,14 +136,14 @@ def baseline_pairs(hashes: list[imagehash.ImageHash]) -> list[tuple[int, int]]:
     return found
 
 
-def fingerprint_processes(files: list[str], workers: int) -> list[dict]:
+def fingerprint_processes(files: list[str], workers: int) -> pd.DataFrame:
     """The same fingerprints on a process pool (spawn: what a Streamlit server or a CLI can safely use)."""
     chunks = [files[k : k + 256] for k in range(0, len(files), 256)]
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return [fp for part in pool.map(_fingerprint_serial, chunks) for fp in part]
+        return pd.concat(pool.map(_fingerprint_serial, chunks), ignore_index=True)
 
 
-def _fingerprint_serial(chunk: list[str]) -> list[dict]:
+def _fingerprint_serial(chunk: list[str]) -> pd.DataFrame:
     return fingerprint_many(chunk, workers=1)
 
 

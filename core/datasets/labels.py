@@ -14,6 +14,7 @@ The rule:
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -21,7 +22,20 @@ _DECIMAL = re.compile(r"(-?)(\d+)\.(\d+)")
 
 
 def label_text(value: object) -> str:
-    """The class name ``value`` stands for (``""``, no label, stays ``""``)."""
+    """The class name ``value`` stands for (``""``, no label, stays ``""``).
+
+    Text is looked up in a cache, so a class's images share one string (a listing of 200,000 images holds a few
+    class names, not 200,000 copies of them).
+    """
+    return _text_label(value) if type(value) is str else _label_text(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _text_label(value: str) -> str:
+    return _label_text(value)
+
+
+def _label_text(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():

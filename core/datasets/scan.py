@@ -15,16 +15,20 @@ Images of a flat folder have no label (``UNLABELLED``): they are counted in ``n_
 
 from __future__ import annotations
 
+import collections
+import itertools
 import multiprocessing
+import os
 import pickle
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from core.common import filecache
@@ -33,7 +37,7 @@ from core.common.diskspace import write_failure
 from core.common.errors import DatasetError, ImageError
 from core.common.naming import natural_sorted
 from core.common.words import SPLITS
-from core.datasets.layouts import FOLDER_OUTSIDE, LINK_OUTSIDE, UNLABELLED, Entry, Problem, real
+from core.datasets.layouts import FOLDER_OUTSIDE, LINK_OUTSIDE, UNLABELLED, Problem, real
 from core.datasets.sources import DatasetRef, list_entries
 from core.images.opener import inspect_image
 
@@ -45,6 +49,7 @@ MANIFEST_COLUMNS = ["path", "label", "split", *FACT_COLUMNS]
 CACHE_COLUMNS = ["path", "size", "mtime_ns", *FACT_COLUMNS, "error"]
 # Each decoding thread gets at least this many files; fewer are opened on the calling thread alone.
 PER_WORKER_MIN = 64
+WINDOW = 4  # chunks in flight per worker (map_chunks)
 UNSPLIT = "unsplit"
 
 
@@ -57,7 +62,8 @@ class ScanResult:
     unreadable: pd.DataFrame  # columns: path, reason
     seconds: float
     n_opened: int  # files decoded by this scan (0 when everything came from the cache)
-    extras: dict[str, dict] = field(default_factory=dict)  # the inspector's results of the files opened, by path
+    # the inspector's results for the files this scan opened: one row each, with ``path`` (empty without one)
+    extras: pd.DataFrame = field(default_factory=pd.DataFrame)
     warnings: list[str] = field(default_factory=list)  # e.g. the cache could not be saved (disk full)
 
     @property
@@ -117,20 +123,31 @@ def scan_dataset(
             facts is kept in ``ScanResult.extras`` for the files this scan opened.
     """
     started = time.perf_counter()
-    entries, problems = list_entries(ref)
-    stats, link_problems = _stat_entries(ref.root, entries, ref.reach)
+    listing, problems = _listing(ref)
+    sizes, mtimes, link_problems = _stat_entries(ref.root, listing["path"], ref.reach)
+    usable = sizes >= 0
+    listing, sizes, mtimes = listing[usable].reset_index(drop=True), sizes[usable], mtimes[usable]
     cache_file = cache_dir / "manifests" / f"{ref.key}.parquet" if cache_dir else None
-    cached = filecache.read_rows(cache_file, CACHE_COLUMNS)
-    todo = [e.path for e in entries if e.path in stats and filecache.stale(cached.get(e.path), stats[e.path])]
-    found = inspect_many([str(ref.root / p) for p in todo], workers=workers, progress=progress, inspector=inspector)
-    opened = dict(zip(todo, found, strict=True))
-    facts = {p: opened.get(p) or cached[p] for p in stats}
-    warnings = [_save_cache(cache_file, stats, facts)] if cache_file is not None and todo else []
-    manifest, bad = _assemble(entries, stats, facts)
+    cached = filecache.read_table(cache_file, CACHE_COLUMNS)
+    rows = filecache.match(cached, listing["path"], sizes, mtimes)
+    todo = np.flatnonzero(rows < 0)
+    opened = listing["path"].iloc[todo].reset_index(drop=True)
+    found = inspect_many(opened, root=ref.root, workers=workers, progress=progress, inspector=inspector)
+    facts = _combine(cached, rows, found, todo)
+    del cached  # the columnar cache: kept rows are in ``facts`` now
+    warnings = [_save_cache(cache_file, listing["path"], sizes, mtimes, facts)] if cache_file and len(todo) else []
+    manifest, bad = _assemble(listing, facts)
     unreadable = _problem_frame([*problems, *link_problems, *bad])
-    extras = opened if inspector is not None else {}
+    extras = found.assign(path=opened) if inspector is not None else pd.DataFrame()
     return ScanResult(ref, manifest, unreadable, time.perf_counter() - started, len(todo), extras,
                       [w for w in warnings if w])  # fmt: skip
+
+
+def _listing(ref: DatasetRef) -> tuple[pd.DataFrame, list[Problem]]:
+    """The entries as a table (path, label, split): three columns, not one object per image."""
+    entries, problems = list_entries(ref)
+    columns = {c: [getattr(e, c) for e in entries] for c in ("path", "label", "split")}
+    return pd.DataFrame(columns, columns=["path", "label", "split"], dtype=str), problems
 
 
 def require_labels(scan: ScanResult) -> None:
@@ -148,26 +165,27 @@ def require_labels(scan: ScanResult) -> None:
 
 
 def _stat_entries(
-    root: Path, entries: Sequence[Entry], reach: tuple[Path, ...]
-) -> tuple[dict[str, tuple[int, int]], list[Problem]]:
-    """(size, mtime_ns) per usable path; paths that lead out of ``reach`` and vanished files become problems."""
+    root: Path, paths: Sequence[str], reach: tuple[Path, ...]
+) -> tuple[np.ndarray, np.ndarray, list[Problem]]:
+    """(size, mtime_ns) per path, -1 where it cannot be used: paths that lead out of ``reach`` and vanished files
+    become problems."""
     folder_inside: dict[Path, bool] = {}  # one realpath per folder, not per file: cheap on 100k-image rescans
-    stats: dict[str, tuple[int, int]] = {}
+    sizes, mtimes = np.full(len(paths), -1, np.int64), np.full(len(paths), -1, np.int64)
     problems: list[Problem] = []
-    for entry in entries:
-        full = root / entry.path
+    for k, path in enumerate(paths):
+        full = root / path
         outside = _outside_reason(full, reach, folder_inside)
         if outside:
-            problems.append(Problem(entry.path, outside))
+            problems.append(Problem(path, outside))
             continue
         try:
             st = full.stat()
         except OSError as exc:
             reason = f"broken link ({exc.strerror})" if full.is_symlink() else f"cannot read ({exc.strerror})"
-            problems.append(Problem(entry.path, reason))
+            problems.append(Problem(path, reason))
             continue
-        stats[entry.path] = (st.st_size, st.st_mtime_ns)
-    return stats, problems
+        sizes[k], mtimes[k] = st.st_size, st.st_mtime_ns
+    return sizes, mtimes, problems
 
 
 def _outside_reason(full: Path, reach: tuple[Path, ...], folder_inside: dict[Path, bool]) -> str:
@@ -192,39 +210,86 @@ def _inside(resolved: Path, reach: tuple[Path, ...]) -> bool:
 def inspect_many(
     paths: Sequence[str],
     *,
+    root: Path | None = None,
     workers: int | None = None,
     progress: Progress | None = None,
     inspector: Inspector | None = None,
-) -> list[dict]:
-    """Facts (or an ``error`` reason) for each path, in order; in parallel (``map_chunks``) when there are many."""
+) -> pd.DataFrame:
+    """Facts (or an ``error`` reason) for each path (under ``root`` when given), one row each, in order; in
+    parallel (``map_chunks``) when there are many.
+
+    Chunks are made as the workers take them and their rows become a small table as they arrive: a dict per
+    image for 200,000 images is over 1 GB, their absolute paths alone 20 MB.
+    """
     run = inspector or _inspect_chunk
     n_workers = min(workers or usable_cores(), max(1, len(paths) // PER_WORKER_MIN))
     size = max(32, min(256, len(paths) // (n_workers * 8))) if n_workers > 1 else 100
-    chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
-    results: list[dict] = []
-    for chunk_result in map_chunks(run, chunks, n_workers, "scan"):
-        results.extend(chunk_result)
+    frame = collect(map_chunks(run, path_chunks(paths, size, root), n_workers, "scan"), len(paths), progress)
+    return frame.reindex(columns=list(dict.fromkeys([*FACT_COLUMNS, "error", *frame.columns])))
+
+
+def path_chunks(paths: Sequence[str], size: int, root: Path | None = None) -> Iterator[list[str]]:
+    """``paths`` (a list or a Series) in chunks of ``size``, made one at a time, joined to ``root`` if given."""
+    prefix = f"{root}{os.sep}" if root is not None else ""
+    for start in range(0, len(paths), size):
+        part = (
+            paths.iloc[start : start + size].tolist() if isinstance(paths, pd.Series) else paths[start : start + size]
+        )
+        yield [prefix + p for p in part]
+
+
+def collect(results: Iterable[list[dict]], total: int, progress: Progress | None = None) -> pd.DataFrame:
+    """One table from chunks of per-file dicts, each chunk made a table as it arrives (see ``records_frame``)."""
+    frames: list[pd.DataFrame] = []
+    done = 0
+    for chunk_result in results:
+        frames.append(records_frame(chunk_result))
+        done += len(chunk_result)
         if progress:
-            progress(len(results), len(paths))
-    return results
+            progress(done, total)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def map_chunks(run: Callable[[Sequence[str]], list[dict]], chunks: list, workers: int, name: str) -> Iterator[list]:
+def records_frame(records: list[dict]) -> pd.DataFrame:
+    """A table of ``records``; an integer column with gaps (a file that failed) is nullable Int64, not float64,
+    whose 53 bits would round a 64-bit perceptual hash."""
+    frame = pd.DataFrame.from_records(records)
+    for col in frame.columns:
+        if frame[col].dtype == np.float64 and frame[col].isna().any():
+            values = [r.get(col) for r in records]
+            if any(isinstance(v, int) and not isinstance(v, bool) for v in values):
+                frame[col] = pd.array(values, dtype="Int64")
+    return frame
+
+
+def map_chunks(run: Callable[[Sequence[str]], list], chunks: Iterable, workers: int, name: str) -> Iterator[list]:
     """``run`` on each chunk, results in order: on forked worker processes when this process runs no other thread
     (the command line), else on threads (a Streamlit server runs many: forking one is unsafe).
 
     Decoding releases the GIL but Pillow's header parsing and the per-image Python do not: on 2 idle cores two
     threads reached 1.3-1.7x, two forked processes 1.9x. A forked worker starts in milliseconds and imports
-    nothing (spawned ones re-import the main script: 0.5-1 s each).
+    nothing (spawned ones re-import the main script: 0.5-1 s each). At most WINDOW chunks per worker are in
+    flight (``Executor.map`` would take every chunk at once), so neither the chunks nor their results pile up.
     """
-    if workers <= 1 or len(chunks) <= 1:
+    chunks = iter(chunks)
+    first = list(itertools.islice(chunks, 2))
+    chunks = itertools.chain(first, chunks)
+    if workers <= 1 or len(first) <= 1:
         yield from map(run, chunks)
-    elif _can_fork(run):
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            yield from pool.map(run, chunks)
+        return
+    pool: Executor
+    if _can_fork(run):
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
     else:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name) as pool:
-            yield from pool.map(run, chunks)
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+    with pool:
+        pending: collections.deque[Future] = collections.deque()
+        for chunk in chunks:
+            pending.append(pool.submit(run, chunk))
+            if len(pending) >= WINDOW * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _can_fork(run: Callable) -> bool:
@@ -250,12 +315,22 @@ def _inspect_one(path: str) -> dict:
             "frames": info.frames, "bytes": info.bytes, "error": ""}  # fmt: skip
 
 
-def _save_cache(cache_file: Path, stats: dict[str, tuple[int, int]], facts: dict[str, dict]) -> str:
+def _combine(cached: pd.DataFrame | None, rows: np.ndarray, found: pd.DataFrame, todo: np.ndarray) -> pd.DataFrame:
+    """The facts and error of every usable entry, in order: the cache's valid rows and the files opened now."""
+    columns = [*FACT_COLUMNS, "error"]
+    kept = rows >= 0
+    parts = [found[columns].set_axis(todo)]
+    if cached is not None and kept.any():
+        parts.insert(0, cached[columns].iloc[rows[kept]].set_axis(np.flatnonzero(kept)))
+    return pd.concat(parts).sort_index().reset_index(drop=True)
+
+
+def _save_cache(cache_file: Path, paths: pd.Series, sizes: np.ndarray, mtimes: np.ndarray, facts: pd.DataFrame) -> str:
     """Write the cache; on a full disk the scan still answers, and says its cache was not saved ("" if it was)."""
-    rows = [{"path": p, "size": s, "mtime_ns": m, **{c: facts[p].get(c) for c in (*FACT_COLUMNS, "error")}}
-            for p, (s, m) in stats.items()]  # fmt: skip
-    return cache_write(lambda: filecache.write_table(cache_file, pd.DataFrame(rows, columns=CACHE_COLUMNS)),
-                       cache_file.parent, "the scan was not cached: the next scan opens every file again")  # fmt: skip
+    frame = pd.concat([pd.DataFrame({"path": paths, "size": sizes, "mtime_ns": mtimes}), facts], axis=1)
+    frame = filecache.unique_rows(frame, np.ones(len(frame), bool))[CACHE_COLUMNS]
+    return cache_write(lambda: filecache.write_table(cache_file, frame), cache_file.parent,
+                       "the scan was not cached: the next scan opens every file again")  # fmt: skip
 
 
 def cache_write(write: Callable[[], object], folder: Path, what: str) -> str:
@@ -270,23 +345,16 @@ def cache_write(write: Callable[[], object], folder: Path, what: str) -> str:
     return ""
 
 
-def _assemble(
-    entries: Sequence[Entry], stats: dict[str, tuple[int, int]], facts: dict[str, dict]
-) -> tuple[pd.DataFrame, list[Problem]]:
-    rows, bad = [], []
-    for entry in entries:
-        fact = facts.get(entry.path)
-        if fact is None:
-            continue  # already reported by _stat_entries
-        if fact.get("error"):
-            bad.append(Problem(entry.path, str(fact["error"])))
-            continue
-        rows.append({"path": entry.path, "label": entry.label, "split": entry.split,
-                     **{c: fact[c] for c in FACT_COLUMNS}})  # fmt: skip
-    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
-    for col in ("width", "height", "frames", "bytes"):
-        manifest[col] = manifest[col].astype("int64")
-    return manifest, bad
+def _assemble(listing: pd.DataFrame, facts: pd.DataFrame) -> tuple[pd.DataFrame, list[Problem]]:
+    """The manifest (the entries whose file opened, with their facts) and a problem per file that did not."""
+    errors = facts["error"].fillna("").astype(str)
+    good = (errors == "").to_numpy()
+    manifest = pd.concat([filecache.rows_where(listing, good), filecache.rows_where(facts[FACT_COLUMNS], good)], axis=1)
+    manifest = manifest.astype(
+        {"width": "int64", "height": "int64", "frames": "int64", "bytes": "int64", "mode": "str", "format": "str"}
+    )  # the same whether the facts were cached or new
+    bad = [Problem(p, r) for p, r in zip(listing["path"][~good], errors[~good], strict=True)]
+    return manifest[MANIFEST_COLUMNS], bad
 
 
 def _problem_frame(problems: Sequence[Problem]) -> pd.DataFrame:

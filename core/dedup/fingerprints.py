@@ -39,7 +39,8 @@ from PIL import Image
 from core.common import filecache
 from core.common.cpu import usable_cores
 from core.common.errors import DedupError, ImageError
-from core.datasets.scan import ScanResult, cache_write, map_chunks
+from core.common.filecache import rows_where, unique_rows
+from core.datasets.scan import ScanResult, cache_write, collect, map_chunks, path_chunks
 from core.datasets.sources import DatasetRef
 from core.dedup.features import FEATURE_COLUMNS, quality_features_batch
 from core.images.opener import ImageInfo, open_with_info
@@ -216,6 +217,11 @@ class HashTable:
             return np.zeros((0, THUMB_SIDE * THUMB_SIDE), np.uint8)
         return np.frombuffer(b"".join(self.table["thumb"]), np.uint8).reshape(len(self.table), -1)
 
+    def thumbs_at(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), THUMB_SIDE**2) uint8 gray thumbnails of the given rows only."""
+        column = self.table["thumb"].to_numpy()
+        return np.frombuffer(b"".join(column[rows]), np.uint8).reshape(len(rows), THUMB_SIDE * THUMB_SIDE)
+
     @property
     def colours(self) -> np.ndarray:
         """(n, 3) float mean RGB."""
@@ -243,25 +249,26 @@ def hash_dataset(
     """
     started = time.perf_counter()
     check_method(method)
-    root, paths = scan.ref.root, scan.manifest["path"].tolist()
-    stats = _stat_all(root, paths)
+    root, paths = scan.ref.root, scan.manifest["path"]
+    sizes, mtimes = _stat_all(root, paths)
     cache_file = fingerprint_cache(scan.ref, cache_dir, method) if cache_dir else None
     cached = _load_cache(cache_file)
-    stale = [p for p in paths if filecache.stale(cached.get(p), stats[p])]
-    done = {p: scan.extras[p] for p in stale if scan.extras.get(p, {}).get("method") == method}
-    todo = [p for p in stale if p not in done]
-    fresh = fingerprint_many([str(root / p) for p in todo], method, workers=workers, progress=progress)
-    rows = {p: cached[p] for p in paths if p in cached}
-    rows.update(done)
-    rows.update(zip(todo, fresh, strict=True))
-    todo = stale  # what was fingerprinted now, by the scan or here: saved, and counted as opened
+    rows = filecache.match(cached, paths, sizes, mtimes)
+    stale = np.flatnonzero(rows < 0)
+    from_scan = _scan_rows(scan.extras, paths.iloc[stale], method)
+    todo = stale[from_scan < 0]
+    fresh = fingerprint_many(paths.iloc[todo].reset_index(drop=True), method, root=root, workers=workers,
+                             progress=progress)  # fmt: skip
+    prints = _combine([(cached, rows), (scan.extras, _spread(from_scan, stale, len(paths))), (fresh, _spread(
+        np.arange(len(todo)), todo, len(paths)))])  # fmt: skip
+    del cached, fresh
     warnings = list(scan.warnings)
-    if cache_file is not None and todo:
-        save = cache_write(lambda: _save_cache(cache_file, stats, rows), cache_file.parent,
+    if cache_file is not None and len(stale):  # what was fingerprinted now, by the scan or here, is saved
+        save = cache_write(lambda: _save_cache(cache_file, paths, sizes, mtimes, prints), cache_file.parent,
                            "the fingerprints were not cached: the next search decodes every image again")  # fmt: skip
         warnings += [save] if save else []
-    table, failed = _assemble(scan.manifest, rows)
-    return HashTable(method, table, failed, len(todo), time.perf_counter() - started, warnings)
+    table, failed = _assemble(scan.manifest, prints)
+    return HashTable(method, table, failed, len(stale), time.perf_counter() - started, warnings)
 
 
 def fingerprint_cache(ref: DatasetRef, cache_dir: Path, method: str = "phash") -> Path:
@@ -269,21 +276,61 @@ def fingerprint_cache(ref: DatasetRef, cache_dir: Path, method: str = "phash") -
     return cache_dir / "hashes" / f"{ref.key}-{method}.parquet"
 
 
-def _stat_all(root: Path, paths: Sequence[str]) -> dict[str, tuple[int, int]]:
-    stats = {}
-    for p in paths:
+def _stat_all(root: Path, paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(sizes, mtimes) of ``paths``: -1 for a file vanished since the scan (opened again, listed as failed)."""
+    sizes, mtimes = np.full(len(paths), -1, np.int64), np.full(len(paths), -1, np.int64)
+    for k, p in enumerate(paths):
         try:
             st = (root / p).stat()
-            stats[p] = (st.st_size, st.st_mtime_ns)
         except OSError:
-            stats[p] = (-1, -1)  # vanished since the scan: opened again, and listed as failed with its reason
-    return stats
+            continue
+        sizes[k], mtimes[k] = st.st_size, st.st_mtime_ns
+    return sizes, mtimes
+
+
+def _scan_rows(extras: pd.DataFrame, paths: pd.Series, method: str) -> np.ndarray:
+    """For each of ``paths``, its row in the scan's ``extras`` when the scan fingerprinted it by ``method``, else -1."""
+    if extras.empty or "method" not in extras.columns:
+        return np.full(len(paths), -1, np.int64)
+    rows = pd.Index(extras["path"]).get_indexer(pd.Index(paths))
+    return np.where((rows >= 0) & (extras["method"].to_numpy()[rows] == method), rows, -1)
+
+
+def _spread(rows: np.ndarray, where: np.ndarray, n: int) -> np.ndarray:
+    """A length-``n`` array: ``rows[k]`` at ``where[k]``, -1 elsewhere."""
+    out = np.full(n, -1, np.int64)
+    out[where] = rows
+    return out
+
+
+def _combine(sources: list[tuple[pd.DataFrame | None, np.ndarray]]) -> pd.DataFrame:
+    """One row per image: from each (table, rows) source, table's row ``rows[k]`` for image k where it is >= 0.
+
+    The sources are the cache, the scan's extras and the files opened now; each image has one source.
+    """
+    columns = ["error", *FINGERPRINT_COLUMNS]
+    parts = [table[columns].iloc[rows[rows >= 0]].set_axis(np.flatnonzero(rows >= 0))
+             for table, rows in sources if table is not None and (rows >= 0).any()]  # fmt: skip
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    if len(parts) == 1 and len(parts[0]) == len(sources[0][1]):  # one source for every image (a first run):
+        prints = parts[0].reset_index(drop=True)  # in order already; sorting would copy 0.5 KB an image
+    else:
+        prints = pd.concat(parts).sort_index().reset_index(drop=True)
+    prints["hash"] = prints["hash"].astype("Int64")  # failed files have none; float64 would round the 64 bits
+    return prints
 
 
 def fingerprint_many(
-    paths: Sequence[str], method: str = "phash", *, workers: int | None = None, progress: Progress | None = None
-) -> list[dict]:
-    """``image_fingerprint`` of each path, in order (``{"error": reason}`` for a file that fails); in parallel.
+    paths: Sequence[str],
+    method: str = "phash",
+    *,
+    root: Path | None = None,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """``image_fingerprint`` of each path (under ``root`` if given), one row each, in order (``error`` holds the
+    reason a file failed); in parallel.
 
     Workers as the scan's (``core.datasets.scan.map_chunks``): forked processes from the command line, threads in
     a server. Measured on the 2-core VM with 2,000 photo-like JPEGs (bench.bench_dedup, quiet machine): 1 thread
@@ -291,13 +338,9 @@ def fingerprint_many(
     """
     n_workers = min(workers or usable_cores(), max(1, len(paths) // PER_WORKER_MIN))
     size = max(16, min(4 * BATCH, len(paths) // (n_workers * 4))) if n_workers > 1 else BATCH
-    chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
-    results: list[dict] = []
-    for chunk_result in map_chunks(functools.partial(_fingerprint_chunk, method=method), chunks, n_workers, "hash"):
-        results.extend(chunk_result)
-        if progress:
-            progress(len(results), len(paths))
-    return results
+    run = functools.partial(_fingerprint_chunk, method=method)
+    frame = collect(map_chunks(run, path_chunks(paths, size, root), n_workers, "hash"), len(paths), progress)
+    return frame.reindex(columns=["error", *FINGERPRINT_COLUMNS])
 
 
 def _fingerprint_chunk(paths: Sequence[str], method: str) -> list[dict]:
@@ -307,26 +350,23 @@ def _fingerprint_chunk(paths: Sequence[str], method: str) -> list[dict]:
     return results
 
 
-def _load_cache(cache_file: Path | None) -> dict[str, dict]:
-    rows = filecache.read_rows(cache_file, CACHE_COLUMNS)
-    return {} if any(row["version"] != CACHE_VERSION for row in rows.values()) else rows
+def _load_cache(cache_file: Path | None) -> pd.DataFrame | None:
+    table = filecache.read_table(cache_file, CACHE_COLUMNS)
+    return None if table is None or (table["version"] != CACHE_VERSION).any() else table
 
 
-def _save_cache(cache_file: Path, stats: dict[str, tuple[int, int]], rows: dict[str, dict]) -> None:
-    records = [{"path": p, "size": s, "mtime_ns": m, "version": CACHE_VERSION,
-                **{c: rows[p].get(c) for c in ("error", *FINGERPRINT_COLUMNS)}}
-               for p, (s, m) in stats.items() if s >= 0]  # fmt: skip
-    frame = pd.DataFrame(records, columns=CACHE_COLUMNS)
-    frame["hash"] = frame["hash"].astype("Int64")  # failed files have none
-    filecache.write_table(cache_file, frame)
+def _save_cache(
+    cache_file: Path, paths: pd.Series, sizes: np.ndarray, mtimes: np.ndarray, prints: pd.DataFrame
+) -> None:
+    frame = pd.concat([pd.DataFrame({"path": paths.reset_index(drop=True), "size": sizes, "mtime_ns": mtimes,
+                                     "version": CACHE_VERSION}), prints], axis=1)  # fmt: skip
+    filecache.write_table(cache_file, unique_rows(frame, sizes >= 0)[CACHE_COLUMNS])
 
 
-def _assemble(manifest: pd.DataFrame, rows: dict[str, dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    errors = manifest["path"].map(lambda p: rows[p].get("error") or "")
-    good = manifest[errors == ""].reset_index(drop=True)
-    prints = pd.DataFrame([{c: rows[p][c] for c in FINGERPRINT_COLUMNS} for p in good["path"]],
-                          columns=FINGERPRINT_COLUMNS)  # fmt: skip
-    table = pd.concat([good, prints], axis=1)
+def _assemble(manifest: pd.DataFrame, prints: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    errors = prints["error"].fillna("").astype(str)
+    good = (errors == "").to_numpy()
+    table = pd.concat([rows_where(manifest, good), rows_where(prints[FINGERPRINT_COLUMNS], good)], axis=1)
     table["hash"] = table["hash"].astype(np.int64)
-    failed = pd.DataFrame({"path": manifest.loc[errors != "", "path"], "reason": errors[errors != ""]})
+    failed = pd.DataFrame({"path": manifest["path"][~good], "reason": errors[~good]})
     return table, failed.reset_index(drop=True)

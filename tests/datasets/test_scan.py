@@ -327,6 +327,7 @@ def test_an_inspector_opens_each_file_once_and_its_extras_are_kept(class_folder:
 
     ref = resolve_dataset(str(class_folder), ws)
     first = scan_dataset(ref, ws.cache, inspector=inspector)
-    assert len(calls) == 12 and all(extra["seen"] for extra in first.extras.values())
+    assert len(calls) == 12 and first.extras["seen"].all() and len(first.extras) == 12
+    assert sorted(first.extras["path"]) == sorted(first.manifest["path"])
     again = scan_dataset(ref, ws.cache, inspector=inspector)
-    assert len(calls) == 12 and again.extras == {}  # cached: nothing opened, nothing extra
+    assert len(calls) == 12 and again.extras.empty  # cached: nothing opened, nothing extra
