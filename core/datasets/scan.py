@@ -133,7 +133,8 @@ def scan_dataset(
     todo = np.flatnonzero(rows < 0)
     opened = listing["path"].iloc[todo].reset_index(drop=True)
     found = inspect_many(opened, root=ref.root, workers=workers, progress=progress, inspector=inspector)
-    facts = _combine(cached, rows, found, todo)
+    own = filecache.placed(np.arange(len(todo)), todo, len(listing))
+    facts = filecache.gather([(cached, rows), (found, own)], [*FACT_COLUMNS, "error"], len(listing))
     del cached  # the columnar cache: kept rows are in ``facts`` now
     warnings = [_save_cache(cache_file, listing["path"], sizes, mtimes, facts)] if cache_file and len(todo) else []
     manifest, bad = _assemble(listing, facts)
@@ -313,16 +314,6 @@ def _inspect_one(path: str) -> dict:
         return {"error": exc.reason}
     return {"width": info.width, "height": info.height, "mode": info.mode, "format": info.format,
             "frames": info.frames, "bytes": info.bytes, "error": ""}  # fmt: skip
-
-
-def _combine(cached: pd.DataFrame | None, rows: np.ndarray, found: pd.DataFrame, todo: np.ndarray) -> pd.DataFrame:
-    """The facts and error of every usable entry, in order: the cache's valid rows and the files opened now."""
-    columns = [*FACT_COLUMNS, "error"]
-    kept = rows >= 0
-    parts = [found[columns].set_axis(todo)]
-    if cached is not None and kept.any():
-        parts.insert(0, cached[columns].iloc[rows[kept]].set_axis(np.flatnonzero(kept)))
-    return pd.concat(parts).sort_index().reset_index(drop=True)
 
 
 def _save_cache(cache_file: Path, paths: pd.Series, sizes: np.ndarray, mtimes: np.ndarray, facts: pd.DataFrame) -> str:

@@ -259,8 +259,9 @@ def hash_dataset(
     todo = stale[from_scan < 0]
     fresh = fingerprint_many(paths.iloc[todo].reset_index(drop=True), method, root=root, workers=workers,
                              progress=progress)  # fmt: skip
-    prints = _combine([(cached, rows), (scan.extras, _spread(from_scan, stale, len(paths))), (fresh, _spread(
-        np.arange(len(todo)), todo, len(paths)))])  # fmt: skip
+    n = len(paths)
+    own = filecache.placed(np.arange(len(todo)), todo, n)
+    prints = _combine([(cached, rows), (scan.extras, filecache.placed(from_scan, stale, n)), (fresh, own)], n)
     del cached, fresh
     warnings = list(scan.warnings)
     if cache_file is not None and len(stale):  # what was fingerprinted now, by the scan or here, is saved
@@ -296,27 +297,9 @@ def _scan_rows(extras: pd.DataFrame, paths: pd.Series, method: str) -> np.ndarra
     return np.where((rows >= 0) & (extras["method"].to_numpy()[rows] == method), rows, -1)
 
 
-def _spread(rows: np.ndarray, where: np.ndarray, n: int) -> np.ndarray:
-    """A length-``n`` array: ``rows[k]`` at ``where[k]``, -1 elsewhere."""
-    out = np.full(n, -1, np.int64)
-    out[where] = rows
-    return out
-
-
-def _combine(sources: list[tuple[pd.DataFrame | None, np.ndarray]]) -> pd.DataFrame:
-    """One row per image: from each (table, rows) source, table's row ``rows[k]`` for image k where it is >= 0.
-
-    The sources are the cache, the scan's extras and the files opened now; each image has one source.
-    """
-    columns = ["error", *FINGERPRINT_COLUMNS]
-    parts = [table[columns].iloc[rows[rows >= 0]].set_axis(np.flatnonzero(rows >= 0))
-             for table, rows in sources if table is not None and (rows >= 0).any()]  # fmt: skip
-    if not parts:
-        return pd.DataFrame(columns=columns)
-    if len(parts) == 1 and len(parts[0]) == len(sources[0][1]):  # one source for every image (a first run):
-        prints = parts[0].reset_index(drop=True)  # in order already; sorting would copy 0.5 KB an image
-    else:
-        prints = pd.concat(parts).sort_index().reset_index(drop=True)
+def _combine(sources: list[tuple[pd.DataFrame | None, np.ndarray]], n: int) -> pd.DataFrame:
+    """One row per image from the cache, the scan's extras and the files opened now (``filecache.gather``)."""
+    prints = filecache.gather(sources, ["error", *FINGERPRINT_COLUMNS], n)
     prints["hash"] = prints["hash"].astype("Int64")  # failed files have none; float64 would round the 64 bits
     return prints
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from core.common.errors import DatasetError
 from core.common.workspace import Workspace
-from core.datasets.scan import ScanResult, require_labels, scan_dataset
+from core.datasets.scan import WINDOW, ScanResult, map_chunks, require_labels, scan_dataset
 from core.datasets.sources import resolve_dataset
 from tests import imagefactory as f
 
@@ -331,3 +331,24 @@ def test_an_inspector_opens_each_file_once_and_its_extras_are_kept(class_folder:
     assert sorted(first.extras["path"]) == sorted(first.manifest["path"])
     again = scan_dataset(ref, ws.cache, inspector=inspector)
     assert len(calls) == 12 and again.extras.empty  # cached: nothing opened, nothing extra
+
+
+def test_map_chunks_keeps_the_order_and_takes_chunks_only_as_workers_need_them() -> None:
+    drawn, done = [0], [0]
+    ahead: list[int] = []
+
+    def chunks():
+        for k in range(100):
+            drawn[0] += 1
+            yield [k]
+
+    def run(chunk):  # a closure: not picklable, so threads (the server's way)
+        ahead.append(drawn[0] - done[0])
+        return chunk
+
+    results = []
+    for part in map_chunks(run, chunks(), 2, "test"):
+        results += part
+        done[0] += 1
+    assert results == list(range(100))
+    assert max(ahead) <= WINDOW * 2 + 1  # never the whole iterable at once (Executor.map would take all 100)
