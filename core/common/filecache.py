@@ -46,18 +46,20 @@ def write_table(cache_file: Path, frame: pd.DataFrame) -> None:
     write_atomic(cache_file, write, durable=False)
 
 
-def read_table(cache_file: Path | None, columns: Sequence[str]) -> pd.DataFrame | None:
-    """A cache table as written; None when missing, unreadable, or written with other columns.
+def read_table(cache_file: Path | None, columns: Sequence[str], *, skip: Sequence[str] = ()) -> pd.DataFrame | None:
+    """A cache table as written, less the ``skip`` columns; None when missing, unreadable, or written with other
+    columns.
 
     Columnar: a 200,000-row table is tens of MB as a table and over 1 GB as a dict per row.
     """
     if cache_file is None or not cache_file.exists():
         return None
     try:
-        frame = pd.read_parquet(cache_file)
+        if pq.read_schema(cache_file).names != list(columns):
+            return None
+        return pd.read_parquet(cache_file, columns=[c for c in columns if c not in skip])
     except (OSError, ValueError):
         return None
-    return frame if list(frame.columns) == list(columns) else None
 
 
 def match(table: pd.DataFrame | None, paths: Sequence[str], sizes: np.ndarray, mtimes: np.ndarray) -> np.ndarray:

@@ -180,9 +180,10 @@ def evaluation_json(ev: Evaluation) -> dict[str, Any]:
     out["dataset"] = ev.run.dataset
     out["checkpoint_epoch"] = ev.predictions.meta.get("epoch")
     if ev.honest is not None and ev.leaks is not None:
+        scored = set(ev.frame["image"])  # once: per leaking image it cost 38 s at 2,010 leaks of 30,000 images
         out["leakage"] = {**ev.honest.to_json(), "method": ev.leaks.method, "threshold": ev.leaks.threshold,
                           "pairs": [[path, ev.leaks.leaking[path]] for path in sorted(ev.leaks.leaking)
-                                    if path in set(ev.frame["image"])]}  # fmt: skip
+                                    if path in scored]}  # fmt: skip
     else:
         out["leakage"] = {"checked": False, "n_leaking": None, "accuracy_without_leaks": None}
     return out

@@ -227,6 +227,25 @@ def test_second_run_opens_nothing_and_a_changed_file_is_opened_again(tmp_path: P
     assert not list((cache / "hashes").glob("*.tmp"))  # written through a temp file and renamed
 
 
+def test_a_warm_search_reads_only_the_pairs_thumbnails_and_finds_the_same_groups(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    for k in range(6):
+        f.write_photo(root / "c" / f"{k}.jpg", 300 + k)
+    # A re-encode: a near copy, verified on pixels (its thumbnails are compared).
+    Image.open(root / "c/0.jpg").save(root / "c/0-again.jpg", quality=60)
+    ref, cache = DatasetRef("folder", root), tmp_path / "cache"
+    cold = find_duplicates(ref, cache)
+    warm = find_duplicates(ref, cache)
+    assert warm.hashes.n_opened == 0 and "thumb" not in warm.hashes.table.columns  # not read with the table
+    assert warm.hashes.thumb_file is not None
+    np.testing.assert_array_equal(warm.hashes.thumbs, cold.hashes.thumbs)  # read back from the cache, by path
+    assert sorted(warm.members["path"]) == sorted(cold.members["path"]) == ["c/0-again.jpg", "c/0.jpg"]
+    pd.testing.assert_frame_equal(warm.groups, cold.groups)
+    warm.hashes.thumb_file.unlink()  # gone meanwhile (another search, a cleaned cache): said, not guessed
+    with pytest.raises(DedupError, match="search again"):
+        warm.hashes.thumbs_at(np.array([0]))
+
+
 def test_a_file_broken_after_the_scan_is_listed_and_the_run_goes_on(tmp_path: Path) -> None:
     root = tmp_path / "ds"
     f.write_photo(root / "c/a.jpg", 1)
