@@ -302,7 +302,9 @@ def _scan_rows(extras: pd.DataFrame, paths: pd.Series, method: str) -> np.ndarra
     """For each of ``paths``, its row in the scan's ``extras`` when the scan fingerprinted it by ``method``, else -1."""
     if extras.empty or "method" not in extras.columns:
         return np.full(len(paths), -1, np.int64)
-    rows = pd.Index(extras["path"]).get_indexer(pd.Index(paths))
+    first = pd.Series(np.arange(len(extras)), index=extras["path"])
+    first = first[~first.index.duplicated()]  # a path listed twice was opened twice: either row will do
+    rows = first.reindex(pd.Index(paths)).fillna(-1).to_numpy(np.int64)
     return np.where((rows >= 0) & (extras["method"].to_numpy()[rows] == method), rows, -1)
 
 
