@@ -46,20 +46,36 @@ def write_table(cache_file: Path, frame: pd.DataFrame) -> None:
     write_atomic(cache_file, write, durable=False)
 
 
-def read_table(cache_file: Path | None, columns: Sequence[str], *, skip: Sequence[str] = ()) -> pd.DataFrame | None:
-    """A cache table as written, less the ``skip`` columns; None when missing, unreadable, or written with other
-    columns.
+def open_table(cache_file: Path | None, columns: Sequence[str]) -> pq.ParquetFile | None:
+    """A cache file opened for reading, when it was written with ``columns``; None when missing or unreadable.
 
-    Columnar: a 200,000-row table is tens of MB as a table and over 1 GB as a dict per row.
+    Reads through it see this version of the file even when a writer replaces it meanwhile (an atomic rename),
+    so a caller may read a few columns, decide, then read others, and still read one table.
     """
     if cache_file is None or not cache_file.exists():
         return None
     try:
-        if pq.read_schema(cache_file).names != list(columns):
-            return None
-        return pd.read_parquet(cache_file, columns=[c for c in columns if c not in skip])
+        source = pq.ParquetFile(cache_file)
     except (OSError, ValueError):
         return None
+    return source if source.schema_arrow.names == list(columns) else None
+
+
+def read_columns(source: pq.ParquetFile, columns: Sequence[str]) -> pd.DataFrame | None:
+    """``columns`` of an opened cache (as ``pd.read_parquet`` gives them); None when the file is damaged."""
+    try:
+        return source.read(columns=list(columns)).to_pandas()
+    except (OSError, ValueError):
+        return None
+
+
+def read_table(cache_file: Path | None, columns: Sequence[str]) -> pd.DataFrame | None:
+    """A cache table as written; None when missing, unreadable, or written with other columns.
+
+    Columnar: a 200,000-row table is tens of MB as a table and over 1 GB as a dict per row.
+    """
+    source = open_table(cache_file, columns)
+    return None if source is None else read_columns(source, columns)
 
 
 def match(table: pd.DataFrame | None, paths: Sequence[str], sizes: np.ndarray, mtimes: np.ndarray) -> np.ndarray:
@@ -72,7 +88,7 @@ def match(table: pd.DataFrame | None, paths: Sequence[str], sizes: np.ndarray, m
     n = len(paths)
     if table is None or not table["path"].is_unique:
         return np.full(n, -1, np.int64)
-    pos = pd.Index(table["path"]).get_indexer(pd.Index(np.asarray(paths, dtype=object)))
+    pos = pd.Index(table["path"]).get_indexer(pd.Index(paths))
     found = pos >= 0
     row_sizes = table["size"].to_numpy(np.int64)[pos[found]]
     row_mtimes = table["mtime_ns"].to_numpy(np.int64)[pos[found]]
@@ -88,11 +104,26 @@ def rows_where(frame: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
     return frame.reset_index(drop=True) if keep.all() else frame[keep].reset_index(drop=True)
 
 
-def unique_rows(frame: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
-    """``rows_where(frame, keep)`` without a second row for a path (a cache has one row per file)."""
-    kept = rows_where(frame, keep)
-    repeated = kept["path"].duplicated().to_numpy()
-    return rows_where(kept, ~repeated)
+def save_rows(cache_file: Path, columns: Sequence[str], paths: pd.Series, sizes: np.ndarray, mtimes: np.ndarray,
+              values: pd.DataFrame) -> None:  # fmt: skip
+    """Write a cache: per file its path, stat and ``values`` (one row per path, in order), as ``columns``.
+
+    A file whose stat failed (size -1) is left out (its row could never be reused), as is a second row for a path.
+    """
+    frame = pd.concat([pd.DataFrame({"path": paths.reset_index(drop=True), "size": sizes, "mtime_ns": mtimes}),
+                       values.reset_index(drop=True)], axis=1)  # fmt: skip
+    frame = rows_where(frame, sizes >= 0)
+    write_table(cache_file, rows_where(frame, ~frame["path"].duplicated().to_numpy())[list(columns)])
+
+
+def with_values(left: pd.DataFrame, values: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``left``'s rows beside their ``values`` (one row each, in order) where ``values["error"]`` is empty, and
+    the others as (path, reason) rows: the images a pass could use, and why it could not use the rest."""
+    errors = values["error"].fillna("").astype(str)
+    good = (errors == "").to_numpy()
+    joined = pd.concat([rows_where(left, good), rows_where(values.drop(columns="error"), good)], axis=1)
+    failed = pd.DataFrame({"path": left["path"].to_numpy()[~good], "reason": errors.to_numpy()[~good]})
+    return joined, failed
 
 
 def placed(rows: np.ndarray, where: np.ndarray, n: int) -> np.ndarray:

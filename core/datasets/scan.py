@@ -318,10 +318,8 @@ def _inspect_one(path: str) -> dict:
 
 def _save_cache(cache_file: Path, paths: pd.Series, sizes: np.ndarray, mtimes: np.ndarray, facts: pd.DataFrame) -> str:
     """Write the cache; on a full disk the scan still answers, and says its cache was not saved ("" if it was)."""
-    frame = pd.concat([pd.DataFrame({"path": paths, "size": sizes, "mtime_ns": mtimes}), facts], axis=1)
-    frame = filecache.unique_rows(frame, np.ones(len(frame), bool))[CACHE_COLUMNS]
-    return cache_write(lambda: filecache.write_table(cache_file, frame), cache_file.parent,
-                       "the scan was not cached: the next scan opens every file again")  # fmt: skip
+    return cache_write(lambda: filecache.save_rows(cache_file, CACHE_COLUMNS, paths, sizes, mtimes, facts),
+                       cache_file.parent, "the scan was not cached: the next scan opens every file again")  # fmt: skip
 
 
 def cache_write(write: Callable[[], object], folder: Path, what: str) -> str:
@@ -338,14 +336,11 @@ def cache_write(write: Callable[[], object], folder: Path, what: str) -> str:
 
 def _assemble(listing: pd.DataFrame, facts: pd.DataFrame) -> tuple[pd.DataFrame, list[Problem]]:
     """The manifest (the entries whose file opened, with their facts) and a problem per file that did not."""
-    errors = facts["error"].fillna("").astype(str)
-    good = (errors == "").to_numpy()
-    manifest = pd.concat([filecache.rows_where(listing, good), filecache.rows_where(facts[FACT_COLUMNS], good)], axis=1)
+    manifest, failed = filecache.with_values(listing, facts)
     manifest = manifest.astype(
         {"width": "int64", "height": "int64", "frames": "int64", "bytes": "int64", "mode": "str", "format": "str"}
     )  # the same whether the facts were cached or new
-    bad = [Problem(p, r) for p, r in zip(listing["path"][~good], errors[~good], strict=True)]
-    return manifest[MANIFEST_COLUMNS], bad
+    return manifest[MANIFEST_COLUMNS], [Problem(p, r) for p, r in zip(failed["path"], failed["reason"], strict=True)]
 
 
 def _problem_frame(problems: Sequence[Problem]) -> pd.DataFrame:

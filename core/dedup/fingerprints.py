@@ -40,7 +40,6 @@ from PIL import Image
 from core.common import filecache
 from core.common.cpu import usable_cores
 from core.common.errors import DedupError, ImageError
-from core.common.filecache import rows_where, unique_rows
 from core.datasets.scan import ScanResult, cache_write, collect, map_chunks, path_chunks
 from core.datasets.sources import DatasetRef
 from core.dedup.features import FEATURE_COLUMNS, quality_features_batch
@@ -255,13 +254,17 @@ def hash_dataset(
     root, paths = scan.ref.root, scan.manifest["path"]
     sizes, mtimes = _stat_all(root, paths)
     cache_file = fingerprint_cache(scan.ref, cache_dir, method) if cache_dir else None
-    # Without the thumbnails (half the table: 51 MB and ~130 MB of peak at 200,000 images): the search compares
-    # only the images in a candidate pair, and reads theirs when it does (``HashTable.thumbs_at``).
-    cached = _load_cache(cache_file, skip=("thumb",))
-    rows = filecache.match(cached, paths, sizes, mtimes)
+    source = _open_cache(cache_file)
+    keys = filecache.read_columns(source, ["path", "size", "mtime_ns"]) if source else None
+    rows = filecache.match(keys, paths, sizes, mtimes)
+    # Nothing changed: the table without the thumbnails (half of it: 51 MB and ~130 MB of peak at 200,000 images);
+    # the search compares only the images in a candidate pair, and reads theirs when it does (``thumbs_at``).
+    # Something changed: the cache is written again, whole, so every row's thumbnail is needed.
+    wanted = [c for c in CACHE_COLUMNS if c != "thumb" or (rows < 0).any()]
+    cached = filecache.read_columns(source, wanted) if keys is not None and (rows >= 0).any() else None
+    if cached is None:  # no cache, or one damaged past its first columns: every image is fingerprinted
+        rows = np.full(len(paths), -1, np.int64)
     stale = np.flatnonzero(rows < 0)
-    if len(stale) and cached is not None:
-        cached = _load_cache(cache_file)  # the cache is written again, whole: every row's thumbnail is needed
     from_scan = _scan_rows(scan.extras, paths.iloc[stale], method)
     todo = stale[from_scan < 0]
     fresh = fingerprint_many(paths.iloc[todo].reset_index(drop=True), method, root=root, workers=workers,
@@ -273,7 +276,9 @@ def hash_dataset(
     del cached, fresh
     warnings = list(scan.warnings)
     if cache_file is not None and len(stale):  # what was fingerprinted now, by the scan or here, is saved
-        save = cache_write(lambda: _save_cache(cache_file, paths, sizes, mtimes, prints), cache_file.parent,
+        values = prints.assign(version=CACHE_VERSION)
+        save = cache_write(lambda: filecache.save_rows(cache_file, CACHE_COLUMNS, paths, sizes, mtimes, values),
+                           cache_file.parent,
                            "the fingerprints were not cached: the next search decodes every image again")  # fmt: skip
         warnings += [save] if save else []
     table, failed = _assemble(scan.manifest, prints)
@@ -371,23 +376,14 @@ def read_thumbs(cache_file: Path, paths: pd.Series) -> np.ndarray:
     return out[unique.get_indexer(paths)]
 
 
-def _load_cache(cache_file: Path | None, skip: Sequence[str] = ()) -> pd.DataFrame | None:
-    table = filecache.read_table(cache_file, CACHE_COLUMNS, skip=skip)
-    return None if table is None or (table["version"] != CACHE_VERSION).any() else table
-
-
-def _save_cache(
-    cache_file: Path, paths: pd.Series, sizes: np.ndarray, mtimes: np.ndarray, prints: pd.DataFrame
-) -> None:
-    frame = pd.concat([pd.DataFrame({"path": paths.reset_index(drop=True), "size": sizes, "mtime_ns": mtimes,
-                                     "version": CACHE_VERSION}), prints], axis=1)  # fmt: skip
-    filecache.write_table(cache_file, unique_rows(frame, sizes >= 0)[CACHE_COLUMNS])
+def _open_cache(cache_file: Path | None) -> pq.ParquetFile | None:
+    """The fingerprint cache, opened, when it holds fingerprints of the current definition (``CACHE_VERSION``)."""
+    source = filecache.open_table(cache_file, CACHE_COLUMNS)
+    versions = filecache.read_columns(source, ["version"]) if source is not None else None
+    return source if versions is not None and (versions["version"] == CACHE_VERSION).all() else None
 
 
 def _assemble(manifest: pd.DataFrame, prints: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    errors = prints["error"].fillna("").astype(str)
-    good = (errors == "").to_numpy()
-    table = pd.concat([rows_where(manifest, good), rows_where(prints.drop(columns="error"), good)], axis=1)
+    table, failed = filecache.with_values(manifest, prints)
     table["hash"] = table["hash"].astype(np.int64)
-    failed = pd.DataFrame({"path": manifest["path"][~good], "reason": errors[~good]})
-    return table, failed.reset_index(drop=True)
+    return table, failed

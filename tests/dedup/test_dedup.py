@@ -224,6 +224,8 @@ def test_second_run_opens_nothing_and_a_changed_file_is_opened_again(tmp_path: P
     third = find_duplicates(ref, cache)
     assert third.hashes.n_opened == 1
     assert third.hashes.table.set_index("path").at["c/3.jpg", "width"] == 100
+    # The rewritten cache kept the unchanged images' thumbnails: a warm search reads the same as no cache at all.
+    np.testing.assert_array_equal(find_duplicates(ref, cache).hashes.thumbs, find_duplicates(ref).hashes.thumbs)
     assert not list((cache / "hashes").glob("*.tmp"))  # written through a temp file and renamed
 
 
