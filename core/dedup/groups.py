@@ -220,7 +220,6 @@ def find_duplicates(
     inspector = scan_inspector(config.method)
     scan = scan or scan_dataset(ref, cache_dir, workers=config.workers, progress=progress, inspector=inspector)
     hashes = hash_dataset(scan, cache_dir, method=config.method, workers=config.workers, progress=progress)
-    scan.extras = pd.DataFrame()  # the scan's fingerprints are in ``hashes`` now (and cached): ~0.5 KB an image
     return group_duplicates(hashes, scan, config, started=started)
 
 
