@@ -1,7 +1,7 @@
 """Benchmark: how each stage's time and memory grow with the number of images (issue 28).
 
     .venv/bin/python -m bench.bench_scale [--sizes 10000,50000,200000] [--sides 64,160] [--max N] [--cache DIR]
-        [--stages scan,dedup,decode,epoch,evaluate] [--json FILE] [--settle S] [--keep-workspaces]
+        [--stages scan,dedup,decode,epoch,evaluate] [--json FILE] [--settle S] [--keep-workspaces] [--repeats R]
 
 For each size N (folders of N photo-like 128 px JPEGs in 4 classes, :mod:`bench.scale_data`, made once into
 ``--cache``) and each decode side, in a fresh workspace, each stage runs in a fresh process, one at a time, through
@@ -43,6 +43,11 @@ from bench.checks import check
 
 REPO = Path(__file__).resolve().parent.parent
 STAGES = ("scan", "dedup", "decode", "epoch", "evaluate")
+# Stages that leave every cache as they found them, so a second run measures the same thing (a second scan or
+# dedup would find its caches warm, a second decode nothing to decode). The epoch's peak varies from run to run by
+# a third (10,000 images at 64 px, 4 runs: 1,394-1,983 MB; 50,000, 4 runs: 1,643-2,138 MB): its allocations
+# (activations, the statistics' chunks) land differently in the C library's heaps each time.
+REPEATABLE = ("epoch", "evaluate")
 POLL_S = 0.1
 BUSY_LOAD = 1.0
 MB = 1e6
@@ -310,20 +315,33 @@ def check_output(stage: str, case: Case, m: Measured, before: dict[str, float]) 
     return None, {"accuracy": out.get("accuracy"), "n": out.get("n")}
 
 
-def run_stage(stage: str, case: Case, logs: Path, settle_s: float) -> Row:
-    load, others = settle(settle_s)
-    available = mem_available()
-    busy = load > BUSY_LOAD
-    print(f"  {stage:<8} N={case.n:,} {case.side} px: load {load:.2f}, others using {others:.1f} cores now"
-          + ("  BUSY MACHINE" if busy else ""), flush=True)  # fmt: skip
-    before = case.tensor_files() if stage == "epoch" else {}
-    m = run_measured(argv_for(stage, case), logs, f"n{case.n}-s{case.side}-{stage}")
-    inner, facts = check_output(stage, case, m, before)
+def run_stage(stage: str, case: Case, logs: Path, settle_s: float, repeats: int = 1) -> Row:
+    """One stage of one case, measured; the stages that leave every cache as they found it (REPEATABLE) are run
+    ``repeats`` times and give the median of each figure (the range of peaks is kept in ``facts``)."""
+    runs = []
+    for k in range(repeats if stage in REPEATABLE else 1):
+        load, others = settle(settle_s)
+        available = mem_available()
+        busy = load > BUSY_LOAD
+        print(f"  {stage:<8} N={case.n:,} {case.side} px: load {load:.2f}, others using {others:.1f} cores now"
+              + ("  BUSY MACHINE" if busy else ""), flush=True)  # fmt: skip
+        before = case.tensor_files() if stage == "epoch" else {}
+        m = run_measured(argv_for(stage, case), logs, f"n{case.n}-s{case.side}-{stage}-{k}")
+        inner, facts = check_output(stage, case, m, before)
+        runs.append((m, inner, facts, load, others, busy, available))
+    m, inner, facts, load, others, busy, available = runs[-1]  # the last run's run id feeds evaluate
+    peaks = [r[0].peak / MB for r in runs]
+    if len(runs) > 1:
+        facts = {**facts, "peaks_mb": [round(p) for p in peaks], "seconds": [round(r[0].seconds, 1) for r in runs]}
     working = working_bytes(stage, case)
+    anon = float(np.median([r[0].anon for r in runs]))
     # The files stay in the page cache only if they fit beside the stage's own memory.
-    disk_bound = working + m.anon > available
-    return Row(case.n, case.side, stage, m.seconds, inner, m.peak / MB, m.anon / MB, m.read / MB, working / MB,
-               available / MB, load, others, busy, disk_bound, facts)  # fmt: skip
+    disk_bound = working + anon > available
+    inners = [r[1] for r in runs if r[1] is not None]
+    return Row(case.n, case.side, stage, float(np.median([r[0].seconds for r in runs])),
+               float(np.median(inners)) if inners else None, float(np.median(peaks)), anon / MB,
+               float(np.median([r[0].read for r in runs])) / MB, working / MB, available / MB, max(r[3] for r in runs),
+               max(r[4] for r in runs), any(r[5] for r in runs), disk_bound, facts)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -337,7 +355,8 @@ def print_table(rows: list[Row], side: int) -> None:
     for r in (r for r in rows if r.side == side):
         notes = ([f"BUSY (load {r.load:.1f}, others {r.others:.1f} cores)"] if r.busy else []) + (
             ["disk-bound: the data does not fit the page cache"] if r.disk_bound else []
-        )
+        ) + ([f"median of {len(r.facts['peaks_mb'])}: peaks {min(r.facts['peaks_mb']):,}-{max(r.facts['peaks_mb']):,}"]
+             if "peaks_mb" in r.facts else [])  # fmt: skip
         inner = "-" if r.inner_s is None else f"{r.inner_s:.1f}"
         print(f"{r.n:>8,}  {r.stage:<9}{r.seconds:>9.1f}{inner:>9}{r.ms_per_image:>10.3f}{r.peak_mb:>9.0f}"
               f"{r.anon_mb:>9.0f}{r.read_mb:>9.0f}{r.working_mb:>10.0f}  {'; '.join(notes)}")  # fmt: skip
@@ -395,6 +414,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--settle", type=float, default=30.0, metavar="S",
                    help="wait up to S seconds before a stage for the 1-minute load to fall to 1.0 (default 30)")  # fmt: skip
     p.add_argument("--keep-workspaces", action="store_true", help="keep each (N, side)'s workspace (tensor caches)")
+    p.add_argument("--repeats", type=int, default=1, metavar="R",
+                   help="run epoch and evaluate R times and report the medians (default 1)")  # fmt: skip
     args = p.parse_args(argv)
     args.sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
     if args.max is not None:
@@ -428,7 +449,7 @@ def main(argv: list[str] | None = None) -> None:
             logs.mkdir(parents=True)
             case = Case(n, side, data, ws, jpeg_bytes, copies)
             for stage in args.stages:
-                rows.append(run_stage(stage, case, logs, args.settle))
+                rows.append(run_stage(stage, case, logs, args.settle, args.repeats))
             print(f"  tensor cache {case.tensor_bytes() / MB:,.0f} MB; logs in {logs}", flush=True)
             if not args.keep_workspaces:
                 shutil.rmtree(ws, ignore_errors=True)
