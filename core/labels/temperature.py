@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax
 
 from core.labels.confident import row_chunks
 
@@ -35,16 +36,14 @@ TINY = 1e-12  # a probability of 0 has no logarithm; this is far below any answe
 
 def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
     """The T minimising the mean negative log-likelihood of ``labels`` under ``probs ** (1/T)`` (renormalised)."""
-    logs = np.log(np.maximum(probs, TINY))
+    logs = _logs(probs)  # once: the search evaluates the loss ~25 times
 
     def loss(log_t: float) -> float:
         inverse = float(np.exp(-log_t))
         total = 0.0
         for rows in row_chunks(*logs.shape):
-            z = logs[rows].astype(np.float64) * inverse
-            top = z.max(axis=1)
-            normaliser = top + np.log(np.exp(z - top[:, None]).sum(axis=1))
-            total += float((normaliser - z[np.arange(len(z)), labels[rows]]).sum())
+            z = log_softmax(logs[rows].astype(np.float64) * inverse, axis=1)
+            total -= float(z[np.arange(len(z)), labels[rows]].sum())
         return total / max(len(labels), 1)
 
     found = minimize_scalar(loss, bounds=LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-4})
@@ -55,10 +54,12 @@ def scaled(probs: np.ndarray, temperature: float) -> np.ndarray:
     """``probs`` raised to ``1 / temperature`` and renormalised (float32): the same order of classes per image."""
     out = np.empty(probs.shape, dtype=np.float32)
     for rows in row_chunks(*probs.shape):
-        z = np.log(np.maximum(probs[rows], TINY)).astype(np.float64) / temperature
-        z = np.exp(z - z.max(axis=1, keepdims=True))
-        out[rows] = z / z.sum(axis=1, keepdims=True)
+        out[rows] = np.exp(log_softmax(_logs(probs[rows]).astype(np.float64) / temperature, axis=1))
     return out
+
+
+def _logs(probs: np.ndarray) -> np.ndarray:
+    return np.log(np.maximum(probs, TINY))
 
 
 def undo_smoothing(probs: np.ndarray, labels: np.ndarray, label_smoothing: float) -> tuple[np.ndarray, float]:
