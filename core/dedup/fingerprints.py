@@ -259,7 +259,7 @@ def hash_dataset(
     rows = filecache.match(keys, paths, sizes, mtimes)
     # Nothing changed: the table without the thumbnails (half of it: 51 MB and ~130 MB of peak at 200,000 images);
     # the search compares only the images in a candidate pair, and reads theirs when it does (``thumbs_at``).
-    # Something changed: the cache is written again, whole, so every row's thumbnail is needed.
+    # Something changed: the cache is written again, whole, so every row's thumbnail is needed until it is.
     wanted = [c for c in CACHE_COLUMNS if c != "thumb" or (rows < 0).any()]
     cached = filecache.read_columns(source, wanted) if keys is not None and (rows >= 0).any() else None
     if cached is None:  # no cache, or one damaged past its first columns: every image is fingerprinted
@@ -281,6 +281,8 @@ def hash_dataset(
                            cache_file.parent,
                            "the fingerprints were not cached: the next search decodes every image again")  # fmt: skip
         warnings += [save] if save else []
+        if not save:  # cached with every thumbnail: from here on read from there, for the pairs only (as above)
+            prints, lazy = prints.drop(columns="thumb"), True
     table, failed = _assemble(scan.manifest, prints)
     return HashTable(method, table, failed, len(stale), time.perf_counter() - started, warnings,
                      cache_file if lazy else None)  # fmt: skip

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -218,8 +218,11 @@ def find_duplicates(
     config = config or DedupConfig()
     # A scan that has to open files fingerprints them in the same decode (nothing is decoded twice).
     inspector = scan_inspector(config.method)
+    own_scan = scan is None
     scan = scan or scan_dataset(ref, cache_dir, workers=config.workers, progress=progress, inspector=inspector)
     hashes = hash_dataset(scan, cache_dir, method=config.method, workers=config.workers, progress=progress)
+    if own_scan:  # its fingerprints went into ``hashes``; the result keeps the scan, not a second copy of them
+        scan = replace(scan, extras=pd.DataFrame())
     return group_duplicates(hashes, scan, config, started=started)
 
 
