@@ -37,6 +37,7 @@ from torch import nn
 
 from core.common.atomic import write_atomic
 from core.common.percent import percent
+from core.train.kept import KeptRows
 
 FAMILIAR_FILE = "familiar.pt"
 PASS_SHARE = 0.975  # validation images that pass: ordinary photos are flagged about 2.5% of the time
@@ -200,12 +201,14 @@ def _validation_scores(model: nn.Module, batches: Any, bank: torch.Tensor,
     them, and one distance matrix against the 4,096-image bank 490 MB)."""
     was_training = model.training
     model.eval()
-    far, far_pixels, top = [], [], []
+    far, far_pixels, top = KeptRows(), KeptRows(), KeptRows()  # one buffer each (see core.train.kept)
     with torch.inference_mode(), caught_features(model) as seen:
         for x, _ in batches:
-            top.append(model(x).float().softmax(dim=1).max(dim=1).values.cpu())
-            far.append(mean_nearest_distance(bank, seen.features.pop()))
-            far_pixels.append(mean_nearest_distance(pixel_bank, seen.inputs.pop()))
+            top.add(model(x).float().softmax(dim=1).max(dim=1).values)
+            far.add(mean_nearest_distance(bank, seen.features.pop()))
+            far_pixels.add(mean_nearest_distance(pixel_bank, seen.inputs.pop()))
     model.train(was_training)
-    far_t, far_pixels_t, top_t = (torch.cat(v) if v else torch.zeros(0) for v in (far, far_pixels, top))
+    far_t, far_pixels_t, top_t = (
+        k.tensor() if k.tensor() is not None else torch.zeros(0) for k in (far, far_pixels, top)
+    )
     return far_t, far_pixels_t, top_t

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from core.train.batches import Batches
+from core.train.kept import KeptRows
 from core.train.optim import Precision
 
 
@@ -164,8 +165,7 @@ def evaluate(
     """
     was_training = model.training
     model.eval()
-    outputs: list[torch.Tensor] = []
-    targets: list[torch.Tensor] = []
+    outputs, targets = KeptRows(), KeptRows()  # one buffer each, not a tensor per batch (see core.train.kept)
     with torch.inference_mode():
         sums = torch.zeros(4, dtype=torch.float64, device=batches.device)
         for x, y in batches:
@@ -179,8 +179,8 @@ def evaluate(
             sums += torch.stack([nn.functional.cross_entropy(logits, y, reduction="sum"),
                                  hits[:, 0].sum(), hits.any(1).sum(), torch.tensor(len(y), device=y.device)]).double()  # fmt: skip
             if keep_predictions:
-                outputs.append(logits.softmax(1).cpu())
-                targets.append(y.cpu())
+                outputs.add(logits.softmax(1))
+                targets.add(y)
         if reduce is not None:
             sums = reduce(sums)
         loss_sum, correct, top5, n_float = sums.tolist()
@@ -193,8 +193,9 @@ def evaluate(
         "n": n,
     }
     if keep_predictions:
-        probs = torch.cat(outputs).numpy() if outputs else np.zeros((0, 0), np.float32)
-        result.update(targets=torch.cat(targets).numpy() if targets else np.zeros(0, np.int64), probs=probs,
+        kept_probs, kept_targets = outputs.tensor(), targets.tensor()
+        probs = kept_probs.numpy() if kept_probs is not None else np.zeros((0, 0), np.float32)
+        result.update(targets=kept_targets.numpy() if kept_targets is not None else np.zeros(0, np.int64), probs=probs,
                       predicted=probs.argmax(1) if len(probs) else np.zeros(0, np.int64))  # fmt: skip
     return result
 
